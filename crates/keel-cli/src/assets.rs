@@ -1,0 +1,69 @@
+//! Locating cached assets, fetching them with the embedded `scripts/fetch-assets.sh` when missing.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+/// The fetch script, embedded so the binary can fetch assets from any directory.
+const FETCH_SCRIPT: &str = include_str!("../../../scripts/fetch-assets.sh");
+
+/// The asset cache (`$KEEL_CACHE`, default `~/.cache/keel`).
+pub fn cache_dir() -> PathBuf {
+    if let Ok(c) = std::env::var("KEEL_CACHE")
+        && !c.is_empty()
+    {
+        return PathBuf::from(c);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache").join("keel")
+}
+
+/// Path of the employment reference data (2015 rows), fetching it if needed.
+pub fn employment_reference(quiet: bool) -> Result<PathBuf> {
+    let path = cache_dir()
+        .join("nannyml-0.13.1")
+        .join("employment_MA_reference.pq");
+    if !path.exists() {
+        fetch("nannyml", quiet)?;
+    }
+    if !path.exists() {
+        bail!("{} is still missing after fetching assets", path.display());
+    }
+    Ok(path)
+}
+
+/// Runs the embedded fetch script for one asset group.
+pub fn fetch(group: &str, quiet: bool) -> Result<()> {
+    if !quiet {
+        eprintln!(
+            "keel: fetching asset '{group}' into {}",
+            cache_dir().display()
+        );
+    }
+    let mut child = std::process::Command::new("bash")
+        .arg("-s")
+        .arg("--")
+        .arg(group)
+        .env("KEEL_CACHE", cache_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(if quiet {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::inherit()
+        })
+        .spawn()
+        .context("starting bash to fetch assets")?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(FETCH_SCRIPT.as_bytes())
+        .context("sending the fetch script to bash")?;
+    let status = child.wait().context("waiting for the asset fetch")?;
+    if !status.success() {
+        bail!(
+            "fetching assets '{group}' failed ({status}); run scripts/fetch-assets.sh {group} to see why"
+        );
+    }
+    Ok(())
+}

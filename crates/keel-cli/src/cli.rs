@@ -1,0 +1,270 @@
+//! Command-line interface definition.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Keel: the whole ML lifecycle in one binary — validate data, train and evaluate models, register them with
+/// their lineage and model cards.
+///
+/// State lives in the Keel home (`$KEEL_HOME`, default `./.keel`): the registry database and model artifacts.
+/// Downloaded datasets live in the asset cache (`$KEEL_CACHE`, default `~/.cache/keel`).
+///
+/// Exit codes: 0 success · 1 a check failed (for example invalid rows) · 2 bad usage, bad input or I/O error
+/// · 3 internal error.
+#[derive(Parser, Debug)]
+#[command(name = "keel", version, propagate_version = true, max_term_width = 110)]
+#[command(
+    after_help = "Start here:\n  keel quickstart              train and register the employment model end to end\n  keel data validate FILE      check a CSV/Parquet file and quarantine bad rows\n  keel train --help            train on your own data"
+)]
+pub struct Cli {
+    /// Keel home directory (registry and artifacts).
+    #[arg(long, global = true, env = "KEEL_HOME", default_value = ".keel")]
+    pub home: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    pub fn home(&self) -> PathBuf {
+        self.home.clone()
+    }
+
+    /// Whether the command asked for JSON output.
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Init(a) => a.json,
+            Command::Data { command } => match command {
+                DataCommand::Validate(a) => a.json,
+                DataCommand::Profile(a) => a.json,
+                DataCommand::Schema(a) => a.json,
+            },
+            Command::Train(a) => a.json,
+            Command::Quickstart(a) => a.json,
+            Command::Models { command } => match command {
+                ModelsCommand::List(a) => a.json,
+                ModelsCommand::Show(a) => a.json,
+                ModelsCommand::Card(a) => a.json,
+            },
+            Command::Assets(a) => a.json,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the Keel home and its registry.
+    Init(InitArgs),
+    /// Inspect and check data files.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train a model on a CSV or Parquet file, evaluate it on a holdout and register it.
+    ///
+    /// Trains gradient-boosted trees (and a logistic/linear baseline for comparison), evaluates on a
+    /// stratified holdout (or --test FILE) with bootstrap intervals, calibration, slices and fairness for
+    /// --sensitive columns, explains with TreeSHAP, and registers a new version with its model card.
+    ///
+    /// Example: keel train --data loans.csv --target repaid --name loans --drop id,timestamp --sensitive salary_range
+    Train(TrainArgs),
+    /// Fetch the employment data if needed, then validate, train, evaluate and register `employment` v1
+    /// (alias `champion`) with its model card.
+    Quickstart(QuickstartArgs),
+    /// Browse the model registry.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Fetch datasets and models into the asset cache (pinned versions, verified checksums).
+    Assets(AssetsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AssetsArgs {
+    /// Asset group to fetch: nannyml or all.
+    #[arg(default_value = "all")]
+    pub group: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Check a file against a schema and quarantine the rows that break it.
+    ///
+    /// Without --schema or --reference, the schema is inferred from the file itself and every column is
+    /// treated as required, so empty cells are violations. Rules: type, not_null, min, max, allowed, unique,
+    /// missing_column, unexpected_column, target. Invalid rows are written with their reasons to the
+    /// quarantine file. Exit code 1 when the file is invalid.
+    Validate(ValidateArgs),
+    /// Profile a file: counts, nulls, distinct values, numeric summaries, histograms, top categories.
+    Profile(ProfileArgs),
+    /// Infer a schema (TOML) from a file, to edit and pass to --schema later.
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// CSV or Parquet file.
+    pub file: PathBuf,
+    /// Declared schema (TOML); see `keel data schema`.
+    #[arg(long, conflicts_with = "reference")]
+    pub schema: Option<PathBuf>,
+    /// Infer the schema (types, nullability, allowed categories, ranges) from this reference file instead.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Target column to check (present, complete, at least two values).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Where to write invalid rows (default: $KEEL_HOME/quarantine/<file>.quarantine.csv).
+    #[arg(long)]
+    pub quarantine: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// CSV or Parquet file.
+    pub file: PathBuf,
+    /// Declared schema (TOML).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// CSV or Parquet file.
+    pub file: PathBuf,
+    /// Write the schema here instead of standard output.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Also record allowed categories and observed ranges as rules.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Training data (CSV or Parquet).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Column to predict.
+    #[arg(long)]
+    pub target: String,
+    /// Model name in the registry.
+    #[arg(long)]
+    pub name: String,
+    /// binary or regression (default: binary when the target has two values, else regression).
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// Share of rows held out for evaluation (stratified for classification).
+    #[arg(long, default_value_t = 0.2)]
+    pub test_size: f64,
+    /// Evaluate on this file instead of a split.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Random seed (split, bootstrap, sampling).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Comma-separated sensitive columns: fairness metrics per group.
+    #[arg(long, value_delimiter = ',')]
+    pub sensitive: Vec<String>,
+    /// Comma-separated extra columns to report per-slice metrics for.
+    #[arg(long, value_delimiter = ',')]
+    pub slices: Vec<String>,
+    /// Comma-separated columns not to use as features (identifiers, leaks).
+    #[arg(long, value_delimiter = ',')]
+    pub drop: Vec<String>,
+    /// Declared schema (TOML) overriding inferred types.
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Number of trees.
+    #[arg(long, default_value_t = 300)]
+    pub trees: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub learning_rate: f64,
+    #[arg(long, default_value_t = 31)]
+    pub num_leaves: usize,
+    /// Stop when the validation loss has not improved for N trees (holds out 10 % of the training rows).
+    #[arg(long)]
+    pub early_stopping: Option<usize>,
+    /// Class weights: `balanced`, or the weight of the positive class.
+    #[arg(long)]
+    pub class_weight: Option<String>,
+    /// Decision threshold for threshold-dependent metrics.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// Aliases to point at the new version (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub alias: Vec<String>,
+    /// What the model is for (shown on the model card).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QuickstartArgs {
+    /// Train and register a new version even if an identical one is already registered.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// List registered models with their latest version.
+    List(ListArgs),
+    /// Show one version: NAME, NAME@VERSION or NAME@ALIAS.
+    Show(ShowArgs),
+    /// Write a version's model card as HTML (and JSON).
+    Card(CardArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// NAME, NAME@VERSION or NAME@ALIAS.
+    pub model: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CardArgs {
+    /// NAME, NAME@VERSION or NAME@ALIAS.
+    pub model: String,
+    /// Write the HTML card here (default: $KEEL_HOME/cards/NAME/vVERSION.html).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Print JSON (the card itself).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,69 @@
+//! Command implementations.
+pub mod data;
+pub mod models;
+pub mod train;
+
+use keel_core::ErrorClass;
+
+use crate::cli::{Cli, Command, DataCommand, ModelsCommand};
+
+/// An error raised by the command layer itself, with its class.
+#[derive(Debug)]
+pub struct CliError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for CliError {}
+
+pub fn input_error(message: impl Into<String>) -> anyhow::Error {
+    CliError {
+        class: ErrorClass::Input,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// Runs a command; returns the exit code for outcomes that are not errors (0, or 1 for a failed check).
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let home = cli.home();
+    match cli.command {
+        Command::Init(a) => models::init(&home, &a),
+        Command::Data { command } => match command {
+            DataCommand::Validate(a) => data::validate(&home, &a),
+            DataCommand::Profile(a) => data::profile(&a),
+            DataCommand::Schema(a) => data::schema(&a),
+        },
+        Command::Train(a) => train::train_cmd(&home, &a),
+        Command::Quickstart(a) => train::quickstart(&home, &a),
+        Command::Models { command } => match command {
+            ModelsCommand::List(a) => models::list(&home, &a),
+            ModelsCommand::Show(a) => models::show(&home, &a),
+            ModelsCommand::Card(a) => models::card(&home, &a),
+        },
+        Command::Assets(a) => {
+            crate::assets::fetch(&a.group, a.json)?;
+            if a.json {
+                crate::output::print_json(
+                    &serde_json::json!({"cache": crate::assets::cache_dir(), "group": a.group}),
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Runs a future on a small runtime (the CLI is synchronous; the store is async).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}

@@ -1,0 +1,129 @@
+//! `keel init` and `keel models list | show | card`.
+
+use anyhow::{Context, Result};
+use keel_ml::card::ModelCard;
+use keel_store::{Selector, Store};
+use std::path::Path;
+
+use super::block_on;
+use super::train::write_card_files;
+use crate::cli::{CardArgs, InitArgs, ListArgs, ShowArgs};
+use crate::output::print_json;
+
+pub fn init(home: &Path, a: &InitArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let home = std::fs::canonicalize(store.home()).unwrap_or_else(|_| home.to_path_buf());
+    block_on(store.close());
+    if a.json {
+        print_json(
+            &serde_json::json!({"home": home, "registry": home.join("registry.db"), "artifacts": home.join("artifacts")}),
+        );
+    } else {
+        println!("Keel home ready at {}", home.display());
+        println!("  registry:  {}", home.join("registry.db").display());
+        println!("  artifacts: {}", home.join("artifacts").display());
+        println!("Next: keel quickstart, or keel train --help");
+    }
+    Ok(0)
+}
+
+pub fn list(home: &Path, a: &ListArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let models = block_on(store.list())?;
+    if a.json {
+        print_json(&serde_json::json!({"models": models}));
+    } else if models.is_empty() {
+        println!("no models registered yet (try keel quickstart)");
+    } else {
+        println!(
+            "{:<24} {:>7} {:<20} {:<8} {:>8}  created",
+            "model", "latest", "aliases", "kind", "auc/rmse"
+        );
+        for m in &models {
+            let metric = m
+                .metrics
+                .get("auc")
+                .or_else(|| m.metrics.get("rmse"))
+                .and_then(|v| v.as_f64());
+            println!(
+                "{:<24} {:>7} {:<20} {:<8} {:>8}  {}",
+                m.model,
+                m.version,
+                m.aliases.join(","),
+                m.kind,
+                metric.map_or("–".into(), |v| format!("{v:.4}")),
+                m.created_at
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn show(home: &Path, a: &ShowArgs) -> Result<i32> {
+    let (name, sel) = Selector::parse(&a.model)?;
+    let store = block_on(Store::open(home))?;
+    let v = block_on(store.get(&name, &sel))?;
+    let versions = block_on(store.versions(&name))?;
+    if a.json {
+        let mut out = serde_json::to_value(&v)?;
+        out["versions"] = versions.iter().map(|x| serde_json::json!({"version": x.version, "aliases": x.aliases, "created_at": x.created_at})).collect();
+        print_json(&out);
+    } else {
+        println!("{}@{} ({}, {})", v.model, v.version, v.kind, v.objective);
+        println!(
+            "  aliases:      {}",
+            if v.aliases.is_empty() {
+                "–".into()
+            } else {
+                v.aliases.join(", ")
+            }
+        );
+        println!("  created:      {} by {}", v.created_at, v.created_by);
+        println!("  dataset:      {}", v.dataset_hash);
+        println!("  code:         {}", v.code_version);
+        println!(
+            "  artifact:     {} (sha256 {})",
+            v.artifact_uri, v.artifact_sha256
+        );
+        if let Some(m) = v.metrics.as_object() {
+            for (k, x) in m {
+                println!(
+                    "  {k:<13} {}",
+                    x.as_f64().map_or("–".into(), |f| format!("{f:.4}"))
+                );
+            }
+        }
+        println!(
+            "  versions:     {}",
+            versions
+                .iter()
+                .map(|x| x.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(0)
+}
+
+pub fn card(home: &Path, a: &CardArgs) -> Result<i32> {
+    let (name, sel) = Selector::parse(&a.model)?;
+    let store = block_on(Store::open(home))?;
+    let v = block_on(store.get(&name, &sel))?;
+    let card: ModelCard =
+        serde_json::from_value(v.card.clone()).context("reading the stored model card")?;
+    let html = match &a.out {
+        Some(out) => {
+            super::train::write_atomic(out, keel_ml::card::render_html(&card).as_bytes())?;
+            out.clone()
+        }
+        None => write_card_files(home, &card)?,
+    };
+    if a.json {
+        let mut c = serde_json::to_value(&card)?;
+        c["card_html"] = serde_json::json!(html);
+        print_json(&c);
+    } else {
+        println!("{}", html.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,22 @@
+//! The `keel` binary: flag parsing, wiring and output. The work lives in the library crates.
+
+mod assets;
+mod cli;
+mod cmd;
+mod output;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let json = cli.json();
+    match cmd::run(cli) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            let class = output::classify(&e);
+            output::print_error(&e, class, json);
+            ExitCode::from(class.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! keel-core: the shared vocabulary of Keel.
+//!
+//! Owns the types every other crate speaks: column types and schemas ([`schema`]), the plain column-oriented
+//! [`frame::Frame`] that the data layer hands to the model layer, the error classes that decide exit codes and
+//! HTTP statuses ([`error::ErrorClass`]), and the clock. It does no I/O and knows nothing of files, databases,
+//! HTTP or the command line.
+
+pub mod error;
+pub mod frame;
+pub mod schema;
+pub mod time;
+
+pub use error::ErrorClass;
+pub use frame::{ColumnData, Frame, MISSING_CODE};
+pub use schema::{ColumnSchema, ColumnType, Schema};
+
+/// The version of Keel that produced an artifact, recorded in lineage.
+pub const KEEL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,263 @@
+//! Reading CSV and Parquet files into Arrow arrays, one column at a time.
+//!
+//! CSV is read with every column as text (Arrow `Utf8`), so that type inference and validation see the
+//! original cell values and can name the exact cell that does not parse. Parquet keeps its own types.
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::{Error, Result};
+
+/// The on-disk format of a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Parquet,
+}
+
+/// One column as read from the file.
+#[derive(Debug, Clone)]
+pub struct RawColumn {
+    pub name: String,
+    /// All batches of the column, concatenated.
+    pub array: ArrayRef,
+}
+
+/// A table as read from disk, before any schema is applied.
+#[derive(Debug, Clone)]
+pub struct RawTable {
+    pub path: PathBuf,
+    pub format: Format,
+    pub columns: Vec<RawColumn>,
+    pub nrows: usize,
+}
+
+/// Detects the format from the file's first bytes (Parquet starts with `PAR1`), falling back to the extension.
+pub fn detect_format(path: &Path) -> Result<Format> {
+    let mut f = File::open(path).map_err(|e| open_error(path, e))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if n == 4 && &magic == b"PAR1" {
+        return Ok(Format::Parquet);
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ext == "parquet" || ext == "pq" {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: "has a Parquet extension but is not a Parquet file (no PAR1 header)".into(),
+        });
+    }
+    Ok(Format::Csv)
+}
+
+pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Reads a whole CSV or Parquet file.
+pub fn read_table(path: &Path) -> Result<RawTable> {
+    let format = detect_format(path)?;
+    let (names, batches) = match format {
+        Format::Csv => read_csv(path)?,
+        Format::Parquet => read_parquet(path)?,
+    };
+    check_duplicate_names(path, &names)?;
+    let nrows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if nrows == 0 {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for (j, name) in names.into_iter().enumerate() {
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(j).as_ref()).collect();
+        let array = if parts.len() == 1 {
+            batches[0].column(j).clone()
+        } else {
+            arrow_select_concat(&parts).map_err(|e| Error::Format {
+                path: path.to_path_buf(),
+                message: format!("column '{name}': {e}"),
+            })?
+        };
+        columns.push(RawColumn { name, array });
+    }
+    Ok(RawTable {
+        path: path.to_path_buf(),
+        format,
+        columns,
+        nrows,
+    })
+}
+
+fn arrow_select_concat(
+    parts: &[&dyn Array],
+) -> std::result::Result<ArrayRef, arrow_schema::ArrowError> {
+    arrow_select::concat::concat(parts)
+}
+
+fn check_duplicate_names(path: &Path, names: &[String]) -> Result<()> {
+    for (i, a) in names.iter().enumerate() {
+        if let Some(j) = names[..i].iter().position(|b| b == a) {
+            return Err(Error::DuplicateColumn {
+                path: path.to_path_buf(),
+                name: a.clone(),
+                first: j + 1,
+                second: i + 1,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<RecordBatch>)> {
+    let file = File::open(path).map_err(|e| open_error(path, e))?;
+    let mut reader = BufReader::new(file);
+    let mut first = Vec::new();
+    reader
+        .read_until(b'\n', &mut first)
+        .map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    if first.is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    if first.contains(&0) {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: "is not a text CSV file (it contains NUL bytes); Keel reads CSV and Parquet"
+                .into(),
+        });
+    }
+    let header = std::str::from_utf8(&first).map_err(|_| Error::Format {
+        path: path.to_path_buf(),
+        message: "line 1: the header is not valid UTF-8".into(),
+    })?;
+    let delimiter = if header.matches('\t').count() > header.matches(',').count() {
+        b'\t'
+    } else {
+        b','
+    };
+    let names: Vec<String> = parse_header(header.trim_end_matches(['\n', '\r']), delimiter as char);
+    if names.iter().all(|n| n.is_empty()) {
+        return Err(Error::Format {
+            path: path.to_path_buf(),
+            message: "line 1: empty header".into(),
+        });
+    }
+    check_duplicate_names(path, &names)?;
+    // Every column as text; the header line is skipped by the reader.
+    let fields: Vec<Field> = names
+        .iter()
+        .enumerate()
+        .map(|(i, _)| Field::new(format!("c{i}"), DataType::Utf8, true))
+        .collect();
+    let schema = Arc::new(ArrowSchema::new(fields));
+    let file = File::open(path).map_err(|e| open_error(path, e))?;
+    let format = arrow_csv::reader::Format::default()
+        .with_header(true)
+        .with_delimiter(delimiter);
+    let reader = arrow_csv::ReaderBuilder::new(schema)
+        .with_format(format)
+        .with_batch_size(64 * 1024)
+        .build(file)
+        .map_err(|e| csv_error(path, e))?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| csv_error(path, e))?);
+    }
+    Ok((names, batches))
+}
+
+fn csv_error(path: &Path, e: arrow_schema::ArrowError) -> Error {
+    Error::Format {
+        path: path.to_path_buf(),
+        message: format!("malformed CSV: {e}"),
+    }
+}
+
+/// Splits a CSV header line, honouring double quotes.
+fn parse_header(line: &str, delimiter: char) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            c if c == delimiter && !quoted => out.push(std::mem::take(&mut cur).trim().to_string()),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur.trim().trim_start_matches('\u{feff}').to_string());
+    out
+}
+
+fn read_parquet(path: &Path) -> Result<(Vec<String>, Vec<RecordBatch>)> {
+    let file = File::open(path).map_err(|e| open_error(path, e))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("unreadable Parquet: {e}"),
+        })?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let reader = builder
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("unreadable Parquet: {e}"),
+        })?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("unreadable Parquet: {e}"),
+        })?);
+    }
+    Ok((names, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_parsing_handles_quotes() {
+        assert_eq!(
+            parse_header(r#"a,"b,c","d""e""#, ','),
+            vec!["a", "b,c", r#"d"e"#]
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! Target checks: the column a model learns must be present, complete and well-formed.
+
+use keel_core::{ColumnData, Frame};
+use std::collections::BTreeSet;
+
+use crate::{Error, Result};
+
+/// The target as numbers, with the class labels for classification.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub values: Vec<f64>,
+    /// For classification: the labels that map to 0 and to 1.
+    pub class_labels: Option<[String; 2]>,
+}
+
+/// Whether the target is read as a binary label or as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    Binary,
+    Regression,
+}
+
+/// Reads and checks the target column of a frame. `source` names the file in messages.
+pub fn extract_target(frame: &Frame, name: &str, kind: TargetKind, source: &str) -> Result<Target> {
+    let col = frame.column(name).ok_or_else(|| Error::Target {
+        message: format!(
+            "{source}: target column '{name}' is not in the file (columns: {})",
+            frame.names.join(", ")
+        ),
+    })?;
+    let missing: Vec<usize> = (0..col.len())
+        .filter(|&i| col.display(i).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let shown: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|r| (r + 1).to_string())
+            .collect();
+        return Err(Error::Target {
+            message: format!(
+                "{source}: target column '{name}' has {} empty values (rows {}{})",
+                missing.len(),
+                shown.join(", "),
+                if missing.len() > 5 { ", …" } else { "" }
+            ),
+        });
+    }
+    match kind {
+        TargetKind::Regression => match col {
+            ColumnData::Numeric(v) => {
+                if v.iter().all(|x| *x == v[0]) {
+                    return Err(Error::Target {
+                        message: format!(
+                            "{source}: target column '{name}' is constant ({}); nothing to learn",
+                            v[0]
+                        ),
+                    });
+                }
+                Ok(Target {
+                    values: v.clone(),
+                    class_labels: None,
+                })
+            }
+            _ => Err(Error::Target {
+                message: format!("{source}: regression target '{name}' is not numeric"),
+            }),
+        },
+        TargetKind::Binary => {
+            let labels: Vec<String> = (0..col.len())
+                .map(|i| col.display(i).expect("checked above"))
+                .collect();
+            let distinct: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+            if distinct.len() == 1 {
+                return Err(Error::Target {
+                    message: format!(
+                        "{source}: target column '{name}' is constant (every row is '{}'); a classifier needs two classes",
+                        labels[0]
+                    ),
+                });
+            }
+            if distinct.len() > 2 {
+                let shown: Vec<&str> = distinct.iter().take(6).copied().collect();
+                return Err(Error::Target {
+                    message: format!(
+                        "{source}: target column '{name}' has {} distinct values ({}{}); binary classification needs exactly two",
+                        distinct.len(),
+                        shown.join(", "),
+                        if distinct.len() > 6 { ", …" } else { "" }
+                    ),
+                });
+            }
+            let mut classes: Vec<&str> = distinct.into_iter().collect();
+            // The positive class is the "larger" label: 1 over 0, true over false, yes over no.
+            classes.sort_by_key(|c| positive_rank(c));
+            let positive = classes[1].to_string();
+            Ok(Target {
+                values: labels
+                    .iter()
+                    .map(|l| if *l == positive { 1.0 } else { 0.0 })
+                    .collect(),
+                class_labels: Some([classes[0].to_string(), positive]),
+            })
+        }
+    }
+}
+
+fn positive_rank(label: &str) -> (u8, String) {
+    let l = label.to_ascii_lowercase();
+    let rank = match l.as_str() {
+        "1" | "1.0" | "true" | "yes" | "y" | "t" | "positive" | "pos" => 2,
+        "0" | "0.0" | "false" | "no" | "n" | "f" | "negative" | "neg" => 0,
+        _ => 1,
+    };
+    (rank, l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(col: ColumnData) -> Frame {
+        Frame {
+            names: vec!["y".into()],
+            columns: vec![col],
+        }
+    }
+
+    #[test]
+    fn binary_target_maps_one_to_positive() {
+        let t = extract_target(
+            &frame(ColumnData::Numeric(vec![0.0, 1.0, 1.0])),
+            "y",
+            TargetKind::Binary,
+            "f",
+        )
+        .unwrap();
+        assert_eq!(t.values, vec![0.0, 1.0, 1.0]);
+        assert_eq!(t.class_labels.unwrap(), ["0".to_string(), "1".to_string()]);
+    }
+
+    #[test]
+    fn bad_targets_are_refused_with_reasons() {
+        let e = extract_target(
+            &frame(ColumnData::Numeric(vec![1.0, 1.0])),
+            "y",
+            TargetKind::Binary,
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("constant"), "{e}");
+        let e = extract_target(
+            &frame(ColumnData::Numeric(vec![1.0, 2.0, 3.0])),
+            "y",
+            TargetKind::Binary,
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("3 distinct values"), "{e}");
+        let e = extract_target(
+            &frame(ColumnData::Numeric(vec![1.0, f64::NAN])),
+            "y",
+            TargetKind::Binary,
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("rows 2"), "{e}");
+        let e = extract_target(
+            &frame(ColumnData::Numeric(vec![1.0])),
+            "z",
+            TargetKind::Binary,
+            "f",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not in the file"), "{e}");
+    }
+}

@@ -1,0 +1,141 @@
+//! Feature specifications and row encoding: how a [`Frame`] becomes the `f64` rows the trees read.
+//!
+//! Numeric, integer and boolean columns pass through (`NaN` = missing). A categorical value becomes the index
+//! of its label in the model's own level list, as `f64`; a label the model never saw becomes `NaN` (missing).
+
+use keel_core::{ColumnData, Frame, MISSING_CODE};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use crate::{Error, Result};
+
+/// How a model reads one feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FeatureKind {
+    Numeric,
+    Categorical { levels: Vec<String> },
+}
+
+/// One input feature of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub name: String,
+    pub kind: FeatureKind,
+}
+
+impl FeatureSpec {
+    /// Feature specs for the named columns of a frame, in that order.
+    pub fn from_frame(frame: &Frame, names: &[String]) -> Result<Vec<FeatureSpec>> {
+        names
+            .iter()
+            .map(|n| {
+                let col = frame.column(n).ok_or_else(|| Error::MissingColumn(n.clone()))?;
+                let kind = match col {
+                    ColumnData::Numeric(_) => FeatureKind::Numeric,
+                    ColumnData::Categorical { levels, .. } => FeatureKind::Categorical {
+                        levels: levels.clone(),
+                    },
+                    ColumnData::Other(_) => {
+                        return Err(Error::InvalidInput(format!(
+                            "column '{n}' is text or timestamp and cannot be a model feature; drop it with --drop {n}"
+                        )));
+                    }
+                };
+                Ok(FeatureSpec {
+                    name: n.clone(),
+                    kind,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Encodes frames into row-major `f64` matrices for a fixed list of features.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    specs: Vec<FeatureSpec>,
+    level_maps: Vec<Option<HashMap<String, u32>>>,
+}
+
+impl Encoder {
+    pub fn new(specs: &[FeatureSpec]) -> Self {
+        let level_maps = specs
+            .iter()
+            .map(|s| match &s.kind {
+                FeatureKind::Numeric => None,
+                FeatureKind::Categorical { levels } => Some(
+                    levels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| (l.clone(), i as u32))
+                        .collect(),
+                ),
+            })
+            .collect();
+        Encoder {
+            specs: specs.to_vec(),
+            level_maps,
+        }
+    }
+
+    pub fn specs(&self) -> &[FeatureSpec] {
+        &self.specs
+    }
+
+    /// The code of a categorical label, if the model knows it.
+    pub fn level_code(&self, feature: usize, label: &str) -> Option<u32> {
+        self.level_maps[feature].as_ref()?.get(label).copied()
+    }
+
+    /// Row-major matrix (`nrows × nfeatures`) of the frame's feature columns.
+    pub fn encode(&self, frame: &Frame) -> Result<Vec<f64>> {
+        let n = frame.nrows();
+        let f = self.specs.len();
+        let mut out = vec![f64::NAN; n * f];
+        for (j, spec) in self.specs.iter().enumerate() {
+            let col = frame
+                .column(&spec.name)
+                .ok_or_else(|| Error::MissingColumn(spec.name.clone()))?;
+            match (col, &spec.kind) {
+                (ColumnData::Numeric(v), FeatureKind::Numeric) => {
+                    for (i, &x) in v.iter().enumerate() {
+                        out[i * f + j] = x;
+                    }
+                }
+                (ColumnData::Categorical { codes, levels }, FeatureKind::Categorical { .. }) => {
+                    // Map the frame's level indexes to the model's once, then per row.
+                    let map: Vec<f64> = levels
+                        .iter()
+                        .map(|l| self.level_code(j, l).map_or(f64::NAN, |c| c as f64))
+                        .collect();
+                    for (i, &c) in codes.iter().enumerate() {
+                        out[i * f + j] = if c == MISSING_CODE {
+                            f64::NAN
+                        } else {
+                            map[c as usize]
+                        };
+                    }
+                }
+                (ColumnData::Numeric(_), FeatureKind::Categorical { .. }) => {
+                    return Err(Error::InvalidInput(format!(
+                        "feature '{}' is categorical in the model but numeric in the data",
+                        spec.name
+                    )));
+                }
+                (ColumnData::Categorical { .. }, FeatureKind::Numeric) => {
+                    return Err(Error::InvalidInput(format!(
+                        "feature '{}' is numeric in the model but categorical in the data",
+                        spec.name
+                    )));
+                }
+                (ColumnData::Other(_), _) => {
+                    return Err(Error::InvalidInput(format!(
+                        "feature '{}' is text or timestamp in the data",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

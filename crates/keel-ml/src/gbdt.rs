@@ -1,0 +1,851 @@
+//! Keel's histogram gradient-boosted decision trees, in the manner of LightGBM: features are binned once,
+//! trees grow leaf-wise (best gain first) from gradient/hessian histograms with the sibling-subtraction trick,
+//! categorical features get many-vs-many splits (categories ordered by gradient statistics), missing values learn
+//! their direction, and training is single-threaded and deterministic for a seed. The result is compiled into
+//! Keel's [`Tree`] layout.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::binning::BinMapper;
+use crate::features::{FeatureKind, FeatureSpec};
+use crate::tree::{
+    FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_LEFT_LEAF, FLAG_RIGHT_LEAF, Node, Tree,
+};
+use crate::{Error, Objective, Result};
+
+const EPSILON: f64 = 1e-15;
+
+/// How classes are weighted in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClassWeight {
+    /// Every row counts once.
+    #[default]
+    None,
+    /// Positives and negatives weigh inversely to their frequency.
+    Balanced,
+    /// Positive rows weigh this much; negatives weigh 1.
+    Positive(f64),
+}
+
+/// Training parameters. Defaults follow LightGBM's, with 300 trees at learning rate 0.05.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GbdtParams {
+    pub n_trees: usize,
+    pub learning_rate: f64,
+    pub num_leaves: usize,
+    /// Maximum depth; 0 means unlimited.
+    pub max_depth: usize,
+    pub min_data_in_leaf: usize,
+    pub min_sum_hessian_in_leaf: f64,
+    pub lambda_l2: f64,
+    pub min_gain_to_split: f64,
+    pub max_bins: usize,
+    /// Categorical features with at most this many categories get one-vs-rest splits.
+    pub max_cat_to_onehot: usize,
+    /// At most this many categories go to the left side of a categorical split.
+    pub max_cat_threshold: usize,
+    /// Extra L2 regularisation on categorical splits.
+    pub cat_l2: f64,
+    /// Smoothing of the per-category gradient ratio; categories with fewer rows are ignored.
+    pub cat_smooth: f64,
+    /// Minimum rows per group of categories on each side of a categorical split.
+    pub min_data_per_group: usize,
+    /// Fraction of features considered for each tree.
+    pub feature_fraction: f64,
+    /// Fraction of rows used for each tree.
+    pub bagging_fraction: f64,
+    /// Stop when the validation loss has not improved for this many trees (0 = no early stopping).
+    pub early_stopping_rounds: usize,
+    pub class_weight: ClassWeight,
+    pub seed: u64,
+}
+
+impl Default for GbdtParams {
+    fn default() -> Self {
+        GbdtParams {
+            n_trees: 300,
+            learning_rate: 0.05,
+            num_leaves: 31,
+            max_depth: 0,
+            min_data_in_leaf: 20,
+            min_sum_hessian_in_leaf: 1e-3,
+            lambda_l2: 0.0,
+            min_gain_to_split: 0.0,
+            max_bins: 255,
+            max_cat_to_onehot: 4,
+            max_cat_threshold: 32,
+            cat_l2: 10.0,
+            cat_smooth: 10.0,
+            min_data_per_group: 100,
+            feature_fraction: 1.0,
+            bagging_fraction: 1.0,
+            early_stopping_rounds: 0,
+            class_weight: ClassWeight::None,
+            seed: 0,
+        }
+    }
+}
+
+impl GbdtParams {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::InvalidParams(m.to_string()));
+        if self.n_trees == 0 {
+            return bad("n_trees must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad("learning_rate must be a positive number");
+        }
+        if self.num_leaves < 2 {
+            return bad("num_leaves must be at least 2");
+        }
+        if !(2..=256).contains(&self.max_bins) {
+            return bad("max_bins must be between 2 and 256");
+        }
+        if !(self.feature_fraction > 0.0 && self.feature_fraction <= 1.0) {
+            return bad("feature_fraction must be in (0, 1]");
+        }
+        if !(self.bagging_fraction > 0.0 && self.bagging_fraction <= 1.0) {
+            return bad("bagging_fraction must be in (0, 1]");
+        }
+        if let ClassWeight::Positive(w) = self.class_weight
+            && !(w > 0.0 && w.is_finite())
+        {
+            return bad("positive class weight must be a positive number");
+        }
+        Ok(())
+    }
+}
+
+/// A trained boosted ensemble in Keel's compiled layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ensemble {
+    pub objective: Objective,
+    /// Raw score before any tree (log-odds of the base rate, or the mean).
+    pub init_score: f64,
+    pub trees: Vec<Tree>,
+}
+
+impl Ensemble {
+    /// Raw margin (log-odds for classification) of one encoded row.
+    #[inline]
+    pub fn predict_margin(&self, row: &[f64]) -> f64 {
+        let mut s = self.init_score;
+        for t in &self.trees {
+            s += t.predict(row);
+        }
+        s
+    }
+
+    /// SHAP values of one row (one per feature) and the expected value they are relative to.
+    pub fn shap(&self, row: &[f64], n_features: usize) -> (Vec<f64>, f64) {
+        let mut phi = vec![0.0; n_features];
+        let mut expected = self.init_score;
+        for t in &self.trees {
+            crate::shap::tree_shap(t, row, &mut phi);
+            expected += t.expected_value();
+        }
+        (phi, expected)
+    }
+}
+
+/// What happened during training, for reports.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TrainLog {
+    pub trees_trained: usize,
+    pub best_iteration: usize,
+    /// Validation loss after each tree, when early stopping was on.
+    pub validation_loss: Vec<f64>,
+}
+
+/// Progress callback: called with (trees done, trees planned).
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+/// Trains an ensemble on row-major encoded rows `x` (`n × specs.len()`) with labels `y`.
+/// `valid` is an optional early-stopping set (rows, labels).
+pub fn train(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    params: &GbdtParams,
+    valid: Option<(&[f64], &[f64])>,
+    progress: Progress<'_>,
+) -> Result<(Ensemble, TrainLog)> {
+    params.validate()?;
+    let nf = specs.len();
+    let n = y.len();
+    if nf == 0 {
+        return Err(Error::InvalidInput("no features to train on".into()));
+    }
+    if n == 0 || x.len() != n * nf {
+        return Err(Error::InvalidInput(format!(
+            "training matrix has {} values for {n} rows and {nf} features",
+            x.len()
+        )));
+    }
+
+    // Bin every feature once.
+    let mappers: Vec<BinMapper> = specs
+        .iter()
+        .enumerate()
+        .map(|(j, s)| match &s.kind {
+            FeatureKind::Numeric => {
+                BinMapper::numeric((0..n).map(|i| x[i * nf + j]), params.max_bins)
+            }
+            FeatureKind::Categorical { levels } => {
+                let codes: Vec<u32> = (0..n)
+                    .map(|i| {
+                        let v = x[i * nf + j];
+                        if v.is_nan() { u32::MAX } else { v as u32 }
+                    })
+                    .collect();
+                BinMapper::categorical(&codes, levels.len(), params.max_bins)
+            }
+        })
+        .collect();
+    let mut offsets = Vec::with_capacity(nf + 1);
+    let mut total_bins = 0usize;
+    for m in &mappers {
+        offsets.push(total_bins);
+        total_bins += m.n_bins();
+    }
+    offsets.push(total_bins);
+    let mut bins = vec![0u8; n * nf];
+    for i in 0..n {
+        for j in 0..nf {
+            bins[i * nf + j] = mappers[j].bin(x[i * nf + j]) as u8;
+        }
+    }
+
+    // Row weights and the initial score.
+    let weights = row_weights(y, objective, params.class_weight)?;
+    let wsum: f64 = weights.iter().sum();
+    let init_score = match objective {
+        Objective::Binary => {
+            let p = y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum;
+            (p / (1.0 - p)).ln()
+        }
+        Objective::Regression => y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum,
+    };
+
+    let ctx = Ctx {
+        nf,
+        bins: &bins,
+        mappers: &mappers,
+        offsets: &offsets,
+        params,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut scores = vec![init_score; n];
+    let mut grad = vec![0.0f64; n];
+    let mut hess = vec![0.0f64; n];
+    let mut trees: Vec<Tree> = Vec::with_capacity(params.n_trees);
+    let mut log = TrainLog::default();
+    let mut grower = Grower::new(n, total_bins, params.num_leaves);
+
+    let mut valid_scores = valid.map(|(_, vy)| vec![init_score; vy.len()]);
+    let mut best_loss = f64::INFINITY;
+    let mut best_iter = 0usize;
+
+    for iter in 0..params.n_trees {
+        gradients(objective, y, &scores, &weights, &mut grad, &mut hess);
+
+        let rows: Vec<u32> = if params.bagging_fraction < 1.0 {
+            let mut r: Vec<u32> = (0..n as u32).collect();
+            r.shuffle(&mut rng);
+            r.truncate(((n as f64) * params.bagging_fraction).ceil() as usize);
+            r.sort_unstable();
+            r
+        } else {
+            (0..n as u32).collect()
+        };
+        let features: Vec<bool> = if params.feature_fraction < 1.0 {
+            let k = ((nf as f64) * params.feature_fraction).ceil().max(1.0) as usize;
+            let mut idx: Vec<usize> = (0..nf).collect();
+            idx.shuffle(&mut rng);
+            let mut f = vec![false; nf];
+            for &j in &idx[..k] {
+                f[j] = true;
+            }
+            f
+        } else {
+            vec![true; nf]
+        };
+
+        let tree = grower.grow(&ctx, rows, &grad, &hess, &features);
+        // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
+        if params.bagging_fraction < 1.0 {
+            for (i, s) in scores.iter_mut().enumerate() {
+                *s += tree.predict(&x[i * nf..(i + 1) * nf]);
+            }
+        } else {
+            for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
+                let v = tree.leaf_values[leaf];
+                for &r in &grower.indices[range.0..range.1] {
+                    scores[r as usize] += v;
+                }
+            }
+        }
+        if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
+            for (i, s) in vs.iter_mut().enumerate() {
+                *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
+            }
+            let loss = crate::metrics::loss(objective, vy, vs);
+            log.validation_loss.push(loss);
+            if loss < best_loss - 1e-12 {
+                best_loss = loss;
+                best_iter = iter + 1;
+            }
+        }
+        trees.push(tree);
+        progress(iter + 1, params.n_trees);
+        if valid.is_some()
+            && params.early_stopping_rounds > 0
+            && iter + 1 >= best_iter + params.early_stopping_rounds
+        {
+            break;
+        }
+    }
+    log.trees_trained = trees.len();
+    if valid.is_some() && params.early_stopping_rounds > 0 && best_iter > 0 {
+        trees.truncate(best_iter);
+        log.best_iteration = best_iter;
+    } else {
+        log.best_iteration = trees.len();
+    }
+    Ok((
+        Ensemble {
+            objective,
+            init_score,
+            trees,
+        },
+        log,
+    ))
+}
+
+fn row_weights(y: &[f64], objective: Objective, cw: ClassWeight) -> Result<Vec<f64>> {
+    match (objective, cw) {
+        (_, ClassWeight::None) => Ok(vec![1.0; y.len()]),
+        (Objective::Regression, _) => Err(Error::InvalidParams(
+            "class weights apply to classification only".into(),
+        )),
+        (Objective::Binary, ClassWeight::Balanced) => {
+            let pos = y.iter().filter(|&&v| v == 1.0).count() as f64;
+            let neg = y.len() as f64 - pos;
+            let (wp, wn) = (y.len() as f64 / (2.0 * pos), y.len() as f64 / (2.0 * neg));
+            Ok(y.iter().map(|&v| if v == 1.0 { wp } else { wn }).collect())
+        }
+        (Objective::Binary, ClassWeight::Positive(w)) => {
+            Ok(y.iter().map(|&v| if v == 1.0 { w } else { 1.0 }).collect())
+        }
+    }
+}
+
+fn gradients(objective: Objective, y: &[f64], s: &[f64], w: &[f64], g: &mut [f64], h: &mut [f64]) {
+    match objective {
+        Objective::Binary => {
+            for i in 0..y.len() {
+                let p = 1.0 / (1.0 + (-s[i]).exp());
+                g[i] = (p - y[i]) * w[i];
+                h[i] = (p * (1.0 - p)).max(1e-16) * w[i];
+            }
+        }
+        Objective::Regression => {
+            for i in 0..y.len() {
+                g[i] = (s[i] - y[i]) * w[i];
+                h[i] = w[i];
+            }
+        }
+    }
+}
+
+struct Ctx<'a> {
+    nf: usize,
+    bins: &'a [u8],
+    mappers: &'a [BinMapper],
+    offsets: &'a [usize],
+    params: &'a GbdtParams,
+}
+
+/// A split candidate for one leaf.
+#[derive(Clone)]
+struct Split {
+    feature: usize,
+    gain: f64,
+    /// `go_left[bin]` for the split feature's bins.
+    go_left: Vec<bool>,
+    threshold_bin: usize,
+    categorical: bool,
+    default_left: bool,
+    left_g: f64,
+    left_h: f64,
+}
+
+struct Leaf {
+    start: usize,
+    end: usize,
+    sum_g: f64,
+    sum_h: f64,
+    depth: usize,
+    hist: Vec<[f64; 2]>,
+    best: Option<Split>,
+    /// Where this leaf hangs: (node index, is left child). `None` for the root.
+    parent: Option<(usize, bool)>,
+}
+
+struct Grower {
+    indices: Vec<u32>,
+    scratch: Vec<u32>,
+    leaf_ranges: Vec<(usize, usize)>,
+    spare_hists: Vec<Vec<[f64; 2]>>,
+    total_bins: usize,
+}
+
+impl Grower {
+    fn new(n: usize, total_bins: usize, num_leaves: usize) -> Self {
+        Grower {
+            indices: Vec::with_capacity(n),
+            scratch: vec![0; n],
+            leaf_ranges: Vec::with_capacity(num_leaves),
+            spare_hists: Vec::new(),
+            total_bins,
+        }
+    }
+
+    fn take_hist(&mut self) -> Vec<[f64; 2]> {
+        match self.spare_hists.pop() {
+            Some(mut h) => {
+                h.iter_mut().for_each(|e| *e = [0.0; 2]);
+                h
+            }
+            None => vec![[0.0; 2]; self.total_bins],
+        }
+    }
+
+    fn grow(
+        &mut self,
+        ctx: &Ctx,
+        rows: Vec<u32>,
+        grad: &[f64],
+        hess: &[f64],
+        features: &[bool],
+    ) -> Tree {
+        let p = ctx.params;
+        self.indices = rows;
+        let n = self.indices.len();
+        let mut root_hist = self.take_hist();
+        build_hist(&mut root_hist, ctx, &self.indices, grad, hess);
+        let (mut sg, mut sh) = (0.0, 0.0);
+        for &r in &self.indices {
+            sg += grad[r as usize];
+            sh += hess[r as usize];
+        }
+        let mut leaves = vec![Leaf {
+            start: 0,
+            end: n,
+            sum_g: sg,
+            sum_h: sh,
+            depth: 0,
+            hist: root_hist,
+            best: None,
+            parent: None,
+        }];
+        leaves[0].best = find_best_split(ctx, &leaves[0], features);
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut node_splits: Vec<(usize, Vec<bool>)> = Vec::new();
+
+        while leaves.len() < p.num_leaves {
+            // The leaf with the best positive gain.
+            let mut best: Option<(usize, f64)> = None;
+            for (i, l) in leaves.iter().enumerate() {
+                if let Some(s) = &l.best
+                    && s.gain > p.min_gain_to_split
+                    && (p.max_depth == 0 || l.depth < p.max_depth)
+                    && best.is_none_or(|(_, g)| s.gain > g)
+                {
+                    best = Some((i, s.gain));
+                }
+            }
+            let Some((li, _)) = best else { break };
+            let split = leaves[li].best.take().expect("best split present");
+            let (start, end) = (leaves[li].start, leaves[li].end);
+
+            // Stable partition of the leaf's rows.
+            let f = split.feature;
+            let nf = ctx.nf;
+            let mut nl = 0usize;
+            let mut nr = 0usize;
+            for k in start..end {
+                let r = self.indices[k];
+                let b = ctx.bins[r as usize * nf + f] as usize;
+                if split.go_left[b] {
+                    self.indices[start + nl] = r;
+                    nl += 1;
+                } else {
+                    self.scratch[nr] = r;
+                    nr += 1;
+                }
+            }
+            self.indices[start + nl..end].copy_from_slice(&self.scratch[..nr]);
+            let mid = start + nl;
+
+            // New internal node replaces the leaf in its parent.
+            let node_idx = nodes.len();
+            let parent_sum_g = leaves[li].sum_g;
+            let parent_sum_h = leaves[li].sum_h;
+            let mut flags = 0u8;
+            if split.categorical {
+                flags |= FLAG_CATEGORICAL;
+            }
+            if split.default_left {
+                flags |= FLAG_DEFAULT_LEFT;
+            }
+            nodes.push(Node {
+                threshold: 0.0,
+                cover: (end - start) as f64,
+                feature: f as u32,
+                left: li as u32,
+                right: leaves.len() as u32,
+                cat_offset: 0,
+                cat_words: 0,
+                flags: flags | FLAG_LEFT_LEAF | FLAG_RIGHT_LEAF,
+            });
+            node_splits.push((split.threshold_bin, split.go_left.clone()));
+            if let Some((pn, is_left)) = leaves[li].parent {
+                let pnode = &mut nodes[pn];
+                if is_left {
+                    pnode.left = node_idx as u32;
+                    pnode.flags &= !FLAG_LEFT_LEAF;
+                } else {
+                    pnode.right = node_idx as u32;
+                    pnode.flags &= !FLAG_RIGHT_LEAF;
+                }
+            }
+
+            // Histograms: build the smaller child, subtract for the larger.
+            let mut small_hist = self.take_hist();
+            let left_smaller = nl <= nr;
+            let small_rows = if left_smaller {
+                &self.indices[start..mid]
+            } else {
+                &self.indices[mid..end]
+            };
+            build_hist(&mut small_hist, ctx, small_rows, grad, hess);
+            let mut big_hist = std::mem::take(&mut leaves[li].hist);
+            for (b, s) in big_hist.iter_mut().zip(&small_hist) {
+                b[0] -= s[0];
+                b[1] -= s[1];
+            }
+            let (left_hist, right_hist) = if left_smaller {
+                (small_hist, big_hist)
+            } else {
+                (big_hist, small_hist)
+            };
+            let depth = leaves[li].depth + 1;
+            let left = Leaf {
+                start,
+                end: mid,
+                sum_g: split.left_g,
+                sum_h: split.left_h,
+                depth,
+                hist: left_hist,
+                best: None,
+                parent: Some((node_idx, true)),
+            };
+            let right = Leaf {
+                start: mid,
+                end,
+                sum_g: parent_sum_g - split.left_g,
+                sum_h: parent_sum_h - split.left_h,
+                depth,
+                hist: right_hist,
+                best: None,
+                parent: Some((node_idx, false)),
+            };
+            leaves[li] = left;
+            leaves.push(right);
+            let ri = leaves.len() - 1;
+            if leaves.len() < p.num_leaves {
+                leaves[li].best = find_best_split(ctx, &leaves[li], features);
+                leaves[ri].best = find_best_split(ctx, &leaves[ri], features);
+            }
+        }
+
+        // Leaf outputs, covers and the row ranges the caller uses to update scores.
+        self.leaf_ranges.clear();
+        let mut leaf_values = Vec::with_capacity(leaves.len());
+        let mut leaf_covers = Vec::with_capacity(leaves.len());
+        for l in leaves.iter_mut() {
+            let v = -l.sum_g / (l.sum_h + p.lambda_l2 + EPSILON) * p.learning_rate;
+            leaf_values.push(v);
+            leaf_covers.push((l.end - l.start) as f64);
+            self.leaf_ranges.push((l.start, l.end));
+            self.spare_hists.push(std::mem::take(&mut l.hist));
+        }
+        compile(ctx, nodes, node_splits, leaf_values, leaf_covers)
+    }
+}
+
+/// Turns bin-level splits into raw-value decisions: numeric thresholds and level bitsets.
+fn compile(
+    ctx: &Ctx,
+    mut nodes: Vec<Node>,
+    node_splits: Vec<(usize, Vec<bool>)>,
+    leaf_values: Vec<f64>,
+    leaf_covers: Vec<f64>,
+) -> Tree {
+    let mut cat_bits = Vec::new();
+    for (node, (tbin, go_left)) in nodes.iter_mut().zip(node_splits) {
+        match &ctx.mappers[node.feature as usize] {
+            BinMapper::Numeric { upper } => node.threshold = upper[tbin],
+            BinMapper::Categorical { level_bin, .. } => {
+                let words = level_bin.len().div_ceil(64).max(1);
+                node.cat_offset = cat_bits.len() as u32;
+                node.cat_words = words as u32;
+                let mut bits = vec![0u64; words];
+                for (level, &b) in level_bin.iter().enumerate() {
+                    if go_left[b as usize] {
+                        bits[level / 64] |= 1 << (level % 64);
+                    }
+                }
+                cat_bits.extend(bits);
+            }
+        }
+    }
+    Tree {
+        nodes,
+        leaf_values,
+        leaf_covers,
+        cat_bits,
+    }
+}
+
+/// Accumulates gradient and hessian sums per bin for the given rows. This is the hot loop of training.
+fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
+    let nf = ctx.nf;
+    let offsets = &ctx.offsets[..nf];
+    for &r in rows {
+        let r = r as usize;
+        let (g, h) = (grad[r], hess[r]);
+        let b = &ctx.bins[r * nf..r * nf + nf];
+        for (bb, &off) in b.iter().zip(offsets) {
+            // SAFETY-free indexing: bins are always below the feature's bin count by construction.
+            let e = &mut hist[off + *bb as usize];
+            e[0] += g;
+            e[1] += h;
+        }
+    }
+}
+
+#[inline]
+fn leaf_gain(g: f64, h: f64, l2: f64) -> f64 {
+    g * g / (h + l2 + EPSILON)
+}
+
+fn find_best_split(ctx: &Ctx, leaf: &Leaf, features: &[bool]) -> Option<Split> {
+    let p = ctx.params;
+    let count = (leaf.end - leaf.start) as f64;
+    if count < 2.0 * p.min_data_in_leaf as f64 {
+        return None;
+    }
+    let cnt_factor = count / leaf.sum_h.max(EPSILON);
+    let mut best: Option<Split> = None;
+    for f in 0..ctx.nf {
+        if !features[f] {
+            continue;
+        }
+        let h = &leaf.hist[ctx.offsets[f]..ctx.offsets[f + 1]];
+        let cand = if ctx.mappers[f].is_categorical() {
+            best_categorical(p, f, h, leaf, cnt_factor)
+        } else {
+            best_numeric(p, f, h, leaf, cnt_factor)
+        };
+        if let Some(c) = cand
+            && best.as_ref().is_none_or(|b| c.gain > b.gain)
+        {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+fn best_numeric(
+    p: &GbdtParams,
+    f: usize,
+    h: &[[f64; 2]],
+    leaf: &Leaf,
+    cnt_factor: f64,
+) -> Option<Split> {
+    let nb = h.len();
+    let miss = h[nb - 1];
+    let value_bins = nb - 1;
+    if value_bins < 2 {
+        return None;
+    }
+    let l2 = p.lambda_l2;
+    let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+    let total_cnt = (leaf.end - leaf.start) as f64;
+    let min_cnt = p.min_data_in_leaf as f64;
+    let has_missing = miss[1] > 0.0;
+    let mut best: Option<(f64, usize, bool, f64, f64)> = None;
+    for missing_left in [false, true] {
+        if missing_left && !has_missing {
+            break;
+        }
+        let (mut gl, mut hl) = if missing_left {
+            (miss[0], miss[1])
+        } else {
+            (0.0, 0.0)
+        };
+        for t in 0..value_bins - 1 {
+            gl += h[t][0];
+            hl += h[t][1];
+            let cl = (hl * cnt_factor).round();
+            if cl < min_cnt || hl < p.min_sum_hessian_in_leaf {
+                continue;
+            }
+            let gr = leaf.sum_g - gl;
+            let hr = leaf.sum_h - hl;
+            let cr = total_cnt - cl;
+            if cr < min_cnt || hr < p.min_sum_hessian_in_leaf {
+                break;
+            }
+            let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+            if best.is_none_or(|b| gain > b.0) {
+                best = Some((gain, t, missing_left, gl, hl));
+            }
+        }
+    }
+    let (gain, t, missing_left, gl, hl) = best?;
+    // Without missing values in training, unseen missing values follow the larger side.
+    let default_left = if has_missing {
+        missing_left
+    } else {
+        hl >= leaf.sum_h - hl
+    };
+    let mut go_left: Vec<bool> = (0..nb).map(|b| b <= t).collect();
+    go_left[nb - 1] = default_left;
+    let (gl, hl) = if !has_missing || missing_left == default_left {
+        (gl, hl)
+    } else {
+        (gl + miss[0], hl + miss[1])
+    };
+    Some(Split {
+        feature: f,
+        gain,
+        go_left,
+        threshold_bin: t,
+        categorical: false,
+        default_left,
+        left_g: gl,
+        left_h: hl,
+    })
+}
+
+fn best_categorical(
+    p: &GbdtParams,
+    f: usize,
+    h: &[[f64; 2]],
+    leaf: &Leaf,
+    cnt_factor: f64,
+) -> Option<Split> {
+    let nb = h.len();
+    let total_cnt = (leaf.end - leaf.start) as f64;
+    let min_cnt = p.min_data_in_leaf as f64;
+    let used: Vec<usize> = (0..nb).filter(|&b| h[b][1] > 0.0).collect();
+    if used.len() < 2 {
+        return None;
+    }
+    let mut best: Option<(f64, Vec<usize>, f64, f64)> = None;
+    if used.len() <= p.max_cat_to_onehot {
+        let l2 = p.lambda_l2;
+        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+        for &b in &used {
+            let (gl, hl) = (h[b][0], h[b][1]);
+            let cl = (hl * cnt_factor).round();
+            let (gr, hr) = (leaf.sum_g - gl, leaf.sum_h - hl);
+            let cr = total_cnt - cl;
+            if cl < min_cnt
+                || cr < min_cnt
+                || hl < p.min_sum_hessian_in_leaf
+                || hr < p.min_sum_hessian_in_leaf
+            {
+                continue;
+            }
+            let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+            if best.as_ref().is_none_or(|x| gain > x.0) {
+                best = Some((gain, vec![b], gl, hl));
+            }
+        }
+    } else {
+        let l2 = p.lambda_l2 + p.cat_l2;
+        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+        let mut sorted: Vec<usize> = used
+            .iter()
+            .copied()
+            .filter(|&b| (h[b][1] * cnt_factor).round() >= p.cat_smooth)
+            .collect();
+        sorted.sort_by(|&a, &b| {
+            let ra = h[a][0] / (h[a][1] + p.cat_smooth);
+            let rb = h[b][0] / (h[b][1] + p.cat_smooth);
+            ra.total_cmp(&rb).then(a.cmp(&b))
+        });
+        let max_num_cat = p.max_cat_threshold.min(sorted.len().div_ceil(2));
+        for reverse in [false, true] {
+            let order: Vec<usize> = if reverse {
+                sorted.iter().rev().copied().collect()
+            } else {
+                sorted.clone()
+            };
+            let (mut gl, mut hl) = (0.0, 0.0);
+            let mut group_cnt = 0.0;
+            for (i, &b) in order.iter().enumerate().take(max_num_cat) {
+                gl += h[b][0];
+                hl += h[b][1];
+                let bc = (h[b][1] * cnt_factor).round();
+                group_cnt += bc;
+                let cl = (hl * cnt_factor).round();
+                if cl < min_cnt || hl < p.min_sum_hessian_in_leaf {
+                    continue;
+                }
+                let cr = total_cnt - cl;
+                let (gr, hr) = (leaf.sum_g - gl, leaf.sum_h - hl);
+                if cr < min_cnt
+                    || cr < p.min_data_per_group as f64
+                    || hr < p.min_sum_hessian_in_leaf
+                {
+                    break;
+                }
+                if group_cnt < p.min_data_per_group as f64 {
+                    continue;
+                }
+                group_cnt = 0.0;
+                let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+                if best.as_ref().is_none_or(|x| gain > x.0) {
+                    best = Some((gain, order[..=i].to_vec(), gl, hl));
+                }
+            }
+        }
+    }
+    let (gain, left_bins, gl, hl) = best?;
+    let mut go_left = vec![false; nb];
+    for b in left_bins {
+        go_left[b] = true;
+    }
+    let default_left = go_left[nb - 1];
+    Some(Split {
+        feature: f,
+        gain,
+        go_left,
+        threshold_bin: 0,
+        categorical: true,
+        default_left,
+        left_g: gl,
+        left_h: hl,
+    })
+}

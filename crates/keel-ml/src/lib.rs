@@ -1,0 +1,76 @@
+//! keel-ml: Keel's models.
+//!
+//! Owns training (histogram GBDT in [`gbdt`], linear baselines in [`linear`]), the compiled tree layout that
+//! inference and TreeSHAP run on ([`tree`], [`shap`]), the versioned binary model format ([`model`]), honest
+//! evaluation with bootstrap intervals, calibration, slices and fairness ([`metrics`], [`eval`]), and model
+//! cards ([`card`]).
+//!
+//! It does no I/O: it takes plain vectors and [`keel_core::Frame`]s and returns values and bytes. It knows
+//! nothing of files, databases, Arrow, HTTP or the command line.
+
+pub mod binning;
+pub mod card;
+pub mod eval;
+pub mod features;
+pub mod gbdt;
+pub mod linear;
+pub mod metrics;
+pub mod model;
+pub mod shap;
+pub mod split;
+pub mod tree;
+
+use keel_core::ErrorClass;
+use serde::{Deserialize, Serialize};
+
+pub use features::{Encoder, FeatureKind, FeatureSpec};
+pub use gbdt::{ClassWeight, GbdtParams};
+pub use model::{Model, ModelKind};
+
+/// What a model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Binary classification: the model outputs log-odds; the probability is its sigmoid.
+    Binary,
+    /// Regression with squared error.
+    Regression,
+}
+
+/// Errors of the model layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid training parameters: {0}")]
+    InvalidParams(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("column '{0}' is not in the data")]
+    MissingColumn(String),
+    #[error("not a Keel model file: {0}")]
+    BadModelFile(String),
+    #[error(
+        "model file format version {found} is not supported (this Keel reads up to {supported})"
+    )]
+    UnsupportedFormat { found: u32, supported: u32 },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::InvalidParams(_) => ErrorClass::Usage,
+            Error::InvalidInput(_) | Error::MissingColumn(_) => ErrorClass::Input,
+            Error::BadModelFile(_) | Error::UnsupportedFormat { .. } => ErrorClass::Input,
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The logistic function.
+#[inline]
+pub fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}

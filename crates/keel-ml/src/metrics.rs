@@ -1,0 +1,306 @@
+//! Metrics for binary classification and regression, with weighted variants so bootstrap resamples cost one
+//! pass each. Probabilities are in [0, 1]; scores for ranking metrics may be any monotone transform.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Objective;
+
+const CLIP: f64 = 1e-15;
+
+/// Mean loss of raw margins: log loss for classification, mean squared error for regression.
+pub fn loss(objective: Objective, y: &[f64], margin: &[f64]) -> f64 {
+    match objective {
+        Objective::Binary => {
+            let p: Vec<f64> = margin.iter().map(|&m| crate::sigmoid(m)).collect();
+            log_loss(y, &p)
+        }
+        Objective::Regression => {
+            y.iter()
+                .zip(margin)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f64>()
+                / y.len().max(1) as f64
+        }
+    }
+}
+
+/// Area under the ROC curve; ties count half. `None` when only one class is present.
+pub fn roc_auc(y: &[f64], score: &[f64]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..y.len()).collect();
+    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    roc_auc_sorted(y, score, &order, None)
+}
+
+/// AUC over rows already sorted by ascending score, with optional per-row weights (bootstrap multiplicities).
+pub fn roc_auc_sorted(y: &[f64], score: &[f64], order: &[usize], w: Option<&[f64]>) -> Option<f64> {
+    let (mut pos, mut neg) = (0.0, 0.0);
+    for &i in order {
+        let wi = w.map_or(1.0, |w| w[i]);
+        if y[i] == 1.0 { pos += wi } else { neg += wi }
+    }
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    // Sum over positives of (negatives below + half the tied negatives).
+    let mut neg_below = 0.0;
+    let mut acc = 0.0;
+    let mut k = 0;
+    while k < order.len() {
+        let s = score[order[k]];
+        let mut j = k;
+        let (mut tp, mut tn) = (0.0, 0.0);
+        while j < order.len() && score[order[j]] == s {
+            let i = order[j];
+            let wi = w.map_or(1.0, |w| w[i]);
+            if y[i] == 1.0 {
+                tp += wi
+            } else {
+                tn += wi
+            }
+            j += 1;
+        }
+        acc += tp * (neg_below + tn / 2.0);
+        neg_below += tn;
+        k = j;
+    }
+    Some(acc / (pos * neg))
+}
+
+/// Average precision (area under the precision–recall curve, step-wise).
+pub fn pr_auc(y: &[f64], score: &[f64]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..y.len()).collect();
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    pr_auc_sorted_desc(y, score, &order, None)
+}
+
+fn pr_auc_sorted_desc(y: &[f64], score: &[f64], order: &[usize], w: Option<&[f64]>) -> Option<f64> {
+    let total_pos: f64 = order
+        .iter()
+        .filter(|&&i| y[i] == 1.0)
+        .map(|&i| w.map_or(1.0, |w| w[i]))
+        .sum();
+    if total_pos == 0.0 {
+        return None;
+    }
+    let (mut tp, mut fp, mut ap, mut prev_recall) = (0.0, 0.0, 0.0, 0.0);
+    let mut k = 0;
+    while k < order.len() {
+        let s = score[order[k]];
+        while k < order.len() && score[order[k]] == s {
+            let i = order[k];
+            let wi = w.map_or(1.0, |w| w[i]);
+            if y[i] == 1.0 {
+                tp += wi
+            } else {
+                fp += wi
+            }
+            k += 1;
+        }
+        let recall = tp / total_pos;
+        let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        ap += (recall - prev_recall) * precision;
+        prev_recall = recall;
+    }
+    Some(ap)
+}
+
+pub fn log_loss(y: &[f64], p: &[f64]) -> f64 {
+    weighted_mean(y.len(), None, |i| {
+        let q = p[i].clamp(CLIP, 1.0 - CLIP);
+        -(y[i] * q.ln() + (1.0 - y[i]) * (1.0 - q).ln())
+    })
+}
+
+pub fn brier(y: &[f64], p: &[f64]) -> f64 {
+    weighted_mean(y.len(), None, |i| (p[i] - y[i]).powi(2))
+}
+
+fn weighted_mean(n: usize, w: Option<&[f64]>, f: impl Fn(usize) -> f64) -> f64 {
+    let (mut s, mut ws) = (0.0, 0.0);
+    for i in 0..n {
+        let wi = w.map_or(1.0, |w| w[i]);
+        if wi != 0.0 {
+            s += wi * f(i);
+            ws += wi;
+        }
+    }
+    if ws == 0.0 { f64::NAN } else { s / ws }
+}
+
+/// Confusion-matrix metrics at one threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AtThreshold {
+    pub threshold: f64,
+    pub accuracy: f64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Share of rows predicted positive.
+    pub selection_rate: f64,
+    pub false_positive_rate: f64,
+    pub tp: f64,
+    pub fp: f64,
+    pub tn: f64,
+    pub fn_: f64,
+}
+
+pub fn at_threshold(y: &[f64], p: &[f64], threshold: f64) -> AtThreshold {
+    at_threshold_weighted(y, p, threshold, None)
+}
+
+pub fn at_threshold_weighted(
+    y: &[f64],
+    p: &[f64],
+    threshold: f64,
+    w: Option<&[f64]>,
+) -> AtThreshold {
+    let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
+    for i in 0..y.len() {
+        let wi = w.map_or(1.0, |w| w[i]);
+        match (p[i] >= threshold, y[i] == 1.0) {
+            (true, true) => tp += wi,
+            (true, false) => fp += wi,
+            (false, false) => tn += wi,
+            (false, true) => fn_ += wi,
+        }
+    }
+    let n = tp + fp + tn + fn_;
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let precision = ratio(tp, tp + fp);
+    let recall = ratio(tp, tp + fn_);
+    AtThreshold {
+        threshold,
+        accuracy: ratio(tp + tn, n),
+        precision,
+        recall,
+        f1: ratio(2.0 * precision * recall, precision + recall),
+        selection_rate: ratio(tp + fp, n),
+        false_positive_rate: ratio(fp, fp + tn),
+        tp,
+        fp,
+        tn,
+        fn_,
+    }
+}
+
+/// One bin of a reliability (calibration) curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    pub lower: f64,
+    pub upper: f64,
+    pub count: usize,
+    pub mean_predicted: f64,
+    pub observed_rate: f64,
+}
+
+/// Reliability curve over `n_bins` equal-width probability bins (empty bins omitted).
+pub fn calibration_curve(y: &[f64], p: &[f64], n_bins: usize) -> Vec<CalibrationBin> {
+    let mut sum_p = vec![0.0; n_bins];
+    let mut sum_y = vec![0.0; n_bins];
+    let mut cnt = vec![0usize; n_bins];
+    for i in 0..y.len() {
+        let b = ((p[i] * n_bins as f64) as usize).min(n_bins - 1);
+        sum_p[b] += p[i];
+        sum_y[b] += y[i];
+        cnt[b] += 1;
+    }
+    (0..n_bins)
+        .filter(|&b| cnt[b] > 0)
+        .map(|b| CalibrationBin {
+            lower: b as f64 / n_bins as f64,
+            upper: (b + 1) as f64 / n_bins as f64,
+            count: cnt[b],
+            mean_predicted: sum_p[b] / cnt[b] as f64,
+            observed_rate: sum_y[b] / cnt[b] as f64,
+        })
+        .collect()
+}
+
+/// Expected calibration error: count-weighted mean |observed − predicted| over the curve's bins.
+pub fn expected_calibration_error(curve: &[CalibrationBin]) -> f64 {
+    let n: usize = curve.iter().map(|b| b.count).sum();
+    curve
+        .iter()
+        .map(|b| b.count as f64 * (b.observed_rate - b.mean_predicted).abs())
+        .sum::<f64>()
+        / n.max(1) as f64
+}
+
+/// Regression metrics.
+pub fn rmse(y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
+    weighted_mean(y.len(), w, |i| (y[i] - p[i]).powi(2)).sqrt()
+}
+
+pub fn mae(y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
+    weighted_mean(y.len(), w, |i| (y[i] - p[i]).abs())
+}
+
+pub fn r2(y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
+    let mean = weighted_mean(y.len(), w, |i| y[i]);
+    let ss_res = weighted_mean(y.len(), w, |i| (y[i] - p[i]).powi(2));
+    let ss_tot = weighted_mean(y.len(), w, |i| (y[i] - mean).powi(2));
+    if ss_tot == 0.0 {
+        f64::NAN
+    } else {
+        1.0 - ss_res / ss_tot
+    }
+}
+
+/// Weighted log loss and Brier score (for bootstrap resamples).
+pub fn log_loss_weighted(y: &[f64], p: &[f64], w: &[f64]) -> f64 {
+    weighted_mean(y.len(), Some(w), |i| {
+        let q = p[i].clamp(CLIP, 1.0 - CLIP);
+        -(y[i] * q.ln() + (1.0 - y[i]) * (1.0 - q).ln())
+    })
+}
+
+pub fn brier_weighted(y: &[f64], p: &[f64], w: &[f64]) -> f64 {
+    weighted_mean(y.len(), Some(w), |i| (p[i] - y[i]).powi(2))
+}
+
+pub fn pr_auc_weighted(y: &[f64], score: &[f64], order_desc: &[usize], w: &[f64]) -> Option<f64> {
+    pr_auc_sorted_desc(y, score, order_desc, Some(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_matches_hand_computation() {
+        // Pairs (pos, neg): 0.9>0.1, 0.9>0.4, 0.35<0.4, 0.35>0.1 → 3/4.
+        let y = [1.0, 0.0, 1.0, 0.0];
+        let s = [0.9, 0.1, 0.35, 0.4];
+        assert!((roc_auc(&y, &s).unwrap() - 0.75).abs() < 1e-12);
+        // Ties count half.
+        assert!((roc_auc(&[1.0, 0.0], &[0.5, 0.5]).unwrap() - 0.5).abs() < 1e-12);
+        assert!(roc_auc(&[1.0, 1.0], &[0.1, 0.2]).is_none());
+    }
+
+    #[test]
+    fn average_precision_matches_hand_computation() {
+        // Ranked: 0.9 (pos), 0.4 (neg), 0.35 (pos), 0.1 (neg): AP = 0.5*1 + 0.5*(2/3).
+        let y = [1.0, 0.0, 1.0, 0.0];
+        let s = [0.9, 0.1, 0.35, 0.4];
+        assert!((pr_auc(&y, &s).unwrap() - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn threshold_metrics() {
+        let y = [1.0, 0.0, 1.0, 0.0];
+        let p = [0.9, 0.6, 0.3, 0.1];
+        let m = at_threshold(&y, &p, 0.5);
+        assert_eq!((m.tp, m.fp, m.tn, m.fn_), (1.0, 1.0, 1.0, 1.0));
+        assert!((m.f1 - 0.5).abs() < 1e-12);
+        assert!((m.selection_rate - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn regression_metrics() {
+        let y = [1.0, 2.0, 3.0];
+        let p = [1.0, 2.0, 4.0];
+        assert!((rmse(&y, &p, None) - (1.0f64 / 3.0).sqrt()).abs() < 1e-12);
+        assert!((mae(&y, &p, None) - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r2(&y, &p, None) - 0.5).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,154 @@
+//! Keel's compiled tree layout: the one representation inference and TreeSHAP run on, whatever trained the
+//! trees. Nodes of a tree live in one contiguous vector; children are indexes, with flags saying whether a child
+//! is a leaf. Categorical splits carry a bitset of the level codes that go left.
+
+use serde::{Deserialize, Serialize};
+
+/// The split is categorical (bitset) rather than numeric (threshold).
+pub const FLAG_CATEGORICAL: u8 = 1;
+/// Missing values (and unknown categories) go left.
+pub const FLAG_DEFAULT_LEFT: u8 = 2;
+/// `left` indexes a leaf, not a node.
+pub const FLAG_LEFT_LEAF: u8 = 4;
+/// `right` indexes a leaf, not a node.
+pub const FLAG_RIGHT_LEAF: u8 = 8;
+
+/// One internal node.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Numeric splits: go left when `value <= threshold`.
+    pub threshold: f64,
+    /// Training rows that reached this node (TreeSHAP's cover).
+    pub cover: f64,
+    pub feature: u32,
+    pub left: u32,
+    pub right: u32,
+    /// Categorical splits: first word of the bitset in [`Tree::cat_bits`].
+    pub cat_offset: u32,
+    /// Categorical splits: number of 64-bit words in the bitset.
+    pub cat_words: u32,
+    pub flags: u8,
+}
+
+impl Node {
+    /// Whether a row with this feature value goes left.
+    #[inline(always)]
+    pub fn goes_left(&self, x: f64, cat_bits: &[u64]) -> bool {
+        if x.is_nan() {
+            return self.flags & FLAG_DEFAULT_LEFT != 0;
+        }
+        if self.flags & FLAG_CATEGORICAL == 0 {
+            x <= self.threshold
+        } else {
+            let code = x as u64;
+            let word = (code / 64) as usize;
+            if x < 0.0 || word >= self.cat_words as usize {
+                return self.flags & FLAG_DEFAULT_LEFT != 0;
+            }
+            cat_bits[self.cat_offset as usize + word] >> (code % 64) & 1 == 1
+        }
+    }
+}
+
+/// A decision tree in Keel's compiled layout. A tree without nodes is a single leaf.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    pub leaf_values: Vec<f64>,
+    pub leaf_covers: Vec<f64>,
+    pub cat_bits: Vec<u64>,
+}
+
+/// A reference to a node or a leaf while walking a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRef {
+    Node(u32),
+    Leaf(u32),
+}
+
+impl Tree {
+    pub fn root(&self) -> NodeRef {
+        if self.nodes.is_empty() {
+            NodeRef::Leaf(0)
+        } else {
+            NodeRef::Node(0)
+        }
+    }
+
+    /// The leaf a row lands in.
+    #[inline]
+    pub fn leaf_index(&self, row: &[f64]) -> usize {
+        if self.nodes.is_empty() {
+            return 0;
+        }
+        let mut i = 0usize;
+        loop {
+            let n = &self.nodes[i];
+            let left = n.goes_left(row[n.feature as usize], &self.cat_bits);
+            let (next, leaf) = if left {
+                (n.left, n.flags & FLAG_LEFT_LEAF != 0)
+            } else {
+                (n.right, n.flags & FLAG_RIGHT_LEAF != 0)
+            };
+            if leaf {
+                return next as usize;
+            }
+            i = next as usize;
+        }
+    }
+
+    #[inline]
+    pub fn predict(&self, row: &[f64]) -> f64 {
+        self.leaf_values[self.leaf_index(row)]
+    }
+
+    pub fn children(&self, node: u32) -> (NodeRef, NodeRef) {
+        let n = &self.nodes[node as usize];
+        let l = if n.flags & FLAG_LEFT_LEAF != 0 {
+            NodeRef::Leaf(n.left)
+        } else {
+            NodeRef::Node(n.left)
+        };
+        let r = if n.flags & FLAG_RIGHT_LEAF != 0 {
+            NodeRef::Leaf(n.right)
+        } else {
+            NodeRef::Node(n.right)
+        };
+        (l, r)
+    }
+
+    pub fn cover(&self, r: NodeRef) -> f64 {
+        match r {
+            NodeRef::Node(i) => self.nodes[i as usize].cover,
+            NodeRef::Leaf(i) => self.leaf_covers[i as usize],
+        }
+    }
+
+    /// Mean output over the training rows (cover-weighted leaf values).
+    pub fn expected_value(&self) -> f64 {
+        let total: f64 = self.leaf_covers.iter().sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        self.leaf_values
+            .iter()
+            .zip(&self.leaf_covers)
+            .map(|(v, c)| v * c)
+            .sum::<f64>()
+            / total
+    }
+
+    /// Depth of the deepest leaf (a single leaf has depth 0).
+    pub fn max_depth(&self) -> usize {
+        fn walk(t: &Tree, r: NodeRef) -> usize {
+            match r {
+                NodeRef::Leaf(_) => 0,
+                NodeRef::Node(i) => {
+                    let (l, rr) = t.children(i);
+                    1 + walk(t, l).max(walk(t, rr))
+                }
+            }
+        }
+        walk(self, self.root())
+    }
+}

@@ -1,0 +1,74 @@
+//! keel-store: the registry and the artifact store, and the only crate that touches either.
+//!
+//! The registry is a SQLite database (`registry.db` under the Keel home, WAL mode, foreign keys on) reached
+//! through sqlx, so PostgreSQL can follow with the same queries. Artifacts (model files) are content-addressed
+//! blobs behind the `object_store` crate: a local directory today, S3-compatible storage later.
+//!
+//! Invariants:
+//! - A model version is registered in one database transaction (model row, version row, aliases); a crash at
+//!   any point leaves either the whole version or none of it.
+//! - The artifact is written (temporary file, fsync, rename) before the transaction that names it, so a
+//!   registered version never points at a missing or partial file. A crash in between leaves at most an
+//!   unreferenced blob, never a half version.
+//! - Opening the store on a read-only location fails before anything is written.
+
+mod registry;
+
+pub use registry::{NewVersion, Selector, Store, VersionRecord};
+
+use keel_core::ErrorClass;
+use std::path::PathBuf;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the Keel home {} is read-only or not writable ({reason}); nothing was changed", .path.display())]
+    ReadOnly { path: PathBuf, reason: String },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("registry database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("artifact store: {0}")]
+    Artifact(#[from] object_store::Error),
+    #[error("model '{0}' is not registered")]
+    UnknownModel(String),
+    #[error("model '{model}' has no version {selector}")]
+    UnknownVersion { model: String, selector: String },
+    #[error(
+        "artifact {uri} does not match its recorded checksum (expected {expected}, found {found})"
+    )]
+    Corrupt {
+        uri: String,
+        expected: String,
+        found: String,
+    },
+    #[error("invalid {what}: {message}")]
+    Invalid { what: &'static str, message: String },
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::ReadOnly { .. } | Error::Io { .. } => ErrorClass::Io,
+            Error::Database(_) | Error::Artifact(_) => ErrorClass::Io,
+            Error::UnknownModel(_) | Error::UnknownVersion { .. } | Error::Invalid { .. } => {
+                ErrorClass::Input
+            }
+            Error::Corrupt { .. } => ErrorClass::Io,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Test hook: when the environment variable `KEEL_FAILPOINT` equals `name`, the process aborts on the spot,
+/// as a crash or `kill -9` would. Used by crash-consistency tests; inert otherwise.
+pub fn failpoint(name: &str) {
+    if std::env::var("KEEL_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("keel: failpoint '{name}' hit; aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,571 @@
+//! The model registry: models, versions, aliases, artifacts.
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::{Error, Result, failpoint};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_registry.sql")];
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(Error::Invalid {
+            what: "registry",
+            message: format!(
+                "the registry has schema version {applied}, newer than this Keel understands ({}); upgrade Keel",
+                MIGRATIONS.len()
+            ),
+        });
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        sqlx::raw_sql(*m).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Which version of a model to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    Latest,
+    Version(i64),
+    Alias(String),
+}
+
+impl Selector {
+    /// Parses `name`, `name@3` or `name@champion` into (name, selector).
+    pub fn parse(reference: &str) -> Result<(String, Selector)> {
+        let (name, sel) = match reference.split_once('@') {
+            None => (reference, Selector::Latest),
+            Some((n, s)) if !s.is_empty() => {
+                let s = s.trim_start_matches('v');
+                match s.parse::<i64>() {
+                    Ok(v) => (n, Selector::Version(v)),
+                    Err(_) => (
+                        n,
+                        Selector::Alias(reference.split_once('@').expect("has @").1.to_string()),
+                    ),
+                }
+            }
+            Some(_) => {
+                return Err(Error::Invalid {
+                    what: "model reference",
+                    message: format!("'{reference}' has an empty version after '@'"),
+                });
+            }
+        };
+        validate_name("model name", name)?;
+        Ok((name.to_string(), sel))
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selector::Latest => write!(f, "latest"),
+            Selector::Version(v) => write!(f, "{v}"),
+            Selector::Alias(a) => write!(f, "@{a}"),
+        }
+    }
+}
+
+/// Names of models and aliases: letters, digits, `-`, `_`, `.`; 1–100 characters; not starting with a digit
+/// for aliases (so `@3` always means version 3).
+pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            what,
+            message: format!(
+                "'{name}' must be 1–100 characters of letters, digits, '-', '_' or '.'"
+            ),
+        })
+    }
+}
+
+/// What a registration records.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub model: String,
+    pub description: String,
+    pub kind: String,
+    pub objective: String,
+    pub model_bytes: Vec<u8>,
+    pub params: serde_json::Value,
+    pub metrics: serde_json::Value,
+    pub schema: serde_json::Value,
+    /// The model card as JSON; its `version` field is filled in by the registry.
+    pub card: serde_json::Value,
+    pub dataset_hash: String,
+    pub code_version: String,
+    pub created_by: String,
+    /// Aliases to point at the new version, in the same transaction.
+    pub aliases: Vec<String>,
+}
+
+/// A registered version.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRecord {
+    pub model: String,
+    pub version: i64,
+    pub kind: String,
+    pub objective: String,
+    pub artifact_uri: String,
+    pub artifact_sha256: String,
+    pub params: serde_json::Value,
+    pub metrics: serde_json::Value,
+    pub schema: serde_json::Value,
+    #[serde(skip)]
+    pub card: serde_json::Value,
+    pub dataset_hash: String,
+    pub code_version: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub aliases: Vec<String>,
+}
+
+/// The registry plus the artifact store under one Keel home.
+pub struct Store {
+    pool: SqlitePool,
+    artifacts: Arc<dyn ObjectStore>,
+    artifact_root: PathBuf,
+    home: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `home`. Fails with [`Error::ReadOnly`] before writing anything
+    /// when `home` cannot be written.
+    pub async fn open(home: &Path) -> Result<Store> {
+        let io = |e: std::io::Error| Error::Io {
+            path: home.to_path_buf(),
+            source: e,
+        };
+        if let Err(e) = std::fs::create_dir_all(home) {
+            return Err(classify_write_error(home, e));
+        }
+        probe_writable(home)?;
+        let artifact_root = home.join("artifacts");
+        std::fs::create_dir_all(&artifact_root).map_err(io)?;
+        let options = SqliteConnectOptions::new()
+            .filename(home.join("registry.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        let artifacts = LocalFileSystem::new_with_prefix(&artifact_root)?;
+        Ok(Store {
+            pool,
+            artifacts: Arc::new(artifacts),
+            artifact_root,
+            home: home.to_path_buf(),
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Writes a blob under its SHA-256 and returns (uri, sha256). Idempotent.
+    async fn put_artifact(&self, bytes: &[u8]) -> Result<(String, String)> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let key = format!("models/sha256/{sha}.keelmodel");
+        let path = ObjectPath::from(key.as_str());
+        self.artifacts
+            .put(&path, PutPayload::from(Bytes::copy_from_slice(bytes)))
+            .await?;
+        // object_store's local backend stages to a temporary file and renames it into place; make the result
+        // durable before the registry refers to it.
+        let file = self.artifact_root.join(&key);
+        let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&file).map_err(|e| Error::Io {
+            path: file.clone(),
+            source: e,
+        })?;
+        if let Some(dir) = file.parent() {
+            let _ = sync(dir);
+        }
+        Ok((key, sha))
+    }
+
+    /// Reads an artifact and checks it against its recorded SHA-256.
+    pub async fn get_artifact(&self, uri: &str, sha256: &str) -> Result<Vec<u8>> {
+        let bytes = self
+            .artifacts
+            .get(&ObjectPath::from(uri))
+            .await?
+            .bytes()
+            .await?;
+        let found = hex::encode(Sha256::digest(&bytes));
+        if found != sha256 {
+            return Err(Error::Corrupt {
+                uri: uri.to_string(),
+                expected: sha256.to_string(),
+                found,
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Registers a new version: artifact first, then one transaction for model, version and aliases.
+    pub async fn register(&self, new: NewVersion) -> Result<VersionRecord> {
+        validate_name("model name", &new.model)?;
+        for a in &new.aliases {
+            validate_alias(a)?;
+        }
+        let (uri, sha) = self.put_artifact(&new.model_bytes).await?;
+        failpoint("registry.after_artifact");
+        let now = keel_core::time::now_rfc3339();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO models(name, created_at, description) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(&new.model)
+            .bind(&now)
+            .bind(&new.description)
+            .execute(&mut *tx)
+            .await?;
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model = ?",
+        )
+        .bind(&new.model)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut card = new.card.clone();
+        if let Some(obj) = card.as_object_mut() {
+            obj.insert("version".into(), version.into());
+            obj.insert("created_at".into(), now.clone().into());
+        }
+        sqlx::query(
+            "INSERT INTO model_versions(model, version, kind, objective, artifact_uri, artifact_sha256, params, metrics, schema, card, dataset_hash, code_version, created_by, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&new.model)
+        .bind(version)
+        .bind(&new.kind)
+        .bind(&new.objective)
+        .bind(&uri)
+        .bind(&sha)
+        .bind(new.params.to_string())
+        .bind(new.metrics.to_string())
+        .bind(new.schema.to_string())
+        .bind(card.to_string())
+        .bind(&new.dataset_hash)
+        .bind(&new.code_version)
+        .bind(&new.created_by)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        failpoint("registry.mid_registration");
+        for a in &new.aliases {
+            set_alias_in(&mut tx, &new.model, a, version, &now).await?;
+        }
+        failpoint("registry.before_commit");
+        tx.commit().await?;
+        self.get(&new.model, &Selector::Version(version)).await
+    }
+
+    /// Points `alias` at an existing version, atomically.
+    pub async fn set_alias(&self, model: &str, alias: &str, version: i64) -> Result<()> {
+        validate_alias(alias)?;
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM model_versions WHERE model = ? AND version = ?",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if exists.is_none() {
+            return Err(Error::UnknownVersion {
+                model: model.to_string(),
+                selector: version.to_string(),
+            });
+        }
+        set_alias_in(
+            &mut tx,
+            model,
+            alias,
+            version,
+            &keel_core::time::now_rfc3339(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// All registered model names with their latest version and aliases.
+    pub async fn list(&self) -> Result<Vec<VersionRecord>> {
+        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM models ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::new();
+        for n in names {
+            match self.get(&n, &Selector::Latest).await {
+                Ok(v) => out.push(v),
+                Err(Error::UnknownVersion { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every version of one model, newest first.
+    pub async fn versions(&self, model: &str) -> Result<Vec<VersionRecord>> {
+        let rows =
+            sqlx::query("SELECT version FROM model_versions WHERE model = ? ORDER BY version DESC")
+                .bind(model)
+                .fetch_all(&self.pool)
+                .await?;
+        if rows.is_empty() {
+            return Err(Error::UnknownModel(model.to_string()));
+        }
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(
+                self.get(model, &Selector::Version(r.get("version")))
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// One version, by number, alias or latest.
+    pub async fn get(&self, model: &str, sel: &Selector) -> Result<VersionRecord> {
+        let known: Option<String> = sqlx::query_scalar("SELECT name FROM models WHERE name = ?")
+            .bind(model)
+            .fetch_optional(&self.pool)
+            .await?;
+        if known.is_none() {
+            return Err(Error::UnknownModel(model.to_string()));
+        }
+        let version: Option<i64> = match sel {
+            Selector::Latest => {
+                sqlx::query_scalar("SELECT MAX(version) FROM model_versions WHERE model = ?")
+                    .bind(model)
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+            Selector::Version(v) => {
+                sqlx::query_scalar(
+                    "SELECT version FROM model_versions WHERE model = ? AND version = ?",
+                )
+                .bind(model)
+                .bind(v)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            Selector::Alias(a) => {
+                sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+                    .bind(model)
+                    .bind(a)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
+        let Some(version) = version else {
+            return Err(Error::UnknownVersion {
+                model: model.to_string(),
+                selector: sel.to_string(),
+            });
+        };
+        let r = sqlx::query("SELECT * FROM model_versions WHERE model = ? AND version = ?")
+            .bind(model)
+            .bind(version)
+            .fetch_one(&self.pool)
+            .await?;
+        let aliases: Vec<String> = sqlx::query_scalar(
+            "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
+        let json = |col: &str| -> serde_json::Value {
+            serde_json::from_str(&r.get::<String, _>(col)).unwrap_or(serde_json::Value::Null)
+        };
+        Ok(VersionRecord {
+            model: r.get("model"),
+            version: r.get("version"),
+            kind: r.get("kind"),
+            objective: r.get("objective"),
+            artifact_uri: r.get("artifact_uri"),
+            artifact_sha256: r.get("artifact_sha256"),
+            params: json("params"),
+            metrics: json("metrics"),
+            schema: json("schema"),
+            card: json("card"),
+            dataset_hash: r.get("dataset_hash"),
+            code_version: r.get("code_version"),
+            created_by: r.get("created_by"),
+            created_at: r.get("created_at"),
+            aliases,
+        })
+    }
+
+    /// Loads a version's model bytes, verified against the recorded checksum.
+    pub async fn model_bytes(&self, v: &VersionRecord) -> Result<Vec<u8>> {
+        self.get_artifact(&v.artifact_uri, &v.artifact_sha256).await
+    }
+
+    /// Consistency check: SQLite integrity, foreign keys, and every version's artifact present and intact.
+    /// Returns the problems found (empty when consistent).
+    pub async fn check(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let ic: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?;
+        if ic != "ok" {
+            problems.push(format!("integrity_check: {ic}"));
+        }
+        let fk = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&self.pool)
+            .await?;
+        if !fk.is_empty() {
+            problems.push(format!("{} rows violate foreign keys", fk.len()));
+        }
+        let rows =
+            sqlx::query("SELECT model, version, artifact_uri, artifact_sha256 FROM model_versions")
+                .fetch_all(&self.pool)
+                .await?;
+        for r in rows {
+            let (uri, sha): (String, String) = (r.get("artifact_uri"), r.get("artifact_sha256"));
+            if let Err(e) = self.get_artifact(&uri, &sha).await {
+                problems.push(format!(
+                    "{}@{}: {e}",
+                    r.get::<String, _>("model"),
+                    r.get::<i64, _>("version")
+                ));
+            }
+        }
+        Ok(problems)
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+fn validate_alias(alias: &str) -> Result<()> {
+    validate_name("alias", alias)?;
+    if alias.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(Error::Invalid {
+            what: "alias",
+            message: format!(
+                "'{alias}' must not start with a digit (that reads as a version number)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+async fn set_alias_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    model: &str,
+    alias: &str,
+    version: i64,
+    now: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO aliases(model, alias, version, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT(model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
+    )
+    .bind(model)
+    .bind(alias)
+    .bind(version)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn classify_write_error(path: &Path, e: std::io::Error) -> Error {
+    let ro = e.raw_os_error() == Some(30) || e.kind() == std::io::ErrorKind::PermissionDenied;
+    if ro || e.kind() == std::io::ErrorKind::ReadOnlyFilesystem {
+        Error::ReadOnly {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    } else {
+        Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+/// Creates and removes a probe file, so a read-only home fails here rather than half-way through a write.
+fn probe_writable(home: &Path) -> Result<()> {
+    let probe = home.join(format!(".keel-write-probe-{}", std::process::id()));
+    match std::fs::write(&probe, b"probe") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            // An existing database file must be writable too.
+            let db = home.join("registry.db");
+            if db.exists() {
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&db)
+                    .map_err(|e| classify_write_error(&db, e))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(classify_write_error(home, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        assert_eq!(
+            Selector::parse("m").unwrap(),
+            ("m".into(), Selector::Latest)
+        );
+        assert_eq!(
+            Selector::parse("m@3").unwrap(),
+            ("m".into(), Selector::Version(3))
+        );
+        assert_eq!(
+            Selector::parse("m@v3").unwrap(),
+            ("m".into(), Selector::Version(3))
+        );
+        assert_eq!(
+            Selector::parse("m@champion").unwrap(),
+            ("m".into(), Selector::Alias("champion".into()))
+        );
+        assert!(Selector::parse("m@").is_err());
+        assert!(Selector::parse("bad name").is_err());
+    }
+}
