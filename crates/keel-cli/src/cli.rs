@@ -66,7 +66,7 @@ pub enum Command {
     /// --sensitive columns, explains with TreeSHAP, and registers a new version with its model card.
     ///
     /// Example: keel train --data loans.csv --target repaid --name loans --drop id,timestamp --sensitive salary_range
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Fetch the employment data if needed, then validate, train, evaluate and register `employment` v1
     /// (alias `champion`) with its model card.
     Quickstart(QuickstartArgs),

@@ -127,7 +127,7 @@ pub fn validate(
             }
             if cs.column_type == ColumnType::Categorical
                 && let Some(allowed) = &cs.allowed
-                && !allowed.iter().any(|a| *a == value)
+                && !allowed.contains(&value)
             {
                 v.push(rule_violation(
                     i,

@@ -150,7 +150,10 @@ fn bar_chart(items: &[(String, f64)], color: &str) -> String {
 }
 
 /// Line plot of points in the unit square, with the diagonal.
-fn unit_plot(series: &[(&str, &[(f64, f64)], &str)], xlabel: &str, ylabel: &str) -> String {
+/// One line of a plot: name, points, colour.
+type Series<'a> = (&'a str, &'a [(f64, f64)], &'a str);
+
+fn unit_plot(series: &[Series<'_>], xlabel: &str, ylabel: &str) -> String {
     let (size, pad) = (300.0, 36.0);
     let px = |x: f64| pad + x * (size - 2.0 * pad);
     let py = |y: f64| size - pad - y * (size - 2.0 * pad);

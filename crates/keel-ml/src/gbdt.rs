@@ -655,10 +655,7 @@ fn find_best_split(ctx: &Ctx, leaf: &Leaf, features: &[bool]) -> Option<Split> {
     }
     let cnt_factor = count / leaf.sum_h.max(EPSILON);
     let mut best: Option<Split> = None;
-    for f in 0..ctx.nf {
-        if !features[f] {
-            continue;
-        }
+    for (f, _) in features.iter().enumerate().filter(|(_, used)| **used) {
         let h = &leaf.hist[ctx.offsets[f]..ctx.offsets[f + 1]];
         let cand = if ctx.mappers[f].is_categorical() {
             best_categorical(p, f, h, leaf, cnt_factor)
@@ -702,9 +699,9 @@ fn best_numeric(
         } else {
             (0.0, 0.0)
         };
-        for t in 0..value_bins - 1 {
-            gl += h[t][0];
-            hl += h[t][1];
+        for (t, bin) in h.iter().enumerate().take(value_bins - 1) {
+            gl += bin[0];
+            hl += bin[1];
             let cl = (hl * cnt_factor).round();
             if cl < min_cnt || hl < p.min_sum_hessian_in_leaf {
                 continue;

@@ -1,5 +1,6 @@
 //! Linear baselines: L2-regularised logistic regression (classification) and ridge regression, over
-//! standardised numeric features (missing → mean) and one-hot categorical features, fitted with L-BFGS.
+//! standardised numeric features (missing → mean) plus decile indicators of each numeric feature (so a
+//! non-monotone effect such as age is representable), and one-hot categorical features, fitted with L-BFGS.
 //! They are the honest yardstick a GBDT must beat.
 
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,10 @@ pub struct LinearModel {
     pub objective: Objective,
     /// Per feature: (mean, standard deviation) for numeric features, `None` for categorical ones.
     pub scaling: Vec<Option<(f64, f64)>>,
-    /// Per feature: the first weight index of the feature (one weight for numeric, one per level otherwise).
+    /// Per numeric feature: inner decile edges; its weights are the linear term, then one per bin.
+    pub edges: Vec<Vec<f64>>,
+    /// Per feature: the first weight index of the feature (numeric: linear term then bins; categorical: one
+    /// per level).
     pub offsets: Vec<usize>,
     pub weights: Vec<f64>,
     pub bias: f64,
@@ -44,7 +48,11 @@ impl LinearModel {
             match self.scaling[j] {
                 Some((mean, sd)) => {
                     if !x.is_nan() {
-                        s += self.weights[self.offsets[j]] * (x - mean) / sd;
+                        let o = self.offsets[j];
+                        s += self.weights[o] * (x - mean) / sd;
+                        if !self.edges[j].is_empty() {
+                            s += self.weights[o + 1 + bin_of(&self.edges[j], *x)];
+                        }
                     }
                 }
                 None => {
@@ -76,6 +84,7 @@ pub fn train(
         return Err(Error::InvalidInput("empty training matrix".into()));
     }
     let mut scaling = Vec::with_capacity(nf);
+    let mut edges = Vec::with_capacity(nf);
     let mut offsets = Vec::with_capacity(nf + 1);
     let mut dim = 0usize;
     for (j, s) in specs.iter().enumerate() {
@@ -91,10 +100,22 @@ pub fn train(
                     vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / vals.len().max(1) as f64;
                 let sd = if var > 0.0 { var.sqrt() } else { 1.0 };
                 scaling.push(Some((mean, sd)));
-                dim += 1;
+                let mut sorted = vals;
+                sorted.sort_by(f64::total_cmp);
+                let mut e: Vec<f64> = if sorted.is_empty() {
+                    Vec::new()
+                } else {
+                    (1..10)
+                        .map(|k| sorted[k * (sorted.len() - 1) / 10])
+                        .collect()
+                };
+                e.dedup();
+                dim += 1 + if e.is_empty() { 0 } else { e.len() + 1 };
+                edges.push(e);
             }
             FeatureKind::Categorical { levels } => {
                 scaling.push(None);
+                edges.push(Vec::new());
                 dim += levels.len();
             }
         }
@@ -103,6 +124,7 @@ pub fn train(
     let mut model = LinearModel {
         objective,
         scaling,
+        edges,
         offsets,
         weights: vec![0.0; dim],
         bias: 0.0,
@@ -117,7 +139,15 @@ pub fn train(
                     continue;
                 }
                 match model.scaling[j] {
-                    Some((m, sd)) => r.push((model.offsets[j] as u32, (v - m) / sd)),
+                    Some((m, sd)) => {
+                        r.push((model.offsets[j] as u32, (v - m) / sd));
+                        if !model.edges[j].is_empty() {
+                            r.push((
+                                (model.offsets[j] + 1 + bin_of(&model.edges[j], v)) as u32,
+                                1.0,
+                            ));
+                        }
+                    }
                     None => {
                         let k = v as usize;
                         if k < model.offsets[j + 1] - model.offsets[j] {
@@ -181,6 +211,11 @@ pub fn train(
     model.bias = w[dim];
     model.weights = w[..dim].to_vec();
     Ok(model)
+}
+
+/// Index of the bin of `x` among bins split at `edges` (x ≤ edge goes left).
+fn bin_of(edges: &[f64], x: f64) -> usize {
+    edges.partition_point(|&e| e < x)
 }
 
 /// Limited-memory BFGS with a backtracking Armijo line search.
