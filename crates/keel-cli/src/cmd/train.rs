@@ -158,7 +158,7 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         threshold: 0.5,
         alias: vec!["champion".into()],
         description: Some(
-            "Predicts whether a Massachusetts resident aged 16+ is employed, from the 2015 US Census American Community Survey. \
+            "Predicts whether a Massachusetts resident is employed, from the 2015 US Census American Community Survey. \
              A demonstration model for Keel's lifecycle (drift, delayed labels, retraining); not for decisions about people."
                 .into(),
         ),
