@@ -46,6 +46,14 @@ impl Cli {
                 ModelsCommand::Card(a) => a.json,
             },
             Command::Assets(a) => a.json,
+            Command::Serve(_) => false,
+            Command::Keys { command } => match command {
+                KeysCommand::Create(a) => a.json,
+                KeysCommand::List(a) => a.json,
+                KeysCommand::Revoke(a) => a.json,
+            },
+            Command::Predict(a) => a.json,
+            Command::Openapi(_) => false,
         }
     }
 }
@@ -77,6 +85,115 @@ pub enum Command {
     },
     /// Fetch datasets and models into the asset cache (pinned versions, verified checksums).
     Assets(AssetsArgs),
+    /// Serve predictions over HTTP.
+    ///
+    /// POST /v1/models/{NAME[@ALIAS|@VERSION]}/predict with one JSON record, {"records": [...]}, a CSV body or
+    /// an Arrow IPC stream. Requests are checked against the training schema (422 with JSON paths on
+    /// mismatch). API keys are required unless --no-auth is given; create them with `keel keys create`.
+    /// Settings come from defaults < [serve] in keel.toml < flags. SIGTERM finishes in-flight requests.
+    ///
+    /// Example: keel serve --port 8080 & curl -H "Authorization: Bearer $KEY" -H 'content-type: application/json' \
+    ///   -d '{"AGEP": 40, "SCHL": "21", ...}' localhost:8080/v1/models/employment@champion/predict
+    Serve(ServeArgs),
+    /// Manage API keys (stored as argon2 hashes; a key is shown once).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Score a CSV or Parquet file of any size in bounded memory, writing predictions next to the input columns.
+    Predict(PredictArgs),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Port to listen on (0 picks a free port and prints it).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to bind.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Serve without API keys (local use only; logged as a warning).
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Configuration file (default: ./keel.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// Unseen categories: reject (422) or missing.
+    #[arg(long)]
+    pub unseen_category: Option<String>,
+    /// Most records in one request.
+    #[arg(long)]
+    pub max_records: Option<usize>,
+    /// Requests handled at once before shedding with 503.
+    #[arg(long)]
+    pub concurrency_limit: Option<usize>,
+    /// Requests per second per API key (0 = unlimited).
+    #[arg(long)]
+    pub rate_limit: Option<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key with a role: reader, predictor, deployer or admin.
+    Create(KeysCreateArgs),
+    /// List keys (ids and roles, never secrets).
+    List(KeysListArgs),
+    /// Revoke a key by id.
+    Revoke(KeysRevokeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeysCreateArgs {
+    #[arg(long)]
+    pub role: String,
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Print JSON: {"key", "id", "role"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeysListArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeysRevokeArgs {
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// NAME, NAME@ALIAS or NAME@VERSION.
+    #[arg(long)]
+    pub model: String,
+    /// CSV or Parquet input.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Output file (.csv or .parquet): the input columns plus prediction (and probability).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Rows per chunk (memory stays bounded by this).
+    #[arg(long, default_value_t = 65_536)]
+    pub batch_size: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct OpenapiArgs {
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -1,6 +1,7 @@
 //! The `keel` binary: flag parsing, wiring and output. The work lives in the library crates.
 
 mod assets;
+mod batch_out;
 mod cli;
 mod cmd;
 mod output;

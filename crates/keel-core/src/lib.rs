@@ -7,11 +7,13 @@
 
 pub mod error;
 pub mod frame;
+pub mod role;
 pub mod schema;
 pub mod time;
 
 pub use error::ErrorClass;
 pub use frame::{ColumnData, Frame, MISSING_CODE};
+pub use role::Role;
 pub use schema::{ColumnSchema, ColumnType, Schema};
 
 /// The version of Keel that produced an artifact, recorded in lineage.

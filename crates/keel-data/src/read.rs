@@ -17,6 +17,8 @@ use crate::{Error, Result};
 pub enum Format {
     Csv,
     Parquet,
+    /// Arrow IPC stream (request bodies).
+    Arrow,
 }
 
 /// One column as read from the file.
@@ -78,35 +80,10 @@ pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
 pub fn read_table(path: &Path) -> Result<RawTable> {
     let format = detect_format(path)?;
     let (names, batches) = match format {
-        Format::Csv => read_csv(path)?,
+        Format::Csv | Format::Arrow => read_csv(path)?,
         Format::Parquet => read_parquet(path)?,
     };
-    check_duplicate_names(path, &names)?;
-    let nrows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    if nrows == 0 {
-        return Err(Error::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut columns = Vec::with_capacity(names.len());
-    for (j, name) in names.into_iter().enumerate() {
-        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(j).as_ref()).collect();
-        let array = if parts.len() == 1 {
-            batches[0].column(j).clone()
-        } else {
-            arrow_select_concat(&parts).map_err(|e| Error::Format {
-                path: path.to_path_buf(),
-                message: format!("column '{name}': {e}"),
-            })?
-        };
-        columns.push(RawColumn { name, array });
-    }
-    Ok(RawTable {
-        path: path.to_path_buf(),
-        format,
-        columns,
-        nrows,
-    })
+    assemble(path, format, names, batches)
 }
 
 fn arrow_select_concat(
@@ -131,7 +108,24 @@ fn check_duplicate_names(path: &Path, names: &[String]) -> Result<()> {
 
 fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<RecordBatch>)> {
     let file = File::open(path).map_err(|e| open_error(path, e))?;
-    let mut reader = BufReader::new(file);
+    let (names, reader) = csv_reader(path, Box::new(BufReader::new(file)), 64 * 1024)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(|e| csv_error(path, e))?);
+    }
+    Ok((names, batches))
+}
+
+/// arrow-csv's reader over a boxed source.
+type CsvReader = arrow_csv::Reader<Box<dyn BufRead + Send>>;
+
+/// A CSV reader over any buffered source: parses the header line itself (so errors name line 1), then hands
+/// the rest to arrow-csv with every column as text.
+fn csv_reader(
+    path: &Path,
+    mut reader: Box<dyn BufRead + Send>,
+    batch_size: usize,
+) -> Result<(Vec<String>, CsvReader)> {
     let mut first = Vec::new();
     reader
         .read_until(b'\n', &mut first)
@@ -168,33 +162,203 @@ fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         });
     }
     check_duplicate_names(path, &names)?;
-    // Every column as text; the header line is skipped by the reader.
     let fields: Vec<Field> = names
         .iter()
         .enumerate()
         .map(|(i, _)| Field::new(format!("c{i}"), DataType::Utf8, true))
         .collect();
     let schema = Arc::new(ArrowSchema::new(fields));
-    let file = File::open(path).map_err(|e| open_error(path, e))?;
     let format = arrow_csv::reader::Format::default()
-        .with_header(true)
+        .with_header(false)
         .with_delimiter(delimiter);
     let reader = arrow_csv::ReaderBuilder::new(schema)
         .with_format(format)
-        .with_batch_size(64 * 1024)
-        .build(file)
+        .with_batch_size(batch_size)
+        .build(reader)
         .map_err(|e| csv_error(path, e))?;
+    Ok((names, reader))
+}
+
+/// The label used for tables that came from a request body rather than a file.
+pub const BODY_LABEL: &str = "<request body>";
+
+/// Reads a CSV table from memory (a request body).
+pub fn read_csv_bytes(bytes: &[u8]) -> Result<RawTable> {
+    let path = Path::new(BODY_LABEL);
+    let (names, reader) = csv_reader(
+        path,
+        Box::new(std::io::Cursor::new(bytes.to_vec())),
+        64 * 1024,
+    )?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(b.map_err(|e| csv_error(path, e))?);
     }
-    Ok((names, batches))
+    assemble(path, Format::Csv, names, batches)
 }
 
+/// Reads an Arrow IPC stream from memory (a request body).
+pub fn read_ipc_bytes(bytes: &[u8]) -> Result<RawTable> {
+    let path = Path::new(BODY_LABEL);
+    let bad = |e: arrow_schema::ArrowError| Error::Format {
+        path: path.to_path_buf(),
+        message: format!("not a valid Arrow IPC stream: {e}"),
+    };
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(bad)?;
+    let names: Vec<String> = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(bad)?);
+    }
+    assemble(path, Format::Arrow, names, batches)
+}
+
+fn assemble(
+    path: &Path,
+    format: Format,
+    names: Vec<String>,
+    batches: Vec<RecordBatch>,
+) -> Result<RawTable> {
+    check_duplicate_names(path, &names)?;
+    let nrows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if nrows == 0 {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut columns = Vec::with_capacity(names.len());
+    for (j, name) in names.into_iter().enumerate() {
+        let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(j).as_ref()).collect();
+        let array = if parts.len() == 1 {
+            batches[0].column(j).clone()
+        } else {
+            arrow_select_concat(&parts).map_err(|e| Error::Format {
+                path: path.to_path_buf(),
+                message: format!("column '{name}': {e}"),
+            })?
+        };
+        columns.push(RawColumn { name, array });
+    }
+    Ok(RawTable {
+        path: path.to_path_buf(),
+        format,
+        columns,
+        nrows,
+    })
+}
+
+/// Reads a file in chunks of about `batch_size` rows, in bounded memory, for scoring files of any size.
+pub struct BatchStream {
+    path: PathBuf,
+    names: Vec<String>,
+    inner: BatchSource,
+    format: Format,
+}
+
+enum BatchSource {
+    Csv(Box<CsvReader>),
+    Parquet(parquet::arrow::arrow_reader::ParquetRecordBatchReader),
+}
+
+impl BatchStream {
+    pub fn open(path: &Path, batch_size: usize) -> Result<BatchStream> {
+        let format = detect_format(path)?;
+        let file = File::open(path).map_err(|e| open_error(path, e))?;
+        let (names, inner) = match format {
+            Format::Csv | Format::Arrow => {
+                let (names, r) = csv_reader(path, Box::new(BufReader::new(file)), batch_size)?;
+                (names, BatchSource::Csv(Box::new(r)))
+            }
+            Format::Parquet => {
+                let b =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .map_err(|e| Error::Format {
+                            path: path.to_path_buf(),
+                            message: format!("unreadable Parquet: {e}"),
+                        })?;
+                let names = b
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                let r = b
+                    .with_batch_size(batch_size)
+                    .build()
+                    .map_err(|e| Error::Format {
+                        path: path.to_path_buf(),
+                        message: format!("unreadable Parquet: {e}"),
+                    })?;
+                (names, BatchSource::Parquet(r))
+            }
+        };
+        check_duplicate_names(path, &names)?;
+        Ok(BatchStream {
+            path: path.to_path_buf(),
+            names,
+            inner,
+            format,
+        })
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The next chunk as a table (its row numbers start at 0 within the chunk).
+    pub fn next_table(&mut self) -> Option<Result<RawTable>> {
+        let batch = match &mut self.inner {
+            BatchSource::Csv(r) => r.next().map(|b| b.map_err(|e| csv_error(&self.path, e))),
+            BatchSource::Parquet(r) => r.next().map(|b| {
+                b.map_err(|e| Error::Format {
+                    path: self.path.clone(),
+                    message: format!("unreadable Parquet: {e}"),
+                })
+            }),
+        }?;
+        Some(batch.map(|b| {
+            let nrows = b.num_rows();
+            RawTable {
+                path: self.path.clone(),
+                format: self.format,
+                columns: self
+                    .names
+                    .iter()
+                    .enumerate()
+                    .map(|(j, n)| RawColumn {
+                        name: n.clone(),
+                        array: b.column(j).clone(),
+                    })
+                    .collect(),
+                nrows,
+            }
+        }))
+    }
+}
+
+/// Wraps an arrow-csv error. Keel consumes the header line itself, so arrow's record numbers are one less than
+/// the file's line numbers; the message is corrected to name the real line.
 fn csv_error(path: &Path, e: arrow_schema::ArrowError) -> Error {
+    let mut message = format!("malformed CSV: {e}");
+    if let Some(i) = message.find("for line ") {
+        let start = i + "for line ".len();
+        let digits: String = message[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(n) = digits.parse::<usize>() {
+            message.replace_range(start..start + digits.len(), &(n + 1).to_string());
+        }
+    }
     Error::Format {
         path: path.to_path_buf(),
-        message: format!("malformed CSV: {e}"),
+        message,
     }
 }
 

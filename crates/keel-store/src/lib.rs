@@ -14,7 +14,7 @@
 
 mod registry;
 
-pub use registry::{NewVersion, Selector, Store, VersionRecord};
+pub use registry::{ApiKeyRecord, NewVersion, Selector, Store, VersionRecord};
 
 use keel_core::ErrorClass;
 use std::path::PathBuf;

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use crate::{Error, Result, failpoint};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_registry.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_registry.sql"),
+    include_str!("../migrations/0002_api_keys.sql"),
+];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
     let mut tx = pool.begin().await?;
@@ -148,6 +151,19 @@ pub struct VersionRecord {
     pub created_by: String,
     pub created_at: String,
     pub aliases: Vec<String>,
+}
+
+/// A stored API key: the id is public, the secret is kept only as an argon2 hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    #[serde(skip)]
+    pub hash: String,
+    pub role: keel_core::Role,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
 }
 
 /// The registry plus the artifact store under one Keel home.
@@ -468,6 +484,55 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+
+    /// Stores a new API key (its argon2 hash only).
+    pub async fn create_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        sqlx::query("INSERT INTO api_keys(id, hash, role, description, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(&key.id)
+            .bind(&key.hash)
+            .bind(key.role.as_str())
+            .bind(&key.description)
+            .bind(&key.created_by)
+            .bind(&key.created_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// All API keys, revoked ones included.
+    pub async fn keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let role: String = r.get("role");
+                Ok(ApiKeyRecord {
+                    id: r.get("id"),
+                    hash: r.get("hash"),
+                    role: role.parse().map_err(|m| Error::Invalid {
+                        what: "stored role",
+                        message: m,
+                    })?,
+                    description: r.get("description"),
+                    created_by: r.get("created_by"),
+                    created_at: r.get("created_at"),
+                    revoked_at: r.get("revoked_at"),
+                })
+            })
+            .collect()
+    }
+
+    /// Marks a key revoked. Returns false when no such active key exists.
+    pub async fn revoke_key(&self, id: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(keel_core::time::now_rfc3339())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn close(self) {

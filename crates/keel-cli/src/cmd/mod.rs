@@ -1,11 +1,12 @@
 //! Command implementations.
 pub mod data;
 pub mod models;
+pub mod serve;
 pub mod train;
 
 use keel_core::ErrorClass;
 
-use crate::cli::{Cli, Command, DataCommand, ModelsCommand};
+use crate::cli::{Cli, Command, DataCommand, KeysCommand, ModelsCommand};
 
 /// An error raised by the command layer itself, with its class.
 #[derive(Debug)]
@@ -47,6 +48,21 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ModelsCommand::Show(a) => models::show(&home, &a),
             ModelsCommand::Card(a) => models::card(&home, &a),
         },
+        Command::Serve(a) => serve::serve(&home, &a),
+        Command::Keys { command } => match command {
+            KeysCommand::Create(a) => serve::keys_create(&home, &a),
+            KeysCommand::List(a) => serve::keys_list(&home, &a),
+            KeysCommand::Revoke(a) => serve::keys_revoke(&home, &a),
+        },
+        Command::Predict(a) => serve::predict(&home, &a),
+        Command::Openapi(a) => {
+            let spec = keel_server::openapi::spec_json();
+            match &a.out {
+                Some(p) => train::write_atomic(p, format!("{spec}\n").as_bytes())?,
+                None => println!("{spec}"),
+            }
+            Ok(0)
+        }
         Command::Assets(a) => {
             crate::assets::fetch(&a.group, a.json)?;
             if a.json {

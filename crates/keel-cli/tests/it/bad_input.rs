@@ -62,7 +62,7 @@ fn bad_inputs_fail_cleanly_and_leave_the_registry_untouched() {
             name: "ragged CSV",
             file: write(d, "ragged.csv", "x,c,y\n1,a,0\n2,b\n3,c,1,9\n"),
             extra: vec![],
-            expect: vec!["ragged.csv", "malformed CSV"],
+            expect: vec!["ragged.csv", "malformed CSV", "line 3"],
         },
         Case {
             name: "zero rows",

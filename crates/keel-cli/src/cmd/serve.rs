@@ -1,0 +1,237 @@
+//! `keel serve`, `keel keys`, `keel predict`.
+
+use anyhow::{Context, Result};
+use keel_core::Role;
+use keel_engine::{ModelCache, UnseenCategory};
+use keel_server::{AppState, ServerConfig};
+use keel_store::Store;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{block_on, input_error};
+use crate::cli::{KeysCreateArgs, KeysListArgs, KeysRevokeArgs, PredictArgs, ServeArgs};
+use crate::output::{bar, print_json};
+
+/// The `keel.toml` file. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    serve: Option<ServerConfig>,
+}
+
+/// Defaults < `[serve]` in keel.toml < flags.
+fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
+    let path: Option<PathBuf> = a.config.clone().or_else(|| {
+        Path::new("keel.toml")
+            .exists()
+            .then(|| PathBuf::from("keel.toml"))
+    });
+    let mut c = match &path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let f: ConfigFile =
+                toml::from_str(&text).map_err(|e| input_error(format!("{}: {e}", p.display())))?;
+            f.serve.unwrap_or_default()
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(p) = a.port {
+        c.port = p;
+    }
+    if let Some(h) = &a.host {
+        c.host = h.clone();
+    }
+    if a.no_auth {
+        c.auth = false;
+    }
+    if let Some(u) = &a.unseen_category {
+        c.unseen_category = match u.as_str() {
+            "reject" => UnseenCategory::Reject,
+            "missing" => UnseenCategory::Missing,
+            _ => {
+                return Err(input_error(format!(
+                    "--unseen-category '{u}' must be reject or missing"
+                )));
+            }
+        };
+    }
+    if let Some(m) = a.max_records {
+        c.max_records = m;
+    }
+    if let Some(m) = a.concurrency_limit {
+        c.concurrency_limit = m;
+    }
+    if let Some(r) = a.rate_limit {
+        c.rate_limit_per_second = r;
+    }
+    c.validate().map_err(input_error)?;
+    Ok(c)
+}
+
+fn init_tracing(format: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        "text" => builder.init(),
+        other => {
+            return Err(input_error(format!(
+                "--log-format '{other}' must be text or json"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
+    let config = server_config(a)?;
+    init_tracing(&a.log_format)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let store = Arc::new(Store::open(home).await?);
+        let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+            .await
+            .with_context(|| format!("binding {}:{}", config.host, config.port))?;
+        let addr = listener.local_addr()?;
+        if !config.auth {
+            tracing::warn!(
+                "API keys are DISABLED (--no-auth): anyone who can reach {addr} can use every route"
+            );
+        }
+        let state = AppState::new(store, config).await?;
+        state.spawn_background();
+        let app = keel_server::router(state);
+        tracing::info!(%addr, "keel serving");
+        println!("listening on http://{addr}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(keel_server::shutdown_signal())
+            .await
+            .context("serving")?;
+        tracing::info!("shut down cleanly");
+        anyhow::Ok(0)
+    })
+}
+
+pub fn keys_create(home: &Path, a: &KeysCreateArgs) -> Result<i32> {
+    let role: Role = a.role.parse().map_err(input_error)?;
+    let store = block_on(Store::open(home))?;
+    let k = block_on(keel_engine::keys::create_key(
+        &store,
+        role,
+        &a.description,
+        &super::train::actor(),
+    ))?;
+    if a.json {
+        print_json(&k);
+    } else {
+        println!("{}", k.key);
+        eprintln!(
+            "created key {} with role {} (shown once; store it now)",
+            k.id, k.role
+        );
+    }
+    Ok(0)
+}
+
+pub fn keys_list(home: &Path, a: &KeysListArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let keys = block_on(store.keys())?;
+    if a.json {
+        print_json(&serde_json::json!({"keys": keys}));
+    } else {
+        for k in keys {
+            println!(
+                "{:<14} {:<10} {:<26} {}",
+                k.id,
+                k.role,
+                k.created_at,
+                k.revoked_at
+                    .map(|r| format!("revoked {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn keys_revoke(home: &Path, a: &KeysRevokeArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    if !block_on(store.revoke_key(&a.id))? {
+        return Err(input_error(format!("no active key '{}'", a.id)));
+    }
+    if a.json {
+        print_json(&serde_json::json!({"revoked": a.id}));
+    } else {
+        println!("revoked {}", a.id);
+    }
+    Ok(0)
+}
+
+/// Streams the input in chunks: encode against the training schema, predict, append, write.
+pub fn predict(home: &Path, a: &PredictArgs) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = Arc::new(rt.block_on(Store::open(home))?);
+    let cache = ModelCache::new(store, UnseenCategory::Missing);
+    let model = rt.block_on(cache.get(&a.model))?;
+    let mut stream = keel_data::read::BatchStream::open(&a.input, a.batch_size.max(1))?;
+    let mut out = crate::batch_out::Writer::create(&a.output)?;
+    let pb = bar(0, "scoring rows", a.json);
+    let mut done = 0usize;
+    while let Some(table) = stream.next_table() {
+        let table = table?;
+        let rows = model.encode_table_lenient(&table).map_err(|errs| {
+            let e = &errs[0];
+            input_error(format!(
+                "{}: {} ({}){}",
+                a.input.display(),
+                e.message,
+                e.path.replace("$.rows[", "chunk row ["),
+                if errs.len() > 1 {
+                    format!(" and {} more problems", errs.len() - 1)
+                } else {
+                    String::new()
+                }
+            ))
+        })?;
+        let nf = model.schema.n_features();
+        let preds: Vec<keel_engine::loaded::Prediction> = rows
+            .chunks_exact(nf)
+            .map(|r| model.predict_row(r, None))
+            .collect();
+        out.write_chunk(&table, &preds)?;
+        done += table.nrows;
+        pb.set_length(done as u64);
+        pb.set_position(done as u64);
+    }
+    out.finish()?;
+    pb.finish_and_clear();
+    let summary = serde_json::json!({
+        "model": model.name, "version": model.version, "rows": done, "output": a.output,
+    });
+    if a.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "scored {done} rows with {}@{} → {}",
+            model.name,
+            model.version,
+            a.output.display()
+        );
+    }
+    Ok(0)
+}

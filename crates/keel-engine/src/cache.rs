@@ -1,0 +1,177 @@
+//! The model cache: references (`name`, `name@alias`, `name@7`) resolve to shared loaded versions. Each request
+//! takes one `Arc` snapshot, so a response is always computed by exactly one version; when an alias moves, the
+//! new version is loaded first and the entry is swapped in one step, so no request fails or mixes versions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use keel_store::{Selector, Store};
+
+use crate::Result;
+use crate::loaded::LoadedModel;
+use crate::request::UnseenCategory;
+
+/// Loaded models by reference, with the registry they come from.
+pub struct ModelCache {
+    store: Arc<Store>,
+    unseen: UnseenCategory,
+    /// Reference key (`name@sel`) → loaded version.
+    entries: RwLock<HashMap<String, Arc<LoadedModel>>>,
+    /// (name, version) → loaded version, so aliases that agree share one copy.
+    versions: RwLock<HashMap<(String, i64), Arc<LoadedModel>>>,
+}
+
+fn key(name: &str, sel: &Selector) -> String {
+    match sel {
+        Selector::Latest => name.to_string(),
+        Selector::Version(v) => format!("{name}@{v}"),
+        Selector::Alias(a) => format!("{name}@{a}"),
+    }
+}
+
+impl ModelCache {
+    pub fn new(store: Arc<Store>, unseen: UnseenCategory) -> Self {
+        ModelCache {
+            store,
+            unseen,
+            entries: RwLock::new(HashMap::new()),
+            versions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The loaded version a reference points at, loading it on first use.
+    pub async fn get(&self, reference: &str) -> Result<Arc<LoadedModel>> {
+        if let Some(m) = self.entries.read().expect("cache lock").get(reference) {
+            return Ok(m.clone());
+        }
+        let (name, sel) = Selector::parse(reference)?;
+        let k = key(&name, &sel);
+        if let Some(m) = self.entries.read().expect("cache lock").get(&k) {
+            return Ok(m.clone());
+        }
+        let m = self.resolve(&name, &sel).await?;
+        let mut entries = self.entries.write().expect("cache lock");
+        entries.insert(k, m.clone());
+        Ok(m)
+    }
+
+    /// Loads (or reuses) the version a selector currently points at.
+    async fn resolve(&self, name: &str, sel: &Selector) -> Result<Arc<LoadedModel>> {
+        let record = self.store.get(name, sel).await?;
+        let id = (record.model.clone(), record.version);
+        if let Some(m) = self.versions.read().expect("cache lock").get(&id) {
+            return Ok(m.clone());
+        }
+        let bytes = self.store.model_bytes(&record).await?;
+        let unseen = self.unseen;
+        let loaded = tokio::task::spawn_blocking(move || LoadedModel::new(&record, &bytes, unseen))
+            .await
+            .map_err(|e| crate::Error::Invalid(format!("model load task failed: {e}")))??;
+        let m = Arc::new(loaded);
+        self.versions
+            .write()
+            .expect("cache lock")
+            .insert(id, m.clone());
+        Ok(m)
+    }
+
+    /// Re-resolves every cached alias and `latest` reference and swaps in versions that changed. Returns the
+    /// references that moved.
+    pub async fn refresh(&self) -> Result<Vec<(String, i64)>> {
+        let keys: Vec<String> = self
+            .entries
+            .read()
+            .expect("cache lock")
+            .keys()
+            .cloned()
+            .collect();
+        let mut moved = Vec::new();
+        for k in keys {
+            let (name, sel) = Selector::parse(&k)?;
+            if matches!(sel, Selector::Version(_)) {
+                continue;
+            }
+            let m = match self.resolve(&name, &sel).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(reference = %k, error = %e, "refresh failed; keeping the loaded version");
+                    continue;
+                }
+            };
+            let mut entries = self.entries.write().expect("cache lock");
+            if entries.get(&k).is_none_or(|old| old.version != m.version) {
+                moved.push((k.clone(), m.version));
+                entries.insert(k, m);
+            }
+        }
+        self.evict_unused();
+        Ok(moved)
+    }
+
+    /// Moves an alias in the registry and swaps the cache entry at once.
+    pub async fn set_alias(
+        &self,
+        name: &str,
+        alias: &str,
+        version: i64,
+    ) -> Result<Arc<LoadedModel>> {
+        self.store.set_alias(name, alias, version).await?;
+        let sel = Selector::Alias(alias.to_string());
+        let m = self.resolve(name, &sel).await?;
+        self.entries
+            .write()
+            .expect("cache lock")
+            .insert(key(name, &sel), m.clone());
+        self.evict_unused();
+        Ok(m)
+    }
+
+    /// Loads the `champion` alias of every registered model (or its latest version when it has none).
+    pub async fn preload(&self) -> Result<usize> {
+        let mut n = 0;
+        for v in self.store.list().await? {
+            let reference = format!("{}@champion", v.model);
+            match self.get(&reference).await {
+                Ok(_) => n += 1,
+                Err(crate::Error::Store(keel_store::Error::UnknownVersion { .. })) => {
+                    self.get(&v.model).await?;
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// (reference, version) of every cached entry, sorted.
+    pub fn loaded(&self) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = self
+            .entries
+            .read()
+            .expect("cache lock")
+            .iter()
+            .map(|(k, m)| (k.clone(), m.version))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Drops versions no reference points at any more (requests in flight keep their own `Arc`).
+    fn evict_unused(&self) {
+        let live: std::collections::HashSet<(String, i64)> = self
+            .entries
+            .read()
+            .expect("cache lock")
+            .values()
+            .map(|m| (m.name.clone(), m.version))
+            .collect();
+        self.versions
+            .write()
+            .expect("cache lock")
+            .retain(|id, _| live.contains(id));
+    }
+}

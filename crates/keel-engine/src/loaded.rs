@@ -1,0 +1,236 @@
+//! A model version ready to serve: the decoded model, its request schema and its identity.
+
+use keel_ml::{FeatureKind, Model, ModelKind, Objective};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::request::{FieldError, RequestSchema, UnseenCategory};
+use crate::{Error, Result};
+
+/// One prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The class label (classification) or the value (regression).
+    pub prediction: Value,
+    /// Probability of the positive class (classification only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Top SHAP contributions, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Explanation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The model's expected raw output (log-odds for classification).
+    pub expected_value: f64,
+    /// (feature, contribution to the raw output), largest magnitude first.
+    pub contributions: Vec<(String, f64)>,
+}
+
+/// A decoded, servable model version. Shared read-only across threads behind an `Arc`.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub name: String,
+    pub version: i64,
+    pub model: Model,
+    pub schema: RequestSchema,
+    /// Decision threshold on the positive-class probability.
+    pub threshold: f64,
+    labels: [Value; 2],
+}
+
+impl LoadedModel {
+    /// Builds a servable model from a registry record and its artifact bytes.
+    pub fn new(
+        record: &keel_store::VersionRecord,
+        bytes: &[u8],
+        unseen: UnseenCategory,
+    ) -> Result<LoadedModel> {
+        let model = Model::from_bytes(bytes)?;
+        let training: keel_core::Schema =
+            serde_json::from_value(record.schema.clone()).map_err(|e| {
+                Error::Invalid(format!(
+                    "{}@{}: stored schema unreadable: {e}",
+                    record.model, record.version
+                ))
+            })?;
+        let schema = RequestSchema::new(&model.features, &training, unseen);
+        let threshold = record
+            .params
+            .get("threshold")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.5);
+        let label = |s: &str| -> Value {
+            s.parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(s))
+        };
+        let labels = match &model.class_labels {
+            Some([a, b]) => [label(a), label(b)],
+            None => [Value::from(0), Value::from(1)],
+        };
+        Ok(LoadedModel {
+            name: record.model.clone(),
+            version: record.version,
+            model,
+            schema,
+            threshold,
+            labels,
+        })
+    }
+
+    /// Predicts one encoded row.
+    #[inline]
+    pub fn predict_row(&self, row: &[f64], explain: Option<usize>) -> Prediction {
+        let out = self.model.predict(row);
+        let (prediction, probability) = match self.model.objective {
+            Objective::Binary => (
+                self.labels[usize::from(out >= self.threshold)].clone(),
+                Some(out),
+            ),
+            Objective::Regression => (Value::from(out), None),
+        };
+        let explanation = explain.and_then(|k| self.explain(row, k));
+        Prediction {
+            prediction,
+            probability,
+            explanation,
+        }
+    }
+
+    /// Checks and encodes a tabular body (CSV or Arrow) against the training schema: every feature column must be
+    /// present, extra columns are refused, cells must parse, and unseen categories follow the policy. Paths name
+    /// the cell as `$.rows[i].column` (0-based row).
+    pub fn encode_table(
+        &self,
+        table: &keel_data::RawTable,
+    ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
+        self.encode_table_inner(table, false)
+    }
+
+    /// Like [`LoadedModel::encode_table`], but columns that are not features (ids, say) are allowed and ignored:
+    /// for batch files whose other columns are passed through to the output.
+    pub fn encode_table_lenient(
+        &self,
+        table: &keel_data::RawTable,
+    ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
+        self.encode_table_inner(table, true)
+    }
+
+    fn encode_table_inner(
+        &self,
+        table: &keel_data::RawTable,
+        allow_extra: bool,
+    ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut schema = keel_core::Schema::default();
+        for f in &self.model.features {
+            let ty = match f.kind {
+                FeatureKind::Numeric => keel_core::ColumnType::Numeric,
+                FeatureKind::Categorical { .. } => keel_core::ColumnType::Categorical,
+            };
+            let mut c = keel_core::ColumnSchema::new(&f.name, ty);
+            c.nullable = true;
+            schema.columns.push(c);
+            if !table.columns.iter().any(|c| c.name == f.name) {
+                errors.push(FieldError {
+                    path: format!("$.columns.{}", f.name),
+                    problem: "missing_field",
+                    message: format!("feature column '{}' is required", f.name),
+                });
+            }
+        }
+        for c in table.columns.iter().filter(|_| !allow_extra) {
+            if !self.model.features.iter().any(|f| f.name == c.name) {
+                errors.push(FieldError {
+                    path: format!("$.columns.{}", c.name),
+                    problem: "unknown_field",
+                    message: format!("'{}' is not a feature of this model", c.name),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (frame, cells) = match keel_data::to_frame(table, &schema) {
+            Ok(x) => x,
+            Err(e) => {
+                return Err(vec![FieldError {
+                    path: "$".into(),
+                    problem: "malformed_body",
+                    message: e.to_string(),
+                }]);
+            }
+        };
+        for c in cells {
+            errors.push(FieldError {
+                path: format!("$.rows[{}].{}", c.row, c.column),
+                problem: "wrong_type",
+                message: format!("'{}' is not a number", c.value),
+            });
+        }
+        if self.schema.unseen == UnseenCategory::Reject {
+            for (f, col) in self.model.features.iter().zip(&frame.columns) {
+                if let (
+                    FeatureKind::Categorical { levels },
+                    keel_core::ColumnData::Categorical {
+                        codes,
+                        levels: seen,
+                    },
+                ) = (&f.kind, col)
+                {
+                    let known: Vec<bool> = seen.iter().map(|l| levels.contains(l)).collect();
+                    for (i, &c) in codes.iter().enumerate() {
+                        if c != keel_core::MISSING_CODE && !known[c as usize] {
+                            errors.push(FieldError {
+                                path: format!("$.rows[{i}].{}", f.name),
+                                problem: "unseen_category",
+                                message: format!(
+                                    "'{}' was never seen in training",
+                                    seen[c as usize]
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.model.encoder().encode(&frame).map_err(|e| {
+            vec![FieldError {
+                path: "$".into(),
+                problem: "malformed_body",
+                message: e.to_string(),
+            }]
+        })
+    }
+
+    /// The class label a probability maps to (for metrics by class).
+    pub fn class_index(&self, p: &Prediction) -> Option<usize> {
+        p.probability.map(|x| usize::from(x >= self.threshold))
+    }
+
+    fn explain(&self, row: &[f64], k: usize) -> Option<Explanation> {
+        let ModelKind::Gbdt(ens) = &self.model.kind else {
+            return None;
+        };
+        let nf = self.model.features.len();
+        let (phi, expected) = ens.shap(row, nf);
+        let mut c: Vec<(String, f64)> = self
+            .model
+            .features
+            .iter()
+            .zip(phi)
+            .map(|(f, v)| (f.name.clone(), v))
+            .collect();
+        c.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        c.truncate(k);
+        Some(Explanation {
+            expected_value: expected,
+            contributions: c,
+        })
+    }
+}

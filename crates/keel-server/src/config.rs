@@ -1,0 +1,67 @@
+//! Server configuration. Precedence: defaults < `[serve]` in `keel.toml` < `KEEL_*` environment < flags;
+//! the binary merges them and hands the result here, validated.
+
+use keel_engine::UnseenCategory;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    pub port: u16,
+    /// Require API keys. Turning this off must be explicit (`--no-auth`); it is logged loudly.
+    pub auth: bool,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Most records in one prediction request.
+    pub max_records: usize,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`.
+    pub concurrency_limit: usize,
+    /// Longest a request may take before it is answered with 503.
+    pub timeout_ms: u64,
+    /// Requests per second allowed per API key (0 = unlimited).
+    pub rate_limit_per_second: u32,
+    /// Burst allowed above the per-key rate.
+    pub rate_limit_burst: u32,
+    /// What to do with a category the model never saw.
+    pub unseen_category: UnseenCategory,
+    /// How often aliases are re-read from the registry to pick up moves made elsewhere.
+    pub refresh_interval_ms: u64,
+    /// Batches larger than this are scored on the blocking pool instead of the request task.
+    pub inline_batch_rows: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            auth: true,
+            body_limit_bytes: 2 * 1024 * 1024,
+            max_records: 1000,
+            concurrency_limit: 512,
+            timeout_ms: 10_000,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 100,
+            unseen_category: UnseenCategory::Reject,
+            refresh_interval_ms: 2000,
+            inline_batch_rows: 64,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.body_limit_bytes < 1024 {
+            return Err("body_limit_bytes must be at least 1024".into());
+        }
+        if self.max_records == 0 || self.concurrency_limit == 0 {
+            return Err("max_records and concurrency_limit must be positive".into());
+        }
+        if self.timeout_ms == 0 {
+            return Err("timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+}

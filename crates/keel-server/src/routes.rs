@@ -1,0 +1,701 @@
+//! Routes. Each handler destructures the request, calls the engine, and maps the result back.
+
+use axum::body::{Body, Bytes};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router, middleware};
+use keel_core::Role;
+use keel_engine::loaded::Prediction;
+use keel_engine::{FieldError, LoadedModel};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{self, Caller};
+use crate::error::{ApiError, Detail, ErrorBody};
+use crate::metrics::METRICS;
+use crate::middleware::{RequestId, request_context};
+
+/// The whole API.
+pub fn router(st: AppState) -> Router {
+    let gate = |role: Role| middleware::from_fn_with_state((st.clone(), role), auth::require);
+    let readers = Router::new()
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}", get(show_model))
+        .route("/metrics", get(metrics))
+        .route_layer(gate(Role::Reader));
+    let predictors = Router::new()
+        .route("/v1/models/{name}/predict", post(predict))
+        .route_layer(gate(Role::Predictor));
+    let deployers = Router::new()
+        .route("/v1/models/{name}/aliases/{alias}", put(set_alias))
+        .route_layer(gate(Role::Deployer));
+    let admins = Router::new()
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
+        .route_layer(gate(Role::Admin));
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            st.config.concurrency_limit,
+        ))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+            st.config.timeout_ms,
+        )));
+    Router::new()
+        .merge(readers)
+        .merge(predictors)
+        .merge(deployers)
+        .merge(admins)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(st)
+        .layer(limits)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn(request_context))
+}
+
+async fn overloaded(err: tower::BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is at its concurrency limit; retry shortly",
+        )
+        .retry_after(1)
+        .into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the server's time limit",
+        )
+        .retry_after(1)
+        .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unhandled middleware error: {err}"),
+        )
+        .into_response()
+    }
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request handler panicked; the error was logged",
+    )
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    )
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
+pub async fn healthz() -> Json<Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: 200 once the champion models are loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Models are loaded"),
+    (status = 503, description = "Still loading", body = ErrorBody)))]
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        let loaded: Vec<Value> = st
+            .cache
+            .loaded()
+            .into_iter()
+            .map(|(r, v)| serde_json::json!({"reference": r, "version": v}))
+            .collect();
+        Json(serde_json::json!({"status": "ready", "models": loaded})).into_response()
+    } else {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "models are still loading",
+        )
+        .retry_after(1)
+        .into_response()
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let body = crate::metrics::render(&st.cache.loaded());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::spec_json(),
+    )
+        .into_response()
+}
+
+/// A prediction request: one record (an object of feature values) or `{"records": [...]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum PredictRequest {
+    Batch {
+        /// Records, each an object of feature values.
+        #[schema(value_type = Vec<Object>)]
+        records: Vec<Value>,
+    },
+    /// One record: feature name → value.
+    #[schema(value_type = Object)]
+    Single(Value),
+}
+
+/// One prediction.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictionBody {
+    /// Class label (classification) or value (regression).
+    #[schema(value_type = Object)]
+    pub prediction: Value,
+    /// Probability of the positive class.
+    pub probability: Option<f64>,
+    /// Top SHAP contributions (with `?explain=true`).
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Value>,
+}
+
+/// A prediction response. Single-record requests get `prediction`/`probability` at the top level; batch
+/// requests get `predictions`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictResponse {
+    pub request_id: String,
+    pub model: String,
+    pub version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub prediction: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<Vec<PredictionBody>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PredictQuery {
+    /// Add the top SHAP contributions of each row.
+    pub explain: Option<bool>,
+    /// How many contributions to return with `explain` (default 5).
+    pub top_k: Option<usize>,
+}
+
+fn parse_query(raw: Option<String>) -> Result<PredictQuery, ApiError> {
+    let mut q = PredictQuery {
+        explain: None,
+        top_k: None,
+    };
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let bad = |what: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("query parameter '{k}' {what}"),
+            )
+            .with_details(vec![Detail {
+                path: format!("?{k}"),
+                problem: "invalid".into(),
+                message: None,
+            }])
+        };
+        match k {
+            "explain" => q.explain = Some(v.parse().map_err(|_| bad("must be true or false"))?),
+            "top_k" => {
+                q.top_k = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| bad("must be 1–1000"))?,
+                )
+            }
+            _ => return Err(bad("is not known (use explain, top_k)")),
+        }
+    }
+    Ok(q)
+}
+
+enum BodyKind {
+    Json,
+    Csv,
+    Arrow,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(BodyKind::Json),
+        "text/csv" => Ok(BodyKind::Csv),
+        "application/vnd.apache.arrow.stream" => Ok(BodyKind::Arrow),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type '{ct}' is not accepted; send application/json, text/csv or application/vnd.apache.arrow.stream"
+            ),
+        )),
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+fn schema_error(errors: Vec<FieldError>) -> ApiError {
+    let n = errors.len();
+    let first = errors
+        .first()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .unwrap_or_default();
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "schema_mismatch",
+        format!("{n} value(s) do not match the model's training schema; first: {first}"),
+    )
+    .with_details(
+        errors
+            .into_iter()
+            .take(100)
+            .map(|e| Detail {
+                path: e.path,
+                problem: e.problem.to_string(),
+                message: Some(e.message),
+            })
+            .collect(),
+    )
+}
+
+/// Predict with a model: `NAME`, `NAME@ALIAS` or `NAME@VERSION`.
+#[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predictions", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Model reference: NAME, NAME@ALIAS or NAME@VERSION"), PredictQuery),
+    request_body(content = PredictRequest, description = "One record, {\"records\": [...]}, or a CSV / Arrow IPC stream body"),
+    responses(
+        (status = 200, body = PredictResponse),
+        (status = 400, description = "Malformed body or query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 403, description = "The key's role does not allow predictions", body = ErrorBody),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 415, description = "Unsupported content type", body = ErrorBody),
+        (status = 422, description = "Values do not match the training schema", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Overloaded or timed out", body = ErrorBody)))]
+pub async fn predict(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = parse_query(raw)?;
+    let kind = body_kind(&headers)?;
+    let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let model = st.cache.get(&name).await?;
+    let explain = q.explain.unwrap_or(false).then_some(q.top_k.unwrap_or(5));
+    let nf = model.schema.n_features();
+    let (rows, single) = match kind {
+        BodyKind::Json => {
+            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!("the body is not valid JSON: {e}"),
+                )
+            })?;
+            json_rows(&model, value, st.config.max_records)?
+        }
+        BodyKind::Csv | BodyKind::Arrow => {
+            let table = match kind {
+                BodyKind::Csv => keel_data::read::read_csv_bytes(&bytes)?,
+                _ => keel_data::read::read_ipc_bytes(&bytes)?,
+            };
+            if table.nrows > st.config.max_records {
+                return Err(too_many(table.nrows, st.config.max_records));
+            }
+            (model.encode_table(&table).map_err(schema_error)?, false)
+        }
+    };
+    let n = rows.len() / nf.max(1);
+    let predictions: Vec<Prediction> = if n <= st.config.inline_batch_rows {
+        rows.chunks_exact(nf)
+            .map(|r| model.predict_row(r, explain))
+            .collect()
+    } else {
+        let m = model.clone();
+        tokio::task::spawn_blocking(move || {
+            rows.chunks_exact(nf)
+                .map(|r| m.predict_row(r, explain))
+                .collect()
+        })
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "prediction task failed",
+            )
+        })?
+    };
+    count_classes(&model, &predictions);
+    let mut resp = PredictResponse {
+        request_id: rid.0,
+        model: model.name.clone(),
+        version: model.version,
+        prediction: None,
+        probability: None,
+        explanation: None,
+        predictions: None,
+    };
+    let expl = |p: &Prediction| {
+        p.explanation
+            .as_ref()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+    };
+    if single {
+        let p = &predictions[0];
+        resp.prediction = Some(p.prediction.clone());
+        resp.probability = p.probability;
+        resp.explanation = expl(p);
+    } else {
+        resp.predictions = Some(
+            predictions
+                .iter()
+                .map(|p| PredictionBody {
+                    prediction: p.prediction.clone(),
+                    probability: p.probability,
+                    explanation: expl(p),
+                })
+                .collect(),
+        );
+    }
+    Ok(Json(resp).into_response())
+}
+
+fn too_many(n: usize, max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_records",
+        format!("{n} records in one request; the limit is {max} (use keel predict for files)"),
+    )
+}
+
+/// Checks and encodes JSON records; returns the rows and whether the request was a single record.
+fn json_rows(
+    model: &LoadedModel,
+    value: Value,
+    max_records: usize,
+) -> Result<(Vec<f64>, bool), ApiError> {
+    let nf = model.schema.n_features();
+    let mut errors = Vec::new();
+    let is_batch = matches!(&value, Value::Object(m) if m.contains_key("records") && !model.schema.feature_names().iter().any(|f| f == "records"));
+    if is_batch {
+        let Value::Object(mut m) = value else {
+            unreachable!("checked above")
+        };
+        let records = match m.remove("records") {
+            Some(Value::Array(a)) => a,
+            Some(other) => {
+                return Err(schema_error(vec![FieldError {
+                    path: "$.records".into(),
+                    problem: "not_an_array",
+                    message: format!("expected an array of records, found {}", type_name(&other)),
+                }]));
+            }
+            None => unreachable!("checked above"),
+        };
+        if let Some(k) = m.keys().next() {
+            return Err(schema_error(vec![FieldError {
+                path: format!("$.{k}"),
+                problem: "unknown_field",
+                message: "a batch body has only 'records'".into(),
+            }]));
+        }
+        if records.len() > max_records {
+            return Err(too_many(records.len(), max_records));
+        }
+        if records.is_empty() {
+            return Err(schema_error(vec![FieldError {
+                path: "$.records".into(),
+                problem: "empty",
+                message: "at least one record is required".into(),
+            }]));
+        }
+        let mut rows = vec![0.0; records.len() * nf];
+        for (i, (r, row)) in records.iter().zip(rows.chunks_exact_mut(nf)).enumerate() {
+            model
+                .schema
+                .check_record(r, &format!("$.records[{i}]"), row, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok((rows, false))
+        } else {
+            Err(schema_error(errors))
+        }
+    } else {
+        let mut row = vec![0.0; nf];
+        if model
+            .schema
+            .check_record(&value, "$", &mut row, &mut errors)
+        {
+            Ok((row, true))
+        } else {
+            Err(schema_error(errors))
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn count_classes(model: &LoadedModel, predictions: &[Prediction]) {
+    let version = model.version.to_string();
+    let mut counts = [0u64; 2];
+    let mut other = 0u64;
+    for p in predictions {
+        match model.class_index(p) {
+            Some(c) => counts[c] += 1,
+            None => other += 1,
+        }
+    }
+    for (c, n) in counts.iter().enumerate() {
+        if *n > 0 {
+            METRICS
+                .predictions
+                .with_label_values(&[
+                    model.name.as_str(),
+                    &version,
+                    if c == 1 { "1" } else { "0" },
+                ])
+                .inc_by(*n);
+        }
+    }
+    if other > 0 {
+        METRICS
+            .predictions
+            .with_label_values(&[model.name.as_str(), &version, "value"])
+            .inc_by(other);
+    }
+}
+
+/// A registered model version (summary).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSummary {
+    pub model: String,
+    pub version: i64,
+    pub aliases: Vec<String>,
+    pub kind: String,
+    pub objective: String,
+    #[schema(value_type = Object)]
+    pub metrics: Value,
+    pub dataset_hash: String,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+fn summary(v: keel_store::VersionRecord) -> ModelSummary {
+    ModelSummary {
+        model: v.model,
+        version: v.version,
+        aliases: v.aliases,
+        kind: v.kind,
+        objective: v.objective,
+        metrics: v.metrics,
+        dataset_hash: v.dataset_hash,
+        created_at: v.created_at,
+        created_by: v.created_by,
+    }
+}
+
+/// Registered models with their latest version.
+#[utoipa::path(get, path = "/v1/models", tag = "registry", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ModelSummary>), (status = 401, body = ErrorBody)))]
+pub async fn list_models(State(st): State<AppState>) -> Result<Json<Vec<ModelSummary>>, ApiError> {
+    Ok(Json(
+        st.cache
+            .store()
+            .list()
+            .await?
+            .into_iter()
+            .map(summary)
+            .collect(),
+    ))
+}
+
+/// One version: NAME, NAME@ALIAS or NAME@VERSION.
+#[utoipa::path(get, path = "/v1/models/{name}", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Model reference")),
+    responses((status = 200, body = ModelSummary), (status = 404, body = ErrorBody)))]
+pub async fn show_model(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<ModelSummary>, ApiError> {
+    let (n, sel) = keel_store::Selector::parse(&name)?;
+    Ok(Json(summary(st.cache.store().get(&n, &sel).await?)))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct AliasRequest {
+    pub version: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasResponse {
+    pub model: String,
+    pub alias: String,
+    pub version: i64,
+}
+
+/// Points an alias at a version; servers swap to it atomically.
+#[utoipa::path(put, path = "/v1/models/{name}/aliases/{alias}", tag = "registry", security(("bearer" = [])),
+    params(("name" = String, Path), ("alias" = String, Path)),
+    request_body = AliasRequest,
+    responses((status = 200, body = AliasResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn set_alias(
+    State(st): State<AppState>,
+    Path((name, alias)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AliasResponse>, ApiError> {
+    let bytes = read_body(body, &headers, 64 * 1024).await?;
+    let req: AliasRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("expected {{\"version\": N}}: {e}"),
+        )
+    })?;
+    let m = st.cache.set_alias(&name, &alias, req.version).await?;
+    Ok(Json(AliasResponse {
+        model: m.name.clone(),
+        alias,
+        version: m.version,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct KeyRequest {
+    /// reader, predictor, deployer or admin.
+    pub role: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Creates an API key; the key is returned once.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = KeyRequest,
+    responses((status = 201, description = "Created: {id, key, role}"), (status = 403, body = ErrorBody)))]
+pub async fn create_key(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<KeyRequest>,
+) -> Result<Response, ApiError> {
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_role", m))?;
+    let by = caller.key_id.unwrap_or_else(|| "no-auth".into());
+    let k = keel_engine::keys::create_key(st.cache.store(), role, &req.description, &by).await?;
+    st.keys.reload().await?;
+    Ok((StatusCode::CREATED, Json(k)).into_response())
+}
+
+/// Lists API keys (never their secrets).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, description = "Keys")))]
+pub async fn list_keys(State(st): State<AppState>) -> Result<Response, ApiError> {
+    Ok(Json(st.cache.store().keys().await?).into_response())
+}
+
+/// Revokes an API key.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !st.cache.store().revoke_key(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_key",
+            format!("no active key '{id}'"),
+        ));
+    }
+    st.keys.reload().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
