@@ -17,7 +17,7 @@ pub enum Sink {
         header: bool,
     },
     Parquet {
-        w: Option<parquet::arrow::ArrowWriter<File>>,
+        w: Option<Box<parquet::arrow::ArrowWriter<File>>>,
     },
 }
 
@@ -120,11 +120,8 @@ impl Writer {
                 let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
                 if w.is_none() {
                     let file = File::create(&self.tmp)?;
-                    *w = Some(parquet::arrow::ArrowWriter::try_new(
-                        file,
-                        batch.schema(),
-                        None,
-                    )?);
+                    let writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+                    *w = Some(Box::new(writer));
                 }
                 w.as_mut().expect("created above").write(&batch)?;
             }
