@@ -184,8 +184,10 @@ pub struct PredictionBody {
     #[schema(value_type = Object)]
     pub prediction: Value,
     /// Probability of the positive class.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
     /// Top SHAP contributions (with `?explain=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub explanation: Option<Value>,
 }

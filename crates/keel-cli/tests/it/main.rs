@@ -4,6 +4,7 @@
 mod bad_input;
 mod quickstart;
 mod registry;
+mod serve;
 mod validate;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,181 @@
+//! The auth matrix: every route that needs a key answers 401 without one, 403 with a role one below the one it
+//! needs, and serves with the right role; open routes need nothing.
+
+use crate::*;
+
+#[tokio::test]
+async fn every_route_enforces_its_role() {
+    let s = server(ServerConfig::default()).await;
+    let alias_body = r#"{"version": 1}"#;
+    let key_body = r#"{"role": "reader"}"#;
+    let predict_body = record(30.0, "red", 0.5).to_string();
+    let routes: Vec<(&str, &str, Role, &str, String)> = vec![
+        ("GET", "/v1/models", Role::Reader, "", String::new()),
+        (
+            "GET",
+            "/v1/models/risk@champion",
+            Role::Reader,
+            "",
+            String::new(),
+        ),
+        ("GET", "/metrics", Role::Reader, "", String::new()),
+        (
+            "POST",
+            "/v1/models/risk/predict",
+            Role::Predictor,
+            "application/json",
+            predict_body,
+        ),
+        (
+            "PUT",
+            "/v1/models/risk/aliases/challenger",
+            Role::Deployer,
+            "application/json",
+            alias_body.into(),
+        ),
+        (
+            "POST",
+            "/v1/keys",
+            Role::Admin,
+            "application/json",
+            key_body.into(),
+        ),
+        ("GET", "/v1/keys", Role::Admin, "", String::new()),
+    ];
+    let below = |r: Role| match r {
+        Role::Reader => None,
+        Role::Predictor => Some(Role::Reader),
+        Role::Deployer => Some(Role::Predictor),
+        Role::Admin => Some(Role::Deployer),
+    };
+    for (method, uri, needed, ct, body) in &routes {
+        let (st, h, v) = s.call(s.req(method, uri, None, ct, body.clone())).await;
+        assert_eq!(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri} without a key: {v}"
+        );
+        assert_eq!(v["error"]["code"], "unauthorized");
+        assert_eq!(h["www-authenticate"], "Bearer");
+        if let Some(low) = below(*needed) {
+            let (st, _, v) = s
+                .call(s.req(method, uri, Some(low), ct, body.clone()))
+                .await;
+            assert_eq!(st, StatusCode::FORBIDDEN, "{method} {uri} with {low}: {v}");
+            assert_eq!(v["error"]["code"], "forbidden");
+        }
+        for role in [Role::Reader, Role::Predictor, Role::Deployer, Role::Admin]
+            .into_iter()
+            .filter(|r| r.allows(*needed))
+        {
+            let (st, _, v) = s
+                .call(s.req(method, uri, Some(role), ct, body.clone()))
+                .await;
+            assert!(st.is_success(), "{method} {uri} with {role}: {st} {v}");
+        }
+    }
+    // A wrong key is 401, whatever its shape.
+    for bad in [
+        "nonsense",
+        "keel_nope_nope",
+        &format!("{}x", s.keys[&Role::Admin]),
+    ] {
+        let req = axum::http::Request::builder()
+            .uri("/v1/models")
+            .header("authorization", format!("Bearer {bad}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(s.call(req).await.0, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    // Open routes.
+    for uri in ["/healthz", "/readyz", "/openapi.json"] {
+        let (st, _, _) = s.call(s.req("GET", uri, None, "", "")).await;
+        assert_eq!(st, StatusCode::OK, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn revoked_keys_stop_working() {
+    let s = server(ServerConfig::default()).await;
+    let (st, _, created) = s
+        .call(s.req(
+            "POST",
+            "/v1/keys",
+            Some(Role::Admin),
+            "application/json",
+            r#"{"role": "predictor"}"#,
+        ))
+        .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let key = created["key"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    let with = |k: &str| {
+        axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/models/risk/predict")
+            .header("authorization", format!("Bearer {k}"))
+            .header("content-type", "application/json")
+            .body(Body::from(record(40.0, "blue", 0.1).to_string()))
+            .unwrap()
+    };
+    assert_eq!(s.call(with(&key)).await.0, StatusCode::OK);
+    let (st, _, _) = s
+        .call(s.req(
+            "DELETE",
+            &format!("/v1/keys/{id}"),
+            Some(Role::Admin),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _, v) = s.call(with(&key)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
+}
+
+#[tokio::test]
+async fn per_key_rate_limits_answer_429_with_retry_after() {
+    let s = server(ServerConfig {
+        rate_limit_per_second: 2,
+        rate_limit_burst: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut limited = 0;
+    for _ in 0..10 {
+        let (st, h, v) = s
+            .call(s.req("GET", "/v1/models", Some(Role::Reader), "", ""))
+            .await;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            assert_eq!(v["error"]["code"], "rate_limited");
+            assert_eq!(h["retry-after"], "1");
+        }
+    }
+    assert!(limited >= 6, "only {limited} of 10 were limited");
+    // Another key has its own bucket.
+    let (st, _, _) = s
+        .call(s.req("GET", "/v1/models", Some(Role::Admin), "", ""))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn auth_can_be_disabled_explicitly() {
+    let s = server(ServerConfig {
+        auth: false,
+        ..Default::default()
+    })
+    .await;
+    let (st, _, v) = s
+        .call(s.req(
+            "POST",
+            "/v1/models/risk/predict",
+            None,
+            "application/json",
+            record(30.0, "red", 0.2).to_string(),
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
