@@ -15,7 +15,9 @@ VENV="$CACHE/bench-venv"
 OHA="$CACHE/tools/bin/oha"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-serving.XXXXXX")
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+# Each server runs in its own process group (setsid), so stopping it stops its workers too.
+stop() { kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null || true; }
+cleanup() { for p in "${PIDS[@]}"; do stop "$p"; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 scripts/fetch-assets.sh nannyml
@@ -45,9 +47,9 @@ RECORD=$(cat "$WORK/record.json")
 
 wait_http() { for _ in $(seq 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
-"$KEEL" serve --port 18181 > "$WORK/keel.log" 2>&1 & PIDS+=($!)
-"$ECHO" 18182 > "$WORK/echo.log" 2>&1 & PIDS+=($!)
-"$VENV/bin/mlflow" models serve -m "$WORK/mlflow-model" --env-manager local --host 127.0.0.1 -p 18183 --workers 2 \
+setsid "$KEEL" serve --port 18181 > "$WORK/keel.log" 2>&1 & PIDS+=($!)
+setsid "$ECHO" 18182 > "$WORK/echo.log" 2>&1 & PIDS+=($!)
+PATH="$VENV/bin:$PATH" setsid "$VENV/bin/mlflow" models serve -m "$WORK/mlflow-model" --env-manager local --host 127.0.0.1 -p 18183 --workers 2 \
   > "$WORK/mlflow.log" 2>&1 & PIDS+=($!)
 wait_http http://127.0.0.1:18181/readyz
 wait_http http://127.0.0.1:18182/
@@ -84,7 +86,8 @@ RATE=$((MAXRATE * 8 / 10))
 echo "== load: keel at 80 % of its max rate ($RATE req/s)" >&2
 load keel80 http://127.0.0.1:18181/v1/models/employment@champion/predict "$RECORD" -q "$RATE"
 
-kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true
+for p in "${PIDS[@]}"; do stop "$p"; done
+PIDS=()
 echo "== cold start (5 runs)" >&2
 for i in 1 2 3 4 5; do
   "$PY" bench/serving_anchor.py coldstart http://127.0.0.1:18184/v1/models/employment@champion/predict "$RECORD" "$KEY" \

@@ -20,22 +20,44 @@ fn employment_model() -> (Model, keel_core::Schema, keel_core::Frame) {
     let table = keel_data::read_table(&path).expect("run scripts/fetch-assets.sh nannyml first");
     let schema = keel_data::infer_schema(&table, &InferOptions::default());
     let (frame, _) = keel_data::to_frame(&table, &schema).unwrap();
-    let drop = ["id", "year", "prediction", "predicted_probability", "employed"];
-    let names: Vec<String> = frame.names.iter().filter(|n| !drop.contains(&n.as_str())).cloned().collect();
+    let drop = [
+        "id",
+        "year",
+        "prediction",
+        "predicted_probability",
+        "employed",
+    ];
+    let names: Vec<String> = frame
+        .names
+        .iter()
+        .filter(|n| !drop.contains(&n.as_str()))
+        .cloned()
+        .collect();
     let specs = FeatureSpec::from_frame(&frame, &names).unwrap();
     let x = Encoder::new(&specs).encode(&frame).unwrap();
     let y: Vec<f64> = match frame.column("employed").unwrap() {
         keel_core::ColumnData::Numeric(v) => v.clone(),
         _ => unreachable!(),
     };
-    let p = GbdtParams { n_trees: 200, ..Default::default() };
-    let (ens, _) = gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {}).unwrap();
-    let model = Model { objective: Objective::Binary, target: "employed".into(), class_labels: None, features: specs, kind: ModelKind::Gbdt(ens) };
+    let p = GbdtParams {
+        n_trees: 200,
+        ..Default::default()
+    };
+    let (ens, _) =
+        gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {}).unwrap();
+    let model = Model {
+        objective: Objective::Binary,
+        target: "employed".into(),
+        class_labels: None,
+        features: specs,
+        kind: ModelKind::Gbdt(ens),
+    };
     (model, schema, frame)
 }
 
 fn bench(c: &mut Criterion) {
     let (model, schema, frame) = employment_model();
+
     let check = RequestSchema::new(&model.features, &schema, UnseenCategory::Reject);
     let nf = model.features.len();
     let rows = Encoder::new(&model.features).encode(&frame).unwrap();

@@ -122,18 +122,50 @@ impl GbdtParams {
 }
 
 /// A trained boosted ensemble in Keel's compiled layout.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ensemble {
     pub objective: Objective,
     /// Raw score before any tree (log-odds of the base rate, or the mean).
     pub init_score: f64,
     pub trees: Vec<Tree>,
+    /// The inference arena, compiled from `trees` on first use (not persisted).
+    #[serde(skip)]
+    pub forest: std::sync::OnceLock<crate::forest::Forest>,
+}
+
+/// Equality of the persisted parts; the compiled arena is derived from them.
+impl PartialEq for Ensemble {
+    fn eq(&self, other: &Self) -> bool {
+        self.objective == other.objective
+            && self.init_score == other.init_score
+            && self.trees == other.trees
+    }
 }
 
 impl Ensemble {
+    pub fn new(objective: Objective, init_score: f64, trees: Vec<Tree>) -> Self {
+        Ensemble {
+            objective,
+            init_score,
+            trees,
+            forest: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The compiled inference arena.
+    pub fn forest(&self) -> &crate::forest::Forest {
+        self.forest
+            .get_or_init(|| crate::forest::Forest::compile(&self.trees))
+    }
+
     /// Raw margin (log-odds for classification) of one encoded row.
     #[inline]
     pub fn predict_margin(&self, row: &[f64]) -> f64 {
+        self.forest().predict(row, self.init_score)
+    }
+
+    /// The same margin, tree by tree on the node layout (the reference the arena must match bit for bit).
+    pub fn predict_margin_by_tree(&self, row: &[f64]) -> f64 {
         let mut s = self.init_score;
         for t in &self.trees {
             s += t.predict(row);
@@ -318,14 +350,7 @@ pub fn train(
     } else {
         log.best_iteration = trees.len();
     }
-    Ok((
-        Ensemble {
-            objective,
-            init_score,
-            trees,
-        },
-        log,
-    ))
+    Ok((Ensemble::new(objective, init_score, trees), log))
 }
 
 fn row_weights(y: &[f64], objective: Objective, cw: ClassWeight) -> Result<Vec<f64>> {

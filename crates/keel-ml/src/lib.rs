@@ -12,6 +12,7 @@ pub mod binning;
 pub mod card;
 pub mod eval;
 pub mod features;
+pub mod forest;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;

@@ -144,6 +144,33 @@ fn saved_model_reloads_with_bit_identical_predictions() {
 }
 
 #[test]
+fn the_inference_arena_is_bit_identical_to_the_tree_walk() {
+    // Includes missing values, unseen categories (code 12 of 12 levels), negative and huge codes.
+    let (model, x, _) = fit(
+        3000,
+        &GbdtParams {
+            n_trees: 37,
+            ..small()
+        },
+    );
+    let ModelKind::Gbdt(ens) = &model.kind else {
+        unreachable!()
+    };
+    let mut rows: Vec<Vec<f64>> = x.chunks_exact(4).take(2000).map(|r| r.to_vec()).collect();
+    rows.push(vec![f64::NAN, f64::NAN, f64::NAN, f64::NAN]);
+    rows.push(vec![0.5, 12.0, 1.0, 7.0]);
+    rows.push(vec![0.5, -1.0, 1.0, 1e300]);
+    rows.push(vec![f64::INFINITY, 3.0, f64::NEG_INFINITY, 0.0]);
+    for r in &rows {
+        assert_eq!(
+            ens.predict_margin(r).to_bits(),
+            ens.predict_margin_by_tree(r).to_bits(),
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
 fn corrupted_or_truncated_model_files_are_refused() {
     let (model, _, _) = fit(
         1000,
