@@ -24,7 +24,8 @@ scripts/fetch-assets.sh nannyml
 DATA="$CACHE/nannyml-0.13.1/employment_MA_reference.pq"
 
 echo "== building keel and the echo server (release)" >&2
-cargo build --release -j2 -p keel-cli -p keel-server --example echo >&2
+cargo build --release -j2 -p keel-cli >&2
+cargo build --release -j2 -p keel-server --example echo >&2
 KEEL="$ROOT/target/release/keel"
 ECHO="$ROOT/target/release/examples/echo"
 
@@ -34,7 +35,7 @@ if [ ! -x "$OHA" ]; then
 fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  'lightgbm==4.7.0' 'pandas>=2.2,<3' 'pyarrow>=15' 'scikit-learn>=1.5' 'mlflow==3.18.0' >&2
+  'lightgbm==4.7.0' 'pandas>=2.2,<3' 'pyarrow>=15' 'scikit-learn>=1.5' 'mlflow==3.17.2' >&2
 PY="$VENV/bin/python"
 
 echo "== training: Keel (200 trees) and LightGBM (200 trees, saved as an MLflow model)" >&2
@@ -112,7 +113,7 @@ nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 print(f"\n## Serving: employment model, 200 trees, one row per request ({datetime.date.today()}, keel {rev})\n")
 print(f"Hardware: {cpu}, {nproc} cores shared by the server and the load generator. Command: `bench/serving.sh` "
       f"(oha, {conns} connections, {duration} s after a 2 s warm-up, loopback; Keel with API-key auth and the schema check on; "
-      f"MLflow 3.18 `models serve` with 2 workers on the same model trained by LightGBM).\n")
+      f"MLflow 3.17.2 `models serve` with 2 workers on the same model trained by LightGBM).\n")
 print("| server | req/s | p50 ms | p99 ms |")
 print("|---|---|---|---|")
 for name, r in [("axum JSON echo (ceiling)", e), ("Keel", k), ("mlflow models serve", m)]:
