@@ -146,10 +146,17 @@ fn saved_model_reloads_with_bit_identical_predictions() {
 #[test]
 fn the_inference_arena_is_bit_identical_to_the_tree_walk() {
     // Includes missing values, unseen categories (code 12 of 12 levels), negative and huge codes.
+    // 3 trees: every numeric feature has few thresholds (bit-mask path); 120 trees: many (comparison path).
+    for trees in [3, 120] {
+        arena_matches(trees);
+    }
+}
+
+fn arena_matches(trees: usize) {
     let (model, x, _) = fit(
         3000,
         &GbdtParams {
-            n_trees: 37,
+            n_trees: trees,
             ..small()
         },
     );
