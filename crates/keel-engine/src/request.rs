@@ -96,7 +96,7 @@ impl RequestSchema {
                 problem: "not_an_object",
                 message: format!(
                     "expected a JSON object of feature values, found {}",
-                    kind(record)
+                    json_kind(record)
                 ),
             });
             return false;
@@ -155,7 +155,7 @@ impl RequestSchema {
             (None, Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
             (None, other) => Err((
                 "wrong_type",
-                format!("expected a number, found {}", kind(other)),
+                format!("expected a number, found {}", json_kind(other)),
             )),
             (Some(levels), Value::String(s)) => self.category(levels, s),
             (Some(levels), Value::Number(n)) => {
@@ -173,7 +173,7 @@ impl RequestSchema {
             }
             (Some(_), other) => Err((
                 "wrong_type",
-                format!("expected a category (string), found {}", kind(other)),
+                format!("expected a category (string), found {}", json_kind(other)),
             )),
         }
     }
@@ -207,7 +207,8 @@ fn field_path(prefix: &str, key: &str) -> String {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message ("a string", "an array", …).
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -470,7 +470,10 @@ fn json_rows(
                 return Err(schema_error(vec![FieldError {
                     path: "$.records".into(),
                     problem: "not_an_array",
-                    message: format!("expected an array of records, found {}", type_name(&other)),
+                    message: format!(
+                        "expected an array of records, found {}",
+                        keel_engine::request::json_kind(&other)
+                    ),
                 }]));
             }
             None => unreachable!("checked above"),
@@ -513,17 +516,6 @@ fn json_rows(
         } else {
             Err(schema_error(errors))
         }
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
