@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Keel: the whole ML lifecycle in one binary — validate data, train and evaluate models, register them with
-/// their lineage and model cards.
+/// their lineage and model cards, and serve them over HTTP.
 ///
 /// State lives in the Keel home (`$KEEL_HOME`, default `./.keel`): the registry database and model artifacts.
 /// Downloaded datasets live in the asset cache (`$KEEL_CACHE`, default `~/.cache/keel`).
