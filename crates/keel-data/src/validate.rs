@@ -47,6 +47,63 @@ pub struct RuleCount {
     pub count: usize,
 }
 
+/// Validates a raw table against a schema: converts it (cells that do not parse are `type` violations), checks
+/// every rule, and reports schema columns absent from the file as `missing_column` and an absent target as
+/// `target`, instead of failing. `declared` says whether the schema came from outside the file (then extra
+/// file columns are `unexpected_column`).
+pub fn validate_table(
+    table: &RawTable,
+    schema: &Schema,
+    declared: bool,
+) -> crate::Result<ValidationReport> {
+    let mut absent = Vec::new();
+    let present = Schema {
+        target: schema.target.clone(),
+        columns: schema
+            .columns
+            .iter()
+            .filter(|c| {
+                let here = table.columns.iter().any(|t| t.name == c.name);
+                if !here {
+                    absent.push(Violation {
+                        row: None,
+                        column: c.name.clone(),
+                        rule: "missing_column".into(),
+                        value: None,
+                        message: format!(
+                            "column '{}' is required by the schema but not in the file",
+                            c.name
+                        ),
+                    });
+                }
+                here
+            })
+            .cloned()
+            .collect(),
+    };
+    if let Some(t) = &schema.target
+        && !table.columns.iter().any(|c| c.name == *t)
+        && !absent.iter().any(|v| v.column == *t)
+    {
+        absent.push(Violation {
+            row: None,
+            column: t.clone(),
+            rule: "target".into(),
+            value: None,
+            message: format!("target column '{t}' is not in the file"),
+        });
+    }
+    let (frame, cell_errors) = crate::to_frame(table, &present)?;
+    Ok(validate_with(
+        table,
+        &present,
+        &frame,
+        &cell_errors,
+        declared,
+        absent,
+    ))
+}
+
 /// Checks a converted frame (and the cell errors from conversion) against the schema's rules.
 pub fn validate(
     table: &RawTable,
@@ -55,7 +112,18 @@ pub fn validate(
     cell_errors: &[CellError],
     declared: bool,
 ) -> ValidationReport {
-    let mut v: Vec<Violation> = Vec::new();
+    validate_with(table, schema, frame, cell_errors, declared, Vec::new())
+}
+
+fn validate_with(
+    table: &RawTable,
+    schema: &Schema,
+    frame: &Frame,
+    cell_errors: &[CellError],
+    declared: bool,
+    file_level: Vec<Violation>,
+) -> ValidationReport {
+    let mut v: Vec<Violation> = file_level;
     for name in table.columns.iter().map(|c| &c.name) {
         if declared && schema.column(name).is_none() {
             v.push(Violation {

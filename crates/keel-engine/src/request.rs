@@ -4,7 +4,7 @@
 //! offending value. The check writes the encoded row as it goes, so a valid record costs one pass.
 
 use keel_core::Schema;
-use keel_ml::{FeatureKind, FeatureSpec};
+use keel_ml::{Encoder, FeatureKind, FeatureSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -37,7 +37,9 @@ pub struct RequestSchema {
     names: Vec<String>,
     index: HashMap<String, usize>,
     nullable: Vec<bool>,
-    levels: Vec<Option<HashMap<String, u32>>>,
+    categorical: Vec<bool>,
+    /// The model's own label → code lookup.
+    encoder: Encoder,
     pub unseen: UnseenCategory,
 }
 
@@ -55,19 +57,11 @@ impl RequestSchema {
                 .iter()
                 .map(|f| training.column(&f.name).is_some_and(|c| c.nullable))
                 .collect(),
-            levels: features
+            categorical: features
                 .iter()
-                .map(|f| match &f.kind {
-                    FeatureKind::Numeric => None,
-                    FeatureKind::Categorical { levels } => Some(
-                        levels
-                            .iter()
-                            .enumerate()
-                            .map(|(i, l)| (l.clone(), i as u32))
-                            .collect(),
-                    ),
-                })
+                .map(|f| matches!(f.kind, FeatureKind::Categorical { .. }))
                 .collect(),
+            encoder: Encoder::new(features),
             unseen,
         }
     }
@@ -137,7 +131,7 @@ impl RequestSchema {
     }
 
     fn value(&self, j: usize, v: &Value) -> Result<f64, (&'static str, String)> {
-        match (&self.levels[j], v) {
+        match (self.categorical[j], v) {
             (_, Value::Null) => {
                 if self.nullable[j] {
                     Ok(f64::NAN)
@@ -148,43 +142,36 @@ impl RequestSchema {
                     ))
                 }
             }
-            (None, Value::Number(n)) => match n.as_f64() {
+            (false, Value::Number(n)) => match n.as_f64() {
                 Some(x) if x.is_finite() => Ok(x),
                 _ => Err(("not_finite", "the number is not finite".into())),
             },
-            (None, Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
-            (None, other) => Err((
+            (false, Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
+            (false, other) => Err((
                 "wrong_type",
                 format!("expected a number, found {}", json_kind(other)),
             )),
-            (Some(levels), Value::String(s)) => self.category(levels, s),
-            (Some(levels), Value::Number(n)) => {
+            (true, Value::String(s)) => self.category(j, s),
+            (true, Value::Number(n)) => {
                 // Categories that look like numbers ("21") may be sent as numbers (21 or 21.0).
                 let s = match (n.as_i64(), n.as_f64()) {
                     (Some(i), _) => i.to_string(),
                     (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => (f as i64).to_string(),
                     _ => n.to_string(),
                 };
-                self.category(levels, &s)
+                self.category(j, &s)
             }
-            (Some(_), Value::Bool(b)) => {
-                let s = if *b { "true" } else { "false" };
-                self.category(self.levels[j].as_ref().expect("categorical"), s)
-            }
-            (Some(_), other) => Err((
+            (true, Value::Bool(b)) => self.category(j, if *b { "true" } else { "false" }),
+            (true, other) => Err((
                 "wrong_type",
                 format!("expected a category (string), found {}", json_kind(other)),
             )),
         }
     }
 
-    fn category(
-        &self,
-        levels: &HashMap<String, u32>,
-        s: &str,
-    ) -> Result<f64, (&'static str, String)> {
-        match levels.get(s) {
-            Some(&c) => Ok(c as f64),
+    fn category(&self, j: usize, s: &str) -> Result<f64, (&'static str, String)> {
+        match self.encoder.level_code(j, s) {
+            Some(c) => Ok(c as f64),
             None => match self.unseen {
                 UnseenCategory::Missing => Ok(f64::NAN),
                 UnseenCategory::Reject => Err((

@@ -1,9 +1,11 @@
-//! The inference layout: every tree of an ensemble flattened into one arena of 16-byte nodes in preorder (the
-//! left child of node `i` is `i + 1`), categorical bitsets of up to 64 levels stored inline, leaves as nodes that
-//! point to themselves. Prediction walks eight trees in lockstep with branch-free child selection, so their
-//! dependency chains overlap instead of stalling on each other. Leaf values are added in tree order, so the
-//! result is bit-identical to summing [`Tree::predict`] tree by tree.
+//! The compiled inference form of an ensemble. Prediction uses the bitvector scorer ([`crate::bitvector`]) when
+//! it can represent the trees, and otherwise the arena walk defined here: every tree flattened into one arena of
+//! 16-byte nodes in preorder (the left child of node `i` is `i + 1`), categorical bitsets of up to 64 levels
+//! stored inline, leaves as nodes that point to themselves, eight trees walked in lockstep with branch-free child
+//! selection, so their dependency chains overlap instead of stalling on each other. Both add leaf values in tree
+//! order, so either result is bit-identical to summing [`Tree::predict`] tree by tree.
 
+use crate::bitvector::Scorer;
 use crate::tree::{FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, NodeRef, Tree};
 
 const NUMERIC: u8 = 0;
@@ -32,6 +34,8 @@ pub struct Forest {
     /// Root of each tree.
     roots: Vec<u32>,
     n_trees: usize,
+    /// The bitvector scorer, when the trees fit it.
+    bitvector: Option<Scorer>,
 }
 
 impl Forest {
@@ -52,7 +56,17 @@ impl Forest {
             f.roots.push(root);
         }
         f.n_trees = trees.len();
+        f.bitvector = Scorer::compile(trees);
         f
+    }
+
+    /// Which layout [`Forest::predict`] runs on: `bitvector-32`, `bitvector-64` or `arena`.
+    pub fn layout(&self) -> &'static str {
+        match &self.bitvector {
+            Some(Scorer::Narrow(_)) => "bitvector-32",
+            Some(Scorer::Wide(_)) => "bitvector-64",
+            None => "arena",
+        }
     }
 
     fn emit(&mut self, t: &Tree, r: NodeRef) -> u32 {
@@ -103,11 +117,20 @@ impl Forest {
     }
 
     /// Sum of the leaf values the row reaches, added in tree order onto `init`.
+    #[inline]
+    pub fn predict(&self, row: &[f64], init: f64) -> f64 {
+        match &self.bitvector {
+            Some(b) => b.predict(row, init),
+            None => self.predict_arena(row, init),
+        }
+    }
+
+    /// The same sum by the arena walk, whichever layout [`Forest::predict`] uses.
     ///
     /// Eight lanes each walk one tree; a lane that reaches a leaf records the value in the tree's slot and starts
     /// the next unwalked tree, so no step is spent waiting on a deeper neighbour.
     #[inline]
-    pub fn predict(&self, row: &[f64], init: f64) -> f64 {
+    pub fn predict_arena(&self, row: &[f64], init: f64) -> f64 {
         let n = self.n_trees;
         if n == 0 {
             return init;

@@ -9,6 +9,7 @@
 //! nothing of files, databases, Arrow, HTTP or the command line.
 
 pub mod binning;
+pub mod bitvector;
 pub mod card;
 pub mod eval;
 pub mod features;

@@ -64,57 +64,7 @@ pub fn validate(home: &Path, a: &ValidateArgs) -> Result<i32> {
     if let Some(t) = &a.target {
         schema.target = Some(t.clone());
     }
-    // Declared columns missing from the file are violations of the whole file, not a crash.
-    let mut missing = Vec::new();
-    let present: Schema = Schema {
-        target: schema.target.clone(),
-        columns: schema
-            .columns
-            .iter()
-            .filter(|c| {
-                let here = table.columns.iter().any(|t| t.name == c.name);
-                if !here {
-                    missing.push(c.name.clone());
-                }
-                here
-            })
-            .cloned()
-            .collect(),
-    };
-    let (frame, cell_errors) = keel_data::to_frame(&table, &present)?;
-    let mut report = keel_data::validate(&table, &present, &frame, &cell_errors, declared);
-    for m in missing {
-        report.violations.insert(
-            0,
-            keel_data::Violation {
-                row: None,
-                column: m.clone(),
-                rule: "missing_column".into(),
-                value: None,
-                message: format!("column '{m}' is required by the schema but not in the file"),
-            },
-        );
-        report.valid = false;
-    }
-    if let Some(t) = &schema.target
-        && present.column(t).is_none()
-        && !report
-            .violations
-            .iter()
-            .any(|v| v.column == *t && v.rule == "missing_column")
-    {
-        report.violations.insert(
-            0,
-            keel_data::Violation {
-                row: None,
-                column: t.clone(),
-                rule: "target".into(),
-                value: None,
-                message: format!("target column '{t}' is not in the file"),
-            },
-        );
-        report.valid = false;
-    }
+    let report = keel_data::validate::validate_table(&table, &schema, declared)?;
     sp.finish_and_clear();
     let mut quarantine_path: Option<PathBuf> = None;
     if report.invalid_rows > 0 {

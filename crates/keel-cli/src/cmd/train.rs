@@ -265,7 +265,7 @@ fn load_frame(
     path: &Path,
     declared: Option<&Schema>,
     base: Option<&Schema>,
-) -> Result<(Frame, Schema, usize)> {
+) -> Result<(Frame, Schema)> {
     let table = read_table(path)?;
     let mut schema = match base {
         Some(b) => b.clone(),
@@ -289,7 +289,7 @@ fn load_frame(
             if errors.len() > 5 { "; …" } else { "" }
         )));
     }
-    Ok((frame, schema, table.nrows))
+    Ok((frame, schema))
 }
 
 /// Trains, evaluates and registers; returns the output JSON.
@@ -308,7 +308,7 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
 
     let sp = spinner("reading data", quiet);
     let declared = a.schema.as_deref().map(schema_file::load).transpose()?;
-    let (frame, schema, _) = load_frame(&a.data, declared.as_ref(), None)?;
+    let (frame, schema) = load_frame(&a.data, declared.as_ref(), None)?;
     let dataset_hash = keel_data::hash::file_sha256(&a.data)?;
     let source = a.data.display().to_string();
     for c in a.drop.iter().chain(&a.sensitive).chain(&a.slices) {
@@ -393,7 +393,7 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
                     .cloned()
                     .collect(),
             };
-            let (tf, _, _) = load_frame(test_path, None, Some(&needed))?;
+            let (tf, _) = load_frame(test_path, None, Some(&needed))?;
             let tsrc = test_path.display().to_string();
             let tt = extract_target(&tf, &a.target, kind, &tsrc)?;
             let ty = match (&target.class_labels, &tt.class_labels) {

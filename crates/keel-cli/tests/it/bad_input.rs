@@ -34,10 +34,7 @@ fn bad_inputs_fail_cleanly_and_leave_the_registry_untouched() {
         "schema.toml",
         "[[column]]\nname = \"missing_col\"\ntype = \"numeric\"\n",
     );
-    let mut garbage = b"x,y\n1,0\n".to_vec();
-    garbage.extend_from_slice(&[0, 159, 146, 150, 0, 1, 2]);
     std::fs::write(d.join("binary.csv"), [0u8, 1, 2, 3, 255, 254, 0, 10]).unwrap();
-    let _ = garbage;
 
     let cases = vec![
         Case {

@@ -144,35 +144,62 @@ fn saved_model_reloads_with_bit_identical_predictions() {
 }
 
 #[test]
-fn the_inference_arena_is_bit_identical_to_the_tree_walk() {
-    // Includes missing values, unseen categories (code 12 of 12 levels), negative and huge codes.
-    // 3 trees: every numeric feature has few thresholds (bit-mask path); 120 trees: many (comparison path).
-    for trees in [3, 120] {
-        arena_matches(trees);
+fn both_inference_layouts_are_bit_identical_to_the_tree_walk() {
+    // Includes missing values, unseen categories (code 12 of 12 levels), negative, fractional and huge codes,
+    // infinities, and values exactly on and next to thresholds. 3 trees: few thresholds per feature; 120 trees:
+    // many; 63 leaves: the 64-bit leaf masks.
+    for (trees, leaves, layout) in [
+        (3, 31, "bitvector-32"),
+        (120, 31, "bitvector-32"),
+        (40, 63, "bitvector-64"),
+        (10, 100, "arena"),
+    ] {
+        layouts_match(trees, leaves, layout);
     }
 }
 
-fn arena_matches(trees: usize) {
+fn layouts_match(trees: usize, leaves: usize, layout: &str) {
     let (model, x, _) = fit(
         3000,
         &GbdtParams {
             n_trees: trees,
+            num_leaves: leaves,
+            min_data_in_leaf: 5,
             ..small()
         },
     );
     let ModelKind::Gbdt(ens) = &model.kind else {
         unreachable!()
     };
+    let forest = ens.forest();
+    assert_eq!(forest.layout(), layout, "{trees} trees of {leaves} leaves");
     let mut rows: Vec<Vec<f64>> = x.chunks_exact(4).take(2000).map(|r| r.to_vec()).collect();
     rows.push(vec![f64::NAN, f64::NAN, f64::NAN, f64::NAN]);
     rows.push(vec![0.5, 12.0, 1.0, 7.0]);
     rows.push(vec![0.5, -1.0, 1.0, 1e300]);
+    rows.push(vec![0.5, 2.7, 1.0, -0.0]);
     rows.push(vec![f64::INFINITY, 3.0, f64::NEG_INFINITY, 0.0]);
+    // Every threshold, and its neighbours, on each numeric feature.
+    for t in &ens.trees {
+        for n in t
+            .nodes
+            .iter()
+            .filter(|n| n.flags & keel_ml::tree::FLAG_CATEGORICAL == 0)
+        {
+            for v in [n.threshold.next_down(), n.threshold, n.threshold.next_up()] {
+                let mut r = x[..4].to_vec();
+                r[n.feature as usize] = v;
+                rows.push(r);
+            }
+        }
+    }
     for r in &rows {
+        let want = ens.predict_margin_by_tree(r).to_bits();
+        assert_eq!(ens.predict_margin(r).to_bits(), want, "bitvector {r:?}");
         assert_eq!(
-            ens.predict_margin(r).to_bits(),
-            ens.predict_margin_by_tree(r).to_bits(),
-            "{r:?}"
+            forest.predict_arena(r, ens.init_score).to_bits(),
+            want,
+            "arena {r:?}"
         );
     }
 }
