@@ -1,13 +1,24 @@
 //! The request schema check: each JSON record is checked against the model's training schema before inference.
-//! Unknown fields, missing fields, wrong types, non-finite numbers, nulls where the training data had none, and
-//! unseen categories (rejected or treated as missing, by policy) are reported with the JSON path of every
-//! offending value. The check writes the encoded row as it goes, so a valid record costs one pass.
+//! Unknown fields, duplicate fields, missing fields, wrong types, non-finite numbers, nulls where the training
+//! data had none, and unseen categories (rejected or treated as missing, by policy) are reported with the JSON
+//! path of every offending value.
+//!
+//! A request body is checked while it is parsed ([`RequestSchema::parse_json_body`]): the parser hands each
+//! value straight to the check, which writes the encoded row as it goes, so no JSON tree is built and a valid
+//! record costs one pass over its bytes. [`RequestSchema::check_record`] runs the same check on a parsed
+//! [`serde_json::Value`].
 
 use keel_core::Schema;
-use keel_ml::{Encoder, FeatureKind, FeatureSpec};
+use keel_ml::{FeatureKind, FeatureSpec};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// What to do with a category the model never saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -31,21 +42,117 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// A checked and encoded JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedBody {
+    /// Row-major encoded rows (`n × features`).
+    pub rows: Vec<f64>,
+    /// The body was one record (not `{"records": [...]}`).
+    pub single: bool,
+}
+
+/// Why a JSON body was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyError {
+    /// Not valid JSON (the parser's message, with line and column).
+    Malformed(String),
+    /// Valid JSON whose values do not match the training schema.
+    Schema(Vec<FieldError>),
+    /// More records than allowed; parsing stopped at the first record over the limit.
+    TooManyRecords { limit: usize },
+}
+
 /// The compiled check for one model.
 #[derive(Debug, Clone)]
 pub struct RequestSchema {
     names: Vec<String>,
-    index: HashMap<String, usize>,
+    index: FastMap<String, usize>,
     nullable: Vec<bool>,
-    categorical: Vec<bool>,
-    /// The model's own label → code lookup.
-    encoder: Encoder,
+    /// Label → code of each categorical feature (`None` for numeric features).
+    levels: Vec<Option<FastMap<String, u32>>>,
+    /// Code of each label that is a canonical integer ("21"), so integer values need no string.
+    int_levels: Vec<FastMap<i64, u32>>,
+    /// Whether a top-level `records` key means a batch (no feature is named `records`).
+    records_is_batch: bool,
     pub unseen: UnseenCategory,
 }
+
+/// A JSON value as the check sees it: scalars with their values, containers only named.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl Scalar<'_> {
+    fn of(v: &Value) -> Scalar<'_> {
+        match v {
+            Value::Null => Scalar::Null,
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => Scalar::I64(i),
+                (None, Some(u), _) => Scalar::U64(u),
+                (None, None, f) => Scalar::F64(f.unwrap_or(f64::NAN)),
+            },
+            Value::String(s) => Scalar::Str(Cow::Borrowed(s)),
+            Value::Array(_) => Scalar::Array,
+            Value::Object(_) => Scalar::Object,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::I64(_) | Scalar::U64(_) | Scalar::F64(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+}
+
+/// The path prefix of record `i` of a batch (formatted only when there is an error).
+fn record_prefix(i: usize) -> String {
+    format!("$.records[{i}]")
+}
+
+type Problem = (&'static str, String);
 
 impl RequestSchema {
     /// Builds the check from the model's features and the training schema (for nullability).
     pub fn new(features: &[FeatureSpec], training: &Schema, unseen: UnseenCategory) -> Self {
+        let levels: Vec<Option<FastMap<String, u32>>> = features
+            .iter()
+            .map(|f| match &f.kind {
+                FeatureKind::Numeric => None,
+                FeatureKind::Categorical { levels } => Some(
+                    levels
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| (l.clone(), i as u32))
+                        .collect(),
+                ),
+            })
+            .collect();
+        let int_levels = levels
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .flatten()
+                    .filter_map(|(label, &code)| {
+                        let i: i64 = label.parse().ok()?;
+                        (i.to_string() == *label).then_some((i, code))
+                    })
+                    .collect()
+            })
+            .collect();
         RequestSchema {
             names: features.iter().map(|f| f.name.clone()).collect(),
             index: features
@@ -57,11 +164,9 @@ impl RequestSchema {
                 .iter()
                 .map(|f| training.column(&f.name).is_some_and(|c| c.nullable))
                 .collect(),
-            categorical: features
-                .iter()
-                .map(|f| matches!(f.kind, FeatureKind::Categorical { .. }))
-                .collect(),
-            encoder: Encoder::new(features),
+            records_is_batch: !features.iter().any(|f| f.name == "records"),
+            levels,
+            int_levels,
             unseen,
         }
     }
@@ -74,8 +179,8 @@ impl RequestSchema {
         &self.names
     }
 
-    /// Checks one record and writes its encoded row into `row` (length = number of features). Problems are
-    /// appended to `errors` with paths under `path`. Returns whether the record was clean.
+    /// Checks one parsed record and writes its encoded row into `row` (length = number of features). Problems
+    /// are appended to `errors` with paths under `path`. Returns whether the record was clean.
     pub fn check_record(
         &self,
         record: &Value,
@@ -85,54 +190,48 @@ impl RequestSchema {
     ) -> bool {
         let before = errors.len();
         let Value::Object(map) = record else {
-            errors.push(FieldError {
-                path: path.to_string(),
-                problem: "not_an_object",
-                message: format!(
-                    "expected a JSON object of feature values, found {}",
-                    json_kind(record)
-                ),
-            });
+            errors.push(not_an_object(path.to_string(), Scalar::of(record).kind()));
             return false;
         };
-        let mut seen = 0usize;
-        row.iter_mut().for_each(|v| *v = f64::NAN);
+        let mut seen = vec![false; self.names.len()];
+        let mut rc = RecordCheck::start(self, row, &mut seen);
         for (key, value) in map {
-            let Some(&j) = self.index.get(key.as_str()) else {
-                errors.push(FieldError {
-                    path: field_path(path, key),
-                    problem: "unknown_field",
-                    message: format!("'{key}' is not a feature of this model"),
-                });
-                continue;
-            };
-            seen += 1;
-            match self.value(j, value) {
-                Ok(x) => row[j] = x,
-                Err((problem, message)) => errors.push(FieldError {
-                    path: field_path(path, key),
-                    problem,
-                    message,
-                }),
-            }
+            rc.field(key, Scalar::of(value), errors, || path.to_string());
         }
-        if seen < self.names.len() {
-            for name in &self.names {
-                if !map.contains_key(name) {
-                    errors.push(FieldError {
-                        path: field_path(path, name),
-                        problem: "missing_field",
-                        message: format!("feature '{name}' is required"),
-                    });
-                }
-            }
-        }
+        rc.finish(errors, || path.to_string());
         errors.len() == before
     }
 
-    fn value(&self, j: usize, v: &Value) -> Result<f64, (&'static str, String)> {
-        match (self.categorical[j], v) {
-            (_, Value::Null) => {
+    /// Parses a JSON body (one record, or `{"records": [...]}` with at most `max_records`) and checks and
+    /// encodes every record in the same pass.
+    pub fn parse_json_body(
+        &self,
+        bytes: &[u8],
+        max_records: usize,
+    ) -> Result<EncodedBody, BodyError> {
+        let too_many = Cell::new(false);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let top = Top {
+            schema: self,
+            max_records,
+            too_many: &too_many,
+        };
+        let parsed = de::Deserializer::deserialize_any(&mut de, top).and_then(|r| {
+            de.end()?;
+            Ok(r)
+        });
+        match parsed {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(errors)) => Err(BodyError::Schema(errors)),
+            Err(_) if too_many.get() => Err(BodyError::TooManyRecords { limit: max_records }),
+            Err(e) => Err(BodyError::Malformed(e.to_string())),
+        }
+    }
+
+    fn value(&self, j: usize, v: &Scalar) -> Result<f64, Problem> {
+        let categorical = self.levels[j].is_some();
+        match (categorical, v) {
+            (_, Scalar::Null) => {
                 if self.nullable[j] {
                     Ok(f64::NAN)
                 } else {
@@ -142,44 +241,449 @@ impl RequestSchema {
                     ))
                 }
             }
-            (false, Value::Number(n)) => match n.as_f64() {
-                Some(x) if x.is_finite() => Ok(x),
-                _ => Err(("not_finite", "the number is not finite".into())),
-            },
-            (false, Value::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
+            (false, Scalar::I64(i)) => Ok(*i as f64),
+            (false, Scalar::U64(u)) => Ok(*u as f64),
+            (false, Scalar::F64(x)) if x.is_finite() => Ok(*x),
+            (false, Scalar::F64(_)) => Err(("not_finite", "the number is not finite".into())),
+            (false, Scalar::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
             (false, other) => Err((
                 "wrong_type",
-                format!("expected a number, found {}", json_kind(other)),
+                format!("expected a number, found {}", other.kind()),
             )),
-            (true, Value::String(s)) => self.category(j, s),
-            (true, Value::Number(n)) => {
-                // Categories that look like numbers ("21") may be sent as numbers (21 or 21.0).
-                let s = match (n.as_i64(), n.as_f64()) {
-                    (Some(i), _) => i.to_string(),
-                    (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => (f as i64).to_string(),
-                    _ => n.to_string(),
-                };
+            (true, Scalar::Str(s)) => self.category(j, s),
+            // Categories that look like numbers ("21") may be sent as numbers (21 or 21.0).
+            (true, Scalar::I64(i)) => self.integer_category(j, *i),
+            (true, Scalar::U64(u)) => match i64::try_from(*u) {
+                Ok(i) => self.integer_category(j, i),
+                Err(_) => self.category(j, &u.to_string()),
+            },
+            (true, Scalar::F64(f)) if f.fract() == 0.0 && f.abs() < 1e15 => {
+                self.integer_category(j, *f as i64)
+            }
+            (true, Scalar::F64(f)) => {
+                let s = serde_json::Number::from_f64(*f)
+                    .map_or_else(|| f.to_string(), |n| n.to_string());
                 self.category(j, &s)
             }
-            (true, Value::Bool(b)) => self.category(j, if *b { "true" } else { "false" }),
+            (true, Scalar::Bool(b)) => self.category(j, if *b { "true" } else { "false" }),
             (true, other) => Err((
                 "wrong_type",
-                format!("expected a category (string), found {}", json_kind(other)),
+                format!("expected a category (string), found {}", other.kind()),
             )),
         }
     }
 
-    fn category(&self, j: usize, s: &str) -> Result<f64, (&'static str, String)> {
-        match self.encoder.level_code(j, s) {
-            Some(c) => Ok(c as f64),
-            None => match self.unseen {
-                UnseenCategory::Missing => Ok(f64::NAN),
-                UnseenCategory::Reject => Err((
-                    "unseen_category",
-                    format!("'{}' was never seen in training", truncate(s, 64)),
-                )),
-            },
+    fn category(&self, j: usize, s: &str) -> Result<f64, Problem> {
+        match self.levels[j].as_ref().and_then(|m| m.get(s)) {
+            Some(&c) => Ok(c as f64),
+            None => self.unseen_category(s),
         }
+    }
+
+    fn integer_category(&self, j: usize, i: i64) -> Result<f64, Problem> {
+        match self.int_levels[j].get(&i) {
+            Some(&c) => Ok(c as f64),
+            None => self.unseen_category(&i.to_string()),
+        }
+    }
+
+    fn unseen_category(&self, s: &str) -> Result<f64, Problem> {
+        match self.unseen {
+            UnseenCategory::Missing => Ok(f64::NAN),
+            UnseenCategory::Reject => Err((
+                "unseen_category",
+                format!("'{}' was never seen in training", truncate(s, 64)),
+            )),
+        }
+    }
+}
+
+fn not_an_object(path: String, kind: &str) -> FieldError {
+    FieldError {
+        path,
+        problem: "not_an_object",
+        message: format!("expected a JSON object of feature values, found {kind}"),
+    }
+}
+
+/// The check of one record in progress: the row being written and which features were seen.
+struct RecordCheck<'s, 'r> {
+    schema: &'s RequestSchema,
+    row: &'r mut [f64],
+    seen: &'r mut [bool],
+}
+
+impl<'s, 'r> RecordCheck<'s, 'r> {
+    fn start(schema: &'s RequestSchema, row: &'r mut [f64], seen: &'r mut [bool]) -> Self {
+        row.fill(f64::NAN);
+        seen.fill(false);
+        RecordCheck { schema, row, seen }
+    }
+
+    fn field(
+        &mut self,
+        key: &str,
+        v: Scalar,
+        errors: &mut Vec<FieldError>,
+        prefix: impl Fn() -> String,
+    ) {
+        let Some(&j) = self.schema.index.get(key) else {
+            errors.push(FieldError {
+                path: field_path(&prefix(), key),
+                problem: "unknown_field",
+                message: format!("'{}' is not a feature of this model", truncate(key, 64)),
+            });
+            return;
+        };
+        if std::mem::replace(&mut self.seen[j], true) {
+            errors.push(FieldError {
+                path: field_path(&prefix(), key),
+                problem: "duplicate_field",
+                message: format!("'{key}' appears more than once"),
+            });
+            return;
+        }
+        match self.schema.value(j, &v) {
+            Ok(x) => self.row[j] = x,
+            Err((problem, message)) => errors.push(FieldError {
+                path: field_path(&prefix(), key),
+                problem,
+                message,
+            }),
+        }
+    }
+
+    fn finish(self, errors: &mut Vec<FieldError>, prefix: impl Fn() -> String) {
+        for (name, _) in self
+            .schema
+            .names
+            .iter()
+            .zip(self.seen.iter())
+            .filter(|(_, s)| !**s)
+        {
+            errors.push(FieldError {
+                path: field_path(&prefix(), name),
+                problem: "missing_field",
+                message: format!("feature '{name}' is required"),
+            });
+        }
+    }
+}
+
+/// Generates the visitor methods for every JSON value that is neither an object nor an array: each calls
+/// `self.other(kind)`.
+macro_rules! scalars_are_other {
+    () => {
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(self.other("null"))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(self.other("a boolean"))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(self.other("a number"))
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(self.other("a number"))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(self.other("a number"))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(self.other("a string"))
+        }
+    };
+}
+
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// An object key, borrowed from the body when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool(b))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::I64(i))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<Scalar<'de>, E> {
+                Ok(i64::try_from(u).map_or(Scalar::U64(u), Scalar::I64))
+            }
+            fn visit_f64<E: de::Error>(self, x: f64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::F64(x))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar<'de>, A::Error> {
+                drain_seq(seq)?;
+                Ok(Scalar::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar<'de>, A::Error> {
+                drain_map(map)?;
+                Ok(Scalar::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The whole body: one record, or `{"records": [...]}`.
+struct Top<'a> {
+    schema: &'a RequestSchema,
+    max_records: usize,
+    too_many: &'a Cell<bool>,
+}
+
+type Checked = Result<EncodedBody, Vec<FieldError>>;
+
+impl Top<'_> {
+    fn other(self, kind: &str) -> Checked {
+        Err(vec![not_an_object("$".into(), kind)])
+    }
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    scalars_are_other!();
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Checked, A::Error> {
+        drain_seq(seq)?;
+        Ok(self.other("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        let s = self.schema;
+        let nf = s.n_features();
+        let mut row = vec![0.0; nf];
+        let mut seen = vec![false; nf];
+        let mut errors = Vec::new();
+        let mut single = RecordCheck::start(s, &mut row, &mut seen);
+        let mut first_other: Option<Cow<'de, str>> = None;
+        let mut batch: Option<Checked> = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            if s.records_is_batch && key == "records" {
+                let records = map.next_value_seed(Records {
+                    schema: s,
+                    max_records: self.max_records,
+                    too_many: self.too_many,
+                })?;
+                batch = Some(match batch {
+                    None => records,
+                    Some(_) => Err(vec![FieldError {
+                        path: "$.records".into(),
+                        problem: "duplicate_field",
+                        message: "'records' appears more than once".into(),
+                    }]),
+                });
+                continue;
+            }
+            let v: Scalar = map.next_value()?;
+            single.field(&key, v, &mut errors, || "$".into());
+            if first_other.is_none() {
+                first_other = Some(key);
+            }
+        }
+        if let Some(batch) = batch {
+            if let Some(k) = first_other {
+                return Ok(Err(vec![FieldError {
+                    path: field_path("$", &k),
+                    problem: "unknown_field",
+                    message: "a batch body has only 'records'".into(),
+                }]));
+            }
+            return Ok(batch);
+        }
+        single.finish(&mut errors, || "$".into());
+        Ok(if errors.is_empty() {
+            Ok(EncodedBody {
+                rows: row,
+                single: true,
+            })
+        } else {
+            Err(errors)
+        })
+    }
+}
+
+/// The value of `records`: an array of records.
+struct Records<'a> {
+    schema: &'a RequestSchema,
+    max_records: usize,
+    too_many: &'a Cell<bool>,
+}
+
+impl Records<'_> {
+    fn other(self, kind: &str) -> Checked {
+        Err(vec![FieldError {
+            path: "$.records".into(),
+            problem: "not_an_array",
+            message: format!("expected an array of records, found {kind}"),
+        }])
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Records<'_> {
+    type Value = Checked;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Checked, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Records<'_> {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    scalars_are_other!();
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Checked, A::Error> {
+        drain_map(map)?;
+        Ok(self.other("an object"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let s = self.schema;
+        let nf = s.n_features();
+        let mut rows: Vec<f64> =
+            Vec::with_capacity(nf * seq.size_hint().unwrap_or(8).min(self.max_records));
+        let mut seen = vec![false; nf];
+        let mut errors = Vec::new();
+        let mut n = 0usize;
+        loop {
+            if n == self.max_records {
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    self.too_many.set(true);
+                    return Err(de::Error::custom("too many records"));
+                }
+                break;
+            }
+            rows.resize((n + 1) * nf, 0.0);
+            let record = OneRecord {
+                check: RecordCheck::start(s, &mut rows[n * nf..], &mut seen),
+                at: n,
+                errors: &mut errors,
+            };
+            if seq.next_element_seed(record)?.is_none() {
+                rows.truncate(n * nf);
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(Err(vec![FieldError {
+                path: "$.records".into(),
+                problem: "empty",
+                message: "at least one record is required".into(),
+            }]));
+        }
+        Ok(if errors.is_empty() {
+            Ok(EncodedBody {
+                rows,
+                single: false,
+            })
+        } else {
+            Err(errors)
+        })
+    }
+}
+
+/// One element of `records`.
+struct OneRecord<'s, 'r, 'e> {
+    check: RecordCheck<'s, 'r>,
+    at: usize,
+    errors: &'e mut Vec<FieldError>,
+}
+
+impl OneRecord<'_, '_, '_> {
+    fn other(self, kind: &str) {
+        self.errors
+            .push(not_an_object(record_prefix(self.at), kind));
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for OneRecord<'_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OneRecord<'_, '_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record (JSON object)")
+    }
+
+    scalars_are_other!();
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        drain_seq(seq)?;
+        self.other("an array");
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let OneRecord {
+            mut check,
+            at,
+            errors,
+        } = self;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            let v: Scalar = map.next_value()?;
+            check.field(&key, v, errors, || record_prefix(at));
+        }
+        check.finish(errors, || record_prefix(at));
+        Ok(())
     }
 }
 
@@ -196,14 +700,7 @@ fn field_path(prefix: &str, key: &str) -> String {
 
 /// How a JSON value's type reads in an error message ("a string", "an array", …).
 pub fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+    Scalar::of(v).kind()
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -286,5 +783,141 @@ mod tests {
         let (row, errs) = check(&s, json!({"age": 1, "colour": "green"}));
         assert!(errs.is_empty());
         assert!(row[1].is_nan());
+    }
+
+    fn parse(s: &RequestSchema, body: &str) -> Result<EncodedBody, Vec<(String, &'static str)>> {
+        s.parse_json_body(body.as_bytes(), 3).map_err(|e| match e {
+            BodyError::Schema(errs) => errs.into_iter().map(|e| (e.path, e.problem)).collect(),
+            other => vec![(format!("{other:?}"), "other")],
+        })
+    }
+
+    #[test]
+    fn bodies_are_checked_while_parsed() {
+        let s = schema(UnseenCategory::Reject);
+        let b = parse(&s, r#"{"colour": "red", "age": 40}"#).unwrap();
+        assert!(b.single);
+        assert_eq!(b.rows, vec![40.0, 1.0]);
+        // Numbers for numeric-looking categories, escaped keys and strings.
+        let b = parse(&s, r#"{"a\u0067e": null, "colour": 21.0}"#).unwrap();
+        assert!(b.rows[0].is_nan());
+        assert_eq!(b.rows[1], 2.0);
+        let b = parse(&s, r#"{"colour": "r\u0065d", "age": 1}"#).unwrap();
+        assert_eq!(b.rows, vec![1.0, 1.0]);
+        let b = parse(
+            &s,
+            r#"{"records": [{"age": 1, "colour": "blue"}, {"age": 2.5, "colour": 21}]}"#,
+        )
+        .unwrap();
+        assert!(!b.single);
+        assert_eq!(b.rows, vec![1.0, 0.0, 2.5, 2.0]);
+    }
+
+    #[test]
+    fn body_problems_get_paths_and_codes() {
+        let s = schema(UnseenCategory::Reject);
+        assert_eq!(
+            parse(
+                &s,
+                r#"{"age": "old", "colour": "green", "extra": [1, {"x": 2}]}"#
+            )
+            .unwrap_err(),
+            vec![
+                ("$.age".to_string(), "wrong_type"),
+                ("$.colour".to_string(), "unseen_category"),
+                ("$.extra".to_string(), "unknown_field"),
+            ]
+        );
+        assert_eq!(
+            parse(&s, r#"{"age": 3, "age": 4, "colour": "red"}"#).unwrap_err(),
+            vec![("$.age".to_string(), "duplicate_field")]
+        );
+        assert_eq!(
+            parse(&s, r#"{"age": 3}"#).unwrap_err(),
+            vec![("$.colour".to_string(), "missing_field")]
+        );
+        assert_eq!(
+            parse(&s, "[1, 2]").unwrap_err(),
+            vec![("$".to_string(), "not_an_object")]
+        );
+        assert_eq!(
+            parse(&s, r#"{"records": 5}"#).unwrap_err(),
+            vec![("$.records".to_string(), "not_an_array")]
+        );
+        assert_eq!(
+            parse(&s, r#"{"records": []}"#).unwrap_err(),
+            vec![("$.records".to_string(), "empty")]
+        );
+        assert_eq!(
+            parse(
+                &s,
+                r#"{"age": 1, "records": [{"age": 1, "colour": "red"}]}"#
+            )
+            .unwrap_err(),
+            vec![("$.age".to_string(), "unknown_field")]
+        );
+        assert_eq!(
+            parse(
+                &s,
+                r#"{"records": [{"age": 1, "colour": "red"}, 7, {"age": true, "colour": 3}]}"#
+            )
+            .unwrap_err(),
+            vec![
+                ("$.records[1]".to_string(), "not_an_object"),
+                ("$.records[2].colour".to_string(), "unseen_category"),
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_and_oversized_bodies_are_refused() {
+        let s = schema(UnseenCategory::Reject);
+        for bad in [
+            r#"{"age": 3,"#,
+            r#"{"age": NaN, "colour": "red"}"#,
+            r#"{"age": 1e999, "colour": "red"}"#,
+            r#"{"age": 1, "colour": "red"} x"#,
+            "",
+        ] {
+            assert!(
+                matches!(
+                    s.parse_json_body(bad.as_bytes(), 3),
+                    Err(BodyError::Malformed(_))
+                ),
+                "{bad}"
+            );
+        }
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            s.parse_json_body(deep.as_bytes(), 3),
+            Err(BodyError::Malformed(_))
+        ));
+        let four = r#"{"records": [{"age": 1, "colour": "red"}, {"age": 1, "colour": "red"}, {"age": 1, "colour": "red"}, {"age": 1, "colour": "red"}]}"#;
+        assert_eq!(
+            s.parse_json_body(four.as_bytes(), 3),
+            Err(BodyError::TooManyRecords { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn parsed_and_streamed_checks_agree() {
+        let s = schema(UnseenCategory::Missing);
+        for body in [
+            r#"{"age": 40, "colour": "red"}"#,
+            r#"{"age": 18446744073709551615, "colour": 21}"#,
+            r#"{"age": -3, "colour": 1e300}"#,
+            r#"{"age": false, "colour": true}"#,
+        ] {
+            let v: Value = serde_json::from_str(body).unwrap();
+            let mut row = vec![0.0; 2];
+            let mut errs = Vec::new();
+            assert!(s.check_record(&v, "$", &mut row, &mut errs), "{body}");
+            let b = s.parse_json_body(body.as_bytes(), 3).unwrap();
+            assert_eq!(
+                b.rows.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                row.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "{body}"
+            );
+        }
     }
 }

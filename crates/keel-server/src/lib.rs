@@ -21,9 +21,19 @@ use std::time::Duration;
 
 pub use config::ServerConfig;
 
-/// Shared state of the server.
+/// Shared state of the server: one `Arc`, so handing it to a handler or a middleware costs one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub cache: Arc<ModelCache>,
     pub keys: Arc<KeyVerifier>,
     pub config: Arc<ServerConfig>,
@@ -38,7 +48,7 @@ impl AppState {
     ) -> Result<AppState, keel_engine::Error> {
         let cache = Arc::new(ModelCache::new(store.clone(), config.unseen_category));
         let keys = Arc::new(KeyVerifier::load(store).await?);
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             cache,
             keys,
             limiter: Arc::new(auth::KeyLimiter::new(
@@ -47,7 +57,7 @@ impl AppState {
             )),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
-        })
+        })))
     }
 
     /// Loads every champion, then marks the server ready; afterwards keeps aliases and keys fresh.

@@ -2,13 +2,14 @@
 
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, Extension, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use keel_core::Role;
 use keel_engine::loaded::Prediction;
+use keel_engine::request::BodyError;
 use keel_engine::{FieldError, LoadedModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,30 +19,21 @@ use tower::ServiceBuilder;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::auth::{self, Caller};
+use crate::auth::{AsAdmin, AsDeployer, AsPredictor, AsReader};
 use crate::error::{ApiError, Detail, ErrorBody};
 use crate::metrics::METRICS;
 use crate::middleware::{RequestId, request_context};
 
 /// The whole API.
 pub fn router(st: AppState) -> Router {
-    let gate = |role: Role| middleware::from_fn_with_state((st.clone(), role), auth::require);
-    let readers = Router::new()
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{name}", get(show_model))
-        .route("/metrics", get(metrics))
-        .route_layer(gate(Role::Reader));
-    let predictors = Router::new()
-        .route("/v1/models/{name}/predict", post(predict))
-        .route_layer(gate(Role::Predictor));
-    let deployers = Router::new()
-        .route("/v1/models/{name}/aliases/{alias}", put(set_alias))
-        .route_layer(gate(Role::Deployer));
-    let admins = Router::new()
-        .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
-        .route_layer(gate(Role::Admin));
-    let limits = ServiceBuilder::new()
+    // Every route's role is checked by its handler's first argument (`auth::As*`). All layers go on in one
+    // `layer` call, so a request passes one boxed service instead of one per layer. Outermost first: request ids,
+    // spans and metrics; no axum body limit (handlers enforce `body_limit_bytes`); panics become 500; excess
+    // load is shed with 503 at the concurrency limit; the timeout.
+    let layers = ServiceBuilder::new()
+        .layer(middleware::from_fn(request_context))
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(HandleErrorLayer::new(overloaded))
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
@@ -51,20 +43,20 @@ pub fn router(st: AppState) -> Router {
             st.config.timeout_ms,
         )));
     Router::new()
-        .merge(readers)
-        .merge(predictors)
-        .merge(deployers)
-        .merge(admins)
+        .route("/v1/models", get(list_models))
+        .route("/v1/models/{name}", get(show_model))
+        .route("/metrics", get(metrics))
+        .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/aliases/{alias}", put(set_alias))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(st)
-        .layer(limits)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn(request_context))
+        .layer(layers)
 }
 
 async fn overloaded(err: tower::BoxError) -> Response {
@@ -148,7 +140,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(("bearer" = [])),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+pub async fn metrics(_: AsReader, State(st): State<AppState>) -> Response {
     let body = crate::metrics::render(&st.cache.loaded());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -220,17 +212,12 @@ pub struct PredictQuery {
     pub top_k: Option<usize>,
 }
 
-fn parse_query(raw: Option<String>) -> Result<PredictQuery, ApiError> {
+fn parse_query(raw: Option<&str>) -> Result<PredictQuery, ApiError> {
     let mut q = PredictQuery {
         explain: None,
         top_k: None,
     };
-    for pair in raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
         let bad = |what: &str| {
             ApiError::new(
@@ -352,29 +339,43 @@ fn schema_error(errors: Vec<FieldError>) -> ApiError {
         (status = 429, description = "Rate limited", body = ErrorBody),
         (status = 503, description = "Overloaded or timed out", body = ErrorBody)))]
 pub async fn predict(
+    _: AsPredictor,
     State(st): State<AppState>,
     Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let q = parse_query(raw)?;
-    let kind = body_kind(&headers)?;
-    let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let (mut parts, body) = request.into_parts();
+    let rid = parts
+        .extensions
+        .remove::<RequestId>()
+        .unwrap_or_else(|| RequestId(String::new()));
+    let q = parse_query(parts.uri.query())?;
+    let kind = body_kind(&parts.headers)?;
+    let bytes = read_body(body, &parts.headers, st.config.body_limit_bytes).await?;
     let model = st.cache.get(&name).await?;
     let explain = q.explain.unwrap_or(false).then_some(q.top_k.unwrap_or(5));
     let nf = model.schema.n_features();
     let (rows, single) = match kind {
         BodyKind::Json => {
-            let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    format!("the body is not valid JSON: {e}"),
-                )
-            })?;
-            json_rows(&model, value, st.config.max_records)?
+            let body = model
+                .schema
+                .parse_json_body(&bytes, st.config.max_records)
+                .map_err(|e| match e {
+                    BodyError::Malformed(m) => ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("the body is not valid JSON: {m}"),
+                    ),
+                    BodyError::Schema(errors) => schema_error(errors),
+                    BodyError::TooManyRecords { limit } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_records",
+                        format!(
+                            "more than {limit} records in one request; the limit is {limit} (use keel predict for files)"
+                        ),
+                    ),
+                })?;
+            (body.rows, body.single)
         }
         BodyKind::Csv | BodyKind::Arrow => {
             let table = match kind {
@@ -451,74 +452,6 @@ fn too_many(n: usize, max: usize) -> ApiError {
     )
 }
 
-/// Checks and encodes JSON records; returns the rows and whether the request was a single record.
-fn json_rows(
-    model: &LoadedModel,
-    value: Value,
-    max_records: usize,
-) -> Result<(Vec<f64>, bool), ApiError> {
-    let nf = model.schema.n_features();
-    let mut errors = Vec::new();
-    let is_batch = matches!(&value, Value::Object(m) if m.contains_key("records") && !model.schema.feature_names().iter().any(|f| f == "records"));
-    if is_batch {
-        let Value::Object(mut m) = value else {
-            unreachable!("checked above")
-        };
-        let records = match m.remove("records") {
-            Some(Value::Array(a)) => a,
-            Some(other) => {
-                return Err(schema_error(vec![FieldError {
-                    path: "$.records".into(),
-                    problem: "not_an_array",
-                    message: format!(
-                        "expected an array of records, found {}",
-                        keel_engine::request::json_kind(&other)
-                    ),
-                }]));
-            }
-            None => unreachable!("checked above"),
-        };
-        if let Some(k) = m.keys().next() {
-            return Err(schema_error(vec![FieldError {
-                path: format!("$.{k}"),
-                problem: "unknown_field",
-                message: "a batch body has only 'records'".into(),
-            }]));
-        }
-        if records.len() > max_records {
-            return Err(too_many(records.len(), max_records));
-        }
-        if records.is_empty() {
-            return Err(schema_error(vec![FieldError {
-                path: "$.records".into(),
-                problem: "empty",
-                message: "at least one record is required".into(),
-            }]));
-        }
-        let mut rows = vec![0.0; records.len() * nf];
-        for (i, (r, row)) in records.iter().zip(rows.chunks_exact_mut(nf)).enumerate() {
-            model
-                .schema
-                .check_record(r, &format!("$.records[{i}]"), row, &mut errors);
-        }
-        if errors.is_empty() {
-            Ok((rows, false))
-        } else {
-            Err(schema_error(errors))
-        }
-    } else {
-        let mut row = vec![0.0; nf];
-        if model
-            .schema
-            .check_record(&value, "$", &mut row, &mut errors)
-        {
-            Ok((row, true))
-        } else {
-            Err(schema_error(errors))
-        }
-    }
-}
-
 fn count_classes(model: &LoadedModel, predictions: &[Prediction]) {
     let version = model.version.to_string();
     let mut counts = [0u64; 2];
@@ -581,7 +514,10 @@ fn summary(v: keel_store::VersionRecord) -> ModelSummary {
 /// Registered models with their latest version.
 #[utoipa::path(get, path = "/v1/models", tag = "registry", security(("bearer" = [])),
     responses((status = 200, body = Vec<ModelSummary>), (status = 401, body = ErrorBody)))]
-pub async fn list_models(State(st): State<AppState>) -> Result<Json<Vec<ModelSummary>>, ApiError> {
+pub async fn list_models(
+    _: AsReader,
+    State(st): State<AppState>,
+) -> Result<Json<Vec<ModelSummary>>, ApiError> {
     Ok(Json(
         st.cache
             .store()
@@ -598,6 +534,7 @@ pub async fn list_models(State(st): State<AppState>) -> Result<Json<Vec<ModelSum
     params(("name" = String, Path, description = "Model reference")),
     responses((status = 200, body = ModelSummary), (status = 404, body = ErrorBody)))]
 pub async fn show_model(
+    _: AsReader,
     State(st): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<ModelSummary>, ApiError> {
@@ -623,6 +560,7 @@ pub struct AliasResponse {
     request_body = AliasRequest,
     responses((status = 200, body = AliasResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_alias(
+    _: AsDeployer,
     State(st): State<AppState>,
     Path((name, alias)): Path<(String, String)>,
     headers: HeaderMap,
@@ -656,8 +594,8 @@ pub struct KeyRequest {
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = KeyRequest,
     responses((status = 201, description = "Created: {id, key, role}"), (status = 403, body = ErrorBody)))]
 pub async fn create_key(
+    crate::auth::Authorized(caller): AsAdmin,
     State(st): State<AppState>,
-    Extension(caller): Extension<Caller>,
     Json(req): Json<KeyRequest>,
 ) -> Result<Response, ApiError> {
     let role: Role = req
@@ -672,7 +610,7 @@ pub async fn create_key(
 
 /// Lists API keys (never their secrets).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, description = "Keys")))]
-pub async fn list_keys(State(st): State<AppState>) -> Result<Response, ApiError> {
+pub async fn list_keys(_: AsAdmin, State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(st.cache.store().keys().await?).into_response())
 }
 
@@ -680,6 +618,7 @@ pub async fn list_keys(State(st): State<AppState>) -> Result<Response, ApiError>
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
 pub async fn revoke_key(
+    _: AsAdmin,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {

@@ -74,8 +74,10 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
 fn init_tracing(format: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only on a terminal: escape codes in a log file are noise, and styling costs on every request span.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         "json" => builder
