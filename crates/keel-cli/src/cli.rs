@@ -54,6 +54,9 @@ impl Cli {
             },
             Command::Predict(a) => a.json,
             Command::Openapi(_) => false,
+            Command::Monitor { command } => match command {
+                MonitorCommand::Drift(a) => a.json,
+            },
         }
     }
 }
@@ -104,6 +107,52 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi(OpenapiArgs),
+    /// Watch data and predictions: drift reports.
+    Monitor {
+        #[command(subcommand)]
+        command: MonitorCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MonitorCommand {
+    /// Compare any two CSV or Parquet files column by column and report which columns drifted.
+    ///
+    /// Numeric columns: Kolmogorov–Smirnov (with a missing-rate test), Wasserstein distance in reference
+    /// standard deviations, PSI and Jensen–Shannon on decile bins. Categorical columns: chi² with Cramér's V,
+    /// PSI and Jensen–Shannon. A column drifts only when its p-value, after Holm's correction over all columns,
+    /// is below --alpha AND the change is large enough (PSI ≥ --psi-threshold, or KS / missing-rate change /
+    /// Cramér's V ≥ --effect-threshold): two big samples of the same distribution stay quiet.
+    ///
+    /// Exit status 1 when any column drifted (0 otherwise), so scripts can gate on it.
+    ///
+    /// Example: keel monitor drift --reference train.parquet --current last_week.parquet --html drift.html
+    Drift(DriftArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DriftArgs {
+    /// The reference file (what "normal" looks like, e.g. the training data).
+    #[arg(long)]
+    pub reference: PathBuf,
+    /// The file to compare with it.
+    #[arg(long)]
+    pub current: PathBuf,
+    /// Family-wise significance level.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// PSI at or above which a change is large enough.
+    #[arg(long, default_value_t = 0.1)]
+    pub psi_threshold: f64,
+    /// KS statistic, missing-rate change or Cramér's V at or above which a change is large enough.
+    #[arg(long, default_value_t = 0.1)]
+    pub effect_threshold: f64,
+    /// Also write the report as an HTML page with a chart per column.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

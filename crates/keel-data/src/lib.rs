@@ -8,6 +8,7 @@
 //! It knows nothing of models, databases, HTTP or the command line. Every error names the file and, where there
 //! is one, the row and column.
 
+pub mod columnar;
 pub mod convert;
 pub mod hash;
 pub mod infer;

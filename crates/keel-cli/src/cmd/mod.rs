@@ -1,12 +1,13 @@
 //! Command implementations.
 pub mod data;
 pub mod models;
+pub mod monitor;
 pub mod serve;
 pub mod train;
 
 use keel_core::ErrorClass;
 
-use crate::cli::{Cli, Command, DataCommand, KeysCommand, ModelsCommand};
+use crate::cli::{Cli, Command, DataCommand, KeysCommand, ModelsCommand, MonitorCommand};
 
 /// An error raised by the command layer itself, with its class.
 #[derive(Debug)]
@@ -55,6 +56,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             KeysCommand::Revoke(a) => serve::keys_revoke(&home, &a),
         },
         Command::Predict(a) => serve::predict(&home, &a),
+        Command::Monitor { command } => match command {
+            MonitorCommand::Drift(a) => monitor::drift(&a),
+        },
         Command::Openapi(a) => {
             let spec = keel_server::openapi::spec_json();
             match &a.out {

@@ -1,0 +1,32 @@
+//! keel-monitor: what Keel watches once a model serves.
+//!
+//! Owns drift statistics between a reference and a current sample ([`drift`]): PSI, Jensen–Shannon,
+//! Wasserstein, Kolmogorov–Smirnov and chi² with Cramér's V, and a decision that needs both significance after
+//! Holm's correction and a meaningful effect size; and the drift report's HTML rendering ([`report`]).
+//!
+//! It does no I/O: it takes [`keel_core::Frame`]s and returns values and strings. It knows nothing of files,
+//! databases, HTTP or the command line.
+
+pub mod drift;
+pub mod report;
+
+use keel_core::ErrorClass;
+
+pub use drift::{ColumnDrift, DriftOptions, DriftReport, compare};
+
+/// Errors of the monitoring layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Invalid(_) => ErrorClass::Input,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
