@@ -44,6 +44,8 @@ impl Cli {
                 ModelsCommand::List(a) => a.json,
                 ModelsCommand::Show(a) => a.json,
                 ModelsCommand::Card(a) => a.json,
+                ModelsCommand::Alias(a) => a.json,
+                ModelsCommand::Rollback(a) => a.json,
             },
             Command::Assets(a) => a.json,
             Command::Serve(_) => false,
@@ -56,6 +58,10 @@ impl Cli {
             Command::Openapi(_) => false,
             Command::Monitor { command } => match command {
                 MonitorCommand::Drift(a) => a.json,
+            },
+            Command::Audit { command } => match command {
+                AuditCommand::Verify(a) => a.json,
+                AuditCommand::Export(_) => false,
             },
         }
     }
@@ -112,6 +118,35 @@ pub enum Command {
         #[command(subcommand)]
         command: MonitorCommand,
     },
+    /// The tamper-evident audit log of every change (registrations, alias moves, keys).
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain: names the first edited, deleted, inserted or reordered record.
+    ///
+    /// Exit status 1 when the chain is broken.
+    Verify(AuditVerifyArgs),
+    /// Write every audit record as JSON Lines (oldest first), to stdout or --output.
+    Export(AuditExportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AuditVerifyArgs {
+    /// Print {"ok", "records", "first_bad", "problem"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditExportArgs {
+    /// File to write (written atomically); stdout when absent.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -405,6 +440,37 @@ pub enum ModelsCommand {
     Show(ShowArgs),
     /// Write a version's model card as HTML (and JSON).
     Card(CardArgs),
+    /// Point an alias at a version (one atomic, audited move; running servers swap to it).
+    ///
+    /// Example: keel models alias employment champion 3
+    Alias(AliasArgs),
+    /// Move an alias back to the version it pointed at before its last move (read from the audit log).
+    ///
+    /// Example: keel models rollback employment        (restores the previous champion)
+    Rollback(RollbackArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AliasArgs {
+    pub model: String,
+    pub alias: String,
+    /// The version the alias will point at.
+    #[arg(id = "target_version", value_name = "VERSION")]
+    pub version: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    pub model: String,
+    /// The alias to move back.
+    #[arg(long, default_value = "champion")]
+    pub alias: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

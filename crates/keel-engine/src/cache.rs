@@ -112,14 +112,15 @@ impl ModelCache {
         Ok(moved)
     }
 
-    /// Moves an alias in the registry and swaps the cache entry at once.
+    /// Moves an alias in the registry (audited as done by `actor`) and swaps the cache entry at once.
     pub async fn set_alias(
         &self,
         name: &str,
         alias: &str,
         version: i64,
+        actor: &str,
     ) -> Result<Arc<LoadedModel>> {
-        self.store.set_alias(name, alias, version).await?;
+        self.store.set_alias(name, alias, version, actor).await?;
         let sel = Selector::Alias(alias.to_string());
         let m = self.resolve(name, &sel).await?;
         self.entries

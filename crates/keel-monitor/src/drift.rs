@@ -103,10 +103,10 @@ pub struct DriftReport {
 }
 
 /// Statistics of one column before the multiple-testing step.
-struct Raw {
-    drift: ColumnDrift,
+pub(crate) struct Raw {
+    pub(crate) drift: ColumnDrift,
     /// The effect passes its threshold.
-    large: bool,
+    pub(crate) large: bool,
 }
 
 /// Compares every column the two frames share. Columns of different kinds on the two sides are an error;
@@ -186,7 +186,19 @@ pub fn compare(reference: &Frame, current: &Frame, opts: &DriftOptions) -> Resul
             .collect()
     });
     raws.sort_by_key(|(k, _)| *k);
-    let mut raws: Vec<Raw> = raws.into_iter().map(|(_, r)| r).collect();
+    Ok(decide(
+        raws.into_iter().map(|(_, r)| r).collect(),
+        opts,
+        unmatched,
+    ))
+}
+
+/// Holm's step-down correction over the columns that have a p-value, then the verdict of each column.
+pub(crate) fn decide(
+    mut raws: Vec<Raw>,
+    opts: &DriftOptions,
+    unmatched: Vec<String>,
+) -> DriftReport {
     // Holm's step-down correction over the columns that have a p-value.
     let mut order: Vec<usize> = (0..raws.len())
         .filter(|&i| raws[i].drift.p_value.is_some())
@@ -225,12 +237,12 @@ pub fn compare(reference: &Frame, current: &Frame, opts: &DriftOptions) -> Resul
         };
     }
     let drifted_columns = raws.iter().filter(|r| r.drift.drifted).count();
-    Ok(DriftReport {
+    DriftReport {
         columns: raws.into_iter().map(|r| r.drift).collect(),
         drifted_columns,
         options: *opts,
         unmatched,
-    })
+    }
 }
 
 fn short(p: f64) -> String {
@@ -243,7 +255,7 @@ fn short(p: f64) -> String {
     }
 }
 
-fn empty_drift(name: &str, kind: &str, test: &str) -> ColumnDrift {
+pub(crate) fn empty_drift(name: &str, kind: &str, test: &str) -> ColumnDrift {
     ColumnDrift {
         name: name.to_string(),
         kind: kind.into(),
@@ -306,7 +318,7 @@ pub fn chi2_homogeneity(a: &[f64], b: &[f64]) -> (f64, usize) {
     (stat, cells.saturating_sub(1))
 }
 
-fn chi2_sf(stat: f64, df: usize) -> f64 {
+pub(crate) fn chi2_sf(stat: f64, df: usize) -> f64 {
     if df == 0 {
         return 1.0;
     }

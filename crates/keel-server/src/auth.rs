@@ -17,6 +17,15 @@ pub struct Caller {
     pub role: Role,
 }
 
+impl Caller {
+    /// How the audit log names this caller: `key:<id>`, or `no-auth` when auth is off.
+    pub fn actor(&self) -> String {
+        self.key_id
+            .as_ref()
+            .map_or_else(|| "no-auth".to_string(), |k| format!("key:{k}"))
+    }
+}
+
 /// Token buckets per key id.
 pub struct KeyLimiter {
     limiter: Option<DefaultKeyedRateLimiter<String>>,

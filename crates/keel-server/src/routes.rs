@@ -560,7 +560,7 @@ pub struct AliasResponse {
     request_body = AliasRequest,
     responses((status = 200, body = AliasResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn set_alias(
-    _: AsDeployer,
+    crate::auth::Authorized(caller): AsDeployer,
     State(st): State<AppState>,
     Path((name, alias)): Path<(String, String)>,
     headers: HeaderMap,
@@ -574,7 +574,10 @@ pub async fn set_alias(
             format!("expected {{\"version\": N}}: {e}"),
         )
     })?;
-    let m = st.cache.set_alias(&name, &alias, req.version).await?;
+    let m = st
+        .cache
+        .set_alias(&name, &alias, req.version, &caller.actor())
+        .await?;
     Ok(Json(AliasResponse {
         model: m.name.clone(),
         alias,
@@ -602,7 +605,7 @@ pub async fn create_key(
         .role
         .parse()
         .map_err(|m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_role", m))?;
-    let by = caller.key_id.unwrap_or_else(|| "no-auth".into());
+    let by = caller.actor();
     let k = keel_engine::keys::create_key(st.cache.store(), role, &req.description, &by).await?;
     st.keys.reload().await?;
     Ok((StatusCode::CREATED, Json(k)).into_response())
@@ -618,11 +621,11 @@ pub async fn list_keys(_: AsAdmin, State(st): State<AppState>) -> Result<Respons
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
 pub async fn revoke_key(
-    _: AsAdmin,
+    crate::auth::Authorized(caller): AsAdmin,
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !st.cache.store().revoke_key(&id).await? {
+    if !st.cache.store().revoke_key(&id, &caller.actor()).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_key",

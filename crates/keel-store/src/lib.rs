@@ -11,9 +11,13 @@
 //!   registered version never points at a missing or partial file. A crash in between leaves at most an
 //!   unreferenced blob, never a half version.
 //! - Opening the store on a read-only location fails before anything is written.
+//! - Every change (registration, alias move, key creation and revocation) appends its audit record in the same
+//!   transaction; the log is a hash chain with its head outside the database ([`audit`]).
 
+pub mod audit;
 mod registry;
 
+pub use audit::{AuditEvent, AuditRecord, Verification};
 pub use registry::{ApiKeyRecord, NewVersion, Selector, Store, VersionRecord};
 
 use keel_core::ErrorClass;

@@ -11,12 +11,14 @@ use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::audit::{self, AuditEvent, AuditRecord, Verification};
 use crate::{Error, Result, failpoint};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
     include_str!("../migrations/0002_api_keys.sql"),
+    include_str!("../migrations/0003_audit.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -263,7 +265,7 @@ impl Store {
         let (uri, sha) = self.put_artifact(&new.model_bytes).await?;
         failpoint("registry.after_artifact");
         let now = keel_core::time::now_rfc3339();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO models(name, created_at, description) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(&new.model)
             .bind(&now)
@@ -305,15 +307,87 @@ impl Store {
         for a in &new.aliases {
             set_alias_in(&mut tx, &new.model, a, version, &now).await?;
         }
+        let record = audit::append_in(
+            &mut tx,
+            &AuditEvent::new(
+                &new.created_by,
+                "model.register",
+                &format!("{}@{version}", new.model),
+            )
+            .after(serde_json::json!({
+                "version": version, "kind": new.kind, "artifact_sha256": sha,
+                "dataset_hash": new.dataset_hash, "aliases": new.aliases,
+            }))
+            .evidence(new.metrics.clone()),
+        )
+        .await?;
         failpoint("registry.before_commit");
+        self.before_commit(&record)?;
         tx.commit().await?;
+        self.after_audit(&record);
         self.get(&new.model, &Selector::Version(version)).await
     }
 
-    /// Points `alias` at an existing version, atomically.
-    pub async fn set_alias(&self, model: &str, alias: &str, version: i64) -> Result<()> {
+    /// A write transaction that takes the database's write lock at once (`BEGIN IMMEDIATE`), so two writers
+    /// queue on the busy timeout instead of one failing when it upgrades a read.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// After a commit that appended `r`: moves the head file forward. A failure here is logged, not returned:
+    /// the change is committed, and `keel audit verify` accepts a head that lags behind an intact chain.
+    fn after_audit(&self, r: &AuditRecord) {
+        failpoint("audit.before_head");
+        if let Err(e) = audit::write_head(&self.home, r, true) {
+            tracing::warn!(error = %e, "could not update audit.head");
+        }
+    }
+
+    /// Before a commit that appends `r`: marks it pending in the head file.
+    fn before_commit(&self, r: &AuditRecord) -> Result<()> {
+        audit::write_head(&self.home, r, false)?;
+        failpoint("audit.before_commit");
+        Ok(())
+    }
+
+    /// Appends an event on its own (for decisions that change nothing in the registry).
+    pub async fn audit(&self, ev: AuditEvent) -> Result<AuditRecord> {
+        let mut tx = self.write_tx().await?;
+        let r = audit::append_in(&mut tx, &ev).await?;
+        self.before_commit(&r)?;
+        tx.commit().await?;
+        self.after_audit(&r);
+        Ok(r)
+    }
+
+    /// Every audit record, oldest first.
+    pub async fn audit_records(&self) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor, action, target, before, after, evidence, prev_hash, hash FROM audit_log ORDER BY rowid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(AuditRecord::from_row).collect())
+    }
+
+    /// Checks the audit chain and its head.
+    pub async fn audit_verify(&self) -> Result<Verification> {
+        let records = self.audit_records().await?;
+        let head = audit::read_head(&self.home)?;
+        Ok(audit::verify(&records, head.as_ref()))
+    }
+
+    /// Points `alias` at an existing version, atomically, and audits the move (`actor` did it). Returns the
+    /// version the alias pointed at before, if any.
+    pub async fn set_alias(
+        &self,
+        model: &str,
+        alias: &str,
+        version: i64,
+        actor: &str,
+    ) -> Result<Option<i64>> {
         validate_alias(alias)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar(
             "SELECT version FROM model_versions WHERE model = ? AND version = ?",
         )
@@ -327,6 +401,12 @@ impl Store {
                 selector: version.to_string(),
             });
         }
+        let before: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+                .bind(model)
+                .bind(alias)
+                .fetch_optional(&mut *tx)
+                .await?;
         set_alias_in(
             &mut tx,
             model,
@@ -335,8 +415,18 @@ impl Store {
             &keel_core::time::now_rfc3339(),
         )
         .await?;
+        failpoint("registry.alias_before_audit");
+        let record = audit::append_in(
+            &mut tx,
+            &AuditEvent::new(actor, "alias.set", &format!("{model}@{alias}"))
+                .before(serde_json::json!({ "version": before }))
+                .after(serde_json::json!({ "version": version })),
+        )
+        .await?;
+        self.before_commit(&record)?;
         tx.commit().await?;
-        Ok(())
+        self.after_audit(&record);
+        Ok(before)
     }
 
     /// All registered model names with their latest version and aliases.
@@ -488,6 +578,7 @@ impl Store {
 
     /// Stores a new API key (its argon2 hash only).
     pub async fn create_key(&self, key: &ApiKeyRecord) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query("INSERT INTO api_keys(id, hash, role, description, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(&key.id)
             .bind(&key.hash)
@@ -495,8 +586,18 @@ impl Store {
             .bind(&key.description)
             .bind(&key.created_by)
             .bind(&key.created_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        let record = audit::append_in(
+            &mut tx,
+            &AuditEvent::new(&key.created_by, "key.create", &key.id).after(
+                serde_json::json!({ "role": key.role.as_str(), "description": key.description }),
+            ),
+        )
+        .await?;
+        self.before_commit(&record)?;
+        tx.commit().await?;
+        self.after_audit(&record);
         Ok(())
     }
 
@@ -524,15 +625,23 @@ impl Store {
             .collect()
     }
 
-    /// Marks a key revoked. Returns false when no such active key exists.
-    pub async fn revoke_key(&self, id: &str) -> Result<bool> {
+    /// Marks a key revoked (by `actor`) and audits it. Returns false when no such active key exists.
+    pub async fn revoke_key(&self, id: &str, actor: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(keel_core::time::now_rfc3339())
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let record = audit::append_in(&mut tx, &AuditEvent::new(actor, "key.revoke", id)).await?;
+        self.before_commit(&record)?;
+        tx.commit().await?;
+        self.after_audit(&record);
+        Ok(true)
     }
 
     pub async fn close(self) {

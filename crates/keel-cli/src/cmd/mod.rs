@@ -7,7 +7,9 @@ pub mod train;
 
 use keel_core::ErrorClass;
 
-use crate::cli::{Cli, Command, DataCommand, KeysCommand, ModelsCommand, MonitorCommand};
+use crate::cli::{
+    AuditCommand, Cli, Command, DataCommand, KeysCommand, ModelsCommand, MonitorCommand,
+};
 
 /// An error raised by the command layer itself, with its class.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ModelsCommand::List(a) => models::list(&home, &a),
             ModelsCommand::Show(a) => models::show(&home, &a),
             ModelsCommand::Card(a) => models::card(&home, &a),
+            ModelsCommand::Alias(a) => models::alias(&home, &a),
+            ModelsCommand::Rollback(a) => models::rollback(&home, &a),
         },
         Command::Serve(a) => serve::serve(&home, &a),
         Command::Keys { command } => match command {
@@ -58,6 +62,10 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Predict(a) => serve::predict(&home, &a),
         Command::Monitor { command } => match command {
             MonitorCommand::Drift(a) => monitor::drift(&a),
+        },
+        Command::Audit { command } => match command {
+            AuditCommand::Verify(a) => monitor::audit_verify(&home, &a),
+            AuditCommand::Export(a) => monitor::audit_export(&home, &a),
         },
         Command::Openapi(a) => {
             let spec = keel_server::openapi::spec_json();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::block_on;
 use super::train::write_card_files;
-use crate::cli::{CardArgs, InitArgs, ListArgs, ShowArgs};
+use crate::cli::{AliasArgs, CardArgs, InitArgs, ListArgs, RollbackArgs, ShowArgs};
 use crate::output::print_json;
 
 pub fn init(home: &Path, a: &InitArgs) -> Result<i32> {
@@ -126,4 +126,51 @@ pub fn card(home: &Path, a: &CardArgs) -> Result<i32> {
         println!("{}", html.display());
     }
     Ok(0)
+}
+
+pub fn alias(home: &Path, a: &AliasArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let before = block_on(store.set_alias(&a.model, &a.alias, a.version, &super::train::actor()))?;
+    report_move(&a.model, &a.alias, before, a.version, a.json);
+    Ok(0)
+}
+
+/// The version an alias pointed at before its latest move, from the audit log.
+pub fn rollback(home: &Path, a: &RollbackArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let target = format!("{}@{}", a.model, a.alias);
+    let records = block_on(store.audit_records())?;
+    let last = records
+        .iter()
+        .rev()
+        .find(|r| r.action == "alias.set" && r.target == target)
+        .ok_or_else(|| {
+            super::input_error(format!(
+                "'{target}' has never been moved; nothing to roll back"
+            ))
+        })?;
+    let before: serde_json::Value =
+        serde_json::from_str(&last.before).context("reading the audit record")?;
+    let previous = before["version"].as_i64().ok_or_else(|| {
+        super::input_error(format!(
+            "'{target}' had no version before its last move (audit record {}); nothing to roll back to",
+            last.seq
+        ))
+    })?;
+    let now = block_on(store.set_alias(&a.model, &a.alias, previous, &super::train::actor()))?;
+    report_move(&a.model, &a.alias, now, previous, a.json);
+    Ok(0)
+}
+
+fn report_move(model: &str, alias: &str, before: Option<i64>, after: i64, json: bool) {
+    if json {
+        print_json(
+            &serde_json::json!({"model": model, "alias": alias, "before": before, "version": after}),
+        );
+    } else {
+        match before {
+            Some(b) => println!("{model}@{alias}: v{b} -> v{after}"),
+            None => println!("{model}@{alias}: -> v{after}"),
+        }
+    }
 }

@@ -1,12 +1,13 @@
-//! `keel monitor drift`.
+//! `keel monitor drift`, `keel audit verify | export`.
 
 use anyhow::{Context, Result};
 use keel_monitor::DriftOptions;
 use serde::Serialize;
 use std::time::Instant;
 
-use crate::cli::DriftArgs;
+use crate::cli::{AuditExportArgs, AuditVerifyArgs, DriftArgs};
 use crate::output::{print_json, spinner};
+use std::path::Path;
 
 #[derive(Serialize)]
 struct DriftOutput<'a> {
@@ -93,4 +94,36 @@ pub fn drift(a: &DriftArgs) -> Result<i32> {
         }
     }
     Ok(i32::from(report.drifted_columns > 0))
+}
+
+pub fn audit_verify(home: &Path, a: &AuditVerifyArgs) -> Result<i32> {
+    let store = super::block_on(keel_store::Store::open(home))?;
+    let v = super::block_on(store.audit_verify())?;
+    if a.json {
+        print_json(&v);
+    } else if v.ok {
+        println!("audit log intact: {} records", v.records);
+    } else {
+        println!(
+            "audit log BROKEN at record {}: {}",
+            v.first_bad.unwrap_or(0),
+            v.problem.as_deref().unwrap_or("unknown problem")
+        );
+    }
+    Ok(i32::from(!v.ok))
+}
+
+pub fn audit_export(home: &Path, a: &AuditExportArgs) -> Result<i32> {
+    let store = super::block_on(keel_store::Store::open(home))?;
+    let records = super::block_on(store.audit_records())?;
+    let mut out = String::new();
+    for r in &records {
+        out.push_str(&r.to_json().to_string());
+        out.push('\n');
+    }
+    match &a.output {
+        Some(p) => super::train::write_atomic(p, out.as_bytes())?,
+        None => print!("{out}"),
+    }
+    Ok(0)
 }

@@ -171,7 +171,7 @@ pub fn keys_list(home: &Path, a: &KeysListArgs) -> Result<i32> {
 
 pub fn keys_revoke(home: &Path, a: &KeysRevokeArgs) -> Result<i32> {
     let store = block_on(Store::open(home))?;
-    if !block_on(store.revoke_key(&a.id))? {
+    if !block_on(store.revoke_key(&a.id, &super::train::actor()))? {
         return Err(input_error(format!("no active key '{}'", a.id)));
     }
     if a.json {

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `keel` binary on fixtures it generates and on the real datasets from the asset
 //! cache (`scripts/fetch-assets.sh` puts them there; `scripts/test.sh` runs it first).
 
+mod audit;
 mod bad_input;
 mod quickstart;
 mod registry;

@@ -212,3 +212,142 @@ fn the_html_report_names_every_column_and_escapes_names() {
     assert_eq!(html.matches("<svg").count(), 3);
     assert!(html.contains("<b>1</b> of 3 columns drifted"));
 }
+
+mod profiles {
+    use keel_monitor::profile::{BinSpec, ProfileSpec, quantile_edges};
+    use keel_monitor::{DriftOptions, compare_profiles};
+    use proptest::prelude::*;
+
+    fn spec() -> ProfileSpec {
+        ProfileSpec {
+            features: vec![
+                (
+                    "x".into(),
+                    BinSpec::Numeric {
+                        edges: vec![-1.0, 0.0, 1.0],
+                    },
+                ),
+                (
+                    "c".into(),
+                    BinSpec::Categorical {
+                        levels: vec!["a".into(), "b".into(), "c".into()],
+                    },
+                ),
+            ],
+            prediction: ProfileSpec::probability_bins(),
+        }
+    }
+
+    /// Rows of (x, c) and predictions from proptest's values (NaN and out-of-range codes included).
+    fn batch() -> impl Strategy<Value = (Vec<f64>, Vec<f64>)> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just(f64::NAN), -3.0..3.0f64],
+                prop_oneof![Just(f64::NAN), Just(-1.0), 0.0..5.0f64],
+                0.0..1.0f64,
+            ),
+            0..40,
+        )
+        .prop_map(|v| {
+            let rows = v.iter().flat_map(|(x, c, _)| [*x, c.floor()]).collect();
+            (rows, v.iter().map(|t| t.2).collect())
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn merging_is_associative_commutative_and_equals_counting_everything_at_once(
+            a in batch(), b in batch(), c in batch()
+        ) {
+            let s = spec();
+            let (pa, pb, pc) = (s.profile(&a.0, &a.1), s.profile(&b.0, &b.1), s.profile(&c.0, &c.1));
+            let mut left = pa.clone();
+            left.merge(&pb).unwrap();
+            left.merge(&pc).unwrap();
+            let mut bc = pb.clone();
+            bc.merge(&pc).unwrap();
+            let mut right = pa.clone();
+            right.merge(&bc).unwrap();
+            prop_assert_eq!(&left, &right);
+            let mut swapped = pc.clone();
+            swapped.merge(&pa).unwrap();
+            swapped.merge(&pb).unwrap();
+            prop_assert_eq!(&left, &swapped);
+            let rows: Vec<f64> = [a.0, b.0, c.0].concat();
+            let preds: Vec<f64> = [a.1, b.1, c.1].concat();
+            prop_assert_eq!(&left, &s.profile(&rows, &preds));
+            prop_assert_eq!(left.rows as usize, preds.len());
+        }
+    }
+
+    #[test]
+    fn profiles_of_different_specs_do_not_merge() {
+        let s = spec();
+        let mut other = s.clone();
+        other.features.pop();
+        let mut p = s.empty();
+        assert!(p.merge(&other.empty()).is_err());
+    }
+
+    #[test]
+    fn binned_drift_flags_a_shift_and_says_insufficient_data_for_a_few_rows() {
+        let s = spec();
+        let grid = |shift: f64, n: usize| -> (Vec<f64>, Vec<f64>) {
+            let rows = (0..n)
+                .flat_map(|i| [((i % 100) as f64 / 25.0 - 2.0) + shift, (i % 3) as f64])
+                .collect();
+            (
+                rows,
+                (0..n).map(|i| (i % 10) as f64 / 10.0 + 0.05).collect(),
+            )
+        };
+        let (r, rp) = grid(0.0, 10_000);
+        let reference = s.profile(&r, &rp);
+        let (c, cp) = grid(0.0, 5_000);
+        let same = compare_profiles(
+            &s,
+            &reference,
+            &s.profile(&c, &cp),
+            &DriftOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(same.drifted_columns, 0, "{same:#?}");
+        assert_eq!(same.columns.len(), 3);
+        assert_eq!(same.columns[2].name, "prediction");
+        let (c, cp) = grid(0.8, 5_000);
+        let moved = compare_profiles(
+            &s,
+            &reference,
+            &s.profile(&c, &cp),
+            &DriftOptions::default(),
+        )
+        .unwrap();
+        let names: Vec<&str> = moved
+            .columns
+            .iter()
+            .filter(|c| c.drifted)
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["x"]);
+        let (c, cp) = grid(0.8, 20);
+        let few = compare_profiles(
+            &s,
+            &reference,
+            &s.profile(&c, &cp),
+            &DriftOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(few.drifted_columns, 0);
+        assert!(few.columns[0].reason.starts_with("insufficient data"));
+    }
+
+    #[test]
+    fn quantile_edges_split_the_data_evenly() {
+        let v: Vec<f64> = (0..1000).map(f64::from).collect();
+        let e = quantile_edges(&v, 10);
+        assert_eq!(e.len(), 9);
+        assert_eq!(e[0], 100.0);
+        assert!(quantile_edges(&[f64::NAN], 10).is_empty());
+        assert_eq!(quantile_edges(&[1.0, 1.0, 1.0], 10), Vec::<f64>::new());
+    }
+}
