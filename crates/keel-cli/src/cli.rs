@@ -58,6 +58,7 @@ impl Cli {
             Command::Openapi(_) => false,
             Command::Monitor { command } => match command {
                 MonitorCommand::Drift(a) => a.json,
+                MonitorCommand::Report(a) => a.json,
             },
             Command::Audit { command } => match command {
                 AuditCommand::Verify(a) => a.json,
@@ -163,6 +164,30 @@ pub enum MonitorCommand {
     ///
     /// Example: keel monitor drift --reference train.parquet --current last_week.parquet --html drift.html
     Drift(DriftArgs),
+    /// Drift of what a served version saw (every replica's stored windows) against its training reference.
+    ///
+    /// Serving keeps counts over each version's training bins per window (no raw rows); this merges the
+    /// windows of the last --hours and compares them with the reference kept at training time, feature by
+    /// feature and on the prediction. Exit status 1 when anything drifted.
+    ///
+    /// Example: keel monitor report --model employment@champion --hours 24 --html monitor.html
+    Report(MonitorReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MonitorReportArgs {
+    /// NAME, NAME@ALIAS or NAME@VERSION.
+    #[arg(long)]
+    pub model: String,
+    /// How far back to look.
+    #[arg(long, default_value_t = 24.0)]
+    pub hours: f64,
+    /// Also write the report as HTML.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -219,6 +244,12 @@ pub struct ServeArgs {
     /// Requests per second per API key (0 = unlimited).
     #[arg(long)]
     pub rate_limit: Option<u32>,
+    /// Do not keep monitoring profiles of served predictions.
+    #[arg(long)]
+    pub no_monitoring: bool,
+    /// Length of a monitoring window in seconds (default 3600).
+    #[arg(long)]
+    pub monitor_window: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -12,6 +12,9 @@ pub fn classify(e: &anyhow::Error) -> ErrorClass {
         if let Some(x) = cause.downcast_ref::<keel_ml::Error>() {
             return x.class();
         }
+        if let Some(x) = cause.downcast_ref::<keel_engine::Error>() {
+            return x.class();
+        }
         if let Some(x) = cause.downcast_ref::<keel_monitor::Error>() {
             return x.class();
         }

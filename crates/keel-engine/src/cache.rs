@@ -19,6 +19,10 @@ pub struct ModelCache {
     entries: RwLock<HashMap<String, Arc<LoadedModel>>>,
     /// (name, version) → loaded version, so aliases that agree share one copy.
     versions: RwLock<HashMap<(String, i64), Arc<LoadedModel>>>,
+    /// Monitoring window length in seconds, when monitoring is on.
+    monitor_window: Option<i64>,
+    /// Versions dropped from the cache whose monitoring counts have not been flushed yet.
+    retired: std::sync::Mutex<Vec<Arc<LoadedModel>>>,
 }
 
 fn key(name: &str, sel: &Selector) -> String {
@@ -36,7 +40,30 @@ impl ModelCache {
             unseen,
             entries: RwLock::new(HashMap::new()),
             versions: RwLock::new(HashMap::new()),
+            monitor_window: None,
+            retired: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Turns on monitoring: versions loaded from now on keep window profiles of `window_seconds`.
+    pub fn with_monitoring(mut self, window_seconds: i64) -> Self {
+        self.monitor_window = Some(window_seconds);
+        self
+    }
+
+    /// Every loaded version that keeps a monitoring profile, and those retired since the last call (so their
+    /// last counts can be flushed).
+    pub fn monitored(&self) -> Vec<Arc<LoadedModel>> {
+        let mut v: Vec<Arc<LoadedModel>> = self
+            .versions
+            .read()
+            .expect("cache lock")
+            .values()
+            .filter(|m| m.monitor.is_some())
+            .cloned()
+            .collect();
+        v.append(&mut self.retired.lock().expect("retired lock"));
+        v
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -68,9 +95,14 @@ impl ModelCache {
         }
         let bytes = self.store.model_bytes(&record).await?;
         let unseen = self.unseen;
-        let loaded = tokio::task::spawn_blocking(move || LoadedModel::new(&record, &bytes, unseen))
-            .await
-            .map_err(|e| crate::Error::Invalid(format!("model load task failed: {e}")))??;
+        let monitor = self.monitor_window.and_then(|w| {
+            crate::monitor::Reference::of(&record).map(|r| crate::monitor::LiveProfile::new(r, w))
+        });
+        let mut loaded =
+            tokio::task::spawn_blocking(move || LoadedModel::new(&record, &bytes, unseen))
+                .await
+                .map_err(|e| crate::Error::Invalid(format!("model load task failed: {e}")))??;
+        loaded.monitor = monitor;
         let m = Arc::new(loaded);
         self.versions
             .write()
@@ -170,9 +202,14 @@ impl ModelCache {
             .values()
             .map(|m| (m.name.clone(), m.version))
             .collect();
-        self.versions
-            .write()
-            .expect("cache lock")
-            .retain(|id, _| live.contains(id));
+        let mut retired = Vec::new();
+        self.versions.write().expect("cache lock").retain(|id, m| {
+            let keep = live.contains(id);
+            if !keep && m.monitor.is_some() {
+                retired.push(m.clone());
+            }
+            keep
+        });
+        self.retired.lock().expect("retired lock").extend(retired);
     }
 }

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod keys;
 pub mod loaded;
+pub mod monitor;
 pub mod request;
 
 use keel_core::ErrorClass;
@@ -25,6 +26,9 @@ pub enum Error {
     Model(#[from] keel_ml::Error),
     #[error("{0}")]
     Invalid(String),
+    /// The version has no monitoring reference to compare with.
+    #[error("{0}")]
+    NoReference(String),
 }
 
 impl Error {
@@ -32,7 +36,7 @@ impl Error {
         match self {
             Error::Store(e) => e.class(),
             Error::Model(e) => e.class(),
-            Error::Invalid(_) => ErrorClass::Input,
+            Error::Invalid(_) | Error::NoReference(_) => ErrorClass::Input,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct LoadedModel {
     /// Decision threshold on the positive-class probability.
     pub threshold: f64,
     labels: [Value; 2],
+    /// Window profiles of what this version served (when monitoring is on and the version has a reference).
+    pub monitor: Option<crate::monitor::LiveProfile>,
 }
 
 impl LoadedModel {
@@ -77,7 +79,26 @@ impl LoadedModel {
             schema,
             threshold,
             labels,
+            monitor: None,
         })
+    }
+
+    /// Adds served rows and their outputs (probability, or the value) to the current monitoring window.
+    #[inline]
+    pub fn observe(&self, rows: &[f64], predictions: &[Prediction]) {
+        let Some(m) = &self.monitor else {
+            return;
+        };
+        let out = |p: &Prediction| {
+            p.probability
+                .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN))
+        };
+        if let [one] = predictions {
+            m.record(rows, &[out(one)]);
+        } else {
+            let outs: Vec<f64> = predictions.iter().map(out).collect();
+            m.record(rows, &outs);
+        }
     }
 
     /// Predicts one encoded row.

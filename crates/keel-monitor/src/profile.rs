@@ -111,6 +111,38 @@ pub fn quantile_edges(values: &[f64], bins: usize) -> Vec<f64> {
 }
 
 impl ProfileSpec {
+    /// Bins from training rows (row-major, encoded): `features` names each feature with its levels
+    /// (categorical) or `None` (numeric, binned on `bins` quantiles).
+    pub fn from_training(
+        features: &[(String, Option<Vec<String>>)],
+        rows: &[f64],
+        bins: usize,
+        prediction: BinSpec,
+    ) -> ProfileSpec {
+        let nf = features.len();
+        let spec = features
+            .iter()
+            .enumerate()
+            .map(|(j, (name, levels))| {
+                let b = match levels {
+                    Some(l) => BinSpec::Categorical { levels: l.clone() },
+                    None => {
+                        let col: Vec<f64> =
+                            rows.iter().skip(j).step_by(nf.max(1)).copied().collect();
+                        BinSpec::Numeric {
+                            edges: quantile_edges(&col, bins),
+                        }
+                    }
+                };
+                (name.clone(), b)
+            })
+            .collect();
+        ProfileSpec {
+            features: spec,
+            prediction,
+        }
+    }
+
     /// Fixed prediction edges for probabilities: tenths.
     pub fn probability_bins() -> BinSpec {
         BinSpec::Numeric {

@@ -30,6 +30,12 @@ pub struct ServerConfig {
     pub refresh_interval_ms: u64,
     /// Batches larger than this are scored on the blocking pool instead of the request task.
     pub inline_batch_rows: usize,
+    /// Keep window profiles of every served version (counts over its training bins) for drift reports.
+    pub monitoring: bool,
+    /// Length of a monitoring window.
+    pub monitor_window_seconds: u64,
+    /// How often window profiles are written to the store.
+    pub monitor_flush_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +53,9 @@ impl Default for ServerConfig {
             unseen_category: UnseenCategory::Reject,
             refresh_interval_ms: 2000,
             inline_batch_rows: 64,
+            monitoring: true,
+            monitor_window_seconds: 3600,
+            monitor_flush_ms: 5000,
         }
     }
 }
@@ -61,6 +70,9 @@ impl ServerConfig {
         }
         if self.timeout_ms == 0 {
             return Err("timeout_ms must be positive".into());
+        }
+        if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
+            return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());
         }
         Ok(())
     }

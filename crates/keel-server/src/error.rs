@@ -97,6 +97,9 @@ impl From<keel_engine::Error> for ApiError {
             keel_engine::Error::Invalid(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", m)
             }
+            keel_engine::Error::NoReference(m) => {
+                ApiError::new(StatusCode::CONFLICT, "no_monitoring_reference", m)
+            }
         }
     }
 }

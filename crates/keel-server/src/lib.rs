@@ -39,6 +39,8 @@ pub struct Shared {
     pub config: Arc<ServerConfig>,
     pub ready: Arc<AtomicBool>,
     pub limiter: Arc<auth::KeyLimiter>,
+    /// This process's name in stored monitoring profiles (replicas' windows merge when read).
+    pub replica: String,
 }
 
 impl AppState {
@@ -46,7 +48,11 @@ impl AppState {
         store: Arc<keel_store::Store>,
         config: ServerConfig,
     ) -> Result<AppState, keel_engine::Error> {
-        let cache = Arc::new(ModelCache::new(store.clone(), config.unseen_category));
+        let mut cache = ModelCache::new(store.clone(), config.unseen_category);
+        if config.monitoring {
+            cache = cache.with_monitoring(config.monitor_window_seconds as i64);
+        }
+        let cache = Arc::new(cache);
         let keys = Arc::new(KeyVerifier::load(store).await?);
         Ok(AppState(Arc::new(Shared {
             cache,
@@ -57,11 +63,43 @@ impl AppState {
             )),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
+            replica: format!("{:08x}-{}", rand::random::<u32>(), std::process::id()),
         })))
+    }
+
+    /// Writes every monitored version's changed windows to the store.
+    pub async fn flush_monitoring(&self) {
+        for m in self.cache.monitored() {
+            let Some(live) = &m.monitor else {
+                continue;
+            };
+            for (window, profile) in live.drain() {
+                let counts = serde_json::to_value(&profile).expect("profiles serialise");
+                if let Err(e) = self
+                    .cache
+                    .store()
+                    .put_profile(&m.name, m.version, window, &self.replica, &counts)
+                    .await
+                {
+                    tracing::warn!(model = %m.name, version = m.version, error = %e, "writing a monitoring window failed");
+                }
+            }
+        }
     }
 
     /// Loads every champion, then marks the server ready; afterwards keeps aliases and keys fresh.
     pub fn spawn_background(&self) {
+        if self.config.monitoring {
+            let st = self.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(st.config.monitor_flush_ms));
+                loop {
+                    tick.tick().await;
+                    st.flush_monitoring().await;
+                }
+            });
+        }
         let st = self.clone();
         tokio::spawn(async move {
             match st.cache.preload().await {

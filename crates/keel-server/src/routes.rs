@@ -47,6 +47,7 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/models/{name}", get(show_model))
         .route("/metrics", get(metrics))
         .route("/v1/models/{name}/predict", post(predict))
+        .route("/v1/models/{name}/monitor", get(monitor))
         .route("/v1/models/{name}/aliases/{alias}", put(set_alias))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
@@ -390,15 +391,21 @@ pub async fn predict(
     };
     let n = rows.len() / nf.max(1);
     let predictions: Vec<Prediction> = if n <= st.config.inline_batch_rows {
-        rows.chunks_exact(nf)
+        let p: Vec<Prediction> = rows
+            .chunks_exact(nf)
             .map(|r| model.predict_row(r, explain))
-            .collect()
+            .collect();
+        model.observe(&rows, &p);
+        p
     } else {
         let m = model.clone();
         tokio::task::spawn_blocking(move || {
-            rows.chunks_exact(nf)
+            let p: Vec<Prediction> = rows
+                .chunks_exact(nf)
                 .map(|r| m.predict_row(r, explain))
-                .collect()
+                .collect();
+            m.observe(&rows, &p);
+            p
         })
         .await
         .map_err(|_| {
@@ -634,4 +641,82 @@ pub async fn revoke_key(
     }
     st.keys.reload().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Drift of what a version served (all replicas, recent windows) against its training reference.
+#[utoipa::path(get, path = "/v1/models/{name}/monitor", tag = "monitoring", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Model reference: NAME, NAME@ALIAS or NAME@VERSION"),
+        ("windows" = Option<u32>, Query, description = "How many recent windows to include (default 24)"),
+        ("format" = Option<String>, Query, description = "json (default) or html")),
+    responses(
+        (status = 200, description = "The report: windows, rows, and per-feature and prediction drift"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The version has no monitoring reference", body = ErrorBody)))]
+pub async fn monitor(
+    _: AsReader,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let mut windows: i64 = 24;
+    let mut html = false;
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = |what: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("query parameter '{k}' {what}"),
+            )
+        };
+        match k {
+            "windows" => {
+                windows = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| bad("must be 1–10000"))?
+            }
+            "format" => match v {
+                "json" => html = false,
+                "html" => html = true,
+                _ => return Err(bad("must be json or html")),
+            },
+            _ => return Err(bad("is not known (use windows, format)")),
+        }
+    }
+    let model = st.cache.get(&name).await?;
+    st.flush_monitoring().await;
+    let record = st
+        .cache
+        .store()
+        .get(&model.name, &keel_store::Selector::Version(model.version))
+        .await?;
+    let window = st.config.monitor_window_seconds as i64;
+    let now = keel_engine::monitor::now_unix();
+    let since = now - now.rem_euclid(window) - (windows - 1) * window;
+    let report = keel_engine::monitor::report(
+        st.cache.store(),
+        &record,
+        since,
+        &keel_monitor::DriftOptions::default(),
+    )
+    .await?;
+    if html {
+        let title = format!(
+            "{}@{}: {} rows served in {} window(s) vs the training reference",
+            report.model,
+            report.version,
+            report.rows,
+            report.windows.len()
+        );
+        let page = keel_monitor::report::html(&report.drift, &title);
+        return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response());
+    }
+    Ok(Json(report).into_response())
 }

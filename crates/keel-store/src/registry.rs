@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_registry.sql"),
     include_str!("../migrations/0002_api_keys.sql"),
     include_str!("../migrations/0003_audit.sql"),
+    include_str!("../migrations/0004_profiles.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -132,6 +133,8 @@ pub struct NewVersion {
     pub created_by: String,
     /// Aliases to point at the new version, in the same transaction.
     pub aliases: Vec<String>,
+    /// The monitoring reference: bins and the training-time profile over them (`null` when none).
+    pub profile: serde_json::Value,
 }
 
 /// A registered version.
@@ -153,6 +156,8 @@ pub struct VersionRecord {
     pub created_by: String,
     pub created_at: String,
     pub aliases: Vec<String>,
+    #[serde(skip)]
+    pub profile: serde_json::Value,
 }
 
 /// A stored API key: the id is public, the secret is kept only as an argon2 hash.
@@ -284,8 +289,8 @@ impl Store {
             obj.insert("created_at".into(), now.clone().into());
         }
         sqlx::query(
-            "INSERT INTO model_versions(model, version, kind, objective, artifact_uri, artifact_sha256, params, metrics, schema, card, dataset_hash, code_version, created_by, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO model_versions(model, version, kind, objective, artifact_uri, artifact_sha256, params, metrics, schema, card, dataset_hash, code_version, created_by, created_at, profile)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&new.model)
         .bind(version)
@@ -301,6 +306,7 @@ impl Store {
         .bind(&new.code_version)
         .bind(&new.created_by)
         .bind(&now)
+        .bind(new.profile.to_string())
         .execute(&mut *tx)
         .await?;
         failpoint("registry.mid_registration");
@@ -535,7 +541,61 @@ impl Store {
             created_by: r.get("created_by"),
             created_at: r.get("created_at"),
             aliases,
+            profile: json("profile"),
         })
+    }
+
+    /// Stores one replica's counts for one window (replacing what that replica stored for it before: a
+    /// replica keeps its window's running total).
+    pub async fn put_profile(
+        &self,
+        model: &str,
+        version: i64,
+        window_start: i64,
+        replica: &str,
+        counts: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO profiles(model, version, window_start, replica, counts, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT(model, version, window_start, replica) DO UPDATE SET counts = excluded.counts, updated_at = excluded.updated_at",
+        )
+        .bind(model)
+        .bind(version)
+        .bind(window_start)
+        .bind(replica)
+        .bind(counts.to_string())
+        .bind(keel_core::time::now_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every stored (window start, counts) of a version since `since` (unix seconds), all replicas, oldest
+    /// first.
+    pub async fn profiles(
+        &self,
+        model: &str,
+        version: i64,
+        since: i64,
+    ) -> Result<Vec<(i64, serde_json::Value)>> {
+        let rows = sqlx::query(
+            "SELECT window_start, counts FROM profiles WHERE model = ? AND version = ? AND window_start >= ? ORDER BY window_start, replica",
+        )
+        .bind(model)
+        .bind(version)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let c: String = r.get("counts");
+                (
+                    r.get::<i64, _>("window_start"),
+                    serde_json::from_str(&c).unwrap_or(serde_json::Value::Null),
+                )
+            })
+            .collect())
     }
 
     /// Loads a version's model bytes, verified against the recorded checksum.

@@ -62,6 +62,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Predict(a) => serve::predict(&home, &a),
         Command::Monitor { command } => match command {
             MonitorCommand::Drift(a) => monitor::drift(&a),
+            MonitorCommand::Report(a) => monitor::report(&home, &a),
         },
         Command::Audit { command } => match command {
             AuditCommand::Verify(a) => monitor::audit_verify(&home, &a),

@@ -5,7 +5,7 @@ use keel_monitor::DriftOptions;
 use serde::Serialize;
 use std::time::Instant;
 
-use crate::cli::{AuditExportArgs, AuditVerifyArgs, DriftArgs};
+use crate::cli::{AuditExportArgs, AuditVerifyArgs, DriftArgs, MonitorReportArgs};
 use crate::output::{print_json, spinner};
 use std::path::Path;
 
@@ -126,4 +126,56 @@ pub fn audit_export(home: &Path, a: &AuditExportArgs) -> Result<i32> {
         None => print!("{out}"),
     }
     Ok(0)
+}
+
+pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
+    if a.hours.is_nan() || a.hours <= 0.0 {
+        return Err(super::input_error("--hours must be positive"));
+    }
+    let store = super::block_on(keel_store::Store::open(home))?;
+    let (name, sel) = keel_store::Selector::parse(&a.model)?;
+    let record = super::block_on(store.get(&name, &sel))?;
+    let since = keel_engine::monitor::now_unix() - (a.hours * 3600.0) as i64;
+    let r = super::block_on(keel_engine::monitor::report(
+        &store,
+        &record,
+        since,
+        &DriftOptions::default(),
+    ))?;
+    if let Some(path) = &a.html {
+        let title = format!(
+            "{}@{}: {} rows served in {} window(s) vs the training reference",
+            r.model,
+            r.version,
+            r.rows,
+            r.windows.len()
+        );
+        super::train::write_atomic(
+            path,
+            keel_monitor::report::html(&r.drift, &title).as_bytes(),
+        )?;
+    }
+    if a.json {
+        print_json(&r);
+    } else {
+        println!(
+            "{}@{}: {} rows in {} window(s); {} of {} columns drifted",
+            r.model,
+            r.version,
+            r.rows,
+            r.windows.len(),
+            r.drift.drifted_columns,
+            r.drift.columns.len()
+        );
+        for c in &r.drift.columns {
+            println!(
+                "  {:<3} {:<24} PSI {:>8} {}",
+                if c.drifted { "!!" } else { "" },
+                c.name,
+                c.psi.map_or("-".into(), |p| format!("{p:.4}")),
+                c.reason
+            );
+        }
+    }
+    Ok(i32::from(r.drift.drifted_columns > 0))
 }

@@ -67,6 +67,12 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
     if let Some(r) = a.rate_limit {
         c.rate_limit_per_second = r;
     }
+    if a.no_monitoring {
+        c.monitoring = false;
+    }
+    if let Some(w) = a.monitor_window {
+        c.monitor_window_seconds = w;
+    }
     c.validate().map_err(input_error)?;
     Ok(c)
 }
@@ -115,13 +121,14 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
         }
         let state = AppState::new(store, config).await?;
         state.spawn_background();
-        let app = keel_server::router(state);
+        let app = keel_server::router(state.clone());
         tracing::info!(%addr, "keel serving");
         println!("listening on http://{addr}");
         axum::serve(listener, app)
             .with_graceful_shutdown(keel_server::shutdown_signal())
             .await
             .context("serving")?;
+        state.flush_monitoring().await;
         tracing::info!("shut down cleanly");
         anyhow::Ok(0)
     })

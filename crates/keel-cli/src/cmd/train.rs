@@ -591,7 +591,9 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
         .iter()
         .map(|(k, v)| (k.clone(), json!(v.value)))
         .collect();
+    let profile = reference_profile(&model, &x_train, &x_test);
     let new = NewVersion {
+        profile,
         model: a.name.clone(),
         description: card.intended_use.clone(),
         kind: model.kind_name().into(),
@@ -678,4 +680,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
+}
+
+/// The monitoring reference of a new version: bins from the training rows (deciles of numeric features,
+/// the levels of categorical ones; tenths of the probability, or deciles of a regression's predictions) and the
+/// holdout rows' counts over them, predictions included.
+fn reference_profile(model: &keel_ml::Model, x_train: &[f64], x_test: &[f64]) -> serde_json::Value {
+    use keel_monitor::profile::{BinSpec, ProfileSpec, quantile_edges};
+    let features: Vec<(String, Option<Vec<String>>)> = model
+        .features
+        .iter()
+        .map(|f| {
+            let levels = match &f.kind {
+                keel_ml::FeatureKind::Categorical { levels } => Some(levels.clone()),
+                keel_ml::FeatureKind::Numeric => None,
+            };
+            (f.name.clone(), levels)
+        })
+        .collect();
+    let predictions = model.predict_rows(x_test);
+    let prediction = match model.objective {
+        Objective::Binary => ProfileSpec::probability_bins(),
+        Objective::Regression => BinSpec::Numeric {
+            edges: quantile_edges(&predictions, 10),
+        },
+    };
+    let spec = ProfileSpec::from_training(&features, x_train, 10, prediction);
+    let reference = spec.profile(x_test, &predictions);
+    serde_json::json!({"spec": spec, "reference": reference})
 }

@@ -20,6 +20,13 @@ async fn every_route_enforces_its_role() {
         ),
         ("GET", "/metrics", Role::Reader, "", String::new()),
         (
+            "GET",
+            "/v1/models/risk@champion/monitor",
+            Role::Reader,
+            "",
+            String::new(),
+        ),
+        (
             "POST",
             "/v1/models/risk/predict",
             Role::Predictor,

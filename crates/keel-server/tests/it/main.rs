@@ -2,6 +2,7 @@
 
 mod api;
 mod auth;
+mod monitor;
 mod swap;
 
 use axum::Router;
@@ -102,6 +103,42 @@ pub fn training_schema() -> Schema {
     }
 }
 
+/// `n` plausible encoded rows (age, colour code, score); `age_shift` moves the ages.
+pub fn rows(n: usize, seed: u64, age_shift: f64) -> Vec<f64> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .flat_map(|_| {
+            [
+                rng.random_range(18.0..80.0) + age_shift,
+                rng.random_range(0..3u32) as f64,
+                rng.random_range(0.0..1.0),
+            ]
+        })
+        .collect()
+}
+
+/// The monitoring reference a training run would store: bins from training rows, holdout counts.
+pub fn reference_profile(m: &Model) -> serde_json::Value {
+    use keel_monitor::ProfileSpec;
+    let features = vec![
+        ("age".to_string(), None),
+        (
+            "colour".to_string(),
+            Some(vec!["blue".into(), "green".into(), "red".into()]),
+        ),
+        ("score".to_string(), None),
+    ];
+    let spec = ProfileSpec::from_training(
+        &features,
+        &rows(2000, 7, 0.0),
+        10,
+        ProfileSpec::probability_bins(),
+    );
+    let holdout = rows(1000, 8, 0.0);
+    let reference = spec.profile(&holdout, &m.predict_rows(&holdout));
+    serde_json::json!({"spec": spec, "reference": reference})
+}
+
 pub async fn register(store: &Store, m: &Model, aliases: &[&str]) -> i64 {
     let v = store
         .register(NewVersion {
@@ -118,6 +155,7 @@ pub async fn register(store: &Store, m: &Model, aliases: &[&str]) -> i64 {
             code_version: "test".into(),
             created_by: "test".into(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            profile: reference_profile(m),
         })
         .await
         .unwrap();

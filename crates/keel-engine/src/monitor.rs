@@ -1,0 +1,170 @@
+//! Live monitoring of a served version: every prediction adds its encoded row and output to the current
+//! window's profile (counts over the version's training bins, no raw data), sharded so concurrent requests
+//! rarely touch the same lock. The server flushes each window's running total to the store now and then;
+//! windows from every replica merge at read time, and the report compares them with the training reference.
+
+use keel_monitor::{DriftOptions, DriftReport, Profile, ProfileSpec};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::{Error, Result};
+
+const SHARDS: usize = 8;
+
+/// The training-time bins and counts of a version, as stored with it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+pub struct Reference {
+    pub spec: ProfileSpec,
+    pub reference: Profile,
+}
+
+impl Reference {
+    /// The reference stored with a version, when it has one.
+    pub fn of(record: &keel_store::VersionRecord) -> Option<Reference> {
+        serde_json::from_value(record.profile.clone()).ok()
+    }
+}
+
+/// Per-version window profiles being filled by requests.
+#[derive(Debug)]
+pub struct LiveProfile {
+    pub reference: Reference,
+    pub window_seconds: i64,
+    shards: Vec<Mutex<HashMap<i64, Profile>>>,
+    /// This replica's running total of each window not yet known to be final.
+    totals: Mutex<HashMap<i64, Profile>>,
+}
+
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+    SHARD.with(|s| *s)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl LiveProfile {
+    pub fn new(reference: Reference, window_seconds: i64) -> LiveProfile {
+        LiveProfile {
+            reference,
+            window_seconds: window_seconds.max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            totals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn window_of(&self, t: i64) -> i64 {
+        t - t.rem_euclid(self.window_seconds)
+    }
+
+    /// Adds encoded rows and their outputs (probability or value) to the current window.
+    #[inline]
+    pub fn record(&self, rows: &[f64], outputs: &[f64]) {
+        let w = self.window_of(now_unix());
+        let spec = &self.reference.spec;
+        let mut shard = self.shards[shard_index()].lock().expect("profile shard");
+        shard
+            .entry(w)
+            .or_insert_with(|| spec.empty())
+            .record(spec, rows, outputs);
+    }
+
+    /// Moves what requests recorded into the running totals; returns the totals of the windows that changed,
+    /// for the store. Windows more than two windows old are dropped from memory after this (they are stored).
+    pub fn drain(&self) -> Vec<(i64, Profile)> {
+        let mut fresh: HashMap<i64, Profile> = HashMap::new();
+        for s in &self.shards {
+            let taken = std::mem::take(&mut *s.lock().expect("profile shard"));
+            for (w, p) in taken {
+                match fresh.get_mut(&w) {
+                    Some(acc) => acc.merge(&p).expect("same spec"),
+                    None => {
+                        fresh.insert(w, p);
+                    }
+                }
+            }
+        }
+        let mut totals = self.totals.lock().expect("profile totals");
+        let mut changed = Vec::with_capacity(fresh.len());
+        for (w, p) in fresh {
+            let t = totals
+                .entry(w)
+                .or_insert_with(|| self.reference.spec.empty());
+            t.merge(&p).expect("same spec");
+            changed.push((w, t.clone()));
+        }
+        let horizon = self.window_of(now_unix()) - 2 * self.window_seconds;
+        totals.retain(|&w, _| w >= horizon);
+        changed.sort_by_key(|(w, _)| *w);
+        changed
+    }
+}
+
+/// One stored window, summarised.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowSummary {
+    pub window_start: i64,
+    pub rows: u64,
+}
+
+/// The monitoring report of one version over recent windows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonitorReport {
+    pub model: String,
+    pub version: i64,
+    /// Windows included (all replicas merged), oldest first.
+    pub windows: Vec<WindowSummary>,
+    pub rows: u64,
+    pub drift: DriftReport,
+}
+
+/// Reads a version's stored windows since `since` (unix seconds), merges them, and compares them with the
+/// version's training reference.
+pub async fn report(
+    store: &keel_store::Store,
+    record: &keel_store::VersionRecord,
+    since: i64,
+    opts: &DriftOptions,
+) -> Result<MonitorReport> {
+    let reference = Reference::of(record).ok_or_else(|| {
+        Error::NoReference(format!(
+            "{}@{} has no monitoring reference (it was registered before Keel kept one); retrain it to monitor it",
+            record.model, record.version
+        ))
+    })?;
+    let stored = store.profiles(&record.model, record.version, since).await?;
+    let mut current = reference.spec.empty();
+    let mut windows: Vec<WindowSummary> = Vec::new();
+    for (w, v) in stored {
+        let p: Profile = serde_json::from_value(v).map_err(|e| {
+            Error::Invalid(format!("stored profile of window {w} is unreadable: {e}"))
+        })?;
+        current
+            .merge(&p)
+            .map_err(|e| Error::Invalid(format!("window {w}: {e}")))?;
+        match windows.last_mut() {
+            Some(last) if last.window_start == w => last.rows += p.rows,
+            _ => windows.push(WindowSummary {
+                window_start: w,
+                rows: p.rows,
+            }),
+        }
+    }
+    let drift =
+        keel_monitor::compare_profiles(&reference.spec, &reference.reference, &current, opts)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(MonitorReport {
+        model: record.model.clone(),
+        version: record.version,
+        rows: current.rows,
+        windows,
+        drift,
+    })
+}
