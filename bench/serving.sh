@@ -49,10 +49,12 @@ RECORD=$(cat "$WORK/record.json")
 wait_http() { for _ in $(seq 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; return 1; }
 
 setsid "$KEEL" serve --port 18181 > "$WORK/keel.log" 2>&1 & PIDS+=($!)
+setsid "$KEEL" serve --port 18185 --no-monitoring > "$WORK/keel-off.log" 2>&1 & PIDS+=($!)
 setsid "$ECHO" 18182 > "$WORK/echo.log" 2>&1 & PIDS+=($!)
 PATH="$VENV/bin:$PATH" setsid "$VENV/bin/mlflow" models serve -m "$WORK/mlflow-model" --env-manager local --host 127.0.0.1 -p 18183 --workers 2 \
   > "$WORK/mlflow.log" 2>&1 & PIDS+=($!)
 wait_http http://127.0.0.1:18181/readyz
+wait_http http://127.0.0.1:18185/readyz
 wait_http http://127.0.0.1:18182/
 wait_http http://127.0.0.1:18183/ping
 
@@ -69,6 +71,8 @@ echo "== load: echo" >&2
 load echo http://127.0.0.1:18182/echo "$RECORD"
 echo "== load: keel" >&2
 load keel http://127.0.0.1:18181/v1/models/employment@champion/predict "$RECORD"
+echo "== load: keel with monitoring off" >&2
+load keeloff http://127.0.0.1:18185/v1/models/employment@champion/predict "$RECORD"
 echo "== load: mlflow" >&2
 load mlflow http://127.0.0.1:18183/invocations "{\"dataframe_records\": [$RECORD]}"
 # Sanity: every server answered 200 to the payload.
@@ -105,20 +109,21 @@ def load(n):
     r = json.load(open(f"{work}/{n}.json"))
     p = r["latencyPercentiles"]
     return r["summary"]["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000
-e, k, m, k80 = load("echo"), load("keel"), load("mlflow"), load("keel80")
+e, k, m, k80, koff = load("echo"), load("keel"), load("mlflow"), load("keel80"), load("keeloff")
 cold = [float(x) for x in open(f"{work}/cold.txt").read().split()]
 cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 print(f"\n## Serving: employment model, 200 trees, one row per request ({datetime.date.today()}, keel {rev})\n")
 print(f"Hardware: {cpu}, {nproc} cores shared by the server and the load generator. Command: `bench/serving.sh` "
-      f"(oha, {conns} connections, {duration} s after a 2 s warm-up, loopback; Keel with API-key auth and the schema check on; "
+      f"(oha, {conns} connections, {duration} s after a 2 s warm-up, loopback; Keel with API-key auth, the schema check and monitoring on; "
       f"MLflow 3.17.2 `models serve` with 2 workers on the same model trained by LightGBM).\n")
 print("| server | req/s | p50 ms | p99 ms |")
 print("|---|---|---|---|")
 for name, r in [("axum JSON echo (ceiling)", e), ("Keel", k), ("mlflow models serve", m)]:
     print(f"| {name} | {r[0]:,.0f} | {r[1]:.3f} | {r[2]:.3f} |")
 print(f"\nKeel / MLflow: {k[0]/m[0]:.0f}× the throughput; Keel / echo: {100*k[0]/e[0]:.0f} % of the ceiling.")
+print(f"Keel with monitoring off: {koff[0]:,.0f} req/s; monitoring on keeps {100*k[0]/koff[0]:.0f} % of that.")
 print(f"Keel at 80 % of its max rate ({k80[0]:,.0f} req/s achieved): p50 {k80[1]:.3f} ms, p99 {k80[2]:.3f} ms.")
 print(f"Cold start (process start to first successful prediction), 5 runs: median {statistics.median(cold):.1f} ms "
       f"({', '.join(f'{c:.1f}' for c in cold)}).")

@@ -60,6 +60,7 @@ impl Cli {
                 MonitorCommand::Drift(a) => a.json,
                 MonitorCommand::Report(a) => a.json,
             },
+            Command::Feedback(a) => a.json,
             Command::Audit { command } => match command {
                 AuditCommand::Verify(a) => a.json,
                 AuditCommand::Export(_) => false,
@@ -114,6 +115,15 @@ pub enum Command {
     Predict(PredictArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi(OpenapiArgs),
+    /// Send labels that arrived later, joined to logged predictions by request id.
+    ///
+    /// FILE is CSV with a header naming request_id and label (and optionally row, for batch requests), or
+    /// JSON Lines of {"request_id", "label", "row"?}. Unknown request ids are counted and reported, not fatal;
+    /// a second label for a prediction replaces the first and is audited; a label of the wrong type is an
+    /// error naming its line.
+    ///
+    /// Example: keel feedback --model employment --file labels.csv
+    Feedback(FeedbackArgs),
     /// Watch data and predictions: drift reports.
     Monitor {
         #[command(subcommand)]
@@ -175,6 +185,19 @@ pub enum MonitorCommand {
 }
 
 #[derive(Args, Debug)]
+pub struct FeedbackArgs {
+    /// NAME (or NAME@ALIAS: labels belong to the model).
+    #[arg(long)]
+    pub model: String,
+    /// CSV or JSON Lines of labels.
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Print {stored, replaced, unknown, unknown_ids} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct MonitorReportArgs {
     /// NAME, NAME@ALIAS or NAME@VERSION.
     #[arg(long)]
@@ -182,6 +205,9 @@ pub struct MonitorReportArgs {
     /// How far back to look.
     #[arg(long, default_value_t = 24.0)]
     pub hours: f64,
+    /// Window length for realized performance (the server's monitor_window_seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub window_seconds: u64,
     /// Also write the report as HTML.
     #[arg(long)]
     pub html: Option<PathBuf>,

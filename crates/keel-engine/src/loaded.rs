@@ -83,6 +83,52 @@ impl LoadedModel {
         })
     }
 
+    /// A label as this model's training target encodes it: 0/1 (numbers, booleans or the class labels) for
+    /// classification, a finite number for regression.
+    pub fn encode_label(&self, v: &Value) -> std::result::Result<f64, String> {
+        match self.model.objective {
+            Objective::Binary => {
+                let by_label = self.labels.iter().position(|l| l == v);
+                match (v, by_label) {
+                    (_, Some(i)) => Ok(i as f64),
+                    (Value::Bool(b), None) => Ok(f64::from(u8::from(*b))),
+                    (Value::Number(n), None)
+                        if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) =>
+                    {
+                        Ok(n.as_f64().expect("checked"))
+                    }
+                    (Value::String(s), None) => self
+                        .labels
+                        .iter()
+                        .position(|l| {
+                            l.as_str() == Some(s.as_str())
+                                || l.as_i64().is_some_and(|i| s.parse::<i64>() == Ok(i))
+                        })
+                        .map(|i| i as f64)
+                        .ok_or_else(|| {
+                            format!(
+                                "'{s}' is not a class of this model ({}, {})",
+                                self.labels[0], self.labels[1]
+                            )
+                        }),
+                    (other, None) => Err(format!(
+                        "expected a class label ({}, {}), found {}",
+                        self.labels[0],
+                        self.labels[1],
+                        crate::request::json_kind(other)
+                    )),
+                }
+            }
+            Objective::Regression => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(x),
+                _ => Err(format!(
+                    "expected a finite number, found {}",
+                    crate::request::json_kind(v)
+                )),
+            },
+        }
+    }
+
     /// Adds served rows and their outputs (probability, or the value) to the current monitoring window.
     #[inline]
     pub fn observe(&self, rows: &[f64], predictions: &[Prediction]) {

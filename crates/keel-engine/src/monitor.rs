@@ -114,6 +114,88 @@ pub struct WindowSummary {
     pub rows: u64,
 }
 
+/// Realized performance of one window, once labels arrived.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Realized {
+    pub window_start: i64,
+    /// Labelled predictions in the window.
+    pub labelled: usize,
+    /// `None` with a reason when the window has too few labels (or one class only).
+    pub roc_auc: Option<f64>,
+    pub log_loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    /// Mean predicted probability minus the observed positive rate (calibration in the large).
+    pub calibration_gap: Option<f64>,
+    /// Regression: root mean squared error.
+    pub rmse: Option<f64>,
+    pub note: Option<String>,
+}
+
+/// Fewer labels than this in a window: "insufficient data" instead of numbers.
+pub const MIN_LABELS: usize = 50;
+
+/// Realized metrics per window from labelled predictions (`output` is the probability for classification).
+pub fn realized(
+    labelled: &[keel_store::Labelled],
+    window_seconds: i64,
+    objective: keel_ml::Objective,
+    threshold: f64,
+) -> Vec<Realized> {
+    let mut by_window: std::collections::BTreeMap<i64, (Vec<f64>, Vec<f64>)> = Default::default();
+    for l in labelled {
+        let t = l.at_ms.div_euclid(1000);
+        let w = t - t.rem_euclid(window_seconds.max(1));
+        let e = by_window.entry(w).or_default();
+        e.0.push(l.label);
+        e.1.push(l.output);
+    }
+    by_window
+        .into_iter()
+        .map(|(w, (y, p))| {
+            let mut r = Realized {
+                window_start: w,
+                labelled: y.len(),
+                roc_auc: None,
+                log_loss: None,
+                accuracy: None,
+                calibration_gap: None,
+                rmse: None,
+                note: None,
+            };
+            if y.len() < MIN_LABELS {
+                r.note = Some(format!(
+                    "insufficient data: {} labels (at least {MIN_LABELS})",
+                    y.len()
+                ));
+                return r;
+            }
+            match objective {
+                keel_ml::Objective::Binary => {
+                    r.roc_auc = keel_ml::metrics::roc_auc(&y, &p);
+                    if r.roc_auc.is_none() {
+                        r.note = Some("one class only among the labels: no ROC-AUC".into());
+                    }
+                    r.log_loss = Some(keel_ml::metrics::log_loss(&y, &p));
+                    let hits = y
+                        .iter()
+                        .zip(&p)
+                        .filter(|(yy, pp)| (**pp >= threshold) == (**yy >= 0.5))
+                        .count();
+                    r.accuracy = Some(hits as f64 / y.len() as f64);
+                    let n = y.len() as f64;
+                    r.calibration_gap = Some(p.iter().sum::<f64>() / n - y.iter().sum::<f64>() / n);
+                }
+                keel_ml::Objective::Regression => {
+                    let mse = y.iter().zip(&p).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
+                        / y.len() as f64;
+                    r.rmse = Some(mse.sqrt());
+                }
+            }
+            r
+        })
+        .collect()
+}
+
 /// The monitoring report of one version over recent windows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MonitorReport {
@@ -123,14 +205,17 @@ pub struct MonitorReport {
     pub windows: Vec<WindowSummary>,
     pub rows: u64,
     pub drift: DriftReport,
+    /// Realized performance per window of the labelled predictions of this version.
+    pub realized: Vec<Realized>,
 }
 
 /// Reads a version's stored windows since `since` (unix seconds), merges them, and compares them with the
-/// version's training reference.
+/// version's training reference; adds realized performance per `window_seconds` from the labels that arrived.
 pub async fn report(
     store: &keel_store::Store,
     record: &keel_store::VersionRecord,
     since: i64,
+    window_seconds: i64,
     opts: &DriftOptions,
 ) -> Result<MonitorReport> {
     let reference = Reference::of(record).ok_or_else(|| {
@@ -160,11 +245,28 @@ pub async fn report(
     let drift =
         keel_monitor::compare_profiles(&reference.spec, &reference.reference, &current, opts)
             .map_err(|e| Error::Invalid(e.to_string()))?;
+    let labelled: Vec<keel_store::Labelled> = store
+        .labelled(&record.model, since * 1000)
+        .await?
+        .into_iter()
+        .filter(|l| l.version == record.version)
+        .collect();
+    let objective = if record.objective == "regression" {
+        keel_ml::Objective::Regression
+    } else {
+        keel_ml::Objective::Binary
+    };
+    let threshold = record
+        .params
+        .get("threshold")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.5);
     Ok(MonitorReport {
         model: record.model.clone(),
         version: record.version,
         rows: current.rows,
         windows,
         drift,
+        realized: realized(&labelled, window_seconds, objective, threshold),
     })
 }

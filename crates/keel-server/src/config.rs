@@ -36,6 +36,11 @@ pub struct ServerConfig {
     pub monitor_window_seconds: u64,
     /// How often window profiles are written to the store.
     pub monitor_flush_ms: u64,
+    /// Share of requests whose rows and outputs go to the prediction log (for joining delayed labels);
+    /// chosen by request id, so all rows of a request go together. 0 turns the log off.
+    pub prediction_log_rate: f64,
+    /// Features stored as missing in the prediction log (personal data, say).
+    pub redact: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +61,8 @@ impl Default for ServerConfig {
             monitoring: true,
             monitor_window_seconds: 3600,
             monitor_flush_ms: 5000,
+            prediction_log_rate: 1.0,
+            redact: Vec::new(),
         }
     }
 }
@@ -70,6 +77,9 @@ impl ServerConfig {
         }
         if self.timeout_ms == 0 {
             return Err("timeout_ms must be positive".into());
+        }
+        if !(0.0..=1.0).contains(&self.prediction_log_rate) {
+            return Err("prediction_log_rate must be between 0 and 1".into());
         }
         if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
             return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());

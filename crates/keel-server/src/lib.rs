@@ -41,7 +41,15 @@ pub struct Shared {
     pub limiter: Arc<auth::KeyLimiter>,
     /// This process's name in stored monitoring profiles (replicas' windows merge when read).
     pub replica: String,
+    /// Logged predictions waiting for the writer (bounded; see [`PREDICTION_LOG_BUFFER`]).
+    pub log: std::sync::Mutex<Vec<keel_store::LoggedPrediction>>,
+    /// Predictions not logged because the buffer was full.
+    pub log_dropped: std::sync::atomic::AtomicU64,
 }
+
+/// Most logged predictions held in memory before new ones are dropped (and counted), so a slow store never
+/// slows serving.
+pub const PREDICTION_LOG_BUFFER: usize = 200_000;
 
 impl AppState {
     pub async fn new(
@@ -64,7 +72,47 @@ impl AppState {
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
             replica: format!("{:08x}-{}", rand::random::<u32>(), std::process::id()),
+            log: std::sync::Mutex::new(Vec::new()),
+            log_dropped: std::sync::atomic::AtomicU64::new(0),
         })))
+    }
+
+    /// Whether this request's rows go to the prediction log (a hash of the request id against the rate).
+    pub fn logs(&self, request_id: &str) -> bool {
+        let rate = self.config.prediction_log_rate;
+        if rate >= 1.0 {
+            return true;
+        }
+        if rate <= 0.0 {
+            return false;
+        }
+        // FNV-1a: stable across replicas, so a request is logged or not wherever it lands.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in request_id.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        (h as f64 / u64::MAX as f64) < rate
+    }
+
+    /// Queues rows for the prediction log, dropping (and counting) them when the buffer is full.
+    pub fn log_predictions(&self, rows: Vec<keel_store::LoggedPrediction>) {
+        let mut buf = self.log.lock().expect("log buffer");
+        if buf.len() + rows.len() > PREDICTION_LOG_BUFFER {
+            self.log_dropped
+                .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        buf.extend(rows);
+    }
+
+    /// Writes the queued prediction log to the store.
+    pub async fn flush_log(&self) {
+        let batch = std::mem::take(&mut *self.log.lock().expect("log buffer"));
+        for chunk in batch.chunks(5000) {
+            if let Err(e) = self.cache.store().log_predictions(chunk).await {
+                tracing::warn!(error = %e, rows = chunk.len(), "writing the prediction log failed; rows dropped");
+            }
+        }
     }
 
     /// Writes every monitored version's changed windows to the store.
@@ -97,6 +145,16 @@ impl AppState {
                 loop {
                     tick.tick().await;
                     st.flush_monitoring().await;
+                }
+            });
+        }
+        if self.config.prediction_log_rate > 0.0 {
+            let st = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    st.flush_log().await;
                 }
             });
         }

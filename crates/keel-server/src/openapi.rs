@@ -10,8 +10,8 @@ use crate::routes::*;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Keel", description = "Keel's HTTP API: predictions, monitoring, registry, keys, operations."),
-    paths(predict, monitor, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi),
-    components(schemas(PredictRequest, PredictResponse, PredictionBody, ModelSummary, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
+    paths(predict, monitor, feedback, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi),
+    components(schemas(FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -48,6 +48,7 @@ pub fn router(st: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/models/{name}/predict", post(predict))
         .route("/v1/models/{name}/monitor", get(monitor))
+        .route("/v1/models/{name}/feedback", post(feedback))
         .route("/v1/models/{name}/aliases/{alias}", put(set_alias))
         .route("/v1/keys", post(create_key).get(list_keys))
         .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
@@ -390,13 +391,13 @@ pub async fn predict(
         }
     };
     let n = rows.len() / nf.max(1);
-    let predictions: Vec<Prediction> = if n <= st.config.inline_batch_rows {
+    let (predictions, rows): (Vec<Prediction>, Vec<f64>) = if n <= st.config.inline_batch_rows {
         let p: Vec<Prediction> = rows
             .chunks_exact(nf)
             .map(|r| model.predict_row(r, explain))
             .collect();
         model.observe(&rows, &p);
-        p
+        (p, rows)
     } else {
         let m = model.clone();
         tokio::task::spawn_blocking(move || {
@@ -405,7 +406,7 @@ pub async fn predict(
                 .map(|r| m.predict_row(r, explain))
                 .collect();
             m.observe(&rows, &p);
-            p
+            (p, rows)
         })
         .await
         .map_err(|_| {
@@ -417,6 +418,9 @@ pub async fn predict(
         })?
     };
     count_classes(&model, &predictions);
+    if st.logs(&rid.0) {
+        log_rows(&st, &model, &rid.0, &rows, &predictions);
+    }
     let mut resp = PredictResponse {
         request_id: rid.0,
         model: model.name.clone(),
@@ -449,6 +453,47 @@ pub async fn predict(
         );
     }
     Ok(Json(resp).into_response())
+}
+
+/// Queues a request's rows for the prediction log, with the configured features redacted.
+fn log_rows(
+    st: &AppState,
+    model: &LoadedModel,
+    rid: &str,
+    rows: &[f64],
+    predictions: &[Prediction],
+) {
+    let nf = model.schema.n_features().max(1);
+    let redact: Vec<usize> = st
+        .config
+        .redact
+        .iter()
+        .filter_map(|r| model.schema.feature_names().iter().position(|f| f == r))
+        .collect();
+    let at_ms = keel_core::time::now_unix_ms();
+    let logged = rows
+        .chunks_exact(nf)
+        .zip(predictions)
+        .enumerate()
+        .map(|(i, (r, p))| {
+            let mut features = r.to_vec();
+            for &j in &redact {
+                features[j] = f64::NAN;
+            }
+            keel_store::LoggedPrediction {
+                model: model.name.clone(),
+                version: model.version,
+                request_id: rid.to_string(),
+                row: i as i64,
+                at_ms,
+                features,
+                output: p
+                    .probability
+                    .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN)),
+            }
+        })
+        .collect();
+    st.log_predictions(logged);
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {
@@ -700,10 +745,12 @@ pub async fn monitor(
     let window = st.config.monitor_window_seconds as i64;
     let now = keel_engine::monitor::now_unix();
     let since = now - now.rem_euclid(window) - (windows - 1) * window;
+    st.flush_log().await;
     let report = keel_engine::monitor::report(
         st.cache.store(),
         &record,
         since,
+        window,
         &keel_monitor::DriftOptions::default(),
     )
     .await?;
@@ -719,4 +766,108 @@ pub async fn monitor(
         return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response());
     }
     Ok(Json(report).into_response())
+}
+
+/// Labels that arrived after the predictions: `{"labels": [{"request_id", "row"?, "label"}]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FeedbackRequest {
+    /// Each label names the prediction's request id (and its row in a batch request, default 0).
+    #[schema(value_type = Vec<Object>)]
+    pub labels: Vec<Value>,
+}
+
+/// Delayed labels, joined to logged predictions by request id: unknown ids are counted (not an error), a
+/// second label for a prediction replaces the first (audited), labels of the wrong type are 422.
+#[utoipa::path(post, path = "/v1/models/{name}/feedback", tag = "monitoring", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Model name (NAME, NAME@ALIAS or NAME@VERSION: labels belong to the model)")),
+    request_body = FeedbackRequest,
+    responses(
+        (status = 200, description = "{stored, replaced, unknown, unknown_ids}"),
+        (status = 404, body = ErrorBody),
+        (status = 413, description = "More than 10,000 labels", body = ErrorBody),
+        (status = 422, description = "Labels of the wrong type", body = ErrorBody)))]
+pub async fn feedback(
+    crate::auth::Authorized(caller): AsPredictor,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let model = st.cache.get(&name).await?;
+    let req: FeedbackRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("expected {{\"labels\": [{{\"request_id\", \"label\"}}]}}: {e}"),
+        )
+    })?;
+    if req.labels.len() > 10_000 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_labels",
+            format!(
+                "{} labels in one request; the limit is 10000",
+                req.labels.len()
+            ),
+        ));
+    }
+    let mut labels = Vec::with_capacity(req.labels.len());
+    let mut errors = Vec::new();
+    for (i, v) in req.labels.iter().enumerate() {
+        let at = |f: &str| format!("$.labels[{i}].{f}");
+        let rid = v.get("request_id").and_then(Value::as_str);
+        let row = match v.get("row") {
+            None => Some(0),
+            Some(r) => r.as_i64().filter(|r| *r >= 0),
+        };
+        let label = v.get("label").map(|l| model.encode_label(l));
+        match (rid, row, label) {
+            (Some(r), Some(row), Some(Ok(label))) => labels.push(keel_store::Feedback {
+                request_id: r.to_string(),
+                row,
+                label,
+            }),
+            (rid, row, label) => {
+                if rid.is_none() {
+                    errors.push(FieldError {
+                        path: at("request_id"),
+                        problem: "missing_or_not_a_string",
+                        message: "each label needs its prediction's request_id".into(),
+                    });
+                }
+                if row.is_none() {
+                    errors.push(FieldError {
+                        path: at("row"),
+                        problem: "wrong_type",
+                        message: "row must be a non-negative integer".into(),
+                    });
+                }
+                match label {
+                    None => errors.push(FieldError {
+                        path: at("label"),
+                        problem: "missing_field",
+                        message: "label is required".into(),
+                    }),
+                    Some(Err(m)) => errors.push(FieldError {
+                        path: at("label"),
+                        problem: "wrong_type",
+                        message: m,
+                    }),
+                    Some(Ok(_)) => {}
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(schema_error(errors));
+    }
+    // Predictions served a moment ago may still be in the buffer.
+    st.flush_log().await;
+    let out = st
+        .cache
+        .store()
+        .put_labels(&model.name, &labels, &caller.actor())
+        .await?;
+    Ok(Json(out).into_response())
 }

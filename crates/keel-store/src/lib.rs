@@ -18,7 +18,10 @@ pub mod audit;
 mod registry;
 
 pub use audit::{AuditEvent, AuditRecord, Verification};
-pub use registry::{ApiKeyRecord, NewVersion, Selector, Store, VersionRecord};
+pub use registry::{
+    ApiKeyRecord, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, NewVersion, Selector,
+    Store, VersionRecord,
+};
 
 use keel_core::ErrorClass;
 use std::path::PathBuf;

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_api_keys.sql"),
     include_str!("../migrations/0003_audit.sql"),
     include_str!("../migrations/0004_profiles.sql"),
+    include_str!("../migrations/0005_prediction_log.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -158,6 +159,51 @@ pub struct VersionRecord {
     pub aliases: Vec<String>,
     #[serde(skip)]
     pub profile: serde_json::Value,
+}
+
+/// One logged prediction: the encoded row (little-endian `f64`s, redacted columns as NaN) and the output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedPrediction {
+    pub model: String,
+    pub version: i64,
+    pub request_id: String,
+    /// Position of the row in its request (0 for single-record requests).
+    pub row: i64,
+    pub at_ms: i64,
+    pub features: Vec<f64>,
+    pub output: f64,
+}
+
+/// A label that arrived later, for the prediction `request_id` (row `row`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Feedback {
+    pub request_id: String,
+    #[serde(default)]
+    pub row: i64,
+    pub label: f64,
+}
+
+/// What storing a batch of labels did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FeedbackOutcome {
+    /// Labels joined to a logged prediction.
+    pub stored: usize,
+    /// Of those, labels that replaced an earlier label (last write wins).
+    pub replaced: usize,
+    /// Labels whose request id (and row) is not in the prediction log; not stored.
+    pub unknown: usize,
+    /// Up to 20 of the unknown request ids.
+    pub unknown_ids: Vec<String>,
+}
+
+/// A logged prediction with its label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labelled {
+    pub version: i64,
+    pub at_ms: i64,
+    pub features: Vec<f64>,
+    pub output: f64,
+    pub label: f64,
 }
 
 /// A stored API key: the id is public, the secret is kept only as an argon2 hash.
@@ -543,6 +589,133 @@ impl Store {
             aliases,
             profile: json("profile"),
         })
+    }
+
+    /// Appends logged predictions in one transaction (a request id and row already logged is kept as it was).
+    pub async fn log_predictions(&self, rows: &[LoggedPrediction]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            let blob: Vec<u8> = r.features.iter().flat_map(|x| x.to_le_bytes()).collect();
+            sqlx::query(
+                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output) VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT(model, request_id, row) DO NOTHING",
+            )
+            .bind(&r.model)
+            .bind(&r.request_id)
+            .bind(r.row)
+            .bind(r.version)
+            .bind(r.at_ms)
+            .bind(blob)
+            .bind(r.output)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores labels for logged predictions of `model`: joined by request id and row; unknown ones are
+    /// counted, not stored; a second label for the same prediction replaces the first and is audited.
+    pub async fn put_labels(
+        &self,
+        model: &str,
+        labels: &[Feedback],
+        actor: &str,
+    ) -> Result<FeedbackOutcome> {
+        let mut out = FeedbackOutcome::default();
+        let mut replaced_ids = Vec::new();
+        let mut tx = self.write_tx().await?;
+        let now = keel_core::time::now_unix_ms();
+        for f in labels {
+            let known: Option<i64> = sqlx::query_scalar(
+                "SELECT version FROM prediction_log WHERE model = ? AND request_id = ? AND row = ?",
+            )
+            .bind(model)
+            .bind(&f.request_id)
+            .bind(f.row)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if known.is_none() {
+                out.unknown += 1;
+                if out.unknown_ids.len() < 20 {
+                    out.unknown_ids.push(f.request_id.clone());
+                }
+                continue;
+            }
+            let previous: Option<f64> = sqlx::query_scalar(
+                "SELECT label FROM labels WHERE model = ? AND request_id = ? AND row = ?",
+            )
+            .bind(model)
+            .bind(&f.request_id)
+            .bind(f.row)
+            .fetch_optional(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO labels(model, request_id, row, label, at_ms) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT(model, request_id, row) DO UPDATE SET label = excluded.label, at_ms = excluded.at_ms",
+            )
+            .bind(model)
+            .bind(&f.request_id)
+            .bind(f.row)
+            .bind(f.label)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            out.stored += 1;
+            if let Some(p) = previous {
+                out.replaced += 1;
+                replaced_ids.push(serde_json::json!({"request_id": f.request_id, "row": f.row, "before": p, "after": f.label}));
+            }
+        }
+        let record = if replaced_ids.is_empty() {
+            None
+        } else {
+            Some(
+                audit::append_in(
+                    &mut tx,
+                    &AuditEvent::new(actor, "labels.replace", model)
+                        .evidence(serde_json::json!({ "replaced": replaced_ids })),
+                )
+                .await?,
+            )
+        };
+        if let Some(r) = &record {
+            self.before_commit(r)?;
+        }
+        tx.commit().await?;
+        if let Some(r) = &record {
+            self.after_audit(r);
+        }
+        Ok(out)
+    }
+
+    /// Logged predictions of `model` that have labels, since `since_ms`, oldest first.
+    pub async fn labelled(&self, model: &str, since_ms: i64) -> Result<Vec<Labelled>> {
+        let rows = sqlx::query(
+            "SELECT p.version, p.at_ms, p.features, p.output, l.label FROM prediction_log p
+             JOIN labels l ON l.model = p.model AND l.request_id = p.request_id AND l.row = p.row
+             WHERE p.model = ? AND p.at_ms >= ? ORDER BY p.at_ms, p.request_id, p.row",
+        )
+        .bind(model)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let blob: Vec<u8> = r.get("features");
+                Labelled {
+                    version: r.get("version"),
+                    at_ms: r.get("at_ms"),
+                    features: blob
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect(),
+                    output: r.get("output"),
+                    label: r.get("label"),
+                }
+            })
+            .collect())
     }
 
     /// Stores one replica's counts for one window (replacing what that replica stored for it before: a

@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             MonitorCommand::Drift(a) => monitor::drift(&a),
             MonitorCommand::Report(a) => monitor::report(&home, &a),
         },
+        Command::Feedback(a) => monitor::feedback(&home, &a),
         Command::Audit { command } => match command {
             AuditCommand::Verify(a) => monitor::audit_verify(&home, &a),
             AuditCommand::Export(a) => monitor::audit_export(&home, &a),

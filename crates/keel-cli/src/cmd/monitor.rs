@@ -5,7 +5,7 @@ use keel_monitor::DriftOptions;
 use serde::Serialize;
 use std::time::Instant;
 
-use crate::cli::{AuditExportArgs, AuditVerifyArgs, DriftArgs, MonitorReportArgs};
+use crate::cli::{AuditExportArgs, AuditVerifyArgs, DriftArgs, FeedbackArgs, MonitorReportArgs};
 use crate::output::{print_json, spinner};
 use std::path::Path;
 
@@ -140,6 +140,7 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
         &store,
         &record,
         since,
+        a.window_seconds.max(1) as i64,
         &DriftOptions::default(),
     ))?;
     if let Some(path) = &a.html {
@@ -167,6 +168,18 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
             r.drift.drifted_columns,
             r.drift.columns.len()
         );
+        for w in &r.realized {
+            match (&w.note, w.roc_auc) {
+                (Some(n), _) => println!("  window {}: {}", w.window_start, n),
+                (None, auc) => println!(
+                    "  window {}: {} labels, ROC-AUC {}, accuracy {}",
+                    w.window_start,
+                    w.labelled,
+                    auc.map_or("-".into(), |x| format!("{x:.4}")),
+                    w.accuracy.map_or("-".into(), |x| format!("{x:.4}"))
+                ),
+            }
+        }
         for c in &r.drift.columns {
             println!(
                 "  {:<3} {:<24} PSI {:>8} {}",
@@ -178,4 +191,95 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
         }
     }
     Ok(i32::from(r.drift.drifted_columns > 0))
+}
+
+/// Reads labels from CSV (header with request_id, label, optional row) or JSON Lines.
+fn read_labels(path: &Path, model: &keel_engine::LoadedModel) -> Result<Vec<keel_store::Feedback>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let bad =
+        |line: usize, m: String| super::input_error(format!("{}:{line}: {m}", path.display()));
+    let mut out = Vec::new();
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    if first.trim_start().starts_with('{') {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(i + 1, format!("not JSON: {e}")))?;
+            let rid = v["request_id"]
+                .as_str()
+                .ok_or_else(|| bad(i + 1, "request_id is missing or not a string".into()))?;
+            let row = v.get("row").map_or(Some(0), serde_json::Value::as_i64);
+            let row = row
+                .filter(|r| *r >= 0)
+                .ok_or_else(|| bad(i + 1, "row must be a non-negative integer".into()))?;
+            let label = model
+                .encode_label(v.get("label").unwrap_or(&serde_json::Value::Null))
+                .map_err(|m| bad(i + 1, format!("label: {m}")))?;
+            out.push(keel_store::Feedback {
+                request_id: rid.to_string(),
+                row,
+                label,
+            });
+        }
+        return Ok(out);
+    }
+    let mut lines = text.lines().enumerate();
+    let (_, header) = lines.next().ok_or_else(|| bad(1, "empty file".into()))?;
+    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+    let find = |n: &str| cols.iter().position(|c| *c == n);
+    let (Some(ri), Some(li)) = (find("request_id"), find("label")) else {
+        return Err(bad(1, "the header must name request_id and label".into()));
+    };
+    let row_i = find("row");
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        let cell = |j: usize| cells.get(j).copied().unwrap_or("");
+        let raw = cell(li);
+        let value = raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or_else(|| serde_json::Value::from(raw), serde_json::Value::Number);
+        let label = model
+            .encode_label(&value)
+            .map_err(|m| bad(i + 1, format!("column label: {m}")))?;
+        let row = match row_i {
+            Some(j) => cell(j)
+                .parse::<i64>()
+                .ok()
+                .filter(|r| *r >= 0)
+                .ok_or_else(|| bad(i + 1, "column row must be a non-negative integer".into()))?,
+            None => 0,
+        };
+        out.push(keel_store::Feedback {
+            request_id: cell(ri).to_string(),
+            row,
+            label,
+        });
+    }
+    Ok(out)
+}
+
+pub fn feedback(home: &Path, a: &FeedbackArgs) -> Result<i32> {
+    let store = super::block_on(keel_store::Store::open(home))?;
+    let (name, sel) = keel_store::Selector::parse(&a.model)?;
+    let record = super::block_on(store.get(&name, &sel))?;
+    let bytes = super::block_on(store.model_bytes(&record))?;
+    let model =
+        keel_engine::LoadedModel::new(&record, &bytes, keel_engine::UnseenCategory::Missing)?;
+    let labels = read_labels(&a.file, &model)?;
+    let out = super::block_on(store.put_labels(&name, &labels, &super::train::actor()))?;
+    if a.json {
+        print_json(&out);
+    } else {
+        println!(
+            "{} labels stored ({} replaced earlier ones); {} with unknown request ids",
+            out.stored, out.replaced, out.unknown
+        );
+    }
+    Ok(0)
 }

@@ -34,6 +34,13 @@ async fn every_route_enforces_its_role() {
             predict_body,
         ),
         (
+            "POST",
+            "/v1/models/risk/feedback",
+            Role::Predictor,
+            "application/json",
+            r#"{"labels": []}"#.into(),
+        ),
+        (
             "PUT",
             "/v1/models/risk/aliases/challenger",
             Role::Deployer,

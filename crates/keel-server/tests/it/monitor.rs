@@ -131,3 +131,120 @@ async fn too_few_rows_say_insufficient_data_and_monitoring_can_be_off() {
     send(&off, &rows(200, 14, 0.0)).await;
     assert_eq!(report(&off, "").await["rows"], 0);
 }
+
+async fn predict_as(s: &TestServer, rid: &str, body: serde_json::Value) -> f64 {
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/models/risk@champion/predict")
+        .header(
+            "authorization",
+            format!("Bearer {}", s.keys[&Role::Predictor]),
+        )
+        .header("content-type", "application/json")
+        .header("x-request-id", rid)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (st, _, v) = s.call(req).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["request_id"], rid);
+    v["probability"].as_f64().unwrap()
+}
+
+async fn feedback(s: &TestServer, labels: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    let (st, _, v) = s
+        .call(s.req(
+            "POST",
+            "/v1/models/risk@champion/feedback",
+            Some(Role::Predictor),
+            "application/json",
+            serde_json::json!({ "labels": labels }).to_string(),
+        ))
+        .await;
+    (st, v)
+}
+
+#[tokio::test]
+async fn delayed_labels_join_their_predictions_by_request_id() {
+    let s = server(ServerConfig {
+        redact: vec!["age".into()],
+        ..ServerConfig::default()
+    })
+    .await;
+    let colours = ["blue", "green", "red"];
+    let data = rows(200, 21, 0.0);
+    let mut probs = Vec::new();
+    for (i, r) in data.chunks_exact(3).enumerate() {
+        probs.push(
+            predict_as(
+                &s,
+                &format!("r{i}"),
+                record(r[0], colours[r[1] as usize], r[2]),
+            )
+            .await,
+        );
+    }
+    // The first 100 labels agree with the decision, the next 50 disagree; 10 ids were never served.
+    let decision = |p: f64| if p >= 0.5 { 1 } else { 0 };
+    let mut labels: Vec<serde_json::Value> = (0..150)
+        .map(|i| {
+            let d = decision(probs[i]);
+            serde_json::json!({"request_id": format!("r{i}"), "label": if i < 100 { d } else { 1 - d }})
+        })
+        .collect();
+    labels.extend(
+        (0..10).map(|i| serde_json::json!({"request_id": format!("ghost{i}"), "label": 1})),
+    );
+    let (st, out) = feedback(&s, serde_json::Value::Array(labels)).await;
+    assert_eq!(st, StatusCode::OK, "{out}");
+    assert_eq!(
+        (
+            out["stored"].as_u64(),
+            out["replaced"].as_u64(),
+            out["unknown"].as_u64()
+        ),
+        (Some(150), Some(0), Some(10))
+    );
+    // A second label for r0 replaces the first (as a class label string this time), and is audited.
+    let flipped = 1 - decision(probs[0]);
+    let (st, out) = feedback(
+        &s,
+        serde_json::json!([{"request_id": "r0", "label": flipped.to_string()}]),
+    )
+    .await;
+    assert_eq!(
+        (st, out["replaced"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{out}"
+    );
+    let audit = s.state.cache.store().audit_records().await.unwrap();
+    assert_eq!(audit.last().unwrap().action, "labels.replace");
+    // The join: every labelled prediction carries the output served for its request id.
+    let joined = s.state.cache.store().labelled("risk", 0).await.unwrap();
+    assert_eq!(joined.len(), 150);
+    for l in &joined {
+        assert!(l.features[0].is_nan(), "age is redacted in the log");
+        assert!(probs.iter().any(|p| (p - l.output).abs() < 1e-12));
+    }
+    let v = report(&s, "").await;
+    let w = &v["realized"][0];
+    assert_eq!(w["labelled"], 150, "{v}");
+    assert!(
+        (w["accuracy"].as_f64().unwrap() - 99.0 / 150.0).abs() < 1e-12,
+        "{w}"
+    );
+    assert!(w["roc_auc"].as_f64().is_some());
+    // Labels of the wrong type are refused with their path; nothing is stored.
+    let (st, e) = feedback(
+        &s,
+        serde_json::json!([{"request_id": "r1", "label": "maybe"}, {"label": 1}]),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let paths: Vec<&str> = e["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["$.labels[0].label", "$.labels[1].request_id"]);
+}
