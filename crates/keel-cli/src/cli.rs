@@ -270,9 +270,12 @@ pub struct ServeArgs {
     /// Requests per second per API key (0 = unlimited).
     #[arg(long)]
     pub rate_limit: Option<u32>,
-    /// Do not keep monitoring profiles of served predictions.
+    /// Keep neither monitoring profiles nor the prediction log.
     #[arg(long)]
     pub no_monitoring: bool,
+    /// Share of requests written to the prediction log for delayed labels (0–1, default 0.1).
+    #[arg(long)]
+    pub prediction_log_rate: Option<f64>,
     /// Length of a monitoring window in seconds (default 3600).
     #[arg(long)]
     pub monitor_window: Option<u64>,

@@ -61,7 +61,7 @@ impl Default for ServerConfig {
             monitoring: true,
             monitor_window_seconds: 3600,
             monitor_flush_ms: 5000,
-            prediction_log_rate: 1.0,
+            prediction_log_rate: 0.1,
             redact: Vec::new(),
         }
     }

@@ -91,6 +91,12 @@ impl AppState {
         for b in request_id.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
+        // MurmurHash3's finaliser spreads FNV's weakly mixed high bits evenly.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
         (h as f64 / u64::MAX as f64) < rate
     }
 

@@ -594,21 +594,23 @@ impl Store {
     /// Appends logged predictions in one transaction (a request id and row already logged is kept as it was).
     pub async fn log_predictions(&self, rows: &[LoggedPrediction]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for r in rows {
-            let blob: Vec<u8> = r.features.iter().flat_map(|x| x.to_le_bytes()).collect();
-            sqlx::query(
-                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output) VALUES (?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT(model, request_id, row) DO NOTHING",
-            )
-            .bind(&r.model)
-            .bind(&r.request_id)
-            .bind(r.row)
-            .bind(r.version)
-            .bind(r.at_ms)
-            .bind(blob)
-            .bind(r.output)
-            .execute(&mut *tx)
-            .await?;
+        // Multi-row statements: one round trip through sqlx per 500 rows instead of per row.
+        for chunk in rows.chunks(500) {
+            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                let blob: Vec<u8> = r.features.iter().flat_map(|x| x.to_le_bytes()).collect();
+                b.push_bind(r.model.clone())
+                    .push_bind(r.request_id.clone())
+                    .push_bind(r.row)
+                    .push_bind(r.version)
+                    .push_bind(r.at_ms)
+                    .push_bind(blob)
+                    .push_bind(r.output);
+            });
+            q.push(" ON CONFLICT(model, request_id, row) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

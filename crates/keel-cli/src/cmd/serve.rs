@@ -69,6 +69,10 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
     }
     if a.no_monitoring {
         c.monitoring = false;
+        c.prediction_log_rate = 0.0;
+    }
+    if let Some(r) = a.prediction_log_rate {
+        c.prediction_log_rate = r;
     }
     if let Some(w) = a.monitor_window {
         c.monitor_window_seconds = w;

@@ -167,6 +167,7 @@ async fn feedback(s: &TestServer, labels: serde_json::Value) -> (StatusCode, ser
 async fn delayed_labels_join_their_predictions_by_request_id() {
     let s = server(ServerConfig {
         redact: vec!["age".into()],
+        prediction_log_rate: 1.0,
         ..ServerConfig::default()
     })
     .await;
@@ -247,4 +248,27 @@ async fn delayed_labels_join_their_predictions_by_request_id() {
         .map(|d| d["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["$.labels[0].label", "$.labels[1].request_id"]);
+}
+
+#[tokio::test]
+async fn the_prediction_log_samples_by_request_id() {
+    let s = server(ServerConfig::default()).await;
+    let ids: Vec<String> = (0..20_000).map(|i| format!("req-{i}")).collect();
+    let logged = ids.iter().filter(|id| s.state.logs(id)).count();
+    let share = logged as f64 / ids.len() as f64;
+    assert!((share - 0.1).abs() < 0.01, "{share}");
+    // The same id gets the same answer, so every row of a request (and every replica) agrees.
+    assert!(ids.iter().all(|id| s.state.logs(id) == s.state.logs(id)));
+    let all = server(ServerConfig {
+        prediction_log_rate: 1.0,
+        ..ServerConfig::default()
+    })
+    .await;
+    assert!(ids.iter().all(|id| all.state.logs(id)));
+    let none = server(ServerConfig {
+        prediction_log_rate: 0.0,
+        ..ServerConfig::default()
+    })
+    .await;
+    assert!(!ids.iter().any(|id| none.state.logs(id)));
 }
