@@ -43,8 +43,10 @@ fn employment_model() -> (Model, keel_core::Schema, keel_core::Frame) {
         n_trees: 200,
         ..Default::default()
     };
-    let (ens, _) =
-        gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {}).unwrap();
+    let (ens, _) = gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {
+        true
+    })
+    .unwrap();
     let model = Model {
         objective: Objective::Binary,
         target: "employed".into(),

@@ -195,7 +195,9 @@ pub struct TrainLog {
 }
 
 /// Progress callback: called with (trees done, trees planned).
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+/// Called after each tree with (trees done, trees planned); returning `false` stops training with
+/// [`Error::Cancelled`].
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
 /// Trains an ensemble on row-major encoded rows `x` (`n × specs.len()`) with labels `y`.
 /// `valid` is an optional early-stopping set (rows, labels).
@@ -335,7 +337,9 @@ pub fn train(
             }
         }
         trees.push(tree);
-        progress(iter + 1, params.n_trees);
+        if !progress(iter + 1, params.n_trees) {
+            return Err(Error::Cancelled);
+        }
         if valid.is_some()
             && params.early_stopping_rounds > 0
             && iter + 1 >= best_iter + params.early_stopping_rounds

@@ -14,6 +14,7 @@ pub mod card;
 pub mod eval;
 pub mod features;
 pub mod forest;
+pub mod gate;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub enum Error {
     UnsupportedFormat { found: u32, supported: u32 },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("training was cancelled")]
+    Cancelled,
 }
 
 impl Error {
@@ -65,6 +68,7 @@ impl Error {
             Error::InvalidInput(_) | Error::MissingColumn(_) => ErrorClass::Input,
             Error::BadModelFile(_) | Error::UnsupportedFormat { .. } => ErrorClass::Input,
             Error::Internal(_) => ErrorClass::Internal,
+            Error::Cancelled => ErrorClass::Input,
         }
     }
 }

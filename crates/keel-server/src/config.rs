@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub prediction_log_rate: f64,
     /// Features stored as missing in the prediction log (personal data, say).
     pub redact: Vec<String>,
+    /// Alert rules over the monitoring report (see `crate::alerts`).
+    pub alerts: Vec<crate::alerts::AlertRule>,
+    /// How often alert rules are evaluated.
+    pub alert_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +67,8 @@ impl Default for ServerConfig {
             monitor_flush_ms: 5000,
             prediction_log_rate: 0.1,
             redact: Vec::new(),
+            alerts: Vec::new(),
+            alert_interval_ms: 60_000,
         }
     }
 }
@@ -80,6 +86,12 @@ impl ServerConfig {
         }
         if !(0.0..=1.0).contains(&self.prediction_log_rate) {
             return Err("prediction_log_rate must be between 0 and 1".into());
+        }
+        for rule in &self.alerts {
+            rule.validate()?;
+        }
+        if !self.alerts.is_empty() && !self.monitoring {
+            return Err("alert rules need monitoring on".into());
         }
         if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
             return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());

@@ -5,6 +5,7 @@
 //! ([`middleware`]), API-key auth with roles and per-key rate limits ([`auth`]), body limits, a concurrency limit
 //! that sheds load with 503 + `Retry-After`, a timeout, and panic catching ([`router`]).
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -45,6 +46,20 @@ pub struct Shared {
     pub log: std::sync::Mutex<Vec<keel_store::LoggedPrediction>>,
     /// Predictions not logged because the buffer was full.
     pub log_dropped: std::sync::atomic::AtomicU64,
+    /// Alerts firing now, by (rule, model, version): a rule notifies when it starts firing, not on every
+    /// evaluation.
+    pub firing: std::sync::Mutex<std::collections::HashSet<(String, String, i64)>>,
+    pub webhooks: reqwest::Client,
+}
+
+/// One alert that started firing.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FiredAlert {
+    pub alert: String,
+    pub model: String,
+    pub version: i64,
+    pub reason: String,
+    pub at: String,
 }
 
 /// Most logged predictions held in memory before new ones are dropped (and counted), so a slow store never
@@ -74,7 +89,117 @@ impl AppState {
             replica: format!("{:08x}-{}", rand::random::<u32>(), std::process::id()),
             log: std::sync::Mutex::new(Vec::new()),
             log_dropped: std::sync::atomic::AtomicU64::new(0),
+            firing: std::sync::Mutex::new(std::collections::HashSet::new()),
+            webhooks: alerts::webhook_client(Duration::from_secs(2)),
         })))
+    }
+
+    /// Evaluates every alert rule on every monitored version; returns the alerts that started firing. Each is
+    /// logged, counted in `keel_alerts_total`, written to the audit log and, when its rule names a webhook,
+    /// POSTed there on its own task (four attempts, backoff from 500 ms).
+    pub async fn evaluate_alerts(&self) -> Vec<FiredAlert> {
+        self.flush_monitoring().await;
+        self.flush_log().await;
+        let mut fired = Vec::new();
+        let window = self.config.monitor_window_seconds as i64;
+        let now = keel_engine::monitor::now_unix();
+        let since = now - now.rem_euclid(window) - window;
+        for m in self.cache.monitored() {
+            let rules: Vec<&alerts::AlertRule> = self
+                .config
+                .alerts
+                .iter()
+                .filter(|r| r.covers(&m.name))
+                .collect();
+            if rules.is_empty() {
+                continue;
+            }
+            let store = self.cache.store();
+            let report = match store
+                .get(&m.name, &keel_store::Selector::Version(m.version))
+                .await
+            {
+                Ok(record) => {
+                    keel_engine::monitor::report(
+                        store,
+                        &record,
+                        since,
+                        window,
+                        &keel_monitor::DriftOptions::default(),
+                    )
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(model = %m.name, version = m.version, error = %e, "alert evaluation skipped");
+                    continue;
+                }
+            };
+            for rule in rules {
+                let key = (rule.name.clone(), m.name.clone(), m.version);
+                match rule.evaluate(&report) {
+                    Some(reason) => {
+                        if !self.firing.lock().expect("alert state").insert(key) {
+                            continue;
+                        }
+                        let a = FiredAlert {
+                            alert: rule.name.clone(),
+                            model: m.name.clone(),
+                            version: m.version,
+                            reason,
+                            at: keel_core::time::now_rfc3339(),
+                        };
+                        self.notify(rule, &a).await;
+                        fired.push(a);
+                    }
+                    None => {
+                        if self.firing.lock().expect("alert state").remove(&key) {
+                            tracing::info!(alert = %rule.name, model = %m.name, version = m.version, "alert resolved");
+                        }
+                    }
+                }
+            }
+        }
+        fired
+    }
+
+    async fn notify(&self, rule: &alerts::AlertRule, a: &FiredAlert) {
+        tracing::warn!(alert = %a.alert, model = %a.model, version = a.version, reason = %a.reason, "alert fired");
+        metrics::METRICS
+            .alerts
+            .with_label_values(&[a.alert.as_str()])
+            .inc();
+        let body = serde_json::to_value(a).expect("alerts serialise");
+        if let Err(e) = self
+            .cache
+            .store()
+            .audit(
+                keel_store::AuditEvent::new(
+                    "keel",
+                    "alert.fire",
+                    &format!("{}@{}", a.model, a.version),
+                )
+                .evidence(body.clone()),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit an alert");
+        }
+        if let Some(url) = rule.webhook.clone() {
+            let client = self.webhooks.clone();
+            let name = a.alert.clone();
+            tokio::spawn(async move {
+                match alerts::post_with_retry(&client, &url, &body, 4, Duration::from_millis(500))
+                    .await
+                {
+                    Ok(n) => tracing::info!(alert = %name, attempts = n, "alert webhook delivered"),
+                    Err(e) => tracing::warn!(alert = %name, error = %e, "alert webhook failed"),
+                }
+            });
+        }
     }
 
     /// Whether this request's rows go to the prediction log (a hash of the request id against the rate).
@@ -151,6 +276,17 @@ impl AppState {
                 loop {
                     tick.tick().await;
                     st.flush_monitoring().await;
+                }
+            });
+        }
+        if !self.config.alerts.is_empty() {
+            let st = self.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(st.config.alert_interval_ms));
+                loop {
+                    tick.tick().await;
+                    st.evaluate_alerts().await;
                 }
             });
         }

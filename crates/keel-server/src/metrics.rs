@@ -12,6 +12,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub predictions: IntCounterVec,
     pub loaded: IntGaugeVec,
+    pub alerts: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -57,8 +58,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["reference", "version"],
     )
     .expect("metric");
+    let alerts = IntCounterVec::new(
+        Opts::new("keel_alerts_total", "Alerts that started firing, by rule"),
+        &["rule"],
+    )
+    .expect("metric");
     for c in [
-        Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(alerts.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(requests.clone()),
         Box::new(latency.clone()),
         Box::new(errors.clone()),
         Box::new(predictions.clone()),
@@ -73,6 +80,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         errors,
         predictions,
         loaded,
+        alerts,
     }
 });
 

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_audit.sql"),
     include_str!("../migrations/0004_profiles.sql"),
     include_str!("../migrations/0005_prediction_log.sql"),
+    include_str!("../migrations/0006_jobs_rollouts.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {

@@ -486,7 +486,10 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
         objective,
         &params,
         valid.as_ref().map(|(x, y)| (x.as_slice(), y.as_slice())),
-        &mut |done, _| pb.set_position(done as u64),
+        &mut |done, _| {
+            pb.set_position(done as u64);
+            true
+        },
     )?;
     let train_seconds = started.elapsed().as_secs_f64();
     pb.finish_and_clear();

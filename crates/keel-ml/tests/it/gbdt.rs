@@ -13,7 +13,7 @@ fn fit(n: usize, params: &GbdtParams) -> (Model, Vec<f64>, Vec<f64>) {
         Objective::Binary,
         params,
         None,
-        &mut |_, _| {},
+        &mut |_, _| true,
     )
     .unwrap();
     let model = Model {
@@ -281,7 +281,7 @@ fn early_stopping_truncates_to_the_best_iteration() {
         Objective::Binary,
         &p,
         Some((&vx, &vy)),
-        &mut |_, _| {},
+        &mut |_, _| true,
     )
     .unwrap();
     assert!(log.trees_trained < 2000, "trained {}", log.trees_trained);
@@ -326,7 +326,7 @@ fn regression_fits_a_nonlinear_function() {
         Objective::Regression,
         &small(),
         None,
-        &mut |_, _| {},
+        &mut |_, _| true,
     )
     .unwrap();
     let pred: Vec<f64> = x.chunks_exact(4).map(|r| ens.predict_margin(r)).collect();
@@ -355,8 +355,10 @@ fn invalid_parameters_are_refused() {
             ..Default::default()
         },
     ] {
-        let e =
-            gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {}).unwrap_err();
+        let e = gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {
+            true
+        })
+        .unwrap_err();
         assert!(matches!(e, keel_ml::Error::InvalidParams(_)), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of keel-ml on synthetic data with known structure.
 
 mod fairness;
+mod gate;
 mod gbdt;
 
 use keel_ml::{FeatureKind, FeatureSpec};

@@ -1,5 +1,6 @@
 //! HTTP tests of keel-server: in-process through the Router, against a real registry in a temporary home.
 
+mod alerts;
 mod api;
 mod auth;
 mod monitor;
@@ -77,7 +78,7 @@ pub fn model(seed: u64, trees: usize) -> Model {
         Objective::Binary,
         &p,
         None,
-        &mut |_, _| {},
+        &mut |_, _| true,
     )
     .unwrap();
     Model {
