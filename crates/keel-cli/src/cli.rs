@@ -61,6 +61,17 @@ impl Cli {
                 MonitorCommand::Report(a) => a.json,
             },
             Command::Feedback(a) => a.json,
+            Command::Retrain(a) => a.json,
+            Command::Jobs { command } => match command {
+                JobsCommand::List(a) => a.json,
+                JobsCommand::Show(a) | JobsCommand::Cancel(a) => a.json,
+                JobsCommand::Work(a) => a.json,
+            },
+            Command::Deploy(a) => a.json,
+            Command::Rollback(a) => a.json,
+            Command::Demo { command } => match command {
+                DemoCommand::Loop(a) => a.json,
+            },
             Command::Audit { command } => match command {
                 AuditCommand::Verify(a) => a.json,
                 AuditCommand::Export(_) => false,
@@ -134,6 +145,172 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Train a challenger on new data and gate it against the champion (a persisted, cancellable job).
+    ///
+    /// The challenger is trained with the champion's settings on --data, then both are scored on the same
+    /// fresh labelled --holdout: the ROC-AUC (or RMSE) delta with a paired bootstrap interval, and fairness
+    /// gaps on the champion's sensitive columns. The decision and its evidence go to the audit log. A passing
+    /// challenger gets the alias `challenger` and, with --canary or --shadow, a rollout next to the champion.
+    /// The job runs now (with a progress bar) or, with --queue, in a running `keel serve` / `keel jobs work`.
+    ///
+    /// Example: keel retrain employment --data 2015_2016.parquet --holdout 2017.parquet --canary 10
+    Retrain(RetrainArgs),
+    /// The job queue: list, show, cancel, or work through queued jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Roll a version out next to the champion: a canary answering a share of `NAME@champion` requests
+    /// (chosen by request id), or a shadow scoring mirrored traffic without answering.
+    ///
+    /// A running server picks rollouts up within its refresh interval and judges canaries from delayed labels:
+    /// worse than the champion beyond `[serve.rollout] max_degradation` → automatic rollback (audited),
+    /// holding up with `min_labels` labels → promotion (when `auto_promote`).
+    ///
+    /// Examples: keel deploy employment@3 --canary 10 · keel deploy employment@3 --shadow
+    ///           keel deploy employment --status · keel deploy employment --promote · keel deploy employment --stop
+    Deploy(DeployArgs),
+    /// Restore the previous champion in one atomic, audited alias move.
+    ///
+    /// Example: keel rollback employment
+    Rollback(RollbackArgs),
+    /// Runnable demonstrations on the real datasets.
+    Demo {
+        #[command(subcommand)]
+        command: DemoCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DemoCommand {
+    /// The closed loop on the employment data: serve the 2015 model, replay 2016–2018 as traffic with labels
+    /// arriving later, show drift and realized AUC per year, retrain on 2015 + labelled 2016, gate on 2017,
+    /// canary on 2018 traffic and promote; reject a challenger trained on shuffled labels; roll back.
+    Loop(DemoLoopArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoLoopArgs {
+    /// Use at most this many rows per year (0 = all: 68,785 for 2015, about 70,000 for each later year).
+    #[arg(long, default_value_t = 0)]
+    pub rows_per_year: usize,
+    /// Trees per model.
+    #[arg(long, default_value_t = 300)]
+    pub trees: usize,
+    /// Records per prediction request.
+    #[arg(long, default_value_t = 50)]
+    pub batch: usize,
+    /// Share of champion traffic for the canary, in percent.
+    #[arg(long, default_value_t = 50.0)]
+    pub canary: f64,
+    /// Working directory for the demo's data files (default: `demo-loop` under the Keel home).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RetrainArgs {
+    /// Model name (its `champion` alias is the baseline).
+    pub model: String,
+    /// Training data for the challenger (CSV or Parquet, with the target column).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Fresh labelled rows neither model trained on; both are scored on them.
+    #[arg(long)]
+    pub holdout: PathBuf,
+    /// Start a canary with this share of champion traffic (percent) when the challenger passes.
+    #[arg(long)]
+    pub canary: Option<f64>,
+    /// Mirror traffic to the challenger when it passes.
+    #[arg(long)]
+    pub shadow: bool,
+    /// The challenger must beat the champion's metric by at least this much.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_delta: f64,
+    /// The 95 % interval's lower end may reach at most this far below zero.
+    #[arg(long, default_value_t = 0.005)]
+    pub max_regression: f64,
+    /// A fairness gap may grow by at most this much.
+    #[arg(long, default_value_t = 0.02)]
+    pub fairness_tolerance: f64,
+    /// Override the champion's number of trees.
+    #[arg(long)]
+    pub trees: Option<usize>,
+    /// Bootstrap seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Only queue the job (a running `keel serve` or `keel jobs work` runs it).
+    #[arg(long)]
+    pub queue: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobsCommand {
+    /// Recent jobs, newest first (jobs whose worker died are marked failed first).
+    List(JobsListArgs),
+    /// One job with its result.
+    Show(JobIdArgs),
+    /// Cancel a job: a queued one at once, a running one at its next progress report.
+    Cancel(JobIdArgs),
+    /// Run queued jobs until none is left (or keep polling with --forever).
+    Work(JobsWorkArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobsListArgs {
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct JobIdArgs {
+    pub id: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct JobsWorkArgs {
+    /// Keep polling for new jobs.
+    #[arg(long)]
+    pub forever: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DeployArgs {
+    /// NAME@VERSION to deploy, or NAME for --status, --promote and --stop.
+    pub reference: String,
+    /// Canary: answer this percentage of `NAME@champion` requests with the version.
+    #[arg(long)]
+    pub canary: Option<f64>,
+    /// Shadow: score mirrored traffic with the version, without answering.
+    #[arg(long)]
+    pub shadow: bool,
+    /// Make the canary the champion (one atomic, audited alias move) and end the rollout.
+    #[arg(long)]
+    pub promote: bool,
+    /// End the rollout; the champion keeps all traffic.
+    #[arg(long)]
+    pub stop: bool,
+    /// Show the rollout and how the canary and shadow compare with the champion on delayed labels.
+    #[arg(long)]
+    pub status: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]

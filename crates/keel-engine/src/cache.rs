@@ -23,7 +23,36 @@ pub struct ModelCache {
     monitor_window: Option<i64>,
     /// Versions dropped from the cache whose monitoring counts have not been flushed yet.
     retired: std::sync::Mutex<Vec<Arc<LoadedModel>>>,
+    /// Live rollouts by model name, loaded.
+    rollouts: RwLock<HashMap<String, Arc<LiveRollout>>>,
 }
+
+/// A rollout with its versions loaded: requests for `NAME@champion` go to the canary for a share of request
+/// ids, and the shadow scores the same rows without answering.
+#[derive(Clone)]
+pub struct LiveRollout {
+    pub rollout: keel_store::Rollout,
+    pub canary: Option<Arc<LoadedModel>>,
+    pub shadow: Option<Arc<LoadedModel>>,
+}
+
+/// A stable number in [0, 1) from a request id and a salt (FNV-1a, then MurmurHash3's finaliser), so the same
+/// request id lands on the same side of a share on every replica, and different salts are independent.
+pub fn unit_hash(salt: u64, id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ salt;
+    for b in id.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Salt of the canary split (independent of the prediction-log sample, which uses 0).
+pub const CANARY_SALT: u64 = 0x6361_6e61_7279;
 
 fn key(name: &str, sel: &Selector) -> String {
     match sel {
@@ -42,6 +71,7 @@ impl ModelCache {
             versions: RwLock::new(HashMap::new()),
             monitor_window: None,
             retired: std::sync::Mutex::new(Vec::new()),
+            rollouts: RwLock::new(HashMap::new()),
         }
     }
 
@@ -140,8 +170,66 @@ impl ModelCache {
                 entries.insert(k, m);
             }
         }
+        if let Err(e) = self.reload_rollouts().await {
+            tracing::warn!(error = %e, "rollout refresh failed; keeping the loaded rollouts");
+        }
         self.evict_unused();
         Ok(moved)
+    }
+
+    /// Re-reads live rollouts from the registry and loads their versions.
+    pub async fn reload_rollouts(&self) -> Result<()> {
+        let mut next = HashMap::new();
+        for r in self.store.rollouts().await? {
+            let load = |v: Option<i64>| {
+                let name = r.model.clone();
+                async move {
+                    match v {
+                        Some(v) => self.resolve(&name, &Selector::Version(v)).await.map(Some),
+                        None => Ok(None),
+                    }
+                }
+            };
+            let canary = load(r.canary_version).await?;
+            let shadow = load(r.shadow_version).await?;
+            next.insert(
+                r.model.clone(),
+                Arc::new(LiveRollout {
+                    rollout: r,
+                    canary,
+                    shadow,
+                }),
+            );
+        }
+        *self.rollouts.write().expect("cache lock") = next;
+        Ok(())
+    }
+
+    /// The live rollout of a model, if one runs.
+    pub fn rollout(&self, name: &str) -> Option<Arc<LiveRollout>> {
+        self.rollouts.read().expect("cache lock").get(name).cloned()
+    }
+
+    /// The version that answers `reference` for request `request_id`, and the shadow that scores it too:
+    /// `NAME@champion` goes to a running canary for its share of request ids.
+    pub async fn route(
+        &self,
+        reference: &str,
+        request_id: &str,
+    ) -> Result<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
+        let m = self.get(reference).await?;
+        let Some(name) = reference.strip_suffix("@champion") else {
+            return Ok((m, None));
+        };
+        let Some(ro) = self.rollout(name) else {
+            return Ok((m, None));
+        };
+        let answered = match &ro.canary {
+            Some(c) if unit_hash(CANARY_SALT, request_id) < ro.rollout.canary_weight => c.clone(),
+            _ => m,
+        };
+        let shadow = ro.shadow.clone().filter(|s| s.version != answered.version);
+        Ok((answered, shadow))
     }
 
     /// Moves an alias in the registry (audited as done by `actor`) and swaps the cache entry at once.
@@ -177,6 +265,7 @@ impl ModelCache {
                 Err(e) => return Err(e),
             }
         }
+        self.reload_rollouts().await?;
         Ok(n)
     }
 
@@ -195,13 +284,18 @@ impl ModelCache {
 
     /// Drops versions no reference points at any more (requests in flight keep their own `Arc`).
     fn evict_unused(&self) {
-        let live: std::collections::HashSet<(String, i64)> = self
+        let mut live: std::collections::HashSet<(String, i64)> = self
             .entries
             .read()
             .expect("cache lock")
             .values()
             .map(|m| (m.name.clone(), m.version))
             .collect();
+        for ro in self.rollouts.read().expect("cache lock").values() {
+            for m in ro.canary.iter().chain(&ro.shadow) {
+                live.insert((m.name.clone(), m.version));
+            }
+        }
         let mut retired = Vec::new();
         self.versions.write().expect("cache lock").retain(|id, m| {
             let keep = live.contains(id);

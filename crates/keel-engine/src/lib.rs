@@ -10,6 +10,7 @@ pub mod keys;
 pub mod loaded;
 pub mod monitor;
 pub mod request;
+pub mod rollout;
 
 use keel_core::ErrorClass;
 

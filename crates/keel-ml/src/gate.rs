@@ -14,6 +14,7 @@ use crate::{Error, Objective, Result};
 
 /// How strict the gate is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GateOptions {
     /// The challenger's point estimate must beat the champion's by at least this much (0 = not worse).
     pub min_delta: f64,

@@ -17,6 +17,11 @@
 //! when = "metric_below"
 //! metric = "roc_auc"            # roc_auc, accuracy (higher is better) or log_loss (alerts when above)
 //! floor = 0.85
+//!
+//! [serve.alerts.retrain]        # optional: the rule queues a retraining job
+//! data = "data/latest.parquet"
+//! holdout = "data/holdout.parquet"
+//! canary = 0.1
 //! ```
 
 use keel_engine::monitor::MonitorReport;
@@ -47,6 +52,9 @@ pub struct AlertRule {
     /// Where to POST the alert as JSON.
     #[serde(default)]
     pub webhook: Option<String>,
+    /// Queue a retraining job when the rule fires (unless one is already queued or running for the model).
+    #[serde(default)]
+    pub retrain: Option<keel_engine::rollout::RetrainSpec>,
 }
 
 impl AlertRule {

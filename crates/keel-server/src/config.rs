@@ -45,6 +45,10 @@ pub struct ServerConfig {
     pub alerts: Vec<crate::alerts::AlertRule>,
     /// How often alert rules are evaluated.
     pub alert_interval_ms: u64,
+    /// How canaries are judged from delayed labels (promotion or automatic rollback).
+    pub rollout: keel_engine::rollout::RolloutPolicy,
+    /// How often running canaries are judged.
+    pub rollout_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +73,8 @@ impl Default for ServerConfig {
             redact: Vec::new(),
             alerts: Vec::new(),
             alert_interval_ms: 60_000,
+            rollout: Default::default(),
+            rollout_interval_ms: 10_000,
         }
     }
 }
@@ -92,6 +98,14 @@ impl ServerConfig {
         }
         if !self.alerts.is_empty() && !self.monitoring {
             return Err("alert rules need monitoring on".into());
+        }
+        if self.rollout.min_labels < 20 || self.rollout_interval_ms == 0 {
+            return Err(
+                "rollout.min_labels must be at least 20 and rollout_interval_ms positive".into(),
+            );
+        }
+        if self.rollout.max_degradation.is_nan() || self.rollout.max_degradation < 0.0 {
+            return Err("rollout.max_degradation must be 0 or more".into());
         }
         if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
             return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());

@@ -188,6 +188,10 @@ impl AppState {
         {
             tracing::warn!(error = %e, "could not audit an alert");
         }
+        if let Some(spec) = &rule.retrain {
+            self.queue_retrain(&a.model, spec, &format!("keel (alert {})", a.alert))
+                .await;
+        }
         if let Some(url) = rule.webhook.clone() {
             let client = self.webhooks.clone();
             let name = a.alert.clone();
@@ -202,6 +206,118 @@ impl AppState {
         }
     }
 
+    /// Queues a retraining job for `model` unless one is already queued or running.
+    async fn queue_retrain(
+        &self,
+        model: &str,
+        spec: &keel_engine::rollout::RetrainSpec,
+        actor: &str,
+    ) {
+        let store = self.cache.store();
+        match store.jobs(100).await {
+            Ok(jobs)
+                if jobs
+                    .iter()
+                    .any(|j| j.model == model && j.kind == "retrain" && !j.state.is_final()) =>
+            {
+                tracing::info!(model, "a retraining job is already queued or running");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the job queue");
+                return;
+            }
+        }
+        let spec = serde_json::to_value(spec).expect("specs serialise");
+        match store.enqueue_job("retrain", model, &spec, actor).await {
+            Ok(j) => tracing::info!(model, job = j.id, "retraining queued"),
+            Err(e) => tracing::warn!(model, error = %e, "could not queue retraining"),
+        }
+    }
+
+    /// Judges every running canary from its delayed labels: rolls it back (audited, champion untouched)
+    /// when it is worse than the champion beyond the policy, promotes it when it holds up and the policy
+    /// says so. Returns the evaluations.
+    pub async fn judge_rollouts(&self) -> Vec<keel_engine::rollout::RolloutEvaluation> {
+        self.flush_log().await;
+        let store = self.cache.store();
+        let rollouts = match store.rollouts().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read rollouts");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for r in rollouts.into_iter().filter(|r| r.canary_version.is_some()) {
+            let champion = match store
+                .get(&r.model, &keel_store::Selector::Alias("champion".into()))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(model = %r.model, error = %e, "rollout without a champion");
+                    continue;
+                }
+            };
+            let objective = if champion.objective == "regression" {
+                keel_ml::Objective::Regression
+            } else {
+                keel_ml::Objective::Binary
+            };
+            let ev = match keel_engine::rollout::evaluate(
+                store,
+                &r,
+                champion.version,
+                objective,
+                &self.config.rollout,
+            )
+            .await
+            {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!(model = %r.model, error = %e, "rollout evaluation failed");
+                    continue;
+                }
+            };
+            let evidence = serde_json::to_value(&ev).expect("evaluations serialise");
+            let done = match ev.decision.as_str() {
+                "rollback" => {
+                    tracing::warn!(model = %r.model, reason = %ev.reason, "canary degraded; rolling back");
+                    store
+                        .end_rollout(
+                            &r.model,
+                            "rollout.rollback",
+                            "keel (rollout judge)",
+                            evidence,
+                        )
+                        .await
+                        .map(|_| true)
+                }
+                "promote" if self.config.rollout.auto_promote => {
+                    tracing::info!(model = %r.model, reason = %ev.reason, "canary holds up; promoting");
+                    store
+                        .promote_canary(&r.model, "keel (rollout judge)", evidence)
+                        .await
+                        .map(|_| true)
+                }
+                _ => Ok(false),
+            };
+            match done {
+                Ok(true) => {
+                    if let Err(e) = self.cache.refresh().await {
+                        tracing::warn!(error = %e, "refresh after a rollout decision failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(model = %r.model, error = %e, "rollout decision failed"),
+            }
+            out.push(ev);
+        }
+        out
+    }
+
     /// Whether this request's rows go to the prediction log (a hash of the request id against the rate).
     pub fn logs(&self, request_id: &str) -> bool {
         let rate = self.config.prediction_log_rate;
@@ -211,18 +327,8 @@ impl AppState {
         if rate <= 0.0 {
             return false;
         }
-        // FNV-1a: stable across replicas, so a request is logged or not wherever it lands.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in request_id.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        // MurmurHash3's finaliser spreads FNV's weakly mixed high bits evenly.
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        (h as f64 / u64::MAX as f64) < rate
+        // Stable across replicas, so a request is logged or not wherever it lands.
+        keel_engine::cache::unit_hash(0, request_id) < rate
     }
 
     /// Queues rows for the prediction log, dropping (and counting) them when the buffer is full.
@@ -291,6 +397,15 @@ impl AppState {
             });
         }
         if self.config.prediction_log_rate > 0.0 {
+            let st = self.clone();
+            tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_millis(st.config.rollout_interval_ms));
+                loop {
+                    tick.tick().await;
+                    st.judge_rollouts().await;
+                }
+            });
             let st = self.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(250));

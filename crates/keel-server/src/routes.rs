@@ -249,6 +249,7 @@ fn parse_query(raw: Option<&str>) -> Result<PredictQuery, ApiError> {
     Ok(q)
 }
 
+#[derive(Clone, Copy)]
 enum BodyKind {
     Json,
     Csv,
@@ -354,42 +355,10 @@ pub async fn predict(
     let q = parse_query(parts.uri.query())?;
     let kind = body_kind(&parts.headers)?;
     let bytes = read_body(body, &parts.headers, st.config.body_limit_bytes).await?;
-    let model = st.cache.get(&name).await?;
+    let (model, shadow) = st.cache.route(&name, &rid.0).await?;
     let explain = q.explain.unwrap_or(false).then_some(q.top_k.unwrap_or(5));
     let nf = model.schema.n_features();
-    let (rows, single) = match kind {
-        BodyKind::Json => {
-            let body = model
-                .schema
-                .parse_json_body(&bytes, st.config.max_records)
-                .map_err(|e| match e {
-                    BodyError::Malformed(m) => ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "malformed_json",
-                        format!("the body is not valid JSON: {m}"),
-                    ),
-                    BodyError::Schema(errors) => schema_error(errors),
-                    BodyError::TooManyRecords { limit } => ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_many_records",
-                        format!(
-                            "more than {limit} records in one request; the limit is {limit} (use keel predict for files)"
-                        ),
-                    ),
-                })?;
-            (body.rows, body.single)
-        }
-        BodyKind::Csv | BodyKind::Arrow => {
-            let table = match kind {
-                BodyKind::Csv => keel_data::read::read_csv_bytes(&bytes)?,
-                _ => keel_data::read::read_ipc_bytes(&bytes)?,
-            };
-            if table.nrows > st.config.max_records {
-                return Err(too_many(table.nrows, st.config.max_records));
-            }
-            (model.encode_table(&table).map_err(schema_error)?, false)
-        }
-    };
+    let (rows, single) = parse_rows(&st, &model, kind, &bytes)?;
     let n = rows.len() / nf.max(1);
     let (predictions, rows): (Vec<Prediction>, Vec<f64>) = if n <= st.config.inline_batch_rows {
         let p: Vec<Prediction> = rows
@@ -418,8 +387,35 @@ pub async fn predict(
         })?
     };
     count_classes(&model, &predictions);
+    // A shadow scores the same rows (parsed against its own schema) without answering; its outputs are
+    // logged next to the served ones for the online comparison.
+    let shadow_out = match &shadow {
+        Some(sh) => match parse_rows(&st, sh, kind, &bytes) {
+            Ok((srows, _)) => {
+                let snf = sh.schema.n_features();
+                let sp: Vec<Prediction> = srows
+                    .chunks_exact(snf.max(1))
+                    .map(|r| sh.predict_row(r, None))
+                    .collect();
+                sh.observe(&srows, &sp);
+                Some((sh.version, sp))
+            }
+            Err(e) => {
+                tracing::debug!(model = %sh.name, version = sh.version, error = %e.message, "shadow could not score the request");
+                None
+            }
+        },
+        None => None,
+    };
     if st.logs(&rid.0) {
-        log_rows(&st, &model, &rid.0, &rows, &predictions);
+        log_rows(
+            &st,
+            &model,
+            &rid.0,
+            &rows,
+            &predictions,
+            shadow_out.as_ref(),
+        );
     }
     let mut resp = PredictResponse {
         request_id: rid.0,
@@ -455,6 +451,48 @@ pub async fn predict(
     Ok(Json(resp).into_response())
 }
 
+/// Parses and encodes a prediction body against one version's schema: (encoded rows, single record?).
+fn parse_rows(
+    st: &AppState,
+    model: &LoadedModel,
+    kind: BodyKind,
+    bytes: &[u8],
+) -> Result<(Vec<f64>, bool), ApiError> {
+    Ok(match kind {
+        BodyKind::Json => {
+            let body = model
+                .schema
+                .parse_json_body(bytes, st.config.max_records)
+                .map_err(|e| match e {
+                    BodyError::Malformed(m) => ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("the body is not valid JSON: {m}"),
+                    ),
+                    BodyError::Schema(errors) => schema_error(errors),
+                    BodyError::TooManyRecords { limit } => ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_records",
+                        format!(
+                            "more than {limit} records in one request; the limit is {limit} (use keel predict for files)"
+                        ),
+                    ),
+                })?;
+            (body.rows, body.single)
+        }
+        BodyKind::Csv | BodyKind::Arrow => {
+            let table = match kind {
+                BodyKind::Csv => keel_data::read::read_csv_bytes(bytes)?,
+                _ => keel_data::read::read_ipc_bytes(bytes)?,
+            };
+            if table.nrows > st.config.max_records {
+                return Err(too_many(table.nrows, st.config.max_records));
+            }
+            (model.encode_table(&table).map_err(schema_error)?, false)
+        }
+    })
+}
+
 /// Queues a request's rows for the prediction log, with the configured features redacted.
 fn log_rows(
     st: &AppState,
@@ -462,6 +500,7 @@ fn log_rows(
     rid: &str,
     rows: &[f64],
     predictions: &[Prediction],
+    shadow: Option<&(i64, Vec<Prediction>)>,
 ) {
     let nf = model.schema.n_features().max(1);
     let redact: Vec<usize> = st
@@ -487,13 +526,18 @@ fn log_rows(
                 row: i as i64,
                 at_ms,
                 features,
-                output: p
-                    .probability
-                    .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN)),
+                output: output(p),
+                shadow: shadow.and_then(|(v, sp)| sp.get(i).map(|s| (*v, output(s)))),
             }
         })
         .collect();
     st.log_predictions(logged);
+}
+
+/// The number a prediction is judged by: the probability for classification, else the value.
+fn output(p: &Prediction) -> f64 {
+    p.probability
+        .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN))
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {

@@ -15,9 +15,11 @@
 //!   transaction; the log is a hash chain with its head outside the database ([`audit`]).
 
 pub mod audit;
+mod jobs;
 mod registry;
 
 pub use audit::{AuditEvent, AuditRecord, Verification};
+pub use jobs::{JobRecord, JobState, Rollout, worker_id};
 pub use registry::{
     ApiKeyRecord, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, NewVersion, Selector,
     Store, VersionRecord,

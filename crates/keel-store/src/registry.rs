@@ -173,6 +173,8 @@ pub struct LoggedPrediction {
     pub at_ms: i64,
     pub features: Vec<f64>,
     pub output: f64,
+    /// The shadow version's score of the same row, when a shadow was running: (version, output).
+    pub shadow: Option<(i64, f64)>,
 }
 
 /// A label that arrived later, for the prediction `request_id` (row `row`).
@@ -205,6 +207,8 @@ pub struct Labelled {
     pub features: Vec<f64>,
     pub output: f64,
     pub label: f64,
+    /// The shadow version's score of the same row, if one was running: (version, output).
+    pub shadow: Option<(i64, f64)>,
 }
 
 /// A stored API key: the id is public, the secret is kept only as an argon2 hash.
@@ -222,7 +226,7 @@ pub struct ApiKeyRecord {
 
 /// The registry plus the artifact store under one Keel home.
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     artifacts: Arc<dyn ObjectStore>,
     artifact_root: PathBuf,
     home: PathBuf,
@@ -383,13 +387,13 @@ impl Store {
 
     /// A write transaction that takes the database's write lock at once (`BEGIN IMMEDIATE`), so two writers
     /// queue on the busy timeout instead of one failing when it upgrades a read.
-    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// After a commit that appended `r`: moves the head file forward. A failure here is logged, not returned:
     /// the change is committed, and `keel audit verify` accepts a head that lags behind an intact chain.
-    fn after_audit(&self, r: &AuditRecord) {
+    pub(crate) fn after_audit(&self, r: &AuditRecord) {
         failpoint("audit.before_head");
         if let Err(e) = audit::write_head(&self.home, r, true) {
             tracing::warn!(error = %e, "could not update audit.head");
@@ -397,7 +401,7 @@ impl Store {
     }
 
     /// Before a commit that appends `r`: marks it pending in the head file.
-    fn before_commit(&self, r: &AuditRecord) -> Result<()> {
+    pub(crate) fn before_commit(&self, r: &AuditRecord) -> Result<()> {
         audit::write_head(&self.home, r, false)?;
         failpoint("audit.before_commit");
         Ok(())
@@ -598,7 +602,7 @@ impl Store {
         // Multi-row statements: one round trip through sqlx per 500 rows instead of per row.
         for chunk in rows.chunks(500) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output) ",
+                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output, shadow_version, shadow_output) ",
             );
             q.push_values(chunk, |mut b, r| {
                 let blob: Vec<u8> = r.features.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -608,7 +612,9 @@ impl Store {
                     .push_bind(r.version)
                     .push_bind(r.at_ms)
                     .push_bind(blob)
-                    .push_bind(r.output);
+                    .push_bind(r.output)
+                    .push_bind(r.shadow.map(|s| s.0))
+                    .push_bind(r.shadow.map(|s| s.1));
             });
             q.push(" ON CONFLICT(model, request_id, row) DO NOTHING");
             q.build().execute(&mut *tx).await?;
@@ -695,7 +701,7 @@ impl Store {
     /// Logged predictions of `model` that have labels, since `since_ms`, oldest first.
     pub async fn labelled(&self, model: &str, since_ms: i64) -> Result<Vec<Labelled>> {
         let rows = sqlx::query(
-            "SELECT p.version, p.at_ms, p.features, p.output, l.label FROM prediction_log p
+            "SELECT p.version, p.at_ms, p.features, p.output, l.label, p.shadow_version, p.shadow_output FROM prediction_log p
              JOIN labels l ON l.model = p.model AND l.request_id = p.request_id AND l.row = p.row
              WHERE p.model = ? AND p.at_ms >= ? ORDER BY p.at_ms, p.request_id, p.row",
         )
@@ -716,6 +722,9 @@ impl Store {
                         .collect(),
                     output: r.get("output"),
                     label: r.get("label"),
+                    shadow: r
+                        .get::<Option<i64>, _>("shadow_version")
+                        .zip(r.get::<Option<f64>, _>("shadow_output")),
                 }
             })
             .collect())
@@ -898,7 +907,7 @@ fn validate_alias(alias: &str) -> Result<()> {
     Ok(())
 }
 
-async fn set_alias_in(
+pub(crate) async fn set_alias_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     model: &str,
     alias: &str,

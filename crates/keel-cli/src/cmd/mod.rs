@@ -1,14 +1,17 @@
 //! Command implementations.
 pub mod data;
+pub mod demo;
 pub mod models;
 pub mod monitor;
+pub mod rollout;
 pub mod serve;
 pub mod train;
 
 use keel_core::ErrorClass;
 
 use crate::cli::{
-    AuditCommand, Cli, Command, DataCommand, KeysCommand, ModelsCommand, MonitorCommand,
+    AuditCommand, Cli, Command, DataCommand, DemoCommand, KeysCommand, ModelsCommand,
+    MonitorCommand,
 };
 
 /// An error raised by the command layer itself, with its class.
@@ -68,6 +71,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit { command } => match command {
             AuditCommand::Verify(a) => monitor::audit_verify(&home, &a),
             AuditCommand::Export(a) => monitor::audit_export(&home, &a),
+        },
+        Command::Retrain(a) => rollout::retrain_cmd(&home, &a),
+        Command::Jobs { command } => rollout::jobs_cmd(&home, &command),
+        Command::Deploy(a) => rollout::deploy_cmd(&home, &a),
+        Command::Rollback(a) => rollout::rollback_cmd(&home, &a),
+        Command::Demo { command } => match command {
+            DemoCommand::Loop(a) => demo::demo_loop(&home, &a),
         },
         Command::Openapi(a) => {
             let spec = keel_server::openapi::spec_json();

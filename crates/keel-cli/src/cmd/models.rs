@@ -138,8 +138,26 @@ pub fn alias(home: &Path, a: &AliasArgs) -> Result<i32> {
 /// The version an alias pointed at before its latest move, from the audit log.
 pub fn rollback(home: &Path, a: &RollbackArgs) -> Result<i32> {
     let store = block_on(Store::open(home))?;
-    let target = format!("{}@{}", a.model, a.alias);
-    let records = block_on(store.audit_records())?;
+    let (now, previous) = block_on(rollback_alias(
+        &store,
+        &a.model,
+        &a.alias,
+        &super::train::actor(),
+    ))?;
+    report_move(&a.model, &a.alias, now, previous, a.json);
+    Ok(0)
+}
+
+/// Moves `model@alias` back to the version it pointed at before its latest move (promotions included), in
+/// one audited alias move. Returns (version before the rollback, version after).
+pub async fn rollback_alias(
+    store: &Store,
+    model: &str,
+    alias: &str,
+    actor: &str,
+) -> Result<(Option<i64>, i64)> {
+    let target = format!("{model}@{alias}");
+    let records = store.audit_records().await?;
     let last = records
         .iter()
         .rev()
@@ -157,9 +175,8 @@ pub fn rollback(home: &Path, a: &RollbackArgs) -> Result<i32> {
             last.seq
         ))
     })?;
-    let now = block_on(store.set_alias(&a.model, &a.alias, previous, &super::train::actor()))?;
-    report_move(&a.model, &a.alias, now, previous, a.json);
-    Ok(0)
+    let now = store.set_alias(model, alias, previous, actor).await?;
+    Ok((now, previous))
 }
 
 fn report_move(model: &str, alias: &str, before: Option<i64>, after: i64, json: bool) {

@@ -261,7 +261,7 @@ fn params_json(a: &TrainArgs) -> Result<serde_json::Value> {
 }
 
 /// Loads a file with the given base schema (inferred, overlaid with a declared one); type errors are fatal.
-fn load_frame(
+pub(crate) fn load_frame(
     path: &Path,
     declared: Option<&Schema>,
     base: Option<&Schema>,
@@ -294,6 +294,16 @@ fn load_frame(
 
 /// Trains, evaluates and registers; returns the output JSON.
 pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
+    train_with(home, a, &mut |_, _| true)
+}
+
+/// [`train`] reporting progress to `hook(stage, fraction)`; when the hook returns false, training stops
+/// with [`keel_ml::Error::Cancelled`] and nothing is registered.
+pub fn train_with(
+    home: &Path,
+    a: &TrainArgs,
+    hook: &mut dyn FnMut(&str, f64) -> bool,
+) -> Result<serde_json::Value> {
     let quiet = a.json;
     if !(a.test_size > 0.0 && a.test_size < 1.0) && a.test.is_none() {
         return Err(input_error(format!(
@@ -486,9 +496,9 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
         objective,
         &params,
         valid.as_ref().map(|(x, y)| (x.as_slice(), y.as_slice())),
-        &mut |done, _| {
+        &mut |done, total| {
             pb.set_position(done as u64);
-            true
+            hook("training", done as f64 / total.max(1) as f64)
         },
     )?;
     let train_seconds = started.elapsed().as_secs_f64();
@@ -501,6 +511,9 @@ pub fn train(home: &Path, a: &TrainArgs) -> Result<serde_json::Value> {
         kind: ModelKind::Gbdt(ensemble),
     };
 
+    if !hook("evaluating", 1.0) {
+        return Err(keel_ml::Error::Cancelled.into());
+    }
     let sp = spinner("evaluating", quiet);
     let baseline_model = Model {
         kind: ModelKind::Linear(keel_ml::linear::train(

@@ -107,12 +107,14 @@ async fn drift_fires_an_alert_once_with_audit_metric_and_webhook() {
         model: Some("risk".into()),
         condition: Condition::DriftedFeatures { at_least: 1 },
         webhook: Some(url),
+        retrain: None,
     };
     let quiet = AlertRule {
         name: "never".into(),
         model: Some("other-model".into()),
         condition: Condition::PredictionDrift,
         webhook: None,
+        retrain: None,
     };
     let s = server(ServerConfig {
         alerts: vec![rule, quiet],
@@ -172,6 +174,7 @@ fn bad_rules_are_refused_at_start_up() {
             model: None,
             condition: when,
             webhook: webhook.map(str::to_string),
+            retrain: None,
         }],
         ..ServerConfig::default()
     };

@@ -1,0 +1,185 @@
+//! Judging a live rollout from delayed labels: the canary's realized metric against the champion's over the
+//! same period (different requests, same time), and the shadow's against the champion's on the very same
+//! rows. The decision is `wait` (too few labels), `promote` or `rollback`.
+
+use serde::Serialize;
+
+use crate::Result;
+
+/// How a rollout is judged.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutPolicy {
+    /// Labelled predictions each arm needs before a decision.
+    pub min_labels: usize,
+    /// The canary is rolled back when its metric is worse than the champion's by more than this
+    /// (ROC-AUC for classification, RMSE relative to the champion's for regression).
+    pub max_degradation: f64,
+    /// Promote a canary that holds up once it has enough labels (otherwise wait for `keel deploy promote`).
+    pub auto_promote: bool,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            min_labels: 200,
+            max_degradation: 0.02,
+            auto_promote: true,
+        }
+    }
+}
+
+/// What a retraining job does: train a challenger on `data` with the champion's settings, gate it against
+/// the champion on the labelled `holdout`, and, when it passes, start a canary and/or a shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// Training data (CSV or Parquet), with the target column.
+    pub data: std::path::PathBuf,
+    /// Fresh labelled rows neither model trained on.
+    pub holdout: std::path::PathBuf,
+    /// Share of champion traffic for the canary of a passing challenger (e.g. 0.1).
+    #[serde(default)]
+    pub canary: Option<f64>,
+    /// Mirror traffic to a passing challenger.
+    #[serde(default)]
+    pub shadow: bool,
+    #[serde(default)]
+    pub gate: keel_ml::gate::GateOptions,
+    /// Override the champion's number of trees (others are kept).
+    #[serde(default)]
+    pub trees: Option<usize>,
+}
+
+/// One arm's realized performance.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Arm {
+    pub version: i64,
+    pub labelled: usize,
+    /// ROC-AUC (classification) or RMSE (regression); `None` with too few labels or one class only.
+    pub metric: Option<f64>,
+}
+
+/// What the labels say about a rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutEvaluation {
+    pub model: String,
+    pub metric: String,
+    pub champion: Option<Arm>,
+    pub canary: Option<Arm>,
+    /// The shadow and the champion on the same mirrored rows.
+    pub shadow: Option<Arm>,
+    pub shadow_champion: Option<Arm>,
+    /// `wait`, `promote` or `rollback` (about the canary; `none` when there is no canary).
+    pub decision: String,
+    pub reason: String,
+}
+
+fn metric(y: &[f64], p: &[f64], binary: bool) -> Option<f64> {
+    if binary {
+        keel_ml::metrics::roc_auc(y, p)
+    } else if y.is_empty() {
+        None
+    } else {
+        let mse = y.iter().zip(p).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / y.len() as f64;
+        Some(mse.sqrt())
+    }
+}
+
+fn arm(version: i64, y: &[f64], p: &[f64], binary: bool, min: usize) -> Arm {
+    Arm {
+        version,
+        labelled: y.len(),
+        metric: if y.len() >= min {
+            metric(y, p, binary)
+        } else {
+            None
+        },
+    }
+}
+
+/// Evaluates the rollout of `model` (champion version `champion`) from the labels that arrived since it started.
+pub async fn evaluate(
+    store: &keel_store::Store,
+    rollout: &keel_store::Rollout,
+    champion: i64,
+    objective: keel_ml::Objective,
+    policy: &RolloutPolicy,
+) -> Result<RolloutEvaluation> {
+    let binary = objective == keel_ml::Objective::Binary;
+    let labelled = store.labelled(&rollout.model, rollout.started_ms).await?;
+    let mut by = |version: i64| {
+        let (y, p): (Vec<f64>, Vec<f64>) = labelled
+            .iter()
+            .filter(|l| l.version == version)
+            .map(|l| (l.label, l.output))
+            .unzip();
+        arm(version, &y, &p, binary, policy.min_labels)
+    };
+    let champ = by(champion);
+    let canary = rollout.canary_version.map(&mut by);
+    let (shadow, shadow_champion) = match rollout.shadow_version {
+        Some(sv) => {
+            let rows: Vec<_> = labelled
+                .iter()
+                .filter(|l| l.shadow.is_some_and(|s| s.0 == sv))
+                .collect();
+            let y: Vec<f64> = rows.iter().map(|l| l.label).collect();
+            let ps: Vec<f64> = rows.iter().map(|l| l.shadow.expect("filtered").1).collect();
+            let pc: Vec<f64> = rows.iter().map(|l| l.output).collect();
+            (
+                Some(arm(sv, &y, &ps, binary, policy.min_labels)),
+                Some(arm(champion, &y, &pc, binary, policy.min_labels)),
+            )
+        }
+        None => (None, None),
+    };
+    let name = if binary { "roc_auc" } else { "rmse" };
+    let (decision, reason) = match &canary {
+        None => ("none".to_string(), "no canary running".to_string()),
+        Some(c) => match (champ.metric, c.metric) {
+            (Some(a), Some(b)) => {
+                // Positive = the canary is worse.
+                let worse = if binary {
+                    a - b
+                } else {
+                    (b - a) / a.max(f64::MIN_POSITIVE)
+                };
+                if worse > policy.max_degradation {
+                    (
+                        "rollback".into(),
+                        format!(
+                            "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: worse by {worse:.4} (> {})",
+                            c.version, c.labelled, champ.labelled, policy.max_degradation
+                        ),
+                    )
+                } else {
+                    (
+                        "promote".into(),
+                        format!(
+                            "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: within {}",
+                            c.version, c.labelled, champ.labelled, policy.max_degradation
+                        ),
+                    )
+                }
+            }
+            _ => (
+                "wait".into(),
+                format!(
+                    "waiting for labels: canary {} and champion {} of the {} each needs (or one class only)",
+                    c.labelled, champ.labelled, policy.min_labels
+                ),
+            ),
+        },
+    };
+    Ok(RolloutEvaluation {
+        model: rollout.model.clone(),
+        metric: name.into(),
+        champion: Some(champ),
+        canary,
+        shadow,
+        shadow_champion,
+        decision,
+        reason,
+    })
+}
