@@ -128,7 +128,97 @@ pub struct Realized {
     pub calibration_gap: Option<f64>,
     /// Regression: root mean squared error.
     pub rmse: Option<f64>,
+    /// Per sensitive column: per-group metrics (the slices) and the fairness gaps between groups.
+    pub fairness: Vec<keel_ml::eval::FairnessReport>,
     pub note: Option<String>,
+}
+
+/// A sensitive feature as it appears in logged rows: its name, its position in the encoded row, and its
+/// levels when categorical (logged values are level codes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensitiveColumn {
+    pub name: String,
+    pub index: usize,
+    pub levels: Option<Vec<String>>,
+}
+
+impl SensitiveColumn {
+    /// The model's sensitive columns (from its training parameters) located in its monitoring spec.
+    pub fn of(record: &keel_store::VersionRecord, spec: &ProfileSpec) -> Vec<SensitiveColumn> {
+        let names: Vec<String> = record.params["sensitive"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                let index = spec.features.iter().position(|(f, _)| *f == n)?;
+                let levels = match &spec.features[index].1 {
+                    keel_monitor::BinSpec::Categorical { levels } => Some(levels.clone()),
+                    keel_monitor::BinSpec::Numeric { .. } => None,
+                };
+                Some(SensitiveColumn {
+                    name: n,
+                    index,
+                    levels,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Per-group metrics and gaps of one window's labelled rows (`rows`: indexes into `labelled`).
+fn window_fairness(
+    labelled: &[&keel_store::Labelled],
+    sensitive: &[SensitiveColumn],
+    objective: keel_ml::Objective,
+    threshold: f64,
+) -> Vec<keel_ml::eval::FairnessReport> {
+    if sensitive.is_empty() {
+        return Vec::new();
+    }
+    let value = |l: &keel_store::Labelled, j: usize| l.features.get(j).copied().unwrap_or(f64::NAN);
+    let columns = sensitive
+        .iter()
+        .map(|c| match &c.levels {
+            Some(levels) => keel_core::ColumnData::Categorical {
+                codes: labelled
+                    .iter()
+                    .map(|l| {
+                        let v = value(l, c.index);
+                        if v.is_nan() || v < 0.0 || v as usize >= levels.len() {
+                            keel_core::MISSING_CODE
+                        } else {
+                            v as u32
+                        }
+                    })
+                    .collect(),
+                levels: levels.clone(),
+            },
+            None => {
+                keel_core::ColumnData::Numeric(labelled.iter().map(|l| value(l, c.index)).collect())
+            }
+        })
+        .collect();
+    let frame = keel_core::Frame {
+        names: sensitive.iter().map(|c| c.name.clone()).collect(),
+        columns,
+    };
+    let y: Vec<f64> = labelled.iter().map(|l| l.label).collect();
+    let p: Vec<f64> = labelled.iter().map(|l| l.output).collect();
+    let opts = keel_ml::eval::EvalOptions {
+        threshold,
+        bootstrap: 0,
+        sensitive: frame.names.clone(),
+        ..Default::default()
+    };
+    keel_ml::eval::score(objective, &y, &p, &frame, &opts)
+        .map(|e| e.fairness)
+        .unwrap_or_default()
 }
 
 /// Fewer labels than this in a window: "insufficient data" instead of numbers.
@@ -140,18 +230,20 @@ pub fn realized(
     window_seconds: i64,
     objective: keel_ml::Objective,
     threshold: f64,
+    sensitive: &[SensitiveColumn],
 ) -> Vec<Realized> {
-    let mut by_window: std::collections::BTreeMap<i64, (Vec<f64>, Vec<f64>)> = Default::default();
+    let mut by_window: std::collections::BTreeMap<i64, Vec<&keel_store::Labelled>> =
+        Default::default();
     for l in labelled {
         let t = l.at_ms.div_euclid(1000);
         let w = t - t.rem_euclid(window_seconds.max(1));
-        let e = by_window.entry(w).or_default();
-        e.0.push(l.label);
-        e.1.push(l.output);
+        by_window.entry(w).or_default().push(l);
     }
     by_window
         .into_iter()
-        .map(|(w, (y, p))| {
+        .map(|(w, rows)| {
+            let y: Vec<f64> = rows.iter().map(|l| l.label).collect();
+            let p: Vec<f64> = rows.iter().map(|l| l.output).collect();
             let mut r = Realized {
                 window_start: w,
                 labelled: y.len(),
@@ -160,6 +252,7 @@ pub fn realized(
                 accuracy: None,
                 calibration_gap: None,
                 rmse: None,
+                fairness: Vec::new(),
                 note: None,
             };
             if y.len() < MIN_LABELS {
@@ -184,6 +277,7 @@ pub fn realized(
                     r.accuracy = Some(hits as f64 / y.len() as f64);
                     let n = y.len() as f64;
                     r.calibration_gap = Some(p.iter().sum::<f64>() / n - y.iter().sum::<f64>() / n);
+                    r.fairness = window_fairness(&rows, sensitive, objective, threshold);
                 }
                 keel_ml::Objective::Regression => {
                     let mse = y.iter().zip(&p).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
@@ -267,6 +361,73 @@ pub async fn report(
         rows: current.rows,
         windows,
         drift,
-        realized: realized(&labelled, window_seconds, objective, threshold),
+        realized: realized(
+            &labelled,
+            window_seconds,
+            objective,
+            threshold,
+            &SensitiveColumn::of(record, &reference.spec),
+        ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(colour: f64, output: f64, label: f64, at_ms: i64) -> keel_store::Labelled {
+        keel_store::Labelled {
+            version: 1,
+            at_ms,
+            features: vec![40.0, colour],
+            output,
+            label,
+            shadow: None,
+        }
+    }
+
+    #[test]
+    fn realized_windows_carry_per_group_metrics_and_fairness_gaps() {
+        let colour = SensitiveColumn {
+            name: "colour".into(),
+            index: 1,
+            levels: Some(vec!["blue".into(), "red".into()]),
+        };
+        // Window 0: 60 blue rows predicted positive half the time, 60 red rows never.
+        // Selection rates 0.5 and 0 → demographic parity difference 0.5.
+        let mut rows = Vec::new();
+        for i in 0..60 {
+            let pos = i % 2 == 0;
+            rows.push(row(
+                0.0,
+                if pos { 0.9 } else { 0.1 },
+                if pos { 1.0 } else { 0.0 },
+                1000,
+            ));
+            rows.push(row(1.0, 0.2, if i % 3 == 0 { 1.0 } else { 0.0 }, 1000));
+        }
+        // Window 1 (10 s later): too few labels.
+        rows.push(row(0.0, 0.9, 1.0, 11_000));
+        let r = realized(&rows, 10, keel_ml::Objective::Binary, 0.5, &[colour]);
+        assert_eq!(r.len(), 2);
+        let f = &r[0].fairness[0];
+        assert_eq!(f.column, "colour");
+        assert!(
+            (f.demographic_parity_difference - 0.5).abs() < 1e-12,
+            "{f:?}"
+        );
+        // Blue positives are all caught, red ones never: equal opportunity difference 1.
+        assert!(
+            (f.equal_opportunity_difference - 1.0).abs() < 1e-12,
+            "{f:?}"
+        );
+        let groups: Vec<(&str, usize)> = f
+            .groups
+            .iter()
+            .map(|g| (g.group.as_str(), g.rows))
+            .collect();
+        assert_eq!(groups, [("blue", 60), ("red", 60)]);
+        assert!(r[1].fairness.is_empty());
+        assert!(r[1].note.as_deref().unwrap().contains("insufficient data"));
+    }
 }

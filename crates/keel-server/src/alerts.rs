@@ -18,6 +18,13 @@
 //! metric = "roc_auc"            # roc_auc, accuracy (higher is better) or log_loss (alerts when above)
 //! floor = 0.85
 //!
+//! [[serve.alerts]]
+//! name = "parity"
+//! when = "fairness_above"
+//! gap = "demographic_parity_difference"   # or equal_opportunity_difference
+//! ceiling = 0.1
+//! column = "SEX"                # optional: any sensitive column
+//!
 //! [serve.alerts.retrain]        # optional: the rule queues a retraining job
 //! data = "data/latest.parquet"
 //! holdout = "data/holdout.parquet"
@@ -38,6 +45,14 @@ pub enum Condition {
     PredictionDrift,
     /// The newest window with enough labels has this realized metric on the wrong side of `floor`.
     MetricBelow { metric: String, floor: f64 },
+    /// The newest window with enough labels has a fairness gap (`demographic_parity_difference` or
+    /// `equal_opportunity_difference`) above `ceiling` on a sensitive column (`column`, or any).
+    FairnessAbove {
+        gap: String,
+        ceiling: f64,
+        #[serde(default)]
+        column: Option<String>,
+    },
 }
 
 /// One alert rule.
@@ -67,6 +82,18 @@ impl AlertRule {
         {
             return Err(format!(
                 "alert '{}': metric '{metric}' must be roc_auc, accuracy or log_loss",
+                self.name
+            ));
+        }
+        if let Condition::FairnessAbove { gap, .. } = &self.condition
+            && ![
+                "demographic_parity_difference",
+                "equal_opportunity_difference",
+            ]
+            .contains(&gap.as_str())
+        {
+            return Err(format!(
+                "alert '{}': gap '{gap}' must be demographic_parity_difference or equal_opportunity_difference",
                 self.name
             ));
         }
@@ -122,6 +149,31 @@ impl AlertRule {
                         w.window_start, w.labelled
                     )
                 })
+            }
+            Condition::FairnessAbove {
+                gap,
+                ceiling,
+                column,
+            } => {
+                let w = r.realized.iter().rev().find(|w| w.note.is_none())?;
+                w.fairness
+                    .iter()
+                    .filter(|f| column.as_ref().is_none_or(|c| *c == f.column))
+                    .map(|f| {
+                        let v = if gap == "demographic_parity_difference" {
+                            f.demographic_parity_difference
+                        } else {
+                            f.equal_opportunity_difference
+                        };
+                        (f, v)
+                    })
+                    .find(|(_, v)| *v > *ceiling)
+                    .map(|(f, v)| {
+                        format!(
+                            "realized {gap} on {} is {v:.4} in the window starting {} ({} labels), above {ceiling}",
+                            f.column, w.window_start, w.labelled
+                        )
+                    })
             }
         }
     }

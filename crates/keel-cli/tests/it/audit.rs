@@ -3,7 +3,7 @@
 use crate::*;
 use std::process::Command;
 
-fn verify(home: &Path) -> (i32, serde_json::Value) {
+pub(crate) fn verify(home: &Path) -> (i32, serde_json::Value) {
     let o = keel(home, &["audit", "verify", "--json"]);
     (o.status.code().unwrap_or(-1), stdout_json(&o))
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bad_input;
+mod closed_loop;
 mod quickstart;
 mod registry;
 mod serve;

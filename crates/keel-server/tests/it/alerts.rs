@@ -107,7 +107,14 @@ async fn drift_fires_an_alert_once_with_audit_metric_and_webhook() {
         model: Some("risk".into()),
         condition: Condition::DriftedFeatures { at_least: 1 },
         webhook: Some(url),
-        retrain: None,
+        retrain: Some(keel_engine::rollout::RetrainSpec {
+            data: "/data/fresh.parquet".into(),
+            holdout: "/data/holdout.parquet".into(),
+            canary: Some(0.1),
+            shadow: false,
+            gate: Default::default(),
+            trees: None,
+        }),
     };
     let quiet = AlertRule {
         name: "never".into(),
@@ -145,6 +152,16 @@ async fn drift_fires_an_alert_once_with_audit_metric_and_webhook() {
     let fires: Vec<_> = audit.iter().filter(|r| r.action == "alert.fire").collect();
     assert_eq!(fires.len(), 1);
     assert_eq!(fires[0].target, "risk@1");
+    // The rule queued one retraining job with its spec (the job worker of `keel serve` runs it).
+    let jobs = s.state.cache.store().jobs(10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].kind.as_str(), jobs[0].model.as_str()),
+        ("retrain", "risk")
+    );
+    assert_eq!(jobs[0].state, keel_store::JobState::Queued);
+    assert_eq!(jobs[0].spec["canary"], 0.1);
+    assert_eq!(jobs[0].created_by, "keel (alert age-drift)");
     // The webhook got it on the second attempt (the receiver fails once).
     for _ in 0..50 {
         if !seen.lock().unwrap().is_empty() {
@@ -208,5 +225,36 @@ fn bad_rules_are_refused_at_start_up() {
     assert_eq!(
         from_toml.alerts[0].condition,
         Condition::DriftedFeatures { at_least: 3 }
+    );
+    assert!(
+        rule(
+            Condition::FairnessAbove {
+                gap: "vibes".into(),
+                ceiling: 0.1,
+                column: None
+            },
+            None
+        )
+        .validate()
+        .unwrap_err()
+        .contains("gap 'vibes'")
+    );
+    // A fairness rule that retrains, from TOML.
+    let from_toml: ServerConfig = toml::from_str(
+        "[[alerts]]\nname = \"parity\"\nwhen = \"fairness_above\"\ngap = \"demographic_parity_difference\"\nceiling = 0.1\ncolumn = \"SEX\"\n[alerts.retrain]\ndata = \"a.parquet\"\nholdout = \"b.parquet\"\ncanary = 0.1\n",
+    )
+    .unwrap();
+    from_toml.validate().unwrap();
+    assert_eq!(
+        from_toml.alerts[0].condition,
+        Condition::FairnessAbove {
+            gap: "demographic_parity_difference".into(),
+            ceiling: 0.1,
+            column: Some("SEX".into())
+        }
+    );
+    assert_eq!(
+        from_toml.alerts[0].retrain.as_ref().unwrap().canary,
+        Some(0.1)
     );
 }
