@@ -450,7 +450,7 @@ pub struct ServeArgs {
     /// Keep neither monitoring profiles nor the prediction log.
     #[arg(long)]
     pub no_monitoring: bool,
-    /// Share of requests written to the prediction log for delayed labels (0–1, default 0.1).
+    /// Share of requests written to the prediction log for delayed labels (0–1, default 0.02).
     #[arg(long)]
     pub prediction_log_rate: Option<f64>,
     /// Length of a monitoring window in seconds (default 3600).

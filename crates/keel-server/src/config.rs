@@ -69,7 +69,7 @@ impl Default for ServerConfig {
             monitoring: true,
             monitor_window_seconds: 3600,
             monitor_flush_ms: 5000,
-            prediction_log_rate: 0.1,
+            prediction_log_rate: 0.02,
             redact: Vec::new(),
             alerts: Vec::new(),
             alert_interval_ms: 60_000,
