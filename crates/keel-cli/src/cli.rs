@@ -72,6 +72,17 @@ impl Cli {
             Command::Demo { command } => match command {
                 DemoCommand::Loop(a) => a.json,
             },
+            Command::Rag { command } => match command {
+                RagCommand::Ingest(a) => a.json,
+                RagCommand::Query(a) => a.json,
+                RagCommand::List(a) => a.json,
+                RagCommand::Chunks(a) => a.json,
+                RagCommand::Delete(a) => a.json,
+                RagCommand::Tune(a) => a.json,
+            },
+            Command::Eval { command } => match command {
+                EvalCommand::Retrieval(a) => a.json,
+            },
             Command::Audit { command } => match command {
                 AuditCommand::Verify(a) => a.json,
                 AuditCommand::Export(_) => false,
@@ -174,11 +185,155 @@ pub enum Command {
     ///
     /// Example: keel rollback employment
     Rollback(RollbackArgs),
+    /// Retrieval-augmented answers over your documents, offline: ingest, query, tune.
+    ///
+    /// Documents (Markdown, reStructuredText, HTML, text) are chunked along their structure, embedded with
+    /// the local all-MiniLM-L6-v2 model and indexed twice (BM25 with tantivy, an HNSW graph); a query fuses
+    /// both and answers with the sentences that best answer it, each citing its chunk.
+    ///
+    /// Example: keel rag ingest docs/ --collection docs && keel rag query --collection docs --question "How do I copy an object?"
+    Rag {
+        #[command(subcommand)]
+        command: RagCommand,
+    },
+    /// Offline evaluation: retrieval quality against labelled queries.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
     /// Runnable demonstrations on the real datasets.
     Demo {
         #[command(subcommand)]
         command: DemoCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RagCommand {
+    /// Ingest a file or folder into a collection (created on first use); unchanged files are not re-embedded,
+    /// files gone from the folder leave every index, and a failed ingest leaves the collection as it was.
+    Ingest(RagIngestArgs),
+    /// Answer a question from a collection, with citations and a groundedness check per sentence.
+    Query(RagQueryArgs),
+    /// Collections with their document and chunk counts.
+    List(RagListArgs),
+    /// Every chunk of a collection with its provenance (JSON lines with --json).
+    Chunks(RagCollectionArgs),
+    /// Remove documents (by path relative to the ingested folder) from every index.
+    Delete(RagDeleteArgs),
+    /// Tune the weight of weighted score fusion on labelled queries (maximising nDCG@10) and store it.
+    Tune(RagTuneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RagIngestArgs {
+    /// A file or a folder (walked recursively; hidden files skipped).
+    pub path: PathBuf,
+    #[arg(long)]
+    pub collection: String,
+    /// Token budget per chunk (new collections).
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Tokens repeated between consecutive chunks of a section (new collections).
+    #[arg(long, default_value_t = 32)]
+    pub overlap: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RagQueryArgs {
+    #[arg(long)]
+    pub collection: String,
+    #[arg(long)]
+    pub question: String,
+    /// extractive (default: sentences from the documents), local (the local LLM) or remote (an
+    /// OpenAI-compatible endpoint).
+    #[arg(long, default_value = "extractive")]
+    pub mode: String,
+    /// hybrid (default), bm25, dense or rrf.
+    #[arg(long, default_value = "hybrid")]
+    pub retrieval: String,
+    /// Chunks to retrieve and cite.
+    #[arg(short, long, default_value_t = 5)]
+    pub k: usize,
+    /// Most tokens a generated answer may have (default: [serve.llm] max_tokens, 256).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Base URL of an OpenAI-compatible endpoint for --mode remote, e.g. http://127.0.0.1:8080/v1
+    /// (default: [serve.llm.remote] base_url in keel.toml). The key is read from $KEEL_LLM_API_KEY.
+    #[arg(long, env = "KEEL_LLM_URL")]
+    pub remote_url: Option<String>,
+    /// Model name sent to the remote endpoint.
+    #[arg(long, env = "KEEL_LLM_MODEL")]
+    pub remote_model: Option<String>,
+    /// keel.toml to read [serve.llm] from (default: ./keel.toml when present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RagListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RagCollectionArgs {
+    #[arg(long)]
+    pub collection: String,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RagDeleteArgs {
+    #[arg(long)]
+    pub collection: String,
+    /// Document path(s) as listed by `keel rag chunks`.
+    #[arg(long, required = true)]
+    pub document: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RagTuneArgs {
+    #[arg(long)]
+    pub collection: String,
+    /// JSONL of {"query", "relevant": [ID, ...]}.
+    #[arg(long)]
+    pub qrels: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvalCommand {
+    /// recall@k, MRR@10 and nDCG@10 of BM25, dense and hybrid retrieval against qrels.
+    ///
+    /// A qrels file is JSON lines {"query": "...", "relevant": ["ID", ...]}; an ID matches a chunk whose
+    /// document path (relative to the ingested folder) equals it, or `path#section title`.
+    Retrieval(EvalRetrievalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EvalRetrievalArgs {
+    #[arg(long)]
+    pub collection: String,
+    #[arg(long)]
+    pub qrels: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -526,7 +681,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct AssetsArgs {
-    /// Asset group to fetch: nannyml or all.
+    /// Asset group to fetch: nannyml, minilm, smollm2, pydocs, fashion or all.
     #[arg(default_value = "all")]
     pub group: String,
     /// Print JSON.

@@ -21,6 +21,9 @@ pub fn classify(e: &anyhow::Error) -> ErrorClass {
         if let Some(x) = cause.downcast_ref::<keel_store::Error>() {
             return x.class();
         }
+        if let Some(x) = cause.downcast_ref::<keel_rag::Error>() {
+            return x.class();
+        }
         if let Some(x) = cause.downcast_ref::<crate::cmd::CliError>() {
             return x.class;
         }

@@ -18,3 +18,14 @@ pub use schema::{ColumnSchema, ColumnType, Schema};
 
 /// The version of Keel that produced an artifact, recorded in lineage.
 pub const KEEL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The asset cache (`$KEEL_CACHE`, default `~/.cache/keel`): downloaded datasets and model weights.
+pub fn cache_dir() -> std::path::PathBuf {
+    if let Ok(c) = std::env::var("KEEL_CACHE")
+        && !c.is_empty()
+    {
+        return std::path::PathBuf::from(c);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    std::path::PathBuf::from(home).join(".cache").join("keel")
+}

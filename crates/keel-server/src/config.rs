@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub rollout: keel_engine::rollout::RolloutPolicy,
     /// How often running canaries are judged.
     pub rollout_interval_ms: u64,
+    /// Generative endpoints: local model location, answer length, the upstream OpenAI-compatible LLM.
+    pub llm: crate::rag::LlmConfig,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +77,7 @@ impl Default for ServerConfig {
             alert_interval_ms: 60_000,
             rollout: Default::default(),
             rollout_interval_ms: 10_000,
+            llm: Default::default(),
         }
     }
 }
@@ -87,8 +90,11 @@ impl ServerConfig {
         if self.max_records == 0 || self.concurrency_limit == 0 {
             return Err("max_records and concurrency_limit must be positive".into());
         }
-        if self.timeout_ms == 0 {
-            return Err("timeout_ms must be positive".into());
+        if self.timeout_ms == 0 || self.llm.timeout_ms == 0 {
+            return Err("timeout_ms and llm.timeout_ms must be positive".into());
+        }
+        if self.llm.max_tokens == 0 || self.llm.max_tokens > 4096 {
+            return Err("llm.max_tokens must be from 1 to 4096".into());
         }
         if !(0.0..=1.0).contains(&self.prediction_log_rate) {
             return Err("prediction_log_rate must be between 0 and 1".into());

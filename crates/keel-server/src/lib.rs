@@ -11,7 +11,9 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
+pub mod openai;
 pub mod openapi;
+pub mod rag;
 pub mod routes;
 
 use keel_engine::ModelCache;
@@ -50,6 +52,8 @@ pub struct Shared {
     /// evaluation.
     pub firing: std::sync::Mutex<std::collections::HashSet<(String, String, i64)>>,
     pub webhooks: reqwest::Client,
+    /// Collections, the local embedding and chat models (loaded on first use) and the upstream LLM.
+    pub rag: Arc<rag::RagState>,
 }
 
 /// One alert that started firing.
@@ -76,6 +80,7 @@ impl AppState {
             cache = cache.with_monitoring(config.monitor_window_seconds as i64);
         }
         let cache = Arc::new(cache);
+        let rag = Arc::new(rag::RagState::new(store.home(), config.llm.clone()));
         let keys = Arc::new(KeyVerifier::load(store).await?);
         Ok(AppState(Arc::new(Shared {
             cache,
@@ -91,6 +96,7 @@ impl AppState {
             log_dropped: std::sync::atomic::AtomicU64::new(0),
             firing: std::sync::Mutex::new(std::collections::HashSet::new()),
             webhooks: alerts::webhook_client(Duration::from_secs(2)),
+            rag,
         })))
     }
 

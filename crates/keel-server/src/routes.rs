@@ -38,10 +38,19 @@ pub fn router(st: AppState) -> Router {
         .layer(tower::load_shed::LoadShedLayer::new())
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             st.config.concurrency_limit,
-        ))
-        .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
-            st.config.timeout_ms,
-        )));
+        ));
+    // The time limit differs: predictions and operations get `timeout_ms`; answers that generate text get
+    // `llm.timeout_ms` (a streamed answer is bounded only until its first byte).
+    let time_limit = |ms: u64| {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(overloaded))
+            .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(ms)))
+    };
+    let generative = Router::new()
+        .route("/v1/rag/{collection}/query", post(crate::rag::rag_query))
+        .route("/v1/embeddings", post(crate::rag::embeddings))
+        .route("/v1/chat/completions", post(crate::rag::chat_completions))
+        .layer(time_limit(st.config.llm.timeout_ms));
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(show_model))
@@ -55,6 +64,8 @@ pub fn router(st: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .layer(time_limit(st.config.timeout_ms))
+        .merge(generative)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(st)
@@ -281,7 +292,11 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -914,4 +929,16 @@ pub async fn feedback(
         .put_labels(&model.name, &labels, &caller.actor())
         .await?;
     Ok(Json(out).into_response())
+}
+
+/// The JSON type of a value, as error messages name it.
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }

@@ -3,6 +3,7 @@ pub mod data;
 pub mod demo;
 pub mod models;
 pub mod monitor;
+pub mod rag;
 pub mod rollout;
 pub mod serve;
 pub mod train;
@@ -10,8 +11,8 @@ pub mod train;
 use keel_core::ErrorClass;
 
 use crate::cli::{
-    AuditCommand, Cli, Command, DataCommand, DemoCommand, KeysCommand, ModelsCommand,
-    MonitorCommand,
+    AuditCommand, Cli, Command, DataCommand, DemoCommand, EvalCommand, KeysCommand, ModelsCommand,
+    MonitorCommand, RagCommand,
 };
 
 /// An error raised by the command layer itself, with its class.
@@ -78,6 +79,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rollback(a) => rollout::rollback_cmd(&home, &a),
         Command::Demo { command } => match command {
             DemoCommand::Loop(a) => demo::demo_loop(&home, &a),
+        },
+        Command::Rag { command } => match command {
+            RagCommand::Ingest(a) => rag::ingest(&home, &a),
+            RagCommand::Query(a) => rag::query(&home, &a),
+            RagCommand::List(a) => rag::list(&home, &a),
+            RagCommand::Chunks(a) => rag::chunks(&home, &a),
+            RagCommand::Delete(a) => rag::delete(&home, &a),
+            RagCommand::Tune(a) => rag::tune(&home, &a),
+        },
+        Command::Eval { command } => match command {
+            EvalCommand::Retrieval(a) => rag::eval_retrieval(&home, &a),
         },
         Command::Openapi(a) => {
             let spec = keel_server::openapi::spec_json();

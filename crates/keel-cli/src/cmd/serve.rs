@@ -22,13 +22,14 @@ struct ConfigFile {
 }
 
 /// Defaults < `[serve]` in keel.toml < flags.
-fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
-    let path: Option<PathBuf> = a.config.clone().or_else(|| {
+/// `[serve]` from `--config FILE`, else from `./keel.toml` when there is one, else the defaults.
+pub fn file_config(config: Option<&Path>) -> Result<ServerConfig> {
+    let path: Option<PathBuf> = config.map(Path::to_path_buf).or_else(|| {
         Path::new("keel.toml")
             .exists()
             .then(|| PathBuf::from("keel.toml"))
     });
-    let mut c = match &path {
+    Ok(match &path {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
@@ -37,7 +38,11 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
             f.serve.unwrap_or_default()
         }
         None => ServerConfig::default(),
-    };
+    })
+}
+
+fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
+    let mut c = file_config(a.config.as_deref())?;
     if let Some(p) = a.port {
         c.port = p;
     }

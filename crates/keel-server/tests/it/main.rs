@@ -4,6 +4,7 @@ mod alerts;
 mod api;
 mod auth;
 mod monitor;
+mod rag;
 mod rollout;
 mod swap;
 

@@ -259,7 +259,10 @@ async fn the_prediction_log_samples_by_request_id() {
     // The default rate, within five standard errors of a binomial share over 20,000 ids.
     let rate = ServerConfig::default().prediction_log_rate;
     let se = (rate * (1.0 - rate) / ids.len() as f64).sqrt();
-    assert!(rate > 0.0 && (share - rate).abs() < 5.0 * se, "{share} vs {rate}");
+    assert!(
+        rate > 0.0 && (share - rate).abs() < 5.0 * se,
+        "{share} vs {rate}"
+    );
     // The same id gets the same answer, so every row of a request (and every replica) agrees.
     assert!(ids.iter().all(|id| s.state.logs(id) == s.state.logs(id)));
     let all = server(ServerConfig {

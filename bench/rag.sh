@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# RAG benchmark, one command: Keel next to Python anchors in the same run, on the same inputs.
+#   1. Retrieval on the Python FAQ (175 question → answer-section pairs, bench/faq_qrels.py): recall@5, MRR@10,
+#      nDCG@10 for Keel's BM25 (tantivy), dense (MiniLM + its HNSW) and hybrid (weighted fusion, weight tuned on
+#      a separate split) vs bm25s, sentence-transformers + hnswlib, and their reciprocal-rank fusion.
+#   2. Embedding throughput on the FAQ chunks: Keel (candle) vs sentence-transformers, same model, same texts.
+#   3. ANN on fashion-mnist (60k × 784, 10k queries, brute-force truth): recall@10 and queries/s on one thread
+#      for Keel's HNSW and hnswlib at the same M and ef_construction, over several ef.
+#   4. Query latency end to end (embed, hybrid retrieval, extractive answer, groundedness) over HTTP on the
+#      whole Python documentation collection: p50 and p99 of the 175 FAQ questions.
+# Appends the results to BENCHMARKS.md.
+#
+# Usage: bench/rag.sh          (M=16 EF_CONSTRUCTION=200 EFS=16,32,64,128)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
+M="${M:-16}"
+EFC="${EF_CONSTRUCTION:-200}"
+EFS="${EFS:-16,32,64,128}"
+VENV="$CACHE/rag-venv"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-rag.XXXXXX")
+SERVER=""
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+scripts/fetch-assets.sh minilm pydocs fashion
+MINILM="$CACHE/all-MiniLM-L6-v2"
+DOCS="$CACHE/python-3.11-docs"
+
+echo "== building keel and the benchmark examples (release)" >&2
+cargo build --release -j2 -p keel-cli >&2
+cargo build --release -j2 -p keel-rag --example ann --example embed >&2
+KEEL="$ROOT/target/release/keel"
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check \
+  'hnswlib==0.8.0' 'bm25s==0.2.14' 'numpy<3' 'sentence-transformers==5.1.2' >&2
+PY="$VENV/bin/python"
+export KEEL_HOME="$WORK/home"
+
+echo "== FAQ: ingest, qrels, tune on odd questions, evaluate on all" >&2
+"$KEEL" rag ingest "$DOCS/faq" --collection faq --json > "$WORK/ingest-faq.json"
+python3 bench/faq_qrels.py "$DOCS/faq" > "$WORK/faq.qrels.jsonl"
+awk 'NR % 2 == 1' "$WORK/faq.qrels.jsonl" > "$WORK/tune.qrels.jsonl"
+awk 'NR % 2 == 0' "$WORK/faq.qrels.jsonl" > "$WORK/test.qrels.jsonl"
+"$KEEL" rag tune --collection faq --qrels "$WORK/tune.qrels.jsonl" --json > "$WORK/tune.json"
+"$KEEL" eval retrieval --collection faq --qrels "$WORK/test.qrels.jsonl" --json > "$WORK/keel-test.json"
+"$KEEL" eval retrieval --collection faq --qrels "$WORK/faq.qrels.jsonl" --json > "$WORK/keel-all.json"
+"$KEEL" rag chunks --collection faq --json > "$WORK/chunks.jsonl"
+echo "== FAQ: anchors" >&2
+"$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" "$WORK/test.qrels.jsonl" "$MINILM" > "$WORK/anchor-test.json"
+"$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" "$WORK/faq.qrels.jsonl" "$MINILM" > "$WORK/anchor-all.json"
+echo "== embedding throughput: Keel" >&2
+"$ROOT/target/release/examples/embed" "$MINILM" "$WORK/chunks.jsonl" > "$WORK/keel-embed.json"
+
+echo "== ANN: fashion-mnist" >&2
+"$PY" bench/rag_anchor.py ann-data "$CACHE/fashion-mnist" "$WORK/ann" >&2
+"$ROOT/target/release/examples/ann" "$WORK/ann" "$M" "$EFC" "$EFS" > "$WORK/keel-ann.json"
+"$PY" bench/rag_anchor.py ann "$WORK/ann" "$M" "$EFC" "$EFS" > "$WORK/hnswlib-ann.json"
+
+echo "== query latency: the whole Python documentation over HTTP" >&2
+"$KEEL" rag ingest "$DOCS" --collection pydocs --json > "$WORK/ingest-pydocs.json"
+"$KEEL" serve --port 18191 --no-auth > "$WORK/serve.log" 2>&1 &
+SERVER=$!
+for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:18191/readyz && break; sleep 0.1; done
+python3 - "$WORK/faq.qrels.jsonl" > "$WORK/latency.json" <<'EOF'
+import json, statistics, sys, time, urllib.request
+qs = [json.loads(l)["query"] for l in open(sys.argv[1])]
+def ask(q):
+    req = urllib.request.Request("http://127.0.0.1:18191/v1/rag/pydocs/query",
+                                 data=json.dumps({"question": q}).encode(),
+                                 headers={"content-type": "application/json"})
+    t = time.perf_counter()
+    body = json.load(urllib.request.urlopen(req))
+    return (time.perf_counter() - t) * 1000, body
+ask(qs[0]); ask(qs[1])  # models load on first use
+ms, grounded = [], 0
+for q in qs:
+    t, b = ask(q)
+    ms.append(t)
+    grounded += b["grounded"]
+ms.sort()
+print(json.dumps({"queries": len(ms), "p50_ms": statistics.median(ms), "p99_ms": ms[int(0.99 * (len(ms) - 1))],
+                  "grounded": grounded}))
+EOF
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+
+python3 - "$WORK" "$M" "$EFC" >> BENCHMARKS.md <<'EOF'
+import json, subprocess, sys, datetime
+work, m, efc = sys.argv[1], sys.argv[2], sys.argv[3]
+j = lambda n: json.load(open(f"{work}/{n}"))
+kt, ka, at, aa = j("keel-test.json"), j("keel-all.json"), j("anchor-test.json"), j("anchor-all.json")
+tune, ke = j("tune.json"), j("keel-embed.json")
+kann, hann, lat = j("keel-ann.json"), j("hnswlib-ann.json"), j("latency.json")
+ing, ingd = j("ingest-faq.json"), j("ingest-pydocs.json")
+cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "?")
+rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print(f"\n## RAG: retrieval, embeddings, ANN, query latency ({datetime.date.today()}, keel {rev})\n")
+print(f"Hardware: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores. "
+      f"Command: `bench/rag.sh` (anchors: bm25s 0.2.14, sentence-transformers 5.1.2, hnswlib 0.8.0, in the same run).\n")
+print(f"Python FAQ: {ing['documents']} files, {ing['chunks']} chunks; {kt['bm25']['queries']} test questions "
+      f"(even lines of the 175), fusion weight tuned on the odd ones: {tune.get('weight', tune.get('fusion_weight'))}.\n")
+print("| retriever | recall@5 | MRR@10 | nDCG@10 | nDCG@10 (all 175) |")
+print("|---|---|---|---|---|")
+rows = [("Keel BM25 (tantivy)", kt["bm25"], ka["bm25"]), ("Keel dense (MiniLM + HNSW)", kt["dense"], ka["dense"]),
+        ("Keel hybrid (tuned weighted fusion)", kt["hybrid"], ka["hybrid"])]
+if "rrf" in kt:
+    rows.append(("Keel RRF", kt["rrf"], ka["rrf"]))
+rows += [("bm25s", at["bm25"], aa["bm25"]), ("sentence-transformers + hnswlib", at["dense"], aa["dense"]),
+         ("anchors' RRF", at["rrf"], aa["rrf"])]
+for name, t, a in rows:
+    print(f"| {name} | {t['recall@5']:.3f} | {t['mrr@10']:.3f} | {t['ndcg@10']:.3f} | {a['ndcg@10']:.3f} |")
+best = max(kt["bm25"]["ndcg@10"], kt["dense"]["ndcg@10"])
+print(f"\nKeel hybrid nDCG@10 {kt['hybrid']['ndcg@10']:.3f} vs the better single retriever {best:.3f} "
+      f"({'≥' if kt['hybrid']['ndcg@10'] >= best else '<'}).\n")
+ae = aa["embedding"]
+print(f"Embedding throughput ({ke['texts']} FAQ chunks, all-MiniLM-L6-v2, batch 32): Keel (candle) "
+      f"{ke['per_second']:.1f} texts/s, sentence-transformers {ae['per_second']:.1f} texts/s "
+      f"({ae['threads']} torch threads); ratio {ke['per_second'] / ae['per_second']:.2f}.\n")
+print(f"ANN, fashion-mnist 60,000 × 784, 10,000 queries, squared L2, M {m}, ef_construction {efc}, one thread "
+      f"(hnswlib answers all queries in one call; Keel one call per query). Build: Keel {kann['build_seconds']:.1f} s, "
+      f"hnswlib {hann['build_seconds']:.1f} s.\n")
+print("| ef | Keel recall@10 | Keel queries/s | hnswlib recall@10 | hnswlib queries/s |")
+print("|---|---|---|---|---|")
+for k, h in zip(kann["runs"], hann["runs"]):
+    print(f"| {k['ef']} | {k['recall@10']:.4f} | {k['qps']:,.0f} | {h['recall@10']:.4f} | {h['qps']:,.0f} |")
+print(f"\nQuery latency over HTTP, extractive answers from the whole Python documentation ({ingd['documents']} files, "
+      f"{ingd['chunks']} chunks), {lat['queries']} FAQ questions one at a time: p50 {lat['p50_ms']:.1f} ms, "
+      f"p99 {lat['p99_ms']:.1f} ms; {lat['grounded']} answers fully grounded.")
+EOF
+echo "== appended to BENCHMARKS.md" >&2

@@ -1,0 +1,163 @@
+"""Python anchors for bench/rag.sh, run on the same inputs as Keel.
+
+  rag_anchor.py retrieval CHUNKS.jsonl QRELS.jsonl MINILM_DIR   -> JSON: bm25s, sentence-transformers + hnswlib,
+                                                                   their RRF, and embedding throughput
+  rag_anchor.py ann-data FASHION_DIR OUT_DIR                    -> base.f32, query.f32, gt.u32 (brute force)
+  rag_anchor.py ann OUT_DIR M EF_CONSTRUCTION EF[,EF...]        -> JSON: hnswlib single-thread recall@10 and qps
+
+Chunks come from `keel rag chunks --json`; each is indexed as Keel indexes it (section title, newline, text).
+"""
+import gzip
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def judged(ranked, chunks, relevant):
+    rel, seen, out = set(relevant), set(), []
+    for i in ranked:
+        c = chunks[i]
+        with_section = f"{c['document']}#{c['section']}"
+        hit = with_section if with_section in rel else (c["document"] if c["document"] in rel else None)
+        if hit is not None and hit in seen:
+            hit = None
+        if hit is not None:
+            seen.add(hit)
+        out.append(hit)
+    return out
+
+
+def score(j, n_rel):
+    n = max(n_rel, 1)
+    rec5 = sum(1 for x in j[:5] if x) / n
+    mrr = next((1.0 / (i + 1) for i, x in enumerate(j[:10]) if x), 0.0)
+    dcg = sum(1.0 / math.log2(i + 2) for i, x in enumerate(j[:10]) if x)
+    idcg = sum(1.0 / math.log2(i + 2) for i in range(min(n, 10)))
+    return rec5, mrr, dcg / idcg
+
+
+def mean(rows):
+    if not rows:
+        return {"recall@5": 0, "mrr@10": 0, "ndcg@10": 0, "queries": 0}
+    a = np.array(rows).mean(axis=0)
+    return {"recall@5": float(a[0]), "mrr@10": float(a[1]), "ndcg@10": float(a[2]), "queries": len(rows)}
+
+
+def retrieval(chunks_path, qrels_path, model_dir):
+    import bm25s
+    import hnswlib
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    chunks = [json.loads(l) for l in open(chunks_path)]
+    texts = [(c["section"] + "\n" + c["text"]) if c["section"] else c["text"] for c in chunks]
+    qrels = [json.loads(l) for l in open(qrels_path)]
+    queries = [q["query"] for q in qrels]
+
+    # BM25 (bm25s, its defaults: Lucene variant, English stop words).
+    t = time.perf_counter()
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    bm25_index_s = time.perf_counter() - t
+    res, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=50,
+                                show_progress=False)
+    bm25_runs = [list(map(int, r)) for r in res]
+
+    # Dense: the same MiniLM model in sentence-transformers, vectors in hnswlib (M 16, ef_construction 200).
+    model = SentenceTransformer(model_dir, device="cpu")
+    model.encode(texts[:64], batch_size=32)  # warm-up
+    t = time.perf_counter()
+    vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)
+    embed_s = time.perf_counter() - t
+    index = hnswlib.Index(space="cosine", dim=vecs.shape[1])
+    index.init_index(max_elements=len(texts), M=16, ef_construction=200, random_seed=42)
+    index.add_items(vecs, np.arange(len(texts)))
+    index.set_ef(64)
+    qv = model.encode(queries, batch_size=32, normalize_embeddings=True)
+    labels, _ = index.knn_query(qv, k=50)
+    dense_runs = [list(map(int, r)) for r in labels]
+
+    def rrf(a, b, k=60.0):
+        s = {}
+        for run in (a, b):
+            for rank, i in enumerate(run):
+                s[i] = s.get(i, 0.0) + 1.0 / (k + rank + 1)
+        return [i for i, _ in sorted(s.items(), key=lambda x: (-x[1], x[0]))]
+
+    out = {}
+    for name, runs in [("bm25", bm25_runs), ("dense", dense_runs),
+                       ("rrf", [rrf(a, b) for a, b in zip(bm25_runs, dense_runs)])]:
+        out[name] = mean([score(judged(r, chunks, q["relevant"]), len(q["relevant"]))
+                          for r, q in zip(runs, qrels)])
+    out["embedding"] = {"texts": len(texts), "seconds": embed_s, "per_second": len(texts) / embed_s,
+                        "threads": torch.get_num_threads()}
+    out["bm25_index_seconds"] = bm25_index_s
+    print(json.dumps(out))
+
+
+def idx(path):
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def ann_data(src, out):
+    os.makedirs(out, exist_ok=True)
+    base = idx(os.path.join(src, "train-images-idx3-ubyte.gz")).reshape(60000, -1).astype(np.float32)
+    query = idx(os.path.join(src, "t10k-images-idx3-ubyte.gz")).reshape(10000, -1).astype(np.float32)
+    base.tofile(os.path.join(out, "base.f32"))
+    query.tofile(os.path.join(out, "query.f32"))
+    # Exact top 10 by squared L2, in blocks.
+    bn = (base.astype(np.float64) ** 2).sum(1)
+    gt = np.empty((len(query), 10), dtype=np.uint32)
+    for s in range(0, len(query), 500):
+        q = query[s:s + 500].astype(np.float64)
+        d = bn[None, :] - 2 * q @ base.astype(np.float64).T
+        part = np.argpartition(d, 10, axis=1)[:, :10]
+        order = np.take_along_axis(d, part, 1).argsort(1)
+        gt[s:s + 500] = np.take_along_axis(part, order, 1)
+    gt.tofile(os.path.join(out, "gt.u32"))
+    print(json.dumps({"base": base.shape, "query": query.shape}))
+
+
+def ann(out, m, efc, efs):
+    import hnswlib
+
+    base = np.fromfile(os.path.join(out, "base.f32"), dtype=np.float32).reshape(60000, -1)
+    query = np.fromfile(os.path.join(out, "query.f32"), dtype=np.float32).reshape(10000, -1)
+    gt = np.fromfile(os.path.join(out, "gt.u32"), dtype=np.uint32).reshape(10000, 10)
+    index = hnswlib.Index(space="l2", dim=base.shape[1])
+    index.init_index(max_elements=len(base), M=m, ef_construction=efc, random_seed=42)
+    index.set_num_threads(1)
+    t = time.perf_counter()
+    index.add_items(base, np.arange(len(base)), num_threads=1)
+    build = time.perf_counter() - t
+    runs = []
+    for ef in efs:
+        index.set_ef(ef)
+        t = time.perf_counter()
+        # All queries in one call on one thread: no Python overhead per query counts against hnswlib.
+        labels, _ = index.knn_query(query, k=10, num_threads=1)
+        s = time.perf_counter() - t
+        recall = np.mean([len(set(labels[i]) & set(gt[i])) / 10 for i in range(len(query))])
+        runs.append({"ef": ef, "recall@10": float(recall), "qps": len(query) / s})
+    print(json.dumps({"build_seconds": build, "runs": runs}))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "retrieval":
+        retrieval(*sys.argv[2:5])
+    elif cmd == "ann-data":
+        ann_data(*sys.argv[2:4])
+    elif cmd == "ann":
+        ann(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), [int(x) for x in sys.argv[5].split(",")])
+    else:
+        sys.exit(f"unknown command {cmd}")

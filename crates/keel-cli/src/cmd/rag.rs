@@ -1,0 +1,393 @@
+//! `keel rag ingest | query | list | chunks | delete | tune`, `keel eval retrieval`.
+
+use anyhow::{Context, Result};
+use keel_rag::collection::{Collection, CollectionConfig, Mode};
+use keel_rag::eval::{Metrics, judged, mean, parse_qrels, score};
+use keel_rag::query::QueryOptions;
+use keel_rag::{Embedder, MiniLm};
+use keel_server::rag::{AnswerMode, RagState};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::input_error;
+use crate::cli::{
+    EvalRetrievalArgs, RagCollectionArgs, RagDeleteArgs, RagIngestArgs, RagListArgs, RagQueryArgs,
+    RagTuneArgs,
+};
+use crate::output::{bar, print_json};
+
+/// Where collections live: `$KEEL_HOME/rag`.
+pub fn root(home: &Path) -> PathBuf {
+    home.join("rag")
+}
+
+/// The local embedding model, fetching it into the asset cache if needed.
+pub fn embedder(quiet: bool) -> Result<MiniLm> {
+    let dir = crate::assets::cache_dir().join("all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        crate::assets::fetch("minilm", quiet)?;
+    }
+    Ok(MiniLm::load(&dir)?)
+}
+
+pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
+    if !a.path.exists() {
+        return Err(input_error(format!(
+            "{}: no such file or folder",
+            a.path.display()
+        )));
+    }
+    let started = Instant::now();
+    let e = embedder(a.json)?;
+    let config = CollectionConfig {
+        chunk: keel_rag::chunk::ChunkOptions {
+            max_tokens: a.max_tokens,
+            overlap_tokens: a.overlap,
+        },
+        ..Default::default()
+    };
+    let pb = bar(0, "embedding chunks", a.json);
+    let report = Collection::ingest(
+        &root(home),
+        &a.collection,
+        &a.path,
+        &e,
+        Some(config),
+        &mut |done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )?;
+    pb.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["collection"] = json!(a.collection);
+        v["seconds"] = json!(seconds);
+        print_json(&v);
+    } else {
+        println!(
+            "{}: {} documents, {} chunks ({} added, {} updated, {} unchanged, {} removed; {} chunks embedded) in {seconds:.1} s",
+            a.collection,
+            report.documents,
+            report.chunks,
+            report.added,
+            report.updated,
+            report.unchanged,
+            report.removed,
+            report.embedded_chunks
+        );
+        for s in &report.skipped {
+            println!("  skipped {}: {}", s.path, s.reason);
+        }
+    }
+    Ok(0)
+}
+
+pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
+    let retrieval: Mode = a.retrieval.parse().map_err(input_error)?;
+    let mode: AnswerMode = a.mode.parse().map_err(input_error)?;
+    keel_rag::query::check_question(&a.question)?;
+    let started = Instant::now();
+    let mut llm = super::serve::file_config(a.config.as_deref())?.llm;
+    if let Some(u) = &a.remote_url {
+        llm.remote.base_url = Some(u.clone());
+    }
+    if let Some(m) = &a.remote_model {
+        llm.remote.model = m.clone();
+    }
+    if llm.assets_dir.is_none() {
+        llm.assets_dir = Some(crate::assets::cache_dir());
+    }
+    if !llm.minilm_dir().join("model.safetensors").exists() {
+        crate::assets::fetch("minilm", a.json)?;
+    }
+    if mode == AnswerMode::Local && !llm.llm_path().exists() {
+        crate::assets::fetch("smollm2", a.json)?;
+    }
+    let max_tokens = a.max_tokens.unwrap_or(llm.max_tokens);
+    let rag = Arc::new(RagState::new(home, llm));
+    let opts = QueryOptions {
+        retrieval,
+        k: a.k.clamp(1, 50),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (r, used, fallback, usage) = rt
+        .block_on(async {
+            let c = rag.collection(&a.collection)?;
+            keel_server::rag::answer(&rag, c, a.question.clone(), mode, opts, max_tokens).await
+        })
+        .map_err(api_error)?;
+    let trace_id = format!(
+        "{:016x}",
+        keel_core::time::now_unix_ms() as u64 ^ u64::from(std::process::id()) << 40
+    );
+    if let Some(f) = &fallback
+        && !a.json
+    {
+        eprintln!("keel: {f}; answering extractively");
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["mode"] = json!(used);
+        v["trace_id"] = json!(trace_id);
+        v["seconds"] = json!(started.elapsed().as_secs_f64());
+        if let Some(f) = fallback {
+            v["fallback"] = json!(f);
+        }
+        if let Some(u) = usage {
+            v["usage"] = u;
+        }
+        print_json(&v);
+    } else {
+        println!("{}\n", r.answer);
+        for (i, c) in r.citations.iter().enumerate() {
+            println!(
+                "[{}] {} — {} (score {:.3})",
+                i + 1,
+                c.document,
+                c.section,
+                c.score
+            );
+        }
+        if !r.grounded {
+            for s in r.sentences.iter().filter(|s| !s.supported) {
+                println!("  unsupported: {}", s.text);
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// An API error from the shared answer path, as the CLI reports it (404/422 are input errors).
+fn api_error(e: keel_server::error::ApiError) -> anyhow::Error {
+    if e.status.is_client_error() {
+        input_error(e.message)
+    } else {
+        anyhow::anyhow!(e.message)
+    }
+}
+
+pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {
+    let names = keel_rag::collection::list(&root(home))?;
+    let mut rows = Vec::new();
+    for n in names {
+        let c = Collection::open(&root(home), &n)?;
+        rows.push(json!({
+            "collection": n,
+            "documents": c.manifest.documents.len(),
+            "chunks": c.chunks.len(),
+            "embedder": c.manifest.embedder,
+            "fusion_weight": c.manifest.config.fusion_weight,
+            "tuned": c.manifest.config.tuned,
+        }));
+    }
+    if a.json {
+        print_json(&json!({ "collections": rows }));
+    } else {
+        for r in rows {
+            println!(
+                "{:<24} {:>6} documents {:>7} chunks",
+                r["collection"].as_str().unwrap_or(""),
+                r["documents"],
+                r["chunks"]
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn chunks(home: &Path, a: &RagCollectionArgs) -> Result<i32> {
+    let c = Collection::open(&root(home), &a.collection)?;
+    for ch in &c.chunks {
+        if a.json {
+            println!("{}", serde_json::to_string(ch)?);
+        } else {
+            println!("{}\t{}\t{} tokens", ch.id, ch.section_path, ch.tokens);
+        }
+    }
+    Ok(0)
+}
+
+pub fn delete(home: &Path, a: &RagDeleteArgs) -> Result<i32> {
+    let n = Collection::delete_documents(&root(home), &a.collection, &a.document)?;
+    if n == 0 {
+        return Err(input_error(format!(
+            "none of {} is a document of '{}' (see keel rag chunks)",
+            a.document.join(", "),
+            a.collection
+        )));
+    }
+    if a.json {
+        print_json(&json!({"collection": a.collection, "removed": n}));
+    } else {
+        println!("removed {n} document(s) from {}", a.collection);
+    }
+    Ok(0)
+}
+
+/// Ranked chunk ordinals per query for the three retrievers and the candidate lists for fusion.
+struct Runs {
+    qrels: Vec<keel_rag::eval::Qrel>,
+    sparse: Vec<Vec<(u32, f32)>>,
+    dense: Vec<Vec<(u32, f32)>>,
+}
+
+fn runs(c: &Collection, e: &MiniLm, qrels_path: &Path, quiet: bool) -> Result<Runs> {
+    let text = std::fs::read_to_string(qrels_path)
+        .with_context(|| format!("reading {}", qrels_path.display()))?;
+    let qrels = parse_qrels(&text, &qrels_path.display().to_string())?;
+    let pb = bar(qrels.len() as u64, "retrieving", quiet);
+    let questions: Vec<&str> = qrels.iter().map(|q| q.query.as_str()).collect();
+    let vectors = e.embed(&questions)?;
+    let mut sparse = Vec::new();
+    let mut dense = Vec::new();
+    for (q, v) in qrels.iter().zip(&vectors) {
+        sparse.push(c.bm25(&q.query, 50)?);
+        dense.push(c.dense(v, 50));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(Runs {
+        qrels,
+        sparse,
+        dense,
+    })
+}
+
+fn evaluate(c: &Collection, r: &Runs, mode: Mode, weight: f64) -> Metrics {
+    let per: Vec<_> = r
+        .qrels
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let hits = keel_rag::collection::fuse(
+                &r.sparse[i],
+                &r.dense[i],
+                mode,
+                weight,
+                c.manifest.config.rrf_k,
+                50,
+            );
+            let ranked: Vec<&keel_rag::chunk::Chunk> =
+                hits.iter().map(|h| &c.chunks[h.ord as usize]).collect();
+            score(&judged(&ranked, &q.relevant), q.relevant.len())
+        })
+        .collect();
+    mean(&per)
+}
+
+pub fn eval_retrieval(home: &Path, a: &EvalRetrievalArgs) -> Result<i32> {
+    let started = Instant::now();
+    let c = Collection::open(&root(home), &a.collection)?;
+    let e = embedder(a.json)?;
+    let r = runs(&c, &e, &a.qrels, a.json)?;
+    let w = c.manifest.config.fusion_weight;
+    // Relevant IDs that name no chunk at all: a qrels file out of step with the collection.
+    let ids: std::collections::HashSet<String> = c
+        .chunks
+        .iter()
+        .flat_map(|ch| {
+            [
+                ch.document.clone(),
+                format!("{}#{}", ch.document, ch.section),
+            ]
+        })
+        .collect();
+    let unmatched: Vec<&String> = r
+        .qrels
+        .iter()
+        .flat_map(|q| q.relevant.iter())
+        .filter(|id| !ids.contains(*id))
+        .collect();
+    if !unmatched.is_empty() && !a.json {
+        eprintln!(
+            "keel: {} relevant IDs match no chunk (first: {})",
+            unmatched.len(),
+            unmatched[0]
+        );
+    }
+    let out = json!({
+        "collection": a.collection,
+        "queries": r.qrels.len(),
+        "unmatched_ids": unmatched,
+        "bm25": evaluate(&c, &r, Mode::Bm25, w),
+        "dense": evaluate(&c, &r, Mode::Dense, w),
+        "hybrid": evaluate(&c, &r, Mode::Hybrid, w),
+        "rrf": evaluate(&c, &r, Mode::Rrf, w),
+        "fusion_weight": w,
+        "tuned": c.manifest.config.tuned,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if a.json {
+        print_json(&out);
+    } else {
+        println!(
+            "{} queries against {} (fusion weight {w:.2}{})",
+            r.qrels.len(),
+            a.collection,
+            if c.manifest.config.tuned {
+                ", tuned"
+            } else {
+                ", default"
+            }
+        );
+        println!(
+            "{:<8} {:>9} {:>9} {:>8} {:>8}",
+            "", "recall@5", "recall@10", "mrr@10", "ndcg@10"
+        );
+        for m in ["bm25", "dense", "hybrid", "rrf"] {
+            let v = &out[m];
+            println!(
+                "{m:<8} {:>9.4} {:>9.4} {:>8.4} {:>8.4}",
+                v["recall@5"].as_f64().unwrap_or(0.0),
+                v["recall@10"].as_f64().unwrap_or(0.0),
+                v["mrr@10"].as_f64().unwrap_or(0.0),
+                v["ndcg@10"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
+    let mut c = Collection::open(&root(home), &a.collection)?;
+    let e = embedder(a.json)?;
+    let r = runs(&c, &e, &a.qrels, a.json)?;
+    let mut grid = Vec::new();
+    for step in 0..=20 {
+        let w = step as f64 / 20.0;
+        grid.push((w, evaluate(&c, &r, Mode::Hybrid, w).ndcg_10));
+    }
+    // Best nDCG@10; ties go to the weight nearest 0.5 (the least extreme).
+    let best = grid
+        .iter()
+        .copied()
+        .max_by(|x, y| {
+            x.1.total_cmp(&y.1)
+                .then((y.0 - 0.5).abs().total_cmp(&(x.0 - 0.5).abs()))
+        })
+        .expect("grid");
+    c.set_fusion_weight(best.0)?;
+    if a.json {
+        print_json(
+            &json!({"collection": a.collection, "fusion_weight": best.0, "weight": best.0, "ndcg@10": best.1,
+            "grid": grid.iter().map(|(w, n)| json!({"weight": w, "ndcg@10": n})).collect::<Vec<_>>()}),
+        );
+    } else {
+        println!(
+            "{}: fusion weight {:.2} (dense) / {:.2} (BM25), nDCG@10 {:.4} on {} queries",
+            a.collection,
+            best.0,
+            1.0 - best.0,
+            best.1,
+            r.qrels.len()
+        );
+    }
+    Ok(0)
+}

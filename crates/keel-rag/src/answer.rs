@@ -1,0 +1,299 @@
+//! Answers from retrieved chunks: extractive (the sentences that best answer the question, each citing its
+//! chunk), a refusal when retrieval confidence is low, and the groundedness check of any answer's sentences
+//! against the chunks they cite.
+
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+use crate::chunk::{Chunk, sentences};
+
+const STOP: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "could", "do", "does",
+    "doing", "for", "from", "had", "has", "have", "how", "i", "if", "in", "into", "is", "it",
+    "its", "me", "my", "of", "on", "or", "our", "should", "so", "than", "that", "the", "their",
+    "them", "then", "there", "these", "they", "this", "those", "to", "too", "us", "was", "we",
+    "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "would", "you",
+    "your", "there's", "what's", "don't", "get", "use", "using", "way", "there", "any", "some",
+    "about", "also", "not", "no", "yes",
+];
+
+/// Lower-cased content words with a light suffix stemmer (plural, -ing, -ed), stop words removed.
+pub fn terms(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| !STOP.contains(&w.as_str()))
+        .map(|w| stem(&w))
+        .collect()
+}
+
+fn stem(w: &str) -> String {
+    let strip = |s: &str, suf: &str, min: usize| {
+        s.strip_suffix(suf)
+            .filter(|r| r.chars().count() >= min)
+            .map(str::to_string)
+    };
+    strip(w, "ies", 3)
+        .map(|r| r + "y")
+        .or_else(|| strip(w, "ing", 3))
+        .or_else(|| strip(w, "ed", 3))
+        .or_else(|| strip(w, "es", 3).filter(|r| r.ends_with(['s', 'x', 'z', 'h'])))
+        .or_else(|| strip(w, "s", 3).filter(|r| !r.ends_with('s')))
+        .unwrap_or_else(|| w.to_string())
+}
+
+/// Document frequencies of terms over a collection's chunks, for IDF weights.
+#[derive(Debug, Default, Clone)]
+pub struct TermStats {
+    pub docs: usize,
+    pub df: HashMap<String, u32>,
+}
+
+impl TermStats {
+    pub fn of(chunks: &[Chunk]) -> TermStats {
+        let mut df: HashMap<String, u32> = HashMap::new();
+        for c in chunks {
+            let set: HashSet<String> = terms(&c.text)
+                .into_iter()
+                .chain(terms(&c.section))
+                .collect();
+            for t in set {
+                *df.entry(t).or_default() += 1;
+            }
+        }
+        TermStats {
+            docs: chunks.len(),
+            df,
+        }
+    }
+
+    pub fn idf(&self, t: &str) -> f64 {
+        let df = f64::from(self.df.get(t).copied().unwrap_or(0));
+        ((self.docs as f64 - df + 0.5) / (df + 0.5) + 1.0).ln()
+    }
+}
+
+/// One sentence of an answer and what supports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnswerSentence {
+    pub text: String,
+    /// Whether the cited chunks support it.
+    pub supported: bool,
+    /// The chunk it cites (extractive: the chunk it was taken from).
+    pub chunk_id: Option<String>,
+    /// Share of the sentence's content words found in the chunk that supports it best (0..1).
+    pub support: f64,
+}
+
+/// A retrieved chunk with its fused score, as the answerer sees it.
+pub struct Retrieved<'a> {
+    pub chunk: &'a Chunk,
+    pub score: f64,
+}
+
+/// The best `max_sentences` sentences of the top chunks for `question`, ordered as they appear (chunk rank,
+/// then position), each citing its chunk.
+pub fn extractive(
+    question: &str,
+    hits: &[Retrieved<'_>],
+    stats: &TermStats,
+    max_sentences: usize,
+) -> Vec<AnswerSentence> {
+    let q: HashSet<String> = terms(question).into_iter().collect();
+    let q_weight: f64 = q.iter().map(|t| stats.idf(t)).sum::<f64>().max(1e-9);
+    let top_score = hits.first().map_or(1.0, |h| h.score.max(1e-9));
+    let mut scored: Vec<(f64, usize, usize, String)> = Vec::new();
+    for (rank, h) in hits.iter().take(3).enumerate() {
+        let text = &h.chunk.text;
+        for (pos, (s, e)) in sentences(text).into_iter().enumerate() {
+            let sent = text[s..e].trim();
+            if sent.len() < 12 || sent.split_whitespace().count() < 3 {
+                continue;
+            }
+            let st: HashSet<String> = terms(sent).into_iter().collect();
+            let overlap: f64 = q.intersection(&st).map(|t| stats.idf(t)).sum::<f64>() / q_weight;
+            // Retrieval rank, query-term coverage, and a nudge towards a section's opening sentences.
+            let score = 0.5 * h.score / top_score + overlap + 0.15 / (1.0 + pos as f64);
+            scored.push((score, rank, pos, sent.to_string()));
+        }
+    }
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.truncate(max_sentences.max(1));
+    scored.sort_by_key(|s| (s.1, s.2));
+    scored
+        .into_iter()
+        .map(|(_, rank, _, text)| AnswerSentence {
+            support: 1.0,
+            supported: true,
+            chunk_id: Some(hits[rank].chunk.id.clone()),
+            text,
+        })
+        .collect()
+}
+
+/// Checks each sentence against the chunks: supported when at least `threshold` of its content words occur in
+/// one chunk it may cite (its own citation when it has one, else any of `chunks`).
+pub fn ground(
+    answer: &[(String, Option<String>)],
+    chunks: &[&Chunk],
+    threshold: f64,
+) -> Vec<AnswerSentence> {
+    let chunk_terms: Vec<(&Chunk, HashSet<String>)> = chunks
+        .iter()
+        .map(|c| {
+            (
+                *c,
+                terms(&c.text)
+                    .into_iter()
+                    .chain(terms(&c.section))
+                    .collect(),
+            )
+        })
+        .collect();
+    answer
+        .iter()
+        .map(|(text, cited)| {
+            let words: Vec<String> = terms(text);
+            let (best, best_id) = chunk_terms
+                .iter()
+                .filter(|(c, _)| cited.as_ref().is_none_or(|id| *id == c.id))
+                .map(|(c, set)| {
+                    let found = words.iter().filter(|w| set.contains(*w)).count();
+                    let share = if words.is_empty() {
+                        0.0
+                    } else {
+                        found as f64 / words.len() as f64
+                    };
+                    (share, Some(c.id.clone()))
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .unwrap_or((0.0, None));
+            AnswerSentence {
+                text: text.clone(),
+                supported: !words.is_empty() && best >= threshold,
+                chunk_id: cited.clone().or(best_id),
+                support: best,
+            }
+        })
+        .collect()
+}
+
+/// Splits generated text into sentences, reading citation markers like `[2]` (1-based, into `chunk_ids`).
+pub fn split_cited(text: &str, chunk_ids: &[String]) -> Vec<(String, Option<String>)> {
+    sentences(text)
+        .into_iter()
+        .map(|(s, e)| {
+            let sent = &text[s..e];
+            let mut cited = None;
+            let mut clean = String::with_capacity(sent.len());
+            let mut rest = sent;
+            while let Some(open) = rest.find('[') {
+                clean.push_str(&rest[..open]);
+                let after = &rest[open + 1..];
+                match after.find(']') {
+                    Some(close) if after[..close].trim().parse::<usize>().is_ok() => {
+                        let n: usize = after[..close].trim().parse().expect("checked");
+                        if cited.is_none() && n >= 1 && n <= chunk_ids.len() {
+                            cited = Some(chunk_ids[n - 1].clone());
+                        }
+                        rest = &after[close + 1..];
+                    }
+                    _ => {
+                        clean.push('[');
+                        rest = after;
+                    }
+                }
+            }
+            clean.push_str(rest);
+            (
+                clean.split_whitespace().collect::<Vec<_>>().join(" "),
+                cited,
+            )
+        })
+        .filter(|(s, _)| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(id: &str, section: &str, text: &str) -> Chunk {
+        Chunk {
+            id: id.into(),
+            document: "faq.rst.txt".into(),
+            section: section.into(),
+            section_path: section.into(),
+            start: 0,
+            end: text.len(),
+            text: text.into(),
+            tokens: 0,
+        }
+    }
+
+    #[test]
+    fn the_planted_unsupported_sentence_is_flagged() {
+        let a = chunk(
+            "faq#0",
+            "How do I copy an object?",
+            "Use copy.copy() for shallow copies and copy.deepcopy() for deep copies of objects. Dictionaries have a copy() method.",
+        );
+        let b = chunk(
+            "faq#1",
+            "Why is Python slow?",
+            "The interpreter executes bytecode; extension modules written in C run faster.",
+        );
+        let answer = "Use copy.deepcopy() for deep copies of objects [1]. Dictionaries have a copy() method [1]. \
+                      Python was first released on Mars in 1820 by a committee of penguins [2].";
+        let ids = vec!["faq#0".to_string(), "faq#1".to_string()];
+        let parts = split_cited(answer, &ids);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].1.as_deref(), Some("faq#0"));
+        assert!(!parts[0].0.contains("[1]"));
+        let checked = ground(&parts, &[&a, &b], 0.6);
+        assert!(checked[0].supported && checked[1].supported, "{checked:?}");
+        assert!(!checked[2].supported, "{:?}", checked[2]);
+        // A true sentence citing the wrong chunk is not supported by that citation.
+        let wrong = ground(
+            &[(
+                "Use copy.deepcopy() for deep copies.".into(),
+                Some("faq#1".into()),
+            )],
+            &[&a, &b],
+            0.6,
+        );
+        assert!(!wrong[0].supported);
+    }
+
+    #[test]
+    fn extractive_answers_pick_the_sentences_that_match_and_cite_them() {
+        let chunks = [
+            chunk(
+                "d#0",
+                "How do I copy an object?",
+                "In general, try copy.copy() or copy.deepcopy() for the general case. Not all objects can be copied. Some objects can be copied more easily.",
+            ),
+            chunk(
+                "d#1",
+                "How do I sort a list?",
+                "Use the sort() method or the sorted() function.",
+            ),
+        ];
+        let stats = TermStats::of(&chunks);
+        let hits = [
+            Retrieved {
+                chunk: &chunks[0],
+                score: 2.0,
+            },
+            Retrieved {
+                chunk: &chunks[1],
+                score: 0.5,
+            },
+        ];
+        let s = extractive("How can I copy an object in Python?", &hits, &stats, 2);
+        assert_eq!(s.len(), 2);
+        assert!(s[0].text.contains("copy.deepcopy()"), "{s:?}");
+        assert!(s.iter().all(|x| x.chunk_id.as_deref() == Some("d#0")));
+        assert_eq!(terms("Copies copying the copied"), ["copy", "copy", "copi"]);
+    }
+}

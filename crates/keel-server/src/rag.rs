@@ -1,0 +1,756 @@
+//! The generative routes: `POST /v1/rag/{collection}/query`, `POST /v1/embeddings` and an OpenAI-compatible
+//! `POST /v1/chat/completions` (streaming with server-sent events) over the local model.
+//!
+//! Models load on first use, on the blocking pool; every embedding, retrieval and generation runs there too,
+//! never on the reactor. Collections are cached open and reopened when their `CURRENT` generation changes.
+
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keel_rag::collection::{Collection, Mode};
+use keel_rag::llm::{ChatMessage, Finish, GenOptions, LocalLlm};
+use keel_rag::query::{QueryOptions, QueryResult};
+use keel_rag::{Embedder, MiniLm};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::AsPredictor;
+use crate::error::ApiError;
+use crate::middleware::RequestId;
+use crate::openai::{RemoteConfig, RemoteError, RemoteLlm};
+
+/// Generative settings (`[serve.llm]` in `keel.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Where the local models are (default: the asset cache, `$KEEL_CACHE` or `~/.cache/keel`).
+    pub assets_dir: Option<PathBuf>,
+    /// Most tokens generated for one answer unless the request asks for fewer.
+    pub max_tokens: usize,
+    /// Longest a generative request (RAG query, embeddings, chat) may take before it is answered with 503;
+    /// a streamed answer only until its first byte.
+    pub timeout_ms: u64,
+    /// The upstream OpenAI-compatible endpoint for `mode = "remote"`.
+    pub remote: RemoteConfig,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            assets_dir: None,
+            max_tokens: 256,
+            timeout_ms: 120_000,
+            remote: RemoteConfig::default(),
+        }
+    }
+}
+
+impl LlmConfig {
+    pub fn assets(&self) -> PathBuf {
+        self.assets_dir.clone().unwrap_or_else(keel_core::cache_dir)
+    }
+    pub fn minilm_dir(&self) -> PathBuf {
+        self.assets().join("all-MiniLM-L6-v2")
+    }
+    pub fn llm_path(&self) -> PathBuf {
+        self.assets()
+            .join("smollm2")
+            .join("SmolLM2-135M-Instruct.Q4_1.gguf")
+    }
+}
+
+/// The server's generative state.
+pub struct RagState {
+    root: PathBuf,
+    pub config: LlmConfig,
+    embedder: OnceCell<Arc<MiniLm>>,
+    llm: OnceCell<Arc<LocalLlm>>,
+    remote: Option<RemoteLlm>,
+    collections: Mutex<HashMap<String, (String, Arc<Collection>)>>,
+}
+
+/// The id under which Keel's local chat model answers besides its own name.
+pub const LOCAL_MODEL_ALIAS: &str = "keel-local";
+
+impl RagState {
+    /// Collections under `home/rag`; models from `config`.
+    pub fn new(home: &FsPath, config: LlmConfig) -> RagState {
+        let remote = RemoteLlm::new(&config.remote).ok();
+        RagState {
+            root: home.join("rag"),
+            config,
+            embedder: OnceCell::new(),
+            llm: OnceCell::new(),
+            remote,
+            collections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn embedder(&self) -> Result<Arc<MiniLm>, ApiError> {
+        let dir = self.config.minilm_dir();
+        self.embedder
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || MiniLm::load(&dir).map(Arc::new))
+                    .await
+                    .map_err(|e| model_unavailable(e.to_string()))?
+                    .map_err(|e| model_unavailable(e.to_string()))
+            })
+            .await
+            .cloned()
+    }
+
+    pub async fn llm(&self) -> Result<Arc<LocalLlm>, ApiError> {
+        let path = self.config.llm_path();
+        self.llm
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || LocalLlm::load(&path).map(Arc::new))
+                    .await
+                    .map_err(|e| model_unavailable(e.to_string()))?
+                    .map_err(|e| model_unavailable(e.to_string()))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The collection's current generation, opened once and reopened after each ingest.
+    pub fn collection(&self, name: &str) -> Result<Arc<Collection>, ApiError> {
+        keel_rag::collection::validate_name(name).map_err(rag_error)?;
+        let current = std::fs::read_to_string(self.root.join(name).join("CURRENT"))
+            .map(|s| s.trim().to_string())
+            .map_err(|_| rag_error(keel_rag::Error::UnknownCollection(name.into())))?;
+        if let Some((g, c)) = self
+            .collections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            && *g == current
+        {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Collection::open(&self.root, name).map_err(rag_error)?);
+        let generation = c.manifest.generation.clone();
+        self.collections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (generation, c.clone()));
+        Ok(c)
+    }
+}
+
+fn model_unavailable(message: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "model_unavailable",
+        message,
+    )
+}
+
+/// keel-rag errors as HTTP, exhaustively.
+pub fn rag_error(e: keel_rag::Error) -> ApiError {
+    use keel_rag::Error as E;
+    match &e {
+        E::UnknownCollection(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_collection", e.to_string())
+        }
+        E::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
+        E::Model(_) => model_unavailable(e.to_string()),
+        E::Io { .. } | E::Corrupt(_) | E::Index(_) => {
+            tracing::error!(error = %e, "collection error");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collection_error",
+                "the collection could not be read; the error was logged",
+            )
+        }
+    }
+}
+
+fn invalid_body(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        format!("expected {what}: {e}"),
+    )
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("worker failed: {e}"),
+        )
+    })?
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// RAG query
+
+/// A question to a collection.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RagQueryRequest {
+    pub question: String,
+    /// `extractive` (default), `local` (Keel's local LLM) or `remote` (the configured upstream).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// `hybrid` (default), `bm25`, `dense` or `rrf`.
+    #[serde(default)]
+    pub retrieval: Option<String>,
+    /// Chunks retrieved and cited (1–50, default 5).
+    #[serde(default)]
+    pub k: Option<usize>,
+}
+
+/// How an answer is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnswerMode {
+    Extractive,
+    Local,
+    Remote,
+}
+
+impl std::str::FromStr for AnswerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AnswerMode, String> {
+        match s {
+            "extractive" => Ok(AnswerMode::Extractive),
+            "local" => Ok(AnswerMode::Local),
+            "remote" => Ok(AnswerMode::Remote),
+            _ => Err(format!(
+                "answer mode '{s}' must be extractive, local or remote"
+            )),
+        }
+    }
+}
+
+/// An answer with its evidence.
+#[derive(Debug, Serialize)]
+pub struct RagAnswer {
+    #[serde(flatten)]
+    pub result: QueryResult,
+    pub mode: AnswerMode,
+    /// Why a generated answer fell back to the extractive one (an unreachable upstream, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+    pub trace_id: String,
+    pub seconds: f64,
+}
+
+/// Answers `question` from `c` in `mode`; a failing remote falls back to the extractive answer.
+pub async fn answer(
+    rag: &Arc<RagState>,
+    c: Arc<Collection>,
+    question: String,
+    mode: AnswerMode,
+    opts: QueryOptions,
+    max_tokens: usize,
+) -> Result<(QueryResult, AnswerMode, Option<String>, Option<Value>), ApiError> {
+    let embedder = rag.embedder().await?;
+    let cc = c.clone();
+    let q = question.clone();
+    if mode == AnswerMode::Extractive {
+        let r = blocking(move || {
+            keel_rag::query::answer(&cc, embedder.as_ref(), &q, &opts).map_err(rag_error)
+        })
+        .await?;
+        return Ok((r, mode, None, None));
+    }
+    let (citations, confident) = blocking(move || {
+        keel_rag::query::retrieve(&cc, embedder.as_ref(), &q, &opts).map_err(rag_error)
+    })
+    .await?;
+    if !confident {
+        return Ok((
+            keel_rag::query::not_found(citations, opts.retrieval),
+            mode,
+            None,
+            None,
+        ));
+    }
+    let messages =
+        keel_rag::llm::rag_messages(&question, &keel_rag::query::passages(&c, &citations));
+    let gen_opts = GenOptions {
+        max_tokens,
+        ..GenOptions::default()
+    };
+    let generation = match mode {
+        AnswerMode::Local => {
+            let llm = rag.llm().await?;
+            blocking(move || {
+                llm.chat(&messages, &gen_opts, &mut |_| true)
+                    .map_err(rag_error)
+            })
+            .await?
+        }
+        _ => {
+            let remote = match &rag.remote {
+                Some(r) => r.chat(&messages, &gen_opts).await,
+                None => Err(RemoteError::NotConfigured),
+            };
+            match remote {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "remote LLM failed; answering extractively");
+                    let embedder = rag.embedder().await?;
+                    let r = blocking(move || {
+                        keel_rag::query::answer(&c, embedder.as_ref(), &question, &opts)
+                            .map_err(rag_error)
+                    })
+                    .await?;
+                    return Ok((r, AnswerMode::Extractive, Some(e.to_string()), None));
+                }
+            }
+        }
+    };
+    let usage = json!({
+        "prompt_tokens": generation.prompt_tokens,
+        "completion_tokens": generation.completion_tokens,
+    });
+    let r = keel_rag::query::generated(&c, &generation.text, citations, &opts);
+    Ok((r, mode, None, Some(usage)))
+}
+
+/// Answer a question from a collection, with citations and a groundedness check per sentence.
+#[utoipa::path(post, path = "/v1/rag/{collection}/query", tag = "rag",
+    params(("collection" = String, Path, description = "Collection name")),
+    request_body = RagQueryRequest,
+    responses((status = 200, description = "Answer, citations, groundedness per sentence, trace id"),
+              (status = 404, description = "Unknown collection", body = crate::error::ErrorBody),
+              (status = 422, description = "Invalid question or options", body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn rag_query(
+    _caller: AsPredictor,
+    State(st): State<AppState>,
+    Path(collection): Path<String>,
+    rid: axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let bytes = crate::routes::read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let req: RagQueryRequest =
+        serde_json::from_slice(&bytes).map_err(|e| invalid_body("{\"question\": \"...\"}", e))?;
+    let mode: AnswerMode = req
+        .mode
+        .as_deref()
+        .unwrap_or("extractive")
+        .parse()
+        .map_err(|m: String| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("$.mode: {m}"),
+            )
+        })?;
+    let retrieval: Mode = req
+        .retrieval
+        .as_deref()
+        .unwrap_or("hybrid")
+        .parse()
+        .map_err(|m: String| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("$.retrieval: {m}"),
+            )
+        })?;
+    let k = req.k.unwrap_or(5);
+    if !(1..=50).contains(&k) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("$.k: {k} must be between 1 and 50"),
+        ));
+    }
+    keel_rag::query::check_question(&req.question).map_err(rag_error)?;
+    let rag = st.rag.clone();
+    let c = rag.collection(&collection)?;
+    let opts = QueryOptions {
+        retrieval,
+        k,
+        ..QueryOptions::default()
+    };
+    let (result, mode, fallback, usage) =
+        answer(&rag, c, req.question, mode, opts, rag.config.max_tokens).await?;
+    crate::metrics::METRICS.rag_queries.inc();
+    Ok(axum::Json(RagAnswer {
+        result,
+        mode,
+        fallback,
+        usage,
+        trace_id: rid.0.0.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+    .into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Embeddings
+
+/// Texts to embed (OpenAI's shape).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmbeddingsRequest {
+    /// One string or a list of strings.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: Option<String>,
+}
+
+/// Most texts in one embeddings request.
+pub const MAX_EMBED_INPUTS: usize = 2048;
+
+/// Sentence embeddings from the local all-MiniLM-L6-v2 (OpenAI-compatible).
+#[utoipa::path(post, path = "/v1/embeddings", tag = "rag",
+    request_body = EmbeddingsRequest,
+    responses((status = 200, description = "`{object: list, data: [{object: embedding, index, embedding}], model, usage}`"),
+              (status = 422, description = "Invalid input", body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn embeddings(
+    _caller: AsPredictor,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = crate::routes::read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let req: EmbeddingsRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid_body("{\"input\": \"text\" | [\"text\", ...]}", e))?;
+    let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", m);
+    let texts: Vec<String> = match req.input {
+        Value::String(s) => vec![s],
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                other => Err(bad(format!(
+                    "$.input[{i}]: expected a string, found {}",
+                    crate::routes::json_type(&other)
+                ))),
+            })
+            .collect::<Result<_, _>>()?,
+        other => {
+            return Err(bad(format!(
+                "$.input: expected a string or a list of strings, found {}",
+                crate::routes::json_type(&other)
+            )));
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBED_INPUTS {
+        return Err(bad(format!(
+            "$.input: {} texts; between 1 and {MAX_EMBED_INPUTS} are accepted",
+            texts.len()
+        )));
+    }
+    if let Some(f) = req.encoding_format.as_deref()
+        && f != "float"
+    {
+        return Err(bad(format!(
+            "$.encoding_format: '{f}' is not supported (float is)"
+        )));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(bad(format!("$.input[{i}]: empty text")));
+    }
+    let embedder = st.rag.embedder().await?;
+    if let Some(m) = req.model.as_deref()
+        && m != embedder.id()
+        && m != "all-MiniLM-L6-v2"
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "$.model: '{m}' is not served here (this server embeds with {})",
+                embedder.id()
+            ),
+        ));
+    }
+    let e2 = embedder.clone();
+    let (vectors, tokens) = blocking(move || {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let tokens: usize = refs.iter().map(|t| e2.count_tokens(t) + 2).sum();
+        e2.embed(&refs).map(|v| (v, tokens)).map_err(rag_error)
+    })
+    .await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(axum::Json(json!({
+        "object": "list",
+        "data": data,
+        "model": embedder.id(),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Chat completions
+
+/// Most messages in one chat request, and most bytes of text in all of them.
+pub const MAX_MESSAGES: usize = 256;
+pub const MAX_CHAT_BYTES: usize = 64 * 1024;
+
+/// Reads OpenAI chat messages: `content` a string or a list of `{type: "text", text}` parts.
+pub fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_messages", m);
+    let items = v
+        .as_array()
+        .ok_or_else(|| bad("$.messages: expected a list of {role, content}".into()))?;
+    if items.is_empty() || items.len() > MAX_MESSAGES {
+        return Err(bad(format!(
+            "$.messages: {} messages; between 1 and {MAX_MESSAGES} are accepted",
+            items.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut total = 0;
+    for (i, m) in items.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("$.messages[{i}].role: missing or not a string")))?;
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+            return Err(bad(format!(
+                "$.messages[{i}].role: '{role}' is not system, developer, user, assistant or tool"
+            )));
+        }
+        let content = match m.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(Value::Array(parts)) => {
+                let mut s = String::new();
+                for (j, p) in parts.iter().enumerate() {
+                    match (p.get("type").and_then(Value::as_str), p.get("text")) {
+                        (Some("text"), Some(Value::String(t))) => {
+                            if !s.is_empty() {
+                                s.push('\n');
+                            }
+                            s.push_str(t);
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "$.messages[{i}].content[{j}]: only {{\"type\": \"text\", \"text\": \"...\"}} parts are supported"
+                            )));
+                        }
+                    }
+                }
+                s
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "$.messages[{i}].content: expected a string or a list of text parts, found {}",
+                    crate::routes::json_type(other)
+                )));
+            }
+        };
+        total += content.len();
+        if total > MAX_CHAT_BYTES {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "messages_too_large",
+                format!("$.messages[{i}]: the conversation exceeds {MAX_CHAT_BYTES} bytes of text"),
+            ));
+        }
+        let role = if role == "developer" { "system" } else { role };
+        out.push(ChatMessage::new(role, content));
+    }
+    Ok(out)
+}
+
+fn gen_options(req: &Value, default_max: usize) -> Result<GenOptions, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    let mut o = GenOptions {
+        max_tokens: default_max,
+        ..GenOptions::default()
+    };
+    for key in ["max_tokens", "max_completion_tokens"] {
+        if let Some(v) = req.get(key).filter(|v| !v.is_null()) {
+            let n = v
+                .as_u64()
+                .filter(|n| (1..=4096).contains(n))
+                .ok_or_else(|| bad(format!("$.{key}: expected an integer from 1 to 4096")))?;
+            o.max_tokens = n as usize;
+        }
+    }
+    if let Some(v) = req.get("temperature").filter(|v| !v.is_null()) {
+        o.temperature = v
+            .as_f64()
+            .filter(|t| (0.0..=2.0).contains(t))
+            .ok_or_else(|| bad("$.temperature: expected a number from 0 to 2".into()))?;
+    }
+    if let Some(v) = req.get("top_p").filter(|v| !v.is_null()) {
+        o.top_p = Some(
+            v.as_f64()
+                .filter(|t| *t > 0.0 && *t <= 1.0)
+                .ok_or_else(|| bad("$.top_p: expected a number in (0, 1]".into()))?,
+        );
+    }
+    if let Some(v) = req.get("seed").filter(|v| !v.is_null()) {
+        o.seed = v
+            .as_u64()
+            .ok_or_else(|| bad("$.seed: expected a non-negative integer".into()))?;
+    }
+    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+        return Err(bad("$.n: only one choice is generated".into()));
+    }
+    Ok(o)
+}
+
+fn finish_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::Cancelled => "stop",
+        Finish::Length => "length",
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// OpenAI-compatible chat completions from Keel's local model; `stream: true` answers with server-sent events.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "rag",
+    request_body(content = Object, description = "OpenAI chat completion request: model, messages, stream, max_tokens, temperature, top_p, seed"),
+    responses((status = 200, description = "`chat.completion`, or `text/event-stream` of `chat.completion.chunk` ending in `data: [DONE]`"),
+              (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
+              (status = 422, description = "Invalid request", body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn chat_completions(
+    _caller: AsPredictor,
+    State(st): State<AppState>,
+    rid: axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = crate::routes::read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let req: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| invalid_body("an OpenAI chat completion request", e))?;
+    if !req.is_object() {
+        return Err(invalid_body(
+            "an OpenAI chat completion request",
+            "the body is not a JSON object",
+        ));
+    }
+    let messages = parse_messages(req.get("messages").unwrap_or(&Value::Null))?;
+    let opts = gen_options(&req, st.rag.config.max_tokens)?;
+    let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let llm = st.rag.llm().await?;
+    let model = llm.id().to_string();
+    if let Some(m) = req.get("model").and_then(Value::as_str)
+        && m != model
+        && m != LOCAL_MODEL_ALIAS
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!(
+                "$.model: '{m}' is not served here (this server has '{model}', also called '{LOCAL_MODEL_ALIAS}')"
+            ),
+        ));
+    }
+    let id = format!("chatcmpl-{}", rid.0.0);
+    let created = unix_now();
+    crate::metrics::METRICS.chat_completions.inc();
+    if !stream {
+        let g =
+            blocking(move || llm.chat(&messages, &opts, &mut |_| true).map_err(rag_error)).await?;
+        crate::metrics::METRICS
+            .generated_tokens
+            .inc_by(g.completion_tokens as u64);
+        return Ok(axum::Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": g.text},
+                "finish_reason": finish_reason(g.finish),
+            }],
+            "usage": {
+                "prompt_tokens": g.prompt_tokens,
+                "completion_tokens": g.completion_tokens,
+                "total_tokens": g.prompt_tokens + g.completion_tokens,
+            },
+        }))
+        .into_response());
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let chunk = {
+        let (id, model) = (id.clone(), model.clone());
+        move |delta: Value, finish: Option<&str>| -> Bytes {
+            let v = json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            });
+            Bytes::from(format!("data: {v}\n\n"))
+        }
+    };
+    tokio::task::spawn_blocking(move || {
+        if tx
+            .blocking_send(chunk(json!({"role": "assistant", "content": ""}), None))
+            .is_err()
+        {
+            return;
+        }
+        let result = llm.chat(&messages, &opts, &mut |piece| {
+            // A client that went away stops generation.
+            tx.blocking_send(chunk(json!({"content": piece}), None))
+                .is_ok()
+        });
+        match result {
+            Ok(g) => {
+                crate::metrics::METRICS
+                    .generated_tokens
+                    .inc_by(g.completion_tokens as u64);
+                if g.finish != Finish::Cancelled {
+                    let _ = tx.blocking_send(chunk(json!({}), Some(finish_reason(g.finish))));
+                    let _ = tx.blocking_send(Bytes::from_static(b"data: [DONE]\n\n"));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "generation failed mid-stream");
+                let v = json!({"error": {"code": "generation_failed", "message": e.to_string()}});
+                let _ = tx.blocking_send(Bytes::from(format!("data: {v}\n\n")));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<Bytes, std::io::Error>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
