@@ -70,6 +70,7 @@ def retrieval(chunks_path, qrels_path, model_dir):
 
     # Dense: the same MiniLM model in sentence-transformers, vectors in hnswlib (M 16, ef_construction 200).
     model = SentenceTransformer(model_dir, device="cpu")
+    model.max_seq_length = 256  # the model's published setting, and Keel's truncation
     model.encode(texts[:64], batch_size=32)  # warm-up
     t = time.perf_counter()
     vecs = model.encode(texts, batch_size=32, normalize_embeddings=True)

@@ -237,9 +237,27 @@ pub struct RagIngestArgs {
     /// Tokens repeated between consecutive chunks of a section (new collections).
     #[arg(long, default_value_t = 32)]
     pub overlap: usize,
+    #[command(flatten)]
+    pub embeddings: EmbeddingsArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where embeddings come from: the local all-MiniLM-L6-v2 unless an OpenAI-compatible endpoint is named
+/// (here, or as [serve.llm.embeddings] in keel.toml). A collection remembers which it was built with.
+#[derive(Args, Debug, Clone)]
+pub struct EmbeddingsArgs {
+    /// Base URL of an OpenAI-compatible /embeddings endpoint, e.g. http://127.0.0.1:8080/v1 (the key is read
+    /// from $KEEL_EMBEDDINGS_API_KEY).
+    #[arg(long, env = "KEEL_EMBEDDINGS_URL")]
+    pub embeddings_url: Option<String>,
+    /// Model name sent to that endpoint.
+    #[arg(long, env = "KEEL_EMBEDDINGS_MODEL")]
+    pub embeddings_model: Option<String>,
+    /// keel.toml to read [serve.llm] from (default: ./keel.toml when present).
+    #[arg(long = "config", id = "embeddings_config")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -268,9 +286,8 @@ pub struct RagQueryArgs {
     /// Model name sent to the remote endpoint.
     #[arg(long, env = "KEEL_LLM_MODEL")]
     pub remote_model: Option<String>,
-    /// keel.toml to read [serve.llm] from (default: ./keel.toml when present).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub embeddings: EmbeddingsArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -311,6 +328,8 @@ pub struct RagTuneArgs {
     /// JSONL of {"query", "relevant": [ID, ...]}.
     #[arg(long)]
     pub qrels: PathBuf,
+    #[command(flatten)]
+    pub embeddings: EmbeddingsArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -331,6 +350,8 @@ pub struct EvalRetrievalArgs {
     pub collection: String,
     #[arg(long)]
     pub qrels: PathBuf,
+    #[command(flatten)]
+    pub embeddings: EmbeddingsArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

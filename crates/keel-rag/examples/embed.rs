@@ -13,7 +13,13 @@ fn main() {
         eprintln!("usage: embed MINILM_DIR CHUNKS.jsonl");
         std::process::exit(2);
     }
-    let model = MiniLm::load(std::path::Path::new(&args[1])).expect("model");
+    let batch = std::env::var("BATCH")
+        .ok()
+        .and_then(|b| b.parse().ok())
+        .unwrap_or(32);
+    let model = MiniLm::load(std::path::Path::new(&args[1]))
+        .expect("model")
+        .with_batch(batch);
     let texts: Vec<String> = std::fs::read_to_string(&args[2])
         .expect("chunks")
         .lines()

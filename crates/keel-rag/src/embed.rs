@@ -1,14 +1,12 @@
-//! Sentence embeddings: all-MiniLM-L6-v2 (BERT, 384 dimensions) run with candle on the CPU, batched by length,
-//! mean-pooled with the attention mask and L2-normalised — the sentence-transformers recipe. The tokenizer's
-//! own padding (to 128) is turned off: each batch pads to its longest member and the mask keeps padding out
-//! of the mean.
+//! Sentence embeddings: all-MiniLM-L6-v2 (BERT, 384 dimensions) on the CPU with Keel's packed encoder
+//! ([`crate::bert`]), mean-pooled over each text's own tokens and L2-normalised — the sentence-transformers
+//! recipe. The tokenizer's own padding (to 128) is turned off: sequences are packed, never padded.
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::bert::Bert;
 
 use crate::{Error, Result};
 
@@ -25,9 +23,8 @@ pub trait Embedder: Send + Sync {
 
 /// The local MiniLM model.
 pub struct MiniLm {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
-    device: Device,
     dim: usize,
     /// Longest input in tokens (longer texts are truncated, as sentence-transformers does).
     max_tokens: usize,
@@ -49,10 +46,8 @@ impl MiniLm {
                 )))
             }
         };
-        let config: Config = serde_json::from_str(
-            &std::fs::read_to_string(file("config.json")?).map_err(|e| Error::io(dir, e))?,
-        )
-        .map_err(|e| Error::Model(format!("config.json: {e}")))?;
+        file("config.json")?;
+        file("model.safetensors")?;
         let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
         let max_tokens = 256;
@@ -62,26 +57,22 @@ impl MiniLm {
                 ..Default::default()
             }))
             .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
-        let device = Device::Cpu;
-        // SAFETY: the weights file is memory-mapped read-only; the asset cache is not modified while in use.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(&[file("model.safetensors")?], DType::F32, &device)
-        }
-        .map_err(|e| Error::Model(format!("model.safetensors: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| Error::Model(format!("BERT: {e}")))?;
+        tokenizer.with_padding(None);
+        let model = Bert::load(dir)?;
         Ok(MiniLm {
+            dim: model.hidden_size(),
             model,
             tokenizer,
-            device,
-            dim: config.hidden_size,
             max_tokens,
             batch: 32,
             id: "sentence-transformers/all-MiniLM-L6-v2".into(),
         })
+    }
+
+    /// Texts per forward pass.
+    pub fn with_batch(mut self, batch: usize) -> MiniLm {
+        self.batch = batch.max(1);
+        self
     }
 
     /// Longest input in tokens; longer texts are truncated.
@@ -94,28 +85,8 @@ impl MiniLm {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| Error::Model(format!("tokenizing: {e}")))?;
-        let n = enc.len();
-        let len = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        let mut types = Vec::with_capacity(n * len);
-        for e in &enc {
-            ids.extend(e.get_ids().iter().map(|&x| x as i64));
-            mask.extend(e.get_attention_mask().iter().map(|&x| x as i64));
-            types.extend(e.get_type_ids().iter().map(|&x| x as i64));
-        }
-        let t = |v: Vec<i64>| Tensor::from_vec(v, (n, len), &self.device);
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let (ids, types, mask) = (t(ids)?, t(types)?, t(mask)?);
-            let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (n, len, dim)
-            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
-            let summed = hidden.broadcast_mul(&m)?.sum(1)?; // (n, dim)
-            let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?; // (n, 1)
-            let mean = summed.broadcast_div(&counts)?;
-            let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-            mean.broadcast_div(&norm)?.to_vec2::<f32>()
-        };
-        run().map_err(|e| Error::Model(format!("embedding: {e}")))
+        let ids: Vec<&[u32]> = enc.iter().map(|e| e.get_ids()).collect();
+        self.model.embed(&ids)
     }
 }
 

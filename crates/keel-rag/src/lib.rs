@@ -4,6 +4,7 @@
 //! Pure apart from the collection's own files: no network, no database, no HTTP, no async.
 
 pub mod answer;
+pub mod bert;
 pub mod bm25;
 pub mod chunk;
 pub mod collection;

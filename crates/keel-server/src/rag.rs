@@ -26,7 +26,10 @@ use crate::AppState;
 use crate::auth::AsPredictor;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
-use crate::openai::{RemoteConfig, RemoteError, RemoteLlm};
+use crate::openai::{
+    REMOTE_EMBEDDER_PREFIX, RemoteConfig, RemoteEmbedder, RemoteEmbeddingsConfig, RemoteError,
+    RemoteLlm,
+};
 
 /// Generative settings (`[serve.llm]` in `keel.toml`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +44,8 @@ pub struct LlmConfig {
     pub timeout_ms: u64,
     /// The upstream OpenAI-compatible endpoint for `mode = "remote"`.
     pub remote: RemoteConfig,
+    /// An OpenAI-compatible embeddings endpoint to build collections with instead of the local MiniLM.
+    pub embeddings: RemoteEmbeddingsConfig,
 }
 
 impl Default for LlmConfig {
@@ -50,6 +55,7 @@ impl Default for LlmConfig {
             max_tokens: 256,
             timeout_ms: 120_000,
             remote: RemoteConfig::default(),
+            embeddings: RemoteEmbeddingsConfig::default(),
         }
     }
 }
@@ -75,6 +81,7 @@ pub struct RagState {
     embedder: OnceCell<Arc<MiniLm>>,
     llm: OnceCell<Arc<LocalLlm>>,
     remote: Option<RemoteLlm>,
+    remote_embedder: Option<Arc<RemoteEmbedder>>,
     collections: Mutex<HashMap<String, (String, Arc<Collection>)>>,
 }
 
@@ -85,7 +92,9 @@ impl RagState {
     /// Collections under `home/rag`; models from `config`.
     pub fn new(home: &FsPath, config: LlmConfig) -> RagState {
         let remote = RemoteLlm::new(&config.remote).ok();
+        let remote_embedder = RemoteEmbedder::new(&config.embeddings).ok().map(Arc::new);
         RagState {
+            remote_embedder,
             root: home.join("rag"),
             config,
             embedder: OnceCell::new(),
@@ -119,6 +128,21 @@ impl RagState {
             })
             .await
             .cloned()
+    }
+
+    /// The embedder a collection was built with: the local MiniLM, or the configured remote endpoint.
+    pub async fn embedder_for(&self, c: &Collection) -> Result<Arc<dyn Embedder>, ApiError> {
+        let id = &c.manifest.embedder;
+        if !id.starts_with(REMOTE_EMBEDDER_PREFIX) {
+            return Ok(self.embedder().await?);
+        }
+        match &self.remote_embedder {
+            Some(r) if r.id() == *id => Ok(r.clone()),
+            _ => Err(model_unavailable(format!(
+                "collection '{}' was built with {id}; configure [serve.llm.embeddings] (base_url, model) to query it",
+                c.manifest.name
+            ))),
+        }
     }
 
     /// The collection's current generation, opened once and reopened after each ingest.
@@ -251,7 +275,11 @@ pub struct RagAnswer {
     pub seconds: f64,
 }
 
-/// Answers `question` from `c` in `mode`; a failing remote falls back to the extractive answer.
+/// Receives a local model's answer piece by piece as it is generated (returning `false` stops it).
+pub type TextSink = Box<dyn FnMut(&str) -> bool + Send>;
+
+/// Answers `question` from `c` in `mode`; a failing remote falls back to the extractive answer. `on_text`
+/// sees a local model's text as it is generated.
 pub async fn answer(
     rag: &Arc<RagState>,
     c: Arc<Collection>,
@@ -259,8 +287,9 @@ pub async fn answer(
     mode: AnswerMode,
     opts: QueryOptions,
     max_tokens: usize,
+    mut on_text: Option<TextSink>,
 ) -> Result<(QueryResult, AnswerMode, Option<String>, Option<Value>), ApiError> {
-    let embedder = rag.embedder().await?;
+    let embedder = rag.embedder_for(&c).await?;
     let cc = c.clone();
     let q = question.clone();
     if mode == AnswerMode::Extractive {
@@ -292,8 +321,8 @@ pub async fn answer(
         AnswerMode::Local => {
             let llm = rag.llm().await?;
             blocking(move || {
-                llm.chat(&messages, &gen_opts, &mut |_| true)
-                    .map_err(rag_error)
+                let mut sink = |piece: &str| on_text.as_mut().is_none_or(|f| f(piece));
+                llm.chat(&messages, &gen_opts, &mut sink).map_err(rag_error)
             })
             .await?
         }
@@ -306,7 +335,7 @@ pub async fn answer(
                 Ok(g) => g,
                 Err(e) => {
                     tracing::warn!(error = %e, "remote LLM failed; answering extractively");
-                    let embedder = rag.embedder().await?;
+                    let embedder = rag.embedder_for(&c).await?;
                     let r = blocking(move || {
                         keel_rag::query::answer(&c, embedder.as_ref(), &question, &opts)
                             .map_err(rag_error)
@@ -385,8 +414,16 @@ pub async fn rag_query(
         k,
         ..QueryOptions::default()
     };
-    let (result, mode, fallback, usage) =
-        answer(&rag, c, req.question, mode, opts, rag.config.max_tokens).await?;
+    let (result, mode, fallback, usage) = answer(
+        &rag,
+        c,
+        req.question,
+        mode,
+        opts,
+        rag.config.max_tokens,
+        None,
+    )
+    .await?;
     crate::metrics::METRICS.rag_queries.inc();
     Ok(axum::Json(RagAnswer {
         result,

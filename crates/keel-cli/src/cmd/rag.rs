@@ -5,6 +5,7 @@ use keel_rag::collection::{Collection, CollectionConfig, Mode};
 use keel_rag::eval::{Metrics, judged, mean, parse_qrels, score};
 use keel_rag::query::QueryOptions;
 use keel_rag::{Embedder, MiniLm};
+use keel_server::openai::{REMOTE_EMBEDDER_PREFIX, RemoteEmbedder, RemoteEmbeddingsConfig};
 use keel_server::rag::{AnswerMode, RagState};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,56 @@ pub fn embedder(quiet: bool) -> Result<MiniLm> {
     Ok(MiniLm::load(&dir)?)
 }
 
+/// The remote embeddings settings: `[serve.llm.embeddings]` with the flags over it.
+fn embeddings_config(a: &crate::cli::EmbeddingsArgs) -> Result<RemoteEmbeddingsConfig> {
+    let mut c = super::serve::file_config(a.config.as_deref())?
+        .llm
+        .embeddings;
+    if let Some(u) = &a.embeddings_url {
+        c.base_url = Some(u.clone());
+    }
+    if let Some(m) = &a.embeddings_model {
+        c.model = m.clone();
+    }
+    Ok(c)
+}
+
+/// The embedder for a new ingest: the configured remote endpoint, else the local MiniLM.
+fn ingest_embedder(a: &crate::cli::EmbeddingsArgs, quiet: bool) -> Result<Box<dyn Embedder>> {
+    let c = embeddings_config(a)?;
+    if c.base_url.is_some() {
+        return Ok(Box::new(RemoteEmbedder::new(&c)?));
+    }
+    Ok(Box::new(embedder(quiet)?))
+}
+
+/// The embedder a collection was built with (queries must use the same vector space).
+fn collection_embedder(
+    c: &Collection,
+    a: &crate::cli::EmbeddingsArgs,
+    quiet: bool,
+) -> Result<Box<dyn Embedder>> {
+    if !c.manifest.embedder.starts_with(REMOTE_EMBEDDER_PREFIX) {
+        return Ok(Box::new(embedder(quiet)?));
+    }
+    let cfg = embeddings_config(a)?;
+    let remote = RemoteEmbedder::new(&cfg).map_err(|_| {
+        input_error(format!(
+            "collection '{}' was built with {}; name its endpoint with --embeddings-url",
+            c.manifest.name, c.manifest.embedder
+        ))
+    })?;
+    if remote.id() != c.manifest.embedder {
+        return Err(input_error(format!(
+            "collection '{}' was built with {}, not {} (set --embeddings-model)",
+            c.manifest.name,
+            c.manifest.embedder,
+            remote.id()
+        )));
+    }
+    Ok(Box::new(remote))
+}
+
 pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
     if !a.path.exists() {
         return Err(input_error(format!(
@@ -40,7 +91,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         )));
     }
     let started = Instant::now();
-    let e = embedder(a.json)?;
+    let e = ingest_embedder(&a.embeddings, a.json)?;
     let config = CollectionConfig {
         chunk: keel_rag::chunk::ChunkOptions {
             max_tokens: a.max_tokens,
@@ -53,7 +104,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         &root(home),
         &a.collection,
         &a.path,
-        &e,
+        e.as_ref(),
         Some(config),
         &mut |done, total| {
             pb.set_length(total as u64);
@@ -91,7 +142,8 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
     let mode: AnswerMode = a.mode.parse().map_err(input_error)?;
     keel_rag::query::check_question(&a.question)?;
     let started = Instant::now();
-    let mut llm = super::serve::file_config(a.config.as_deref())?.llm;
+    let mut llm = super::serve::file_config(a.embeddings.config.as_deref())?.llm;
+    llm.embeddings = embeddings_config(&a.embeddings)?;
     if let Some(u) = &a.remote_url {
         llm.remote.base_url = Some(u.clone());
     }
@@ -120,7 +172,18 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
     let (r, used, fallback, usage) = rt
         .block_on(async {
             let c = rag.collection(&a.collection)?;
-            keel_server::rag::answer(&rag, c, a.question.clone(), mode, opts, max_tokens).await
+            // In a terminal, a local model's answer appears as it is generated.
+            let stream: Option<keel_server::rag::TextSink> = (mode == AnswerMode::Local && !a.json)
+                .then(|| {
+                    Box::new(|piece: &str| {
+                        use std::io::Write;
+                        print!("{piece}");
+                        let _ = std::io::stdout().flush();
+                        true
+                    }) as keel_server::rag::TextSink
+                });
+            keel_server::rag::answer(&rag, c, a.question.clone(), mode, opts, max_tokens, stream)
+                .await
         })
         .map_err(api_error)?;
     let trace_id = format!(
@@ -145,7 +208,11 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
         }
         print_json(&v);
     } else {
-        println!("{}\n", r.answer);
+        if used == AnswerMode::Local && r.confident {
+            println!("\n"); // the answer was streamed above
+        } else {
+            println!("{}\n", r.answer);
+        }
         for (i, c) in r.citations.iter().enumerate() {
             println!(
                 "[{}] {} — {} (score {:.3})",
@@ -164,9 +231,10 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// An API error from the shared answer path, as the CLI reports it (404/422 are input errors).
+/// An API error from the shared answer path, as the CLI reports it: bad input (404, 422) and a model that is
+/// missing or not configured are the caller's to fix (exit 2).
 fn api_error(e: keel_server::error::ApiError) -> anyhow::Error {
-    if e.status.is_client_error() {
+    if e.status.is_client_error() || e.code == "model_unavailable" {
         input_error(e.message)
     } else {
         anyhow::anyhow!(e.message)
@@ -238,7 +306,7 @@ struct Runs {
     dense: Vec<Vec<(u32, f32)>>,
 }
 
-fn runs(c: &Collection, e: &MiniLm, qrels_path: &Path, quiet: bool) -> Result<Runs> {
+fn runs(c: &Collection, e: &dyn Embedder, qrels_path: &Path, quiet: bool) -> Result<Runs> {
     let text = std::fs::read_to_string(qrels_path)
         .with_context(|| format!("reading {}", qrels_path.display()))?;
     let qrels = parse_qrels(&text, &qrels_path.display().to_string())?;
@@ -285,8 +353,8 @@ fn evaluate(c: &Collection, r: &Runs, mode: Mode, weight: f64) -> Metrics {
 pub fn eval_retrieval(home: &Path, a: &EvalRetrievalArgs) -> Result<i32> {
     let started = Instant::now();
     let c = Collection::open(&root(home), &a.collection)?;
-    let e = embedder(a.json)?;
-    let r = runs(&c, &e, &a.qrels, a.json)?;
+    let e = collection_embedder(&c, &a.embeddings, a.json)?;
+    let r = runs(&c, e.as_ref(), &a.qrels, a.json)?;
     let w = c.manifest.config.fusion_weight;
     // Relevant IDs that name no chunk at all: a qrels file out of step with the collection.
     let ids: std::collections::HashSet<String> = c
@@ -357,8 +425,8 @@ pub fn eval_retrieval(home: &Path, a: &EvalRetrievalArgs) -> Result<i32> {
 
 pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
     let mut c = Collection::open(&root(home), &a.collection)?;
-    let e = embedder(a.json)?;
-    let r = runs(&c, &e, &a.qrels, a.json)?;
+    let e = collection_embedder(&c, &a.embeddings, a.json)?;
+    let r = runs(&c, e.as_ref(), &a.qrels, a.json)?;
     let mut grid = Vec::new();
     for step in 0..=20 {
         let w = step as f64 / 20.0;

@@ -368,8 +368,77 @@ fn local_and_remote_modes_answer_and_remote_falls_back_when_unreachable() {
             "--json",
         ],
     );
+    // The same server's /v1/embeddings builds a collection; queries then embed there too.
+    let emb = format!("{url}/v1");
+    let flags = [
+        "--embeddings-url",
+        emb.as_str(),
+        "--embeddings-model",
+        "all-MiniLM-L6-v2",
+    ];
+    let mut args = vec![
+        "rag",
+        "ingest",
+        d.to_str().unwrap(),
+        "--collection",
+        "kb-remote",
+        "--json",
+    ];
+    args.extend(flags);
+    let ing = keel(&home, &args);
+    let mut args = vec![
+        "rag",
+        "query",
+        "--collection",
+        "kb-remote",
+        "--question",
+        q,
+        "--json",
+    ];
+    args.extend(flags);
+    let remote_vectors = keel(&home, &args);
+    let unconfigured = keel(
+        &home,
+        &["rag", "query", "--collection", "kb-remote", "--question", q],
+    );
+    let local = keel(
+        &home,
+        &[
+            "rag",
+            "query",
+            "--collection",
+            "kb",
+            "--question",
+            q,
+            "--json",
+        ],
+    );
     let _ = child.kill();
     let _ = child.wait();
+    assert!(ing.status.success(), "{}", stderr(&ing));
+    assert_eq!(stdout_json(&ing)["documents"], 2);
+    let (rv, lv) = (stdout_json(&remote_vectors), stdout_json(&local));
+    assert_eq!(rv["citations"][0]["document"], "trees.rst");
+    let (rd, ld) = (
+        rv["citations"][0]["dense"].as_f64().unwrap(),
+        lv["citations"][0]["dense"].as_f64().unwrap(),
+    );
+    assert!(
+        (rd - ld).abs() < 1e-5,
+        "same model behind the endpoint: {rd} vs {ld}"
+    );
+    assert_eq!(
+        unconfigured.status.code(),
+        Some(2),
+        "{}",
+        stderr(&unconfigured)
+    );
+    assert!(
+        stderr(&unconfigured).contains("openai:all-MiniLM-L6-v2"),
+        "{}",
+        stderr(&unconfigured)
+    );
+
     assert!(o.status.success(), "{}", stderr(&o));
     let v = stdout_json(&o);
     assert_eq!(v["mode"], "remote", "{v}");

@@ -371,6 +371,7 @@ async fn remote_mode_answers_through_a_real_keel_server_and_falls_back_when_it_i
         AnswerMode::Remote,
         Default::default(),
         24,
+        None,
     )
     .await
     .unwrap();
@@ -392,6 +393,7 @@ async fn remote_mode_answers_through_a_real_keel_server_and_falls_back_when_it_i
         AnswerMode::Remote,
         Default::default(),
         24,
+        None,
     )
     .await
     .unwrap();
