@@ -183,7 +183,112 @@ mod avx {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn l2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        unsafe {
+            while i + 32 <= n {
+                let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+                let d1 = _mm512_sub_ps(
+                    _mm512_loadu_ps(pa.add(i + 16)),
+                    _mm512_loadu_ps(pb.add(i + 16)),
+                );
+                acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+                acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+                i += 32;
+            }
+            if i + 16 <= n {
+                let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
+                acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+                i += 16;
+            }
+            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+            while i < n {
+                let d = *pa.add(i) - *pb.add(i);
+                s += d * d;
+                i += 1;
+            }
+            s
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        let mut i = 0;
+        unsafe {
+            while i + 32 <= n {
+                acc0 =
+                    _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+                acc1 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(pa.add(i + 16)),
+                    _mm512_loadu_ps(pb.add(i + 16)),
+                    acc1,
+                );
+                i += 32;
+            }
+            if i + 16 <= n {
+                acc0 =
+                    _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
+                i += 16;
+            }
+            let mut s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+            while i < n {
+                s += *pa.add(i) * *pb.add(i);
+                i += 1;
+            }
+            s
+        }
+    }
+
+    pub fn l2_safe(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only selected after `is_x86_feature_detected!("avx512f")` returned true.
+        unsafe { l2(a, b) }
+    }
+
+    pub fn cos_safe(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: as above.
+        1.0 - unsafe { dot(a, b) }
+    }
+}
+
+/// Asks the CPU to start loading the first cache lines of `v` (the next candidate's vector).
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr() as *const i8;
+        // SAFETY: prefetching is a hint; it never faults, and the addresses lie inside `v` (or just past a
+        // short vector, which is still harmless for a prefetch).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+            _mm_prefetch::<_MM_HINT_T0>(p.add(128));
+            _mm_prefetch::<_MM_HINT_T0>(p.add(192));
+        }
+    }
+}
+
 fn dist_fn(metric: Metric) -> DistFn {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return match metric {
+            Metric::L2 => avx512::l2_safe,
+            Metric::Cosine => avx512::cos_safe,
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         return match metric {
@@ -226,8 +331,13 @@ pub struct Hnsw {
     dist: DistFn,
 }
 
+/// Per-thread search scratch: visited stamps (a node is visited when its entry equals the current stamp),
+/// the stamp, the candidate min-heap and the result max-heap.
+type Scratch = (Vec<u32>, u32, BinaryHeap<Reverse<Cand>>, BinaryHeap<Cand>);
+
 thread_local! {
-    static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
+    static VISITED: RefCell<Scratch> =
+        const { RefCell::new((Vec::new(), 0, BinaryHeap::new(), BinaryHeap::new())) };
 }
 
 /// Errors reading an index file.
@@ -288,6 +398,7 @@ impl Hnsw {
         (self.dist)(q, self.vector(id))
     }
 
+    #[inline(always)]
     fn links(&self, id: u32, level: usize) -> &[u32] {
         if level == 0 {
             let s = id as usize * (self.m0 + 1);
@@ -299,6 +410,25 @@ impl Hnsw {
             let n = v[s] as usize;
             &v[s + 1..s + 1 + n]
         }
+    }
+
+    #[inline(always)]
+    fn prefetch_links(&self, id: u32, level: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if level == 0 {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let s = id as usize * (self.m0 + 1);
+            if let Some(slot) = self.l0.get(s) {
+                let p = slot as *const u32 as *const i8;
+                // SAFETY: a prefetch is only a hint and never faults; the address is inside `l0`.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(p);
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (id, level);
     }
 
     fn set_links(&mut self, id: u32, level: usize, ids: &[u32]) {
@@ -329,7 +459,8 @@ impl Hnsw {
     fn search_layer(&self, q: &[f32], entry: &[Cand], ef: usize, level: usize) -> Vec<Cand> {
         VISITED.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let (visited, stamp) = &mut *guard;
+            let guard = &mut *guard;
+            let (visited, stamp) = (&mut guard.0, &mut guard.1);
             if visited.len() < self.len() {
                 visited.resize(self.len(), 0);
             }
@@ -339,8 +470,10 @@ impl Hnsw {
                 *stamp = 1;
             }
             let stamp = *stamp;
-            let mut cands: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(ef * 2);
-            let mut best: BinaryHeap<Cand> = BinaryHeap::with_capacity(ef + 1);
+            // The heaps are kept between searches on this thread: no allocation per query.
+            let (cands, best) = (&mut guard.2, &mut guard.3);
+            cands.clear();
+            best.clear();
             for &e in entry {
                 visited[e.id as usize] = stamp;
                 cands.push(Reverse(e));
@@ -354,7 +487,23 @@ impl Hnsw {
                 if c.d > worst && best.len() >= ef {
                     break;
                 }
-                for &nb in self.links(c.id, level) {
+                // The node expanded after this one is likely the next nearest candidate: start loading its links.
+                if let Some(Reverse(next)) = cands.peek() {
+                    self.prefetch_links(next.id, level);
+                }
+                let links = self.links(c.id, level);
+                // Vectors of neighbours not seen yet are loaded one step ahead of their distance.
+                if let Some(&first) = links.first()
+                    && visited[first as usize] != stamp
+                {
+                    prefetch(self.vector(first));
+                }
+                for (j, &nb) in links.iter().enumerate() {
+                    if let Some(&next) = links.get(j + 1)
+                        && visited[next as usize] != stamp
+                    {
+                        prefetch(self.vector(next));
+                    }
                     let v = &mut visited[nb as usize];
                     if *v == stamp {
                         continue;
@@ -372,7 +521,7 @@ impl Hnsw {
                     }
                 }
             }
-            let mut v = best.into_vec();
+            let mut v: Vec<Cand> = best.drain().collect();
             v.sort_unstable();
             v
         })
@@ -653,6 +802,22 @@ mod tests {
         assert!((l2 - l2_portable(a, b)).abs() < 1e-3, "{l2}");
         let c = dist_fn(Metric::Cosine)(a, b);
         assert!((c - cos_portable(a, b)).abs() < 1e-4);
+        #[cfg(target_arch = "x86_64")]
+        for (f, g) in [
+            (avx::l2_safe as DistFn, l2_portable as DistFn),
+            (avx::cos_safe, cos_portable),
+        ] {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                assert!((f(a, b) - g(a, b)).abs() < 1e-3);
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            assert!((avx512::l2_safe(a, b) - l2_portable(a, b)).abs() < 1e-3);
+            assert!((avx512::cos_safe(a, b) - cos_portable(a, b)).abs() < 1e-4);
+        }
     }
 
     #[test]

@@ -432,15 +432,15 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
         let w = step as f64 / 20.0;
         grid.push((w, evaluate(&c, &r, Mode::Hybrid, w).ndcg_10));
     }
-    // Best nDCG@10; ties go to the weight nearest 0.5 (the least extreme).
-    let best = grid
+    // Best nDCG@10; when several weights tie, the middle one of them: the centre of the best plateau is the
+    // choice least sensitive to which queries happened to be in the tuning set.
+    let top = grid.iter().map(|g| g.1).fold(f64::MIN, f64::max);
+    let tied: Vec<(f64, f64)> = grid
         .iter()
         .copied()
-        .max_by(|x, y| {
-            x.1.total_cmp(&y.1)
-                .then((y.0 - 0.5).abs().total_cmp(&(x.0 - 0.5).abs()))
-        })
-        .expect("grid");
+        .filter(|g| g.1 >= top - 1e-12)
+        .collect();
+    let best = tied[tied.len() / 2];
     c.set_fusion_weight(best.0)?;
     if a.json {
         print_json(
