@@ -143,10 +143,13 @@ def ann(out, m, efc, efs):
     runs = []
     for ef in efs:
         index.set_ef(ef)
-        t = time.perf_counter()
-        # All queries in one call on one thread: no Python overhead per query counts against hnswlib.
-        labels, _ = index.knn_query(query, k=10, num_threads=1)
-        s = time.perf_counter() - t
+        # All queries in one call on one thread: no Python overhead per query counts against hnswlib. Best of
+        # three passes, as for Keel.
+        s = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            labels, _ = index.knn_query(query, k=10, num_threads=1)
+            s = min(s, time.perf_counter() - t)
         recall = np.mean([len(set(labels[i]) & set(gt[i])) / 10 for i in range(len(query))])
         runs.append({"ef": ef, "recall@10": float(recall), "qps": len(query) / s})
     print(json.dumps({"build_seconds": build, "runs": runs}))

@@ -1,5 +1,6 @@
 //! ANN benchmark half of bench/rag.sh: builds Keel's HNSW over `base.f32` (60,000 × 784, squared L2) and
-//! answers `query.f32` one query at a time on one thread at each `ef`, scoring recall@10 against `gt.u32`.
+//! answers `query.f32` one query at a time on one thread at each `ef` (best of three passes), scoring
+//! recall@10 against `gt.u32`.
 //!
 //! Usage: cargo run --release -p keel-rag --example ann -- DIR M EF_CONSTRUCTION EF[,EF...]
 
@@ -48,22 +49,27 @@ fn main() {
     let build = t.elapsed().as_secs_f64();
     let nq = query.len() / dim;
     let mut runs = Vec::new();
+    // As ann-benchmarks does: each ef is run three times over all queries and the fastest run counts
+    // (the first pass also warms caches and page tables); recall is the same in every run.
     for &ef in &efs {
-        let t = Instant::now();
+        let mut best = 0.0f64;
         let mut found = Vec::with_capacity(nq);
-        for q in query.chunks_exact(dim) {
-            found.push(h.search(q, 10, ef));
+        for _ in 0..3 {
+            found.clear();
+            let t = Instant::now();
+            for q in query.chunks_exact(dim) {
+                found.push(h.search(q, 10, ef));
+            }
+            best = best.max(nq as f64 / t.elapsed().as_secs_f64());
         }
-        let s = t.elapsed().as_secs_f64();
         let mut hits = 0usize;
         for (i, f) in found.iter().enumerate() {
             let truth = &gt[i * 10..i * 10 + 10];
             hits += f.iter().filter(|x| truth.contains(&x.0)).count();
         }
         runs.push(format!(
-            "{{\"ef\": {ef}, \"recall@10\": {}, \"qps\": {}}}",
-            hits as f64 / (nq * 10) as f64,
-            nq as f64 / s
+            "{{\"ef\": {ef}, \"recall@10\": {}, \"qps\": {best}}}",
+            hits as f64 / (nq * 10) as f64
         ));
     }
     println!(

@@ -107,26 +107,44 @@ fn linear(dst: &mut [f32], a: &[f32], w: &[f32], bias: &[f32], m: usize, n: usiz
             false,
             false,
             false,
-            Parallelism::Rayon(rayon::current_num_threads()),
+            if m >= PARALLEL_ROWS {
+                Parallelism::Rayon(rayon::current_num_threads())
+            } else {
+                Parallelism::None
+            },
         );
     }
-    dst[..m * n].par_chunks_mut(n).for_each(|row| {
+    let add_bias = |row: &mut [f32]| {
         for (x, b) in row.iter_mut().zip(bias) {
             *x += b;
         }
-    });
+    };
+    if m >= PARALLEL_ROWS {
+        dst[..m * n].par_chunks_mut(n).for_each(add_bias);
+    } else {
+        dst[..m * n].chunks_mut(n).for_each(add_bias);
+    }
 }
+
+/// Below this many tokens a batch runs on the calling thread: a short question is embedded faster without
+/// waking the pool (query latency), long batches gain from every core (ingest throughput).
+const PARALLEL_ROWS: usize = 64;
 
 /// Row-wise `x = LayerNorm(x + residual)` over rows of width `d`.
 fn add_layer_norm(x: &mut [f32], residual: &[f32], w: &[f32], b: &[f32], d: usize, eps: f32) {
-    x.par_chunks_mut(d)
-        .zip(residual.par_chunks(d))
-        .for_each(|(row, res)| {
-            for (v, r) in row.iter_mut().zip(res) {
-                *v += r;
-            }
-            layer_norm_row(row, w, b, eps);
-        });
+    let one = |(row, res): (&mut [f32], &[f32])| {
+        for (v, r) in row.iter_mut().zip(res) {
+            *v += r;
+        }
+        layer_norm_row(row, w, b, eps);
+    };
+    if x.len() / d >= PARALLEL_ROWS {
+        x.par_chunks_mut(d)
+            .zip(residual.par_chunks(d))
+            .for_each(one);
+    } else {
+        x.chunks_mut(d).zip(residual.chunks(d)).for_each(one);
+    }
 }
 
 fn layer_norm_row(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
@@ -316,79 +334,84 @@ impl Bert {
             // Attention per (sequence, head), each writing its own columns of its own rows of `ctx`.
             let out = SendPtr(ctx.as_mut_ptr());
             let qkv_ref = &qkv;
-            (0..seqs.len() * self.heads).into_par_iter().for_each_init(
-                Vec::new,
-                |scores: &mut Vec<f32>, task| {
-                    let (s, h) = (task / self.heads, task % self.heads);
-                    let (start, len) = (starts[s], starts[s + 1] - starts[s]);
-                    scores.resize(len * len, 0.0);
-                    let base = qkv_ref[start * 3 * d..].as_ptr();
-                    // SAFETY: Q, K and V of rows start..start+len, head h, lie inside `qkv`; the scores buffer
-                    // is len×len; the destination rows start..start+len, columns h·dh.., lie inside `ctx` and
-                    // no other task writes them.
-                    unsafe {
-                        let q = base.add(h * dh);
-                        let k = base.add(d + h * dh);
-                        let v = base.add(2 * d + h * dh);
-                        gemm(
-                            len,
-                            len,
-                            dh,
-                            scores.as_mut_ptr(),
-                            1,
-                            len as isize,
-                            false,
-                            q,
-                            1,
-                            (3 * d) as isize,
-                            k,
-                            (3 * d) as isize,
-                            1,
-                            0.0,
-                            scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
-                        for row in scores.chunks_mut(len) {
-                            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                            let mut sum = 0.0;
-                            for x in row.iter_mut() {
-                                *x = exp_fast(*x - max);
-                            }
-                            for x in row.iter() {
-                                sum += *x;
-                            }
-                            let inv = 1.0 / sum;
-                            for x in row.iter_mut() {
-                                *x *= inv;
-                            }
+            let attend = |scores: &mut Vec<f32>, task: usize| {
+                let (s, h) = (task / self.heads, task % self.heads);
+                let (start, len) = (starts[s], starts[s + 1] - starts[s]);
+                scores.resize(len * len, 0.0);
+                let base = qkv_ref[start * 3 * d..].as_ptr();
+                // SAFETY: Q, K and V of rows start..start+len, head h, lie inside `qkv`; the scores buffer
+                // is len×len; the destination rows start..start+len, columns h·dh.., lie inside `ctx` and
+                // no other task writes them.
+                unsafe {
+                    let q = base.add(h * dh);
+                    let k = base.add(d + h * dh);
+                    let v = base.add(2 * d + h * dh);
+                    gemm(
+                        len,
+                        len,
+                        dh,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        (3 * d) as isize,
+                        k,
+                        (3 * d) as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                    for row in scores.chunks_mut(len) {
+                        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                        let mut sum = 0.0;
+                        for x in row.iter_mut() {
+                            *x = exp_fast(*x - max);
                         }
-                        gemm(
-                            len,
-                            dh,
-                            len,
-                            out.get().add(start * d + h * dh),
-                            1,
-                            d as isize,
-                            false,
-                            scores.as_ptr(),
-                            1,
-                            len as isize,
-                            v,
-                            1,
-                            (3 * d) as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                        for x in row.iter() {
+                            sum += *x;
+                        }
+                        let inv = 1.0 / sum;
+                        for x in row.iter_mut() {
+                            *x *= inv;
+                        }
                     }
-                },
-            );
+                    gemm(
+                        len,
+                        dh,
+                        len,
+                        out.get().add(start * d + h * dh),
+                        1,
+                        d as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        (3 * d) as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            };
+            if total >= PARALLEL_ROWS {
+                (0..seqs.len() * self.heads)
+                    .into_par_iter()
+                    .for_each_init(Vec::new, attend);
+            } else {
+                let mut scores = Vec::new();
+                (0..seqs.len() * self.heads).for_each(|t| attend(&mut scores, t));
+            }
             linear(&mut tmp, &ctx, &layer.out_w, &layer.out_b, total, d, d);
             add_layer_norm(&mut tmp, &x, &layer.ln1_w, &layer.ln1_b, d, self.eps);
             std::mem::swap(&mut x, &mut tmp);
@@ -401,11 +424,16 @@ impl Bert {
                 self.ff,
                 d,
             );
-            inner.par_chunks_mut(4096).for_each(|c| {
+            let gelu_all = |c: &mut [f32]| {
                 for v in c {
                     *v = gelu(*v);
                 }
-            });
+            };
+            if total >= PARALLEL_ROWS {
+                inner.par_chunks_mut(4096).for_each(gelu_all);
+            } else {
+                gelu_all(&mut inner);
+            }
             linear(
                 &mut tmp,
                 &inner,
