@@ -248,7 +248,7 @@ fn walk(path: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
         let rd = std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?;
         for e in rd {
             let e = e.map_err(|e| Error::io(&d, e))?;
-            let ft = e.file_type().map_err(|e| Error::io(&e_path(&d), e))?;
+            let ft = e.file_type().map_err(|e| Error::io(&d, e))?;
             let p = e.path();
             if e.file_name().to_string_lossy().starts_with('.') {
                 continue;
@@ -267,10 +267,6 @@ fn walk(path: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     }
     out.sort();
     Ok((path.to_path_buf(), out))
-}
-
-fn e_path(d: &Path) -> PathBuf {
-    d.to_path_buf()
 }
 
 /// An exclusive lock on the collection for one writer at a time.

@@ -21,13 +21,14 @@ pub trait Embedder: Send + Sync {
     fn count_tokens(&self, text: &str) -> usize;
 }
 
+/// Longest input in tokens; longer texts are truncated (the model's published sentence-transformers setting).
+pub const MAX_TOKENS: usize = 256;
+
 /// The local MiniLM model.
 pub struct MiniLm {
     model: Bert,
     tokenizer: Tokenizer,
     dim: usize,
-    /// Longest input in tokens (longer texts are truncated, as sentence-transformers does).
-    max_tokens: usize,
     batch: usize,
     id: String,
 }
@@ -50,10 +51,9 @@ impl MiniLm {
         file("model.safetensors")?;
         let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
-        let max_tokens = 256;
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
+                max_length: MAX_TOKENS,
                 ..Default::default()
             }))
             .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
@@ -63,7 +63,6 @@ impl MiniLm {
             dim: model.hidden_size(),
             model,
             tokenizer,
-            max_tokens,
             batch: 32,
             id: "sentence-transformers/all-MiniLM-L6-v2".into(),
         })
@@ -73,11 +72,6 @@ impl MiniLm {
     pub fn with_batch(mut self, batch: usize) -> MiniLm {
         self.batch = batch.max(1);
         self
-    }
-
-    /// Longest input in tokens; longer texts are truncated.
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {

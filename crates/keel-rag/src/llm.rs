@@ -271,7 +271,6 @@ impl LocalLlm {
         let mut sampler = LogitsProcessor::new(opts.seed, temperature, opts.top_p);
         let mut out: Vec<u32> = Vec::new();
         let mut emitted = 0usize;
-        let mut text = String::new();
         let mut finish = Finish::Length;
         let mut pos = 0usize;
         let mut input = prompt.clone();
@@ -305,22 +304,20 @@ impl LocalLlm {
             // Decode everything so far and hand over only complete characters.
             let all = self.tokenizer.decode(&out, true).map_err(model_err)?;
             if all.len() > emitted && !all.ends_with('\u{FFFD}') && all.is_char_boundary(emitted) {
-                let piece = &all[emitted..];
-                let go_on = on_text(piece);
+                let go_on = on_text(&all[emitted..]);
                 emitted = all.len();
-                text = all;
                 if !go_on {
                     finish = Finish::Cancelled;
                     break;
                 }
             }
         }
-        let all = self.tokenizer.decode(&out, true).map_err(model_err)?;
-        if all.len() > emitted && all.is_char_boundary(emitted) && finish != Finish::Cancelled {
-            on_text(&all[emitted..]);
-        }
-        if finish != Finish::Cancelled {
-            text = all;
+        let mut text = self.tokenizer.decode(&out, true).map_err(model_err)?;
+        if finish == Finish::Cancelled {
+            // The caller has what it was given and nothing more.
+            text.truncate(emitted);
+        } else if text.len() > emitted && text.is_char_boundary(emitted) {
+            on_text(&text[emitted..]);
         }
         Ok(Generation {
             text,

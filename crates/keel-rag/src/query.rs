@@ -45,6 +45,9 @@ impl Default for QueryOptions {
 /// A cited chunk.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Citation {
+    /// The chunk's position in the collection (not part of the answer's JSON).
+    #[serde(skip)]
+    pub ord: u32,
     pub chunk_id: String,
     pub document: String,
     pub section: String,
@@ -114,6 +117,7 @@ pub fn retrieve(
         .map(|h| {
             let ch = &c.chunks[h.ord as usize];
             Citation {
+                ord: h.ord,
                 chunk_id: ch.id.clone(),
                 document: ch.document.clone(),
                 section: ch.section.clone(),
@@ -148,16 +152,10 @@ pub fn answer(
             retrieval: opts.retrieval,
         });
     }
-    let by_id: std::collections::HashMap<&str, usize> = c
-        .chunks
-        .iter()
-        .enumerate()
-        .map(|(i, ch)| (ch.id.as_str(), i))
-        .collect();
     let retrieved: Vec<Retrieved<'_>> = citations
         .iter()
         .map(|ci| Retrieved {
-            chunk: &c.chunks[by_id[ci.chunk_id.as_str()]],
+            chunk: &c.chunks[ci.ord as usize],
             score: ci.score,
         })
         .collect();
@@ -198,8 +196,10 @@ pub fn check_generated(
 ) -> (bool, Vec<AnswerSentence>) {
     let ids: Vec<String> = citations.iter().map(|x| x.chunk_id.clone()).collect();
     let parts = split_cited(text, &ids);
-    let chunks: Vec<&crate::chunk::Chunk> =
-        c.chunks.iter().filter(|ch| ids.contains(&ch.id)).collect();
+    let chunks: Vec<&crate::chunk::Chunk> = citations
+        .iter()
+        .map(|ci| &c.chunks[ci.ord as usize])
+        .collect();
     let s = ground(&parts, &chunks, threshold);
     (!s.is_empty() && s.iter().all(|x| x.supported), s)
 }
@@ -218,11 +218,9 @@ pub fn not_found(citations: Vec<Citation>, retrieval: Mode) -> QueryResult {
 
 /// The full text of each cited chunk with its section, in citation order (the passages a generator sees).
 pub fn passages(c: &Collection, citations: &[Citation]) -> Vec<(String, String)> {
-    let by_id: std::collections::HashMap<&str, &crate::chunk::Chunk> =
-        c.chunks.iter().map(|ch| (ch.id.as_str(), ch)).collect();
     citations
         .iter()
-        .filter_map(|ci| by_id.get(ci.chunk_id.as_str()))
+        .map(|ci| &c.chunks[ci.ord as usize])
         .map(|ch| (ch.section_path.clone(), ch.text.clone()))
         .collect()
 }

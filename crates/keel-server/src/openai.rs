@@ -80,6 +80,39 @@ struct Usage {
     completion_tokens: usize,
 }
 
+/// POSTs `body` as JSON (with a bearer key when there is one) and returns the body of a 2xx answer; a
+/// connection failure or timeout, and any other status, become the matching [`RemoteError`].
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<bytes::Bytes, RemoteError> {
+    let mut req = client.post(url).json(body);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let unreachable = |e: reqwest::Error| RemoteError::Unreachable {
+        url: url.to_string(),
+        message: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            e.to_string()
+        },
+    };
+    let resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(RemoteError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+        });
+    }
+    Ok(bytes)
+}
+
 /// An upstream chat model.
 #[derive(Clone)]
 pub struct RemoteLlm {
@@ -134,29 +167,7 @@ impl RemoteLlm {
         if let Some(p) = opts.top_p {
             body["top_p"] = p.into();
         }
-        let mut req = self.client.post(&self.url).json(&body);
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        let unreachable = |e: reqwest::Error| RemoteError::Unreachable {
-            url: self.url.clone(),
-            message: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                e.to_string()
-            },
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&bytes);
-            return Err(RemoteError::Status {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                body: text.chars().take(300).collect(),
-            });
-        }
+        let bytes = post_json(&self.client, &self.url, self.key.as_deref(), &body).await?;
         let c: Completion = serde_json::from_slice(&bytes).map_err(|e| RemoteError::Garbage {
             url: self.url.clone(),
             message: e.to_string(),
@@ -268,30 +279,8 @@ impl RemoteEmbedder {
                 url: self.url.clone(),
                 message: e.to_string(),
             })?;
-        let mut req = client
-            .post(&self.url)
-            .json(&serde_json::json!({"model": self.model, "input": texts}));
-        if let Some(k) = &self.key {
-            req = req.bearer_auth(k);
-        }
-        let unreachable = |e: reqwest::Error| RemoteError::Unreachable {
-            url: self.url.clone(),
-            message: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                e.to_string()
-            },
-        };
-        let resp = req.send().await.map_err(unreachable)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(unreachable)?;
-        if !status.is_success() {
-            return Err(RemoteError::Status {
-                url: self.url.clone(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-            });
-        }
+        let body = serde_json::json!({"model": self.model, "input": texts});
+        let bytes = post_json(&client, &self.url, self.key.as_deref(), &body).await?;
         let garbage = |m: String| RemoteError::Garbage {
             url: self.url.clone(),
             message: m,
