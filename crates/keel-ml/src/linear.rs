@@ -219,7 +219,8 @@ fn bin_of(edges: &[f64], x: f64) -> usize {
 }
 
 /// Limited-memory BFGS with a backtracking Armijo line search.
-fn lbfgs(f: impl Fn(&[f64], &mut [f64]) -> f64, mut x: Vec<f64>, max_iter: usize) -> Vec<f64> {
+/// Also used by `keel-guard` for its sparse logistic regression.
+pub fn lbfgs(f: impl Fn(&[f64], &mut [f64]) -> f64, mut x: Vec<f64>, max_iter: usize) -> Vec<f64> {
     const M: usize = 10;
     let d = x.len();
     let mut g = vec![0.0; d];

@@ -1,0 +1,317 @@
+//! Keel's guardrails. [`Guard`] runs every detector over a text in microseconds, offline:
+//! prompt injection (normalisation, a trained classifier with a calibrated threshold, rules), PII, secrets,
+//! and, on model output, canary tokens and system-prompt leaks. [`policy`] turns findings into decisions
+//! (allow, flag, redact, block) and redacts; [`stream::StreamGuard`] applies output guards to a token stream.
+//!
+//! The injection classifier and the PII lexicon travel together as one guard model ([`GuardModel`]), a
+//! registry artifact like any other model.
+
+pub mod injection;
+pub mod leak;
+pub mod normalize;
+pub mod pii;
+pub mod policy;
+pub mod secrets;
+pub mod stream;
+pub mod synth;
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What can go wrong in the guard library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: {message}")]
+    Data { path: String, message: String },
+    #[error("guard model: {0}")]
+    Model(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One detected span (byte offsets into the scanned text).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub start: usize,
+    pub end: usize,
+    pub score: f32,
+    pub reason: String,
+}
+
+/// The injection verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectionVerdict {
+    pub score: f32,
+    pub flagged: bool,
+    pub threshold: f32,
+    /// Rules that fired and what normalisation undid.
+    pub reasons: Vec<String>,
+}
+
+/// Everything the detectors found in one text.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub injection: Option<InjectionVerdict>,
+    pub pii: Vec<Finding>,
+    pub secrets: Vec<Finding>,
+    pub leaks: Vec<Finding>,
+}
+
+/// What to scan for.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions<'a> {
+    pub injection: bool,
+    pub pii: bool,
+    pub secrets: bool,
+    /// Output checks: canaries to look for, and the system prompt the output must not repeat.
+    pub canaries: &'a [String],
+    pub system_prompt: Option<&'a str>,
+}
+
+impl ScanOptions<'_> {
+    /// Input checks: injection, PII, secrets.
+    pub fn input() -> ScanOptions<'static> {
+        ScanOptions {
+            injection: true,
+            pii: true,
+            secrets: true,
+            canaries: &[],
+            system_prompt: None,
+        }
+    }
+}
+
+/// Format version of the guard model artifact.
+pub const MODEL_FORMAT: u32 = 1;
+
+/// The guard model as stored in the registry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GuardModel {
+    pub format: u32,
+    pub classifier: injection::StoredClassifier,
+    /// Calibrated on the calibration split to `target_fpr`.
+    pub threshold: f32,
+    pub target_fpr: f64,
+    pub params: injection::TrainParams,
+    pub lexicon: pii::StoredLexicon,
+}
+
+impl GuardModel {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = b"KEELGRD1".to_vec();
+        out.extend(postcard::to_allocvec(self).expect("guard model serialises"));
+        out
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<GuardModel> {
+        let body = b
+            .strip_prefix(b"KEELGRD1")
+            .ok_or_else(|| Error::Model("not a Keel guard model (bad magic)".into()))?;
+        let m: GuardModel = postcard::from_bytes(body)
+            .map_err(|e| Error::Model(format!("corrupt guard model: {e}")))?;
+        if m.format != MODEL_FORMAT {
+            return Err(Error::Model(format!(
+                "format {} is not supported (this Keel reads {MODEL_FORMAT})",
+                m.format
+            )));
+        }
+        Ok(m)
+    }
+}
+
+/// A ready-to-use guard: the classifier expanded, the lexicon indexed.
+pub struct Guard {
+    classifier: injection::Classifier,
+    threshold: f32,
+    lexicon: pii::Lexicon,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Guard {
+    pub fn new(model: &GuardModel) -> Result<Guard> {
+        Ok(Guard {
+            classifier: injection::Classifier::from_stored(&model.classifier)
+                .map_err(Error::Model)?,
+            threshold: model.threshold,
+            lexicon: pii::Lexicon::new(&model.lexicon),
+        })
+    }
+
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// Injection score (max over the normalised text and its decoded payloads) with rules and reasons.
+    pub fn injection(&self, text: &str) -> InjectionVerdict {
+        let n = normalize::normalize(text);
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let mut score = self.classifier.score_normalized(&n.text, &mut s);
+            let mut reasons: Vec<String> = Vec::new();
+            for d in &n.decoded {
+                let ds = self.classifier.score_normalized(&d.text, &mut s);
+                if ds > self.threshold {
+                    reasons.push(format!("{} payload classified as injection", d.encoding));
+                }
+                score = score.max(ds);
+            }
+            let rules = injection::rules(&n);
+            if !rules.is_empty() {
+                score = score.max(1.0);
+            }
+            for r in rules {
+                reasons.push(format!("rule: {r}"));
+            }
+            let flagged = score > self.threshold;
+            if flagged && reasons.is_empty() {
+                reasons.push("classifier".into());
+            }
+            if flagged {
+                reasons.extend(n.notes.iter().map(|s| s.to_string()));
+            }
+            InjectionVerdict {
+                score,
+                flagged,
+                threshold: self.threshold,
+                reasons,
+            }
+        })
+    }
+
+    /// Runs the chosen detectors over `text`.
+    pub fn scan(&self, text: &str, opts: &ScanOptions) -> Report {
+        let mut r = Report::default();
+        if opts.injection {
+            r.injection = Some(self.injection(text));
+        }
+        if opts.pii {
+            r.pii = pii::detect(text, &self.lexicon);
+        }
+        if opts.secrets {
+            r.secrets = secrets::detect(text);
+        }
+        if !opts.canaries.is_empty() {
+            r.leaks.extend(leak::canaries(text, opts.canaries));
+        }
+        if let Some(sys) = opts.system_prompt
+            && let Some(f) = leak::system_prompt_overlap(text, sys, 8)
+        {
+            r.leaks.push(f);
+        }
+        r
+    }
+
+    pub fn pii(&self, text: &str) -> Vec<Finding> {
+        pii::detect(text, &self.lexicon)
+    }
+}
+
+/// Byte offset → character offset (what the JSON interfaces report).
+pub fn char_offset(text: &str, byte: usize) -> usize {
+    text[..byte.min(text.len())].chars().count()
+}
+
+/// Reads a labelled CSV (`text,label`, label 0/1 or true/false) with row numbers in errors.
+pub fn read_labelled(path: &Path) -> Result<Vec<injection::Example>> {
+    let data = |message: String| Error::Data {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_path(path)
+        .map_err(|e| data(format!("cannot read: {e}")))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| data(format!("header: {e}")))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim_start_matches('\u{feff}') == name)
+    };
+    let (Some(ti), Some(li)) = (col("text"), col("label")) else {
+        return Err(data(format!(
+            "needs columns `text` and `label`; found {:?}",
+            headers.iter().collect::<Vec<_>>()
+        )));
+    };
+    let mut out = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let row = i + 2;
+        let rec = rec.map_err(|e| data(format!("row {row}: {e}")))?;
+        let label = match rec.get(li).map(str::trim) {
+            Some("1") | Some("true") | Some("True") => true,
+            Some("0") | Some("false") | Some("False") => false,
+            other => {
+                return Err(data(format!(
+                    "row {row}, column `label`: {other:?} is not 0 or 1"
+                )));
+            }
+        };
+        out.push(injection::Example {
+            text: rec.get(ti).unwrap_or_default().to_string(),
+            label,
+        });
+    }
+    if out.is_empty() {
+        return Err(data("no rows".into()));
+    }
+    Ok(out)
+}
+
+/// Trains a guard model: the classifier on `train`, the threshold on `calibration`, the lexicon from the word
+/// list. Returns the model and its evaluation on the calibration split.
+pub fn train_model(
+    train: &[injection::Example],
+    calibration: &[injection::Example],
+    word_list: &str,
+    params: &injection::TrainParams,
+) -> Result<(GuardModel, injection::Evaluation)> {
+    if !(0.0..0.5).contains(&params.target_fpr) {
+        return Err(Error::Invalid(format!(
+            "target false-positive rate {} must be in [0, 0.5)",
+            params.target_fpr
+        )));
+    }
+    for (what, set) in [("training", train), ("calibration", calibration)] {
+        let pos = set.iter().filter(|e| e.label).count();
+        if pos == 0 || pos == set.len() {
+            return Err(Error::Invalid(format!(
+                "the {what} set needs both labels (it has {pos} of {} positive)",
+                set.len()
+            )));
+        }
+    }
+    let classifier = injection::train(train, params);
+    let mut model = GuardModel {
+        format: MODEL_FORMAT,
+        classifier: classifier.to_stored(),
+        threshold: 0.5,
+        target_fpr: params.target_fpr,
+        params: params.clone(),
+        lexicon: pii::StoredLexicon::from_word_list(word_list),
+    };
+    let guard = Guard::new(&model)?;
+    let scores: Vec<f32> = calibration
+        .iter()
+        .map(|e| guard.injection(&e.text).score)
+        .collect();
+    let negs: Vec<f32> = calibration
+        .iter()
+        .zip(&scores)
+        .filter(|(e, _)| !e.label)
+        .map(|(_, &s)| s)
+        .collect();
+    model.threshold = injection::calibrate(&negs, params.target_fpr);
+    let labels: Vec<bool> = calibration.iter().map(|e| e.label).collect();
+    let eval = injection::evaluate(&labels, &scores, model.threshold);
+    Ok((model, eval))
+}
