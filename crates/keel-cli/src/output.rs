@@ -24,6 +24,16 @@ pub fn classify(e: &anyhow::Error) -> ErrorClass {
         if let Some(x) = cause.downcast_ref::<keel_rag::Error>() {
             return x.class();
         }
+        if let Some(x) = cause.downcast_ref::<keel_guard::Error>() {
+            return x.class();
+        }
+        if let Some(x) = cause.downcast_ref::<keel_server::guard::LoadError>() {
+            return match x {
+                keel_server::guard::LoadError::Store(e) => e.class(),
+                keel_server::guard::LoadError::Guard(e) => e.class(),
+                _ => ErrorClass::Input,
+            };
+        }
         if let Some(x) = cause.downcast_ref::<crate::cmd::CliError>() {
             return x.class;
         }

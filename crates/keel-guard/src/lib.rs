@@ -29,6 +29,16 @@ pub enum Error {
     Model(String),
 }
 
+impl Error {
+    pub fn class(&self) -> keel_core::ErrorClass {
+        match self {
+            Error::Invalid(_) | Error::Data { .. } | Error::Model(_) => {
+                keel_core::ErrorClass::Input
+            }
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// One detected span (byte offsets into the scanned text).
@@ -216,6 +226,40 @@ impl Guard {
 /// Byte offset → character offset (what the JSON interfaces report).
 pub fn char_offset(text: &str, byte: usize) -> usize {
     text[..byte.min(text.len())].chars().count()
+}
+
+/// The JSON shape `keel guard scan --json` and `POST /v1/guard/scan` print: spans in character offsets.
+pub fn report_json(text: &str, r: &Report, d: &policy::Decision) -> serde_json::Value {
+    let spans = |fs: &[Finding]| -> serde_json::Value {
+        fs.iter()
+            .map(|f| {
+                serde_json::json!({
+                    "type": f.kind,
+                    "start": char_offset(text, f.start),
+                    "end": char_offset(text, f.end),
+                    "score": f.score,
+                    "reason": f.reason,
+                })
+            })
+            .collect()
+    };
+    let mut v = serde_json::json!({
+        "pii": spans(&r.pii),
+        "secrets": spans(&r.secrets),
+        "leaks": spans(&r.leaks),
+        "blocked": d.blocked,
+        "action": d.action.as_str(),
+        "reasons": d.reasons,
+    });
+    if let Some(i) = &r.injection {
+        v["injection"] = serde_json::json!({
+            "score": i.score, "flagged": i.flagged, "threshold": i.threshold, "reasons": i.reasons,
+        });
+    }
+    if d.action >= policy::Action::Redact {
+        v["redacted"] = d.text.clone().into();
+    }
+    v
 }
 
 /// Reads a labelled CSV (`text,label`, label 0/1 or true/false) with row numbers in errors.

@@ -54,17 +54,42 @@ impl Lexicon {
         lex
     }
 
-    /// A capitalised word that reads as an ordinary word ("Please", "Bank"), not a name.
-    fn commonish(&self, word: &str) -> bool {
-        if STOP_CAPS.contains(&word) {
-            return true;
+    /// How a capitalised word reads.
+    fn class(&self, word: &str, sentence_start: bool) -> WordClass {
+        let w = word
+            .trim_end_matches(['\'', '’'])
+            .trim_end_matches("'s")
+            .trim_end_matches("’s");
+        if STOP_CAPS.contains(&w) || w.contains(['\'', '’']) && w.starts_with("I") && w.len() <= 4
+        {
+            return WordClass::Common;
         }
-        if self.proper.contains(word) {
-            return false;
+        let lower = w.to_lowercase();
+        let common = self.common.contains(&lower)
+            || (lower.len() > 3
+                && lower.ends_with('s')
+                && self.common.contains(&lower[..lower.len() - 1]));
+        let proper = self.proper.contains(w);
+        match (proper, common) {
+            (true, false) => WordClass::Name,
+            (false, false) => WordClass::Unknown,
+            // A dictionary word at the start of a sentence is that word ("Will you…", "He said").
+            (true, true) if !sentence_start && w.chars().count() > 2 => WordClass::Ambiguous,
+            _ => WordClass::Common,
         }
-        let lower = word.to_lowercase();
-        self.common.contains(&lower) || self.common.contains(lower.trim_end_matches('s'))
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WordClass {
+    /// A proper name in the dictionary that is not also a common word ("Marie").
+    Name,
+    /// Not in the dictionary at all ("Hamanová").
+    Unknown,
+    /// Both a proper name and a common word ("Will", "Love").
+    Ambiguous,
+    /// An ordinary word.
+    Common,
 }
 
 /// Capitalised words that are never names on their own: months, days, pronouns, salutations.
@@ -180,9 +205,24 @@ static STREET: LazyLock<Regex> = LazyLock::new(|| {
 static ADDRESS_CUE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)(address|live at|lives at|living at|located at|ship to|send (?:it )?to|deliver(?:ed)? to|mail to|reside at|residing at|moved to)\b").expect("address cue")
 });
+/// A whole postal address on one line: street and house number (either order), a comma, a locality, an
+/// optional region code and a postcode. The full shape needs no context.
+static ADDRESS_FULL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?x)
+        (?:\d{1,6}[A-Za-z]?\.?(?:\x20[\p{L}][\p{L}'.-]*){1,5}
+          |(?:[\p{L}][\p{L}'.-]*\x20){1,5}\d{1,6}[A-Za-z]?\.?)
+        ,\x20
+        [\p{Lu}][\p{L}'.-]*(?:\x20[\p{L}][\p{L}'.-]*){0,3}
+        (?:\x20(?:\d{3,6}(?:[\x20-]\d{2,4})?(?:\x20[A-Z]{2}\b)?|[A-Z]\d[A-Z]\x20?\d[A-Z]\d))\b
+    ",
+    )
+    .expect("full address")
+});
+
 /// After a street: ", City", a region code and a postcode, on the same line.
 static ADDRESS_TAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:,? ?(?:[\p{Lu}][\p{L}'.-]*)(?: [\p{Lu}][\p{L}'.-]*){0,3})?(?: [A-Z]{2,3})?(?:,? ?(?:[A-Z]{1,2}\d[A-Z0-9]? ?\d[A-Z]{2}|\d{3,5}(?:-\d{3,4})?|\d{4} ?[A-Z]{2}))?").expect("tail")
+    Regex::new(r"^(?:,? ?(?:[\p{Lu}][\p{L}'.-]*)(?: [\p{Lu}][\p{L}'.-]*){0,3})?(?: [A-Z]{2,3})?(?:,? ?(?:[A-Z]{1,2}\d[A-Z0-9]? ?\d[A-Z]{2}|[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{2,6}(?:[ -]\d{2,4})?(?: [A-Z]{2}\b)?))?").expect("tail")
 });
 static WORD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[\p{L}][\p{L}\p{M}'’-]*\.?").expect("word"));
@@ -451,6 +491,29 @@ pub fn detect(text: &str, lex: &Lexicon) -> Vec<Finding> {
             );
         }
     }
+    for m in ADDRESS_FULL.find_iter(text) {
+        // The pattern may start on ordinary words before the street ("Meet me at Östanlid 36, …"): drop
+        // leading dictionary words, keeping at least one word before the house number.
+        let mut start = m.start();
+        let street = m.as_str().split(',').next().unwrap_or("");
+        let words: Vec<&str> = street.split(' ').collect();
+        if !words[0].starts_with(|c: char| c.is_ascii_digit()) {
+            for w in &words[..words.len().saturating_sub(2)] {
+                if lex.common.contains(&w.to_lowercase()) {
+                    start += w.len() + 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        let has_cap = text[start..m.end()]
+            .split(',')
+            .next()
+            .is_some_and(|st| st.split(' ').any(is_capitalised));
+        if has_cap {
+            push(&mut found, "address", start, m.end(), 0.9, "postal address");
+        }
+    }
     for m in STREET.find_iter(text) {
         let s = m.as_str();
         // A bare "number + capitalised words" needs address context; a street word or P.O. box does not.
@@ -524,24 +587,38 @@ pub fn detect(text: &str, lex: &Lexicon) -> Vec<Finding> {
 fn persons(text: &str, lex: &Lexicon, found: &mut Vec<Finding>) {
     // Words with their byte spans; a run continues over single spaces only.
     let words: Vec<(usize, usize)> = WORD.find_iter(text).map(|m| (m.start(), m.end())).collect();
+    let word = |k: usize| text[words[k].0..words[k].1].trim_end_matches('.');
     let mut i = 0;
     while i < words.len() {
-        let (s, e) = words[i];
-        let w = text[s..e].trim_end_matches('.');
-        if !is_capitalised(w) || lex.commonish(w) || HONORIFICS.contains(&w) {
+        let (s, _) = words[i];
+        let ctx = before(text, s, 40);
+        let sentence_start = {
+            let t = ctx.trim_end();
+            t.is_empty() || t.ends_with(['.', '!', '?', ':', '>', '"', ';', '-'])
+        };
+        let w = word(i);
+        if !is_capitalised(w) || HONORIFICS.contains(&w) {
+            i += 1;
+            continue;
+        }
+        let first = lex.class(w, sentence_start);
+        if first == WordClass::Common {
             i += 1;
             continue;
         }
         // Extend over following capitalised, non-common words separated by one space.
+        let mut classes = vec![first];
         let mut j = i;
         while j + 1 < words.len() {
-            let (ns, ne) = words[j + 1];
-            let nw = text[ns..ne].trim_end_matches('.');
+            let (ns, _) = words[j + 1];
+            let nw = word(j + 1);
             let gap = &text[words[j].1..ns];
+            let c = lex.class(nw, false);
             if (gap == " " || (gap.is_empty() && text[..ns].ends_with('.')))
                 && is_capitalised(nw)
-                && !lex.commonish(nw)
+                && c != WordClass::Common
             {
+                classes.push(c);
                 j += 1;
             } else {
                 break;
@@ -554,7 +631,6 @@ fn persons(text: &str, lex: &Lexicon, found: &mut Vec<Finding>) {
         } else {
             end
         };
-        let ctx = before(text, start, 40);
         let prev_word = ctx
             .split_whitespace()
             .last()
@@ -562,15 +638,12 @@ fn persons(text: &str, lex: &Lexicon, found: &mut Vec<Finding>) {
             .trim_end_matches([',', ':']);
         let honorific = HONORIFICS.contains(&prev_word.trim_end_matches('.'));
         let cue = honorific || NAME_CUE.is_match(ctx);
-        let len = j - i + 1;
-        let sentence_start =
-            ctx.trim_end().is_empty() || ctx.trim_end().ends_with(['.', '!', '?', ':', '>', '"']);
-        let all_proper = (i..=j).all(|k| {
-            lex.proper
-                .contains(text[words[k].0..words[k].1].trim_end_matches('.'))
-        });
+        let len = classes.len();
+        let strong = classes.contains(&WordClass::Name);
+        let unknown = classes.contains(&WordClass::Unknown);
         let place = len == 1 && PLACE_CUES.contains(&prev_word.to_lowercase().as_str());
-        let accept = !place && (cue || len >= 2 || all_proper || !sentence_start);
+        let long_enough = text[start..end].chars().count() >= 2;
+        let accept = long_enough && !place && (cue || strong || unknown || len >= 2);
         if accept {
             let score = if cue {
                 0.95
@@ -593,13 +666,14 @@ fn persons(text: &str, lex: &Lexicon, found: &mut Vec<Finding>) {
     }
 }
 
+/// Title case: an upper-case letter, then a lower-case one as the next letter ("Marie", "O'Brien", not
+/// "CEOs" or "ATM").
 fn is_capitalised(w: &str) -> bool {
     let mut cs = w.chars();
     match cs.next() {
-        Some(c) if c.is_uppercase() => {
-            let rest: Vec<char> = cs.collect();
-            rest.is_empty() || rest.iter().any(|c| c.is_lowercase())
-        }
+        Some(c) if c.is_uppercase() => cs
+            .find(|c| c.is_alphabetic())
+            .is_none_or(char::is_lowercase),
         _ => false,
     }
 }
@@ -614,7 +688,7 @@ mod tests {
 
     fn lex() -> Lexicon {
         Lexicon::new(&StoredLexicon::from_word_list(
-            "please\ncall\nme\nbank\nstreet\nthe\nwill\nWill\nMarie\nRamos\nParis\nhello\nmy\nname\nis\ncan\nspeak\nboss\n",
+            "please\ncall\nme\nbank\nstreet\nthe\nwill\nWill\nMarie\nRamos\nParis\nhello\nmy\nname\nis\ncan\nspeak\nboss\nshe\nwas\nborn\non\nmeeting\ni\nflew\nto\nlive\nat\nin\nwe\nsold\nunits\nmail\nphone\ncard\nok\nref\nfrom\ntoday\nversion\nvia\nnow\n",
         ))
     }
 

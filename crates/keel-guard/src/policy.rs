@@ -26,7 +26,7 @@ impl Action {
 }
 
 /// One detector's policy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorPolicy {
     pub action: Action,
@@ -66,7 +66,7 @@ pub enum Redaction {
 }
 
 /// A policy for one route or collection.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub injection: DetectorPolicy,
@@ -188,6 +188,39 @@ impl Policy {
                     .finalize();
                 format!("[{upper}:{}]", &hex::encode(h)[..8])
             }
+        }
+    }
+}
+
+/// What ingest does with a document chunk the injection detector flags (indirect injection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestAction {
+    /// Index it, marked untrusted (answers show the mark).
+    Flag,
+    /// Keep it in the chunk list, marked untrusted, but out of both indexes: never retrieved.
+    #[default]
+    Quarantine,
+    /// Drop it.
+    Exclude,
+    /// Ignore the detector.
+    Allow,
+}
+
+/// A collection's ingest policy (`[serve.guard.collections.NAME]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestPolicy {
+    pub injection: IngestAction,
+    /// Replaces the calibrated threshold.
+    pub threshold: Option<f32>,
+}
+
+impl Default for IngestPolicy {
+    fn default() -> Self {
+        IngestPolicy {
+            injection: IngestAction::Quarantine,
+            threshold: None,
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub rollout_interval_ms: u64,
     /// Generative endpoints: local model location, answer length, the upstream OpenAI-compatible LLM.
     pub llm: crate::rag::LlmConfig,
+    /// Guardrails: the gateway's guards on `/v1/chat/completions`, policies per route and collection.
+    pub guard: crate::guard::GuardConfig,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             rollout: Default::default(),
             rollout_interval_ms: 10_000,
             llm: Default::default(),
+            guard: Default::default(),
         }
     }
 }
@@ -115,6 +118,12 @@ impl ServerConfig {
         }
         if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
             return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());
+        }
+        if self.guard.enabled
+            && self.guard.upstream == crate::guard::Upstream::Remote
+            && self.llm.remote.base_url.is_none()
+        {
+            return Err("guard.upstream = \"remote\" needs llm.remote.base_url".into());
         }
         Ok(())
     }

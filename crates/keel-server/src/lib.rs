@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod middleware;
 pub mod openai;
@@ -54,6 +55,8 @@ pub struct Shared {
     pub webhooks: reqwest::Client,
     /// Collections, the local embedding and chat models (loaded on first use) and the upstream LLM.
     pub rag: Arc<rag::RagState>,
+    /// The guard model (loaded on first use) and the guard policies.
+    pub guard: Arc<guard::GuardState>,
 }
 
 /// One alert that started firing.
@@ -81,6 +84,7 @@ impl AppState {
         }
         let cache = Arc::new(cache);
         let rag = Arc::new(rag::RagState::new(store.home(), config.llm.clone()));
+        let guard = Arc::new(guard::GuardState::new(config.guard.clone()));
         let keys = Arc::new(KeyVerifier::load(store).await?);
         Ok(AppState(Arc::new(Shared {
             cache,
@@ -97,6 +101,7 @@ impl AppState {
             firing: std::sync::Mutex::new(std::collections::HashSet::new()),
             webhooks: alerts::webhook_client(Duration::from_secs(2)),
             rag,
+            guard,
         })))
     }
 

@@ -675,7 +675,7 @@ fn unix_now() -> u64 {
               (status = 422, description = "Invalid request", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn chat_completions(
-    _caller: AsPredictor,
+    caller: AsPredictor,
     State(st): State<AppState>,
     rid: axum::Extension<RequestId>,
     headers: HeaderMap,
@@ -690,12 +690,25 @@ pub async fn chat_completions(
             "the body is not a JSON object",
         ));
     }
-    let messages = parse_messages(req.get("messages").unwrap_or(&Value::Null))?;
+    let mut messages = parse_messages(req.get("messages").unwrap_or(&Value::Null))?;
     let opts = gen_options(&req, st.rag.config.max_tokens)?;
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let llm = st.rag.llm().await?;
-    let model = llm.id().to_string();
-    if let Some(m) = req.get("model").and_then(Value::as_str)
+    let gcfg = &st.guard.config;
+    let upstream = if gcfg.enabled && gcfg.upstream == crate::guard::Upstream::Remote {
+        let r = st
+            .rag
+            .remote
+            .clone()
+            .ok_or_else(|| model_unavailable(RemoteError::NotConfigured.to_string()))?;
+        Engine::Remote(r)
+    } else {
+        Engine::Local(st.rag.llm().await?)
+    };
+    let model = match &upstream {
+        Engine::Local(llm) => llm.id().to_string(),
+        Engine::Remote(r) => r.model().to_string(),
+    };
+    if let (Engine::Local(_), Some(m)) = (&upstream, req.get("model").and_then(Value::as_str))
         && m != model
         && m != LOCAL_MODEL_ALIAS
     {
@@ -708,23 +721,109 @@ pub async fn chat_completions(
         ));
     }
     let id = format!("chatcmpl-{}", rid.0.0);
+    let actor = caller.0.actor();
+    let request_id = rid.0.0.clone();
+    // Input guards: block injections, redact PII and secrets in what reaches the model, plant a canary.
+    let mut out_guard: Option<OutputGuard> = None;
+    let mut action = "off";
+    if gcfg.enabled {
+        let guard = st.guard.guard(st.cache.store()).await?;
+        let policy = gcfg.policy("chat").clone();
+        let started = Instant::now();
+        let (msgs, d) = blocking({
+            let (guard, policy) = (guard.clone(), policy.clone());
+            move || {
+                let mut m = messages;
+                let d = crate::guard::guard_messages(&guard, &policy, &mut m);
+                Ok((m, d))
+            }
+        })
+        .await?;
+        crate::metrics::METRICS
+            .guard_seconds
+            .with_label_values(&["input"])
+            .observe(started.elapsed().as_secs_f64());
+        crate::guard::record(&st, "chat", "input", &d, actor.clone(), &request_id);
+        if d.blocked {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "content_blocked",
+                format!(
+                    "Keel's input guards blocked this request: {}",
+                    d.reasons.join("; ")
+                ),
+            ));
+        }
+        action = d.action.as_str();
+        messages = msgs;
+        let mut canaries = Vec::new();
+        let mut system_prompt = None;
+        if let Some(sys) = messages.iter_mut().find(|m| m.role == "system") {
+            system_prompt = Some(sys.content.clone());
+            if gcfg.canary {
+                let c = keel_guard::leak::new_canary();
+                sys.content = keel_guard::leak::plant(&sys.content, &c);
+                canaries.push(c);
+            }
+        }
+        out_guard = Some(OutputGuard {
+            guard,
+            policy,
+            canaries,
+            system_prompt,
+        });
+    }
     let created = unix_now();
+    let upstream_name = match upstream {
+        Engine::Local(_) => "local",
+        Engine::Remote(_) => "remote",
+    };
     crate::metrics::METRICS.chat_completions.inc();
     if !stream {
-        let g =
-            blocking(move || llm.chat(&messages, &opts, &mut |_| true).map_err(rag_error)).await?;
-        crate::metrics::METRICS
-            .generated_tokens
-            .inc_by(g.completion_tokens as u64);
-        return Ok(axum::Json(json!({
+        let g = match upstream {
+            Engine::Local(llm) => {
+                blocking(move || llm.chat(&messages, &opts, &mut |_| true).map_err(rag_error))
+                    .await?
+            }
+            Engine::Remote(r) => r.chat(&messages, &opts).await.map_err(upstream_error)?,
+        };
+        count_tokens(upstream_name, &g);
+        let mut text = g.text;
+        let mut finish = finish_reason(g.finish);
+        if let Some(og) = out_guard {
+            let started = Instant::now();
+            let d = blocking(move || {
+                Ok(crate::guard::guard_output(
+                    &og.guard,
+                    &og.policy,
+                    &text,
+                    &og.canaries,
+                    og.system_prompt.as_deref(),
+                ))
+            })
+            .await?;
+            crate::metrics::METRICS
+                .guard_seconds
+                .with_label_values(&["output"])
+                .observe(started.elapsed().as_secs_f64());
+            crate::guard::record(&st, "chat", "output", &d, actor, &request_id);
+            action = action_max(action, d.action.as_str());
+            text = if d.blocked {
+                finish = "content_filter";
+                crate::guard::BLOCKED_ANSWER.to_string()
+            } else {
+                d.text
+            };
+        }
+        let mut resp = axum::Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
             "model": model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": g.text},
-                "finish_reason": finish_reason(g.finish),
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish,
             }],
             "usage": {
                 "prompt_tokens": g.prompt_tokens,
@@ -732,7 +831,10 @@ pub async fn chat_completions(
                 "total_tokens": g.prompt_tokens + g.completion_tokens,
             },
         }))
-        .into_response());
+        .into_response();
+        resp.headers_mut()
+            .insert("x-keel-guard", HeaderValue::from_static(action));
+        return Ok(resp);
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let chunk = {
@@ -748,6 +850,8 @@ pub async fn chat_completions(
             Bytes::from(format!("data: {v}\n\n"))
         }
     };
+    let handle = tokio::runtime::Handle::current();
+    let st2 = st.clone();
     tokio::task::spawn_blocking(move || {
         if tx
             .blocking_send(chunk(json!({"role": "assistant", "content": ""}), None))
@@ -755,24 +859,98 @@ pub async fn chat_completions(
         {
             return;
         }
-        let result = llm.chat(&messages, &opts, &mut |piece| {
-            // A client that went away stops generation.
-            tx.blocking_send(chunk(json!({"content": piece}), None))
-                .is_ok()
+        let mut sg = out_guard.map(|og| {
+            keel_guard::stream::StreamGuard::new(og.guard, og.policy, og.canaries, og.system_prompt)
         });
+        let mut stop: Option<String> = None;
+        let mut gone = false;
+        // Sends released text; false when the client went away (which stops generation).
+        let mut on_piece = |piece: &str| -> bool {
+            let emit = match sg.as_mut() {
+                None => piece.to_string(),
+                Some(sg) => {
+                    let step = sg.push(piece);
+                    if step.stop.is_some() {
+                        stop = step.stop;
+                    }
+                    step.emit
+                }
+            };
+            if !emit.is_empty()
+                && tx
+                    .blocking_send(chunk(json!({"content": emit}), None))
+                    .is_err()
+            {
+                gone = true;
+            }
+            stop.is_none() && !gone
+        };
+        let result = match upstream {
+            Engine::Local(llm) => llm
+                .chat(&messages, &opts, &mut on_piece)
+                .map_err(|e| e.to_string()),
+            Engine::Remote(r) => match handle.block_on(r.chat(&messages, &opts)) {
+                // The upstream answers whole; its text goes through the same stream guard in word-sized pieces.
+                Ok(g) => {
+                    for piece in g.text.split_inclusive(char::is_whitespace) {
+                        if !on_piece(piece) {
+                            break;
+                        }
+                    }
+                    Ok(g)
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
         match result {
             Ok(g) => {
-                crate::metrics::METRICS
-                    .generated_tokens
-                    .inc_by(g.completion_tokens as u64);
-                if g.finish != Finish::Cancelled {
-                    let _ = tx.blocking_send(chunk(json!({}), Some(finish_reason(g.finish))));
-                    let _ = tx.blocking_send(Bytes::from_static(b"data: [DONE]\n\n"));
+                count_tokens(upstream_name, &g);
+                if gone || g.finish == Finish::Cancelled && stop.is_none() {
+                    return;
                 }
+                let mut finish = finish_reason(g.finish);
+                if let Some(sg) = sg.as_mut() {
+                    if stop.is_none() {
+                        let step = sg.finish();
+                        if !step.emit.is_empty() {
+                            let _ = tx.blocking_send(chunk(json!({"content": step.emit}), None));
+                        }
+                        stop = step.stop;
+                    }
+                    let d = keel_guard::policy::Decision {
+                        action: if stop.is_some() {
+                            keel_guard::policy::Action::Block
+                        } else if sg.redactions > 0 {
+                            keel_guard::policy::Action::Redact
+                        } else {
+                            keel_guard::policy::Action::Allow
+                        },
+                        blocked: stop.is_some(),
+                        reasons: stop.iter().map(|s| format!("leak: {s}")).collect(),
+                        text: String::new(),
+                        counts: if stop.is_some() {
+                            vec![("leak", 1)]
+                        } else if sg.redactions > 0 {
+                            vec![("pii", sg.redactions)]
+                        } else {
+                            vec![]
+                        },
+                    };
+                    crate::guard::record(&st2, "chat", "output", &d, actor, &request_id);
+                    if stop.is_some() {
+                        let _ = tx.blocking_send(chunk(
+                            json!({"content": crate::guard::BLOCKED_ANSWER}),
+                            None,
+                        ));
+                        finish = "content_filter";
+                    }
+                }
+                let _ = tx.blocking_send(chunk(json!({}), Some(finish)));
+                let _ = tx.blocking_send(Bytes::from_static(b"data: [DONE]\n\n"));
             }
             Err(e) => {
                 tracing::error!(error = %e, "generation failed mid-stream");
-                let v = json!({"error": {"code": "generation_failed", "message": e.to_string()}});
+                let v = json!({"error": {"code": "generation_failed", "message": e}});
                 let _ = tx.blocking_send(Bytes::from(format!("data: {v}\n\n")));
             }
         }
@@ -789,5 +967,54 @@ pub async fn chat_completions(
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp.headers_mut()
+        .insert("x-keel-guard", HeaderValue::from_static(action));
     Ok(resp)
+}
+
+/// The model behind `/v1/chat/completions`.
+enum Engine {
+    Local(Arc<LocalLlm>),
+    Remote(RemoteLlm),
+}
+
+/// What the output guards need for one answer.
+struct OutputGuard {
+    guard: Arc<keel_guard::Guard>,
+    policy: keel_guard::policy::Policy,
+    canaries: Vec<String>,
+    system_prompt: Option<String>,
+}
+
+fn count_tokens(upstream: &str, g: &keel_rag::llm::Generation) {
+    let m = &crate::metrics::METRICS;
+    m.generated_tokens.inc_by(g.completion_tokens as u64);
+    m.gateway_tokens
+        .with_label_values(&[upstream, "prompt"])
+        .inc_by(g.prompt_tokens as u64);
+    m.gateway_tokens
+        .with_label_values(&[upstream, "completion"])
+        .inc_by(g.completion_tokens as u64);
+}
+
+fn action_max(a: &'static str, b: &'static str) -> &'static str {
+    let rank = |x: &str| {
+        ["off", "allow", "flag", "redact", "block"]
+            .iter()
+            .position(|y| *y == x)
+            .unwrap_or(0)
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+/// An upstream that fails, hangs past its timeout or answers garbage: 502 with the reason.
+fn upstream_error(e: RemoteError) -> ApiError {
+    let status = match e {
+        RemoteError::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+        RemoteError::Unreachable { ref message, .. } if message == "timed out" => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    ApiError::new(status, "upstream_failed", e.to_string())
 }

@@ -64,6 +64,7 @@ pub fn router(st: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/v1/guard/scan", post(crate::guard::scan))
         .layer(time_limit(st.config.timeout_ms))
         .merge(generative)
         .fallback(not_found)

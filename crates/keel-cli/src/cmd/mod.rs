@@ -1,9 +1,11 @@
 //! Command implementations.
 pub mod data;
 pub mod demo;
+pub mod guard;
 pub mod models;
 pub mod monitor;
 pub mod rag;
+pub mod redteam;
 pub mod rollout;
 pub mod serve;
 pub mod train;
@@ -11,8 +13,8 @@ pub mod train;
 use keel_core::ErrorClass;
 
 use crate::cli::{
-    AuditCommand, Cli, Command, DataCommand, DemoCommand, EvalCommand, KeysCommand, ModelsCommand,
-    MonitorCommand, RagCommand,
+    AuditCommand, Cli, Command, DataCommand, DemoCommand, EvalCommand, GuardCommand, KeysCommand,
+    ModelsCommand, MonitorCommand, RagCommand, RedteamCommand,
 };
 
 /// An error raised by the command layer itself, with its class.
@@ -90,6 +92,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Eval { command } => match command {
             EvalCommand::Retrieval(a) => rag::eval_retrieval(&home, &a),
+        },
+        Command::Guard { command } => match command {
+            GuardCommand::Scan(a) => guard::scan(&home, &a),
+            GuardCommand::Train(a) => guard::train(&home, &a),
+            GuardCommand::Eval(a) => guard::eval(&home, &a),
+            GuardCommand::PiiSet(a) => guard::pii_set(&a),
+            GuardCommand::PiiEval(a) => guard::pii_eval(&home, &a),
+        },
+        Command::Redteam { command } => match command {
+            RedteamCommand::Run(a) => redteam::run(&a),
         },
         Command::Openapi(a) => {
             let spec = keel_server::openapi::spec_json();

@@ -82,6 +82,9 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
     if let Some(w) = a.monitor_window {
         c.monitor_window_seconds = w;
     }
+    if a.guard {
+        c.guard.enabled = true;
+    }
     c.validate().map_err(input_error)?;
     Ok(c)
 }

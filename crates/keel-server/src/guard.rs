@@ -1,0 +1,341 @@
+//! Guardrails over HTTP: `POST /v1/guard/scan`, and the guard stages of the chat gateway
+//! (`POST /v1/chat/completions` with `[serve.guard] enabled = true`): input guards → model → output guards.
+//!
+//! The guard model (injection classifier + PII lexicon) is a registry artifact, loaded on first use on the
+//! blocking pool. Every decision other than allow is counted in `keel_guard_decisions_total`, logged with
+//! reasons only (never the text), and written to the audit log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use keel_guard::policy::{Action, Decision, IngestPolicy, Policy};
+use keel_guard::{Guard, GuardModel, Report, ScanOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::AsPredictor;
+use crate::error::ApiError;
+use crate::middleware::RequestId;
+
+/// Which model the gateway puts behind its guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Upstream {
+    /// The local model (SmolLM2 from the asset cache).
+    #[default]
+    Local,
+    /// The OpenAI-compatible endpoint of `[serve.llm.remote]`.
+    Remote,
+}
+
+/// `[serve.guard]` in `keel.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// Guards on `/v1/chat/completions` (the gateway). `/v1/guard/scan` works either way.
+    pub enabled: bool,
+    /// The guard model reference in the registry (`keel guard train` registers `guard`, alias champion).
+    pub model: String,
+    /// The model behind the gateway.
+    pub upstream: Upstream,
+    /// Plant a canary token in system prompts and stop any answer that repeats it.
+    pub canary: bool,
+    /// The policy every route uses unless `routes` names it.
+    pub policy: Policy,
+    /// Per-route policies: `chat` (the gateway), `scan` (`/v1/guard/scan`).
+    pub routes: BTreeMap<String, Policy>,
+    /// Per-collection ingest policies (indirect injection in documents), read by `keel rag ingest`.
+    pub collections: BTreeMap<String, IngestPolicy>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: false,
+            model: "guard@champion".into(),
+            upstream: Upstream::Local,
+            canary: true,
+            policy: Policy::default(),
+            routes: BTreeMap::new(),
+            collections: BTreeMap::new(),
+        }
+    }
+}
+
+impl GuardConfig {
+    pub fn policy(&self, route: &str) -> &Policy {
+        self.routes.get(route).unwrap_or(&self.policy)
+    }
+    pub fn ingest_policy(&self, collection: &str) -> IngestPolicy {
+        self.collections
+            .get(collection)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Why the guard model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no guard model '{0}' in the registry; train one with `keel guard train`")]
+    Missing(String),
+    #[error("'{reference}' is a {kind} model, not a guard model")]
+    WrongKind { reference: String, kind: String },
+    #[error(transparent)]
+    Store(#[from] keel_store::Error),
+    #[error(transparent)]
+    Guard(#[from] keel_guard::Error),
+}
+
+/// Loads a guard model from the registry by reference (`guard`, `guard@champion`, `guard:3`).
+pub async fn load_model(
+    store: &keel_store::Store,
+    reference: &str,
+) -> Result<GuardModel, LoadError> {
+    let (name, sel) = keel_store::Selector::parse(reference)?;
+    let v = match store.get(&name, &sel).await {
+        Ok(v) => v,
+        Err(keel_store::Error::UnknownModel(_) | keel_store::Error::UnknownVersion { .. }) => {
+            return Err(LoadError::Missing(reference.into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if v.kind != GUARD_KIND {
+        return Err(LoadError::WrongKind {
+            reference: reference.into(),
+            kind: v.kind,
+        });
+    }
+    let bytes = store.model_bytes(&v).await?;
+    Ok(GuardModel::from_bytes(&bytes)?)
+}
+
+/// The registry kind of guard models.
+pub const GUARD_KIND: &str = "guard";
+
+/// The server's guard: configuration and the model, loaded once.
+pub struct GuardState {
+    pub config: GuardConfig,
+    guard: OnceCell<Arc<Guard>>,
+}
+
+impl GuardState {
+    pub fn new(config: GuardConfig) -> GuardState {
+        GuardState {
+            config,
+            guard: OnceCell::new(),
+        }
+    }
+
+    pub async fn guard(&self, store: &keel_store::Store) -> Result<Arc<Guard>, ApiError> {
+        self.guard
+            .get_or_try_init(|| async {
+                let model = load_model(store, &self.config.model).await.map_err(|e| {
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "guard_unavailable",
+                        e.to_string(),
+                    )
+                })?;
+                let g = tokio::task::spawn_blocking(move || Guard::new(&model))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    })?
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "guard_unavailable",
+                            e.to_string(),
+                        )
+                    })?;
+                Ok::<_, ApiError>(Arc::new(g))
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// Counts a decision, logs its reasons (never the text) and audits anything other than allow.
+pub fn record(
+    st: &AppState,
+    route: &str,
+    stage: &str,
+    d: &Decision,
+    actor: String,
+    request_id: &str,
+) {
+    crate::metrics::METRICS
+        .guard_decisions
+        .with_label_values(&[route, stage, d.action.as_str()])
+        .inc();
+    for (detector, n) in &d.counts {
+        crate::metrics::METRICS
+            .guard_findings
+            .with_label_values(&[detector])
+            .inc_by(*n as u64);
+    }
+    if d.action == Action::Allow {
+        return;
+    }
+    tracing::info!(route, stage, action = d.action.as_str(), reasons = ?d.reasons, request_id, "guard decision");
+    let store = st.cache.store().clone();
+    let evidence = serde_json::json!({
+        "route": route, "stage": stage, "action": d.action.as_str(), "reasons": d.reasons,
+        "counts": d.counts.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+        "request_id": request_id,
+    });
+    let action = format!("guard.{}", d.action.as_str());
+    let target = format!("{route}:{stage}");
+    tokio::spawn(async move {
+        if let Err(e) = store
+            .audit(keel_store::AuditEvent::new(&actor, &action, &target).evidence(evidence))
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit a guard decision");
+        }
+    });
+}
+
+/// Most text one scan accepts (the body limit applies first).
+pub const MAX_SCAN_BYTES: usize = 1 << 20;
+
+/// A text to scan.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    /// The text (at most 1 MiB).
+    pub text: String,
+    /// Model output checks: the system prompt it must not repeat.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Model output checks: canary tokens it must not contain.
+    #[serde(default)]
+    pub canaries: Vec<String>,
+    /// Which route's policy decides (default `scan`).
+    #[serde(default)]
+    pub route: Option<String>,
+}
+
+/// Scans a text with every detector and applies the route's policy.
+#[utoipa::path(post, path = "/v1/guard/scan", tag = "guard",
+    request_body = ScanRequest,
+    responses((status = 200, description = "Findings (character offsets), the injection score and the policy decision, with the redacted text when something was redacted"),
+              (status = 413, description = "Text over 1 MiB", body = crate::error::ErrorBody),
+              (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
+              (status = 503, description = "No guard model registered", body = crate::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn scan(
+    caller: AsPredictor,
+    State(st): State<AppState>,
+    rid: axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<axum::Json<Value>, ApiError> {
+    let bytes = crate::routes::read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let req: ScanRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("expected {{\"text\": \"...\"}}: {e}"),
+        )
+    })?;
+    if req.text.len() > MAX_SCAN_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_large",
+            format!(
+                "$.text: {} bytes; at most {MAX_SCAN_BYTES} are scanned",
+                req.text.len()
+            ),
+        ));
+    }
+    let route = req.route.clone().unwrap_or_else(|| "scan".into());
+    let policy = st.guard.config.policy(&route).clone();
+    let guard = st.guard.guard(st.cache.store()).await?;
+    let started = Instant::now();
+    let (report_json, decision) = tokio::task::spawn_blocking(move || {
+        let opts = ScanOptions {
+            canaries: &req.canaries,
+            system_prompt: req.system_prompt.as_deref(),
+            ..ScanOptions::input()
+        };
+        let report = guard.scan(&req.text, &opts);
+        let d = policy.decide(&req.text, &report);
+        (keel_guard::report_json(&req.text, &report, &d), d)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    crate::metrics::METRICS
+        .guard_seconds
+        .with_label_values(&["scan"])
+        .observe(started.elapsed().as_secs_f64());
+    record(&st, "scan", "input", &decision, caller.0.actor(), &rid.0.0);
+    Ok(axum::Json(report_json))
+}
+
+/// Input guards over chat messages: each user and tool message is scanned; injection anywhere blocks (by
+/// policy), PII and secrets are redacted in place. Returns the decision over all messages.
+pub fn guard_messages(
+    guard: &Guard,
+    policy: &Policy,
+    messages: &mut [keel_rag::llm::ChatMessage],
+) -> Decision {
+    let mut all = Decision {
+        action: Action::Allow,
+        blocked: false,
+        reasons: Vec::new(),
+        text: String::new(),
+        counts: Vec::new(),
+    };
+    for m in messages
+        .iter_mut()
+        .filter(|m| m.role == "user" || m.role == "tool")
+    {
+        let report: Report = guard.scan(&m.content, &ScanOptions::input());
+        let d = policy.decide(&m.content, &report);
+        if d.action >= Action::Redact && !d.blocked {
+            m.content = d.text.clone();
+        }
+        all.action = all.action.max(d.action);
+        all.blocked |= d.blocked;
+        all.reasons.extend(d.reasons);
+        for (k, n) in d.counts {
+            match all.counts.iter_mut().find(|(c, _)| *c == k) {
+                Some(e) => e.1 += n,
+                None => all.counts.push((k, n)),
+            }
+        }
+    }
+    all
+}
+
+/// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks.
+pub fn guard_output(
+    guard: &Guard,
+    policy: &Policy,
+    text: &str,
+    canaries: &[String],
+    system_prompt: Option<&str>,
+) -> Decision {
+    let opts = ScanOptions {
+        injection: false,
+        pii: true,
+        secrets: true,
+        canaries,
+        system_prompt,
+    };
+    let report = guard.scan(text, &opts);
+    policy.decide(text, &report)
+}
+
+/// What a blocked answer says instead.
+pub const BLOCKED_ANSWER: &str =
+    "[Keel blocked this answer: it would have disclosed protected content.]";
