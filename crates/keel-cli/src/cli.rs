@@ -264,6 +264,11 @@ pub struct RagIngestArgs {
     /// Tokens repeated between consecutive chunks of a section (new collections).
     #[arg(long, default_value_t = 32)]
     pub overlap: usize,
+    /// Do not screen new chunks for prompt injection (by default they are, when a guard model is
+    /// registered; [serve.guard.collections.NAME] says whether flagged chunks are flagged, quarantined or
+    /// excluded).
+    #[arg(long)]
+    pub no_screen: bool,
     #[command(flatten)]
     pub embeddings: EmbeddingsArgs,
     /// Print JSON.
@@ -436,8 +441,16 @@ pub struct GuardTrainArgs {
     /// Word list for PII name context [default: Debian's American English list from the asset cache].
     #[arg(long)]
     pub word_list: Option<PathBuf>,
+    /// Benign documents (a file or folder of text, reST or Markdown) whose sentences join the training
+    /// negatives and calibrate the document threshold used at RAG ingest [default: the Python library
+    /// reference from the asset cache].
+    #[arg(long)]
+    pub benign: Option<PathBuf>,
+    /// Benign sentences added to training (the rest calibrate the document threshold); 0 adds none.
+    #[arg(long, default_value_t = 1000)]
+    pub benign_n: usize,
     /// Inverse L2 regularisation strength.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 1.0)]
     pub c: f64,
     /// False-positive rate the threshold is calibrated to on the calibration file.
     #[arg(long, default_value_t = 0.01)]

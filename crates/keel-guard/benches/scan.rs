@@ -22,7 +22,7 @@ fn model() -> GuardModel {
         .expect("S-Labs validation split");
     let words =
         std::fs::read_to_string(cache.join("wamerican/american-english")).expect("word list");
-    keel_guard::train_model(&train, &val, &words, &Default::default())
+    keel_guard::train_model(&train, &val, &[], &words, &Default::default())
         .expect("train")
         .0
 }

@@ -26,14 +26,22 @@ pub struct TrainParams {
     pub max_iter: usize,
     /// The false-positive rate the threshold is calibrated to on the calibration split.
     pub target_fpr: f64,
+    /// Benign document sentences added to the training negatives (prose and technical text unlike short
+    /// chat prompts; without them the classifier flags a quarter of technical documentation).
+    pub benign: usize,
+    /// Per-sentence false-positive rate the document threshold (ingest screening) is calibrated to on
+    /// other benign document sentences.
+    pub document_fpr: f64,
 }
 
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            c: 0.5,
+            c: 1.0,
             max_iter: 300,
             target_fpr: 0.01,
+            benign: 1000,
+            document_fpr: 0.001,
         }
     }
 }

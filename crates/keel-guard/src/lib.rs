@@ -105,6 +105,8 @@ pub struct GuardModel {
     pub classifier: injection::StoredClassifier,
     /// Calibrated on the calibration split to `target_fpr`.
     pub threshold: f32,
+    /// For documents scanned sentence by sentence (RAG ingest): calibrated on benign document sentences.
+    pub document_threshold: f32,
     pub target_fpr: f64,
     pub params: injection::TrainParams,
     pub lexicon: pii::StoredLexicon,
@@ -137,6 +139,7 @@ impl GuardModel {
 pub struct Guard {
     classifier: injection::Classifier,
     threshold: f32,
+    document_threshold: f32,
     lexicon: pii::Lexicon,
 }
 
@@ -150,6 +153,7 @@ impl Guard {
             classifier: injection::Classifier::from_stored(&model.classifier)
                 .map_err(Error::Model)?,
             threshold: model.threshold,
+            document_threshold: model.document_threshold,
             lexicon: pii::Lexicon::new(&model.lexicon),
         })
     }
@@ -195,6 +199,34 @@ impl Guard {
         })
     }
 
+    /// Indirect injection in a document passage: each sentence is scored (documents are long; the classifier
+    /// knows prompts), flagged above the document threshold or when a rule fires anywhere.
+    pub fn document_injection(&self, text: &str) -> InjectionVerdict {
+        let mut best = InjectionVerdict {
+            score: 0.0,
+            flagged: false,
+            threshold: self.document_threshold,
+            reasons: Vec::new(),
+        };
+        for s in sentences(text) {
+            let v = self.injection(s);
+            let rule = v.reasons.iter().any(|r| r.starts_with("rule:"));
+            if v.score > best.score || (rule && !best.flagged) {
+                best = InjectionVerdict {
+                    score: v.score,
+                    flagged: rule || v.score > self.document_threshold,
+                    threshold: self.document_threshold,
+                    reasons: v.reasons,
+                };
+                if best.flagged && !best.reasons.is_empty() {
+                    let quoted: String = s.chars().take(80).collect();
+                    best.reasons.push(format!("sentence: \"{quoted}\""));
+                }
+            }
+        }
+        best
+    }
+
     /// Runs the chosen detectors over `text`.
     pub fn scan(&self, text: &str, opts: &ScanOptions) -> Report {
         let mut r = Report::default();
@@ -221,6 +253,29 @@ impl Guard {
     pub fn pii(&self, text: &str) -> Vec<Finding> {
         pii::detect(text, &self.lexicon)
     }
+}
+
+/// Sentences of prose: split at line breaks between paragraphs and after `.`, `!` or `?` followed by
+/// white space; pieces under 12 characters are dropped.
+pub fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    text.split("\n\n")
+        .flat_map(|para| {
+            let mut out = Vec::new();
+            let mut start = 0;
+            let b = para.as_bytes();
+            for i in 0..b.len() {
+                if matches!(b[i], b'.' | b'!' | b'?')
+                    && b.get(i + 1).is_some_and(u8::is_ascii_whitespace)
+                {
+                    out.push(&para[start..=i]);
+                    start = i + 1;
+                }
+            }
+            out.push(&para[start..]);
+            out
+        })
+        .map(str::trim)
+        .filter(|s| s.len() >= 12)
 }
 
 /// Byte offset → character offset (what the JSON interfaces report).
@@ -311,18 +366,21 @@ pub fn read_labelled(path: &Path) -> Result<Vec<injection::Example>> {
     Ok(out)
 }
 
-/// Trains a guard model: the classifier on `train`, the threshold on `calibration`, the lexicon from the word
-/// list. Returns the model and its evaluation on the calibration split.
+/// Trains a guard model: the classifier on `train` plus up to `params.benign` of `documents` (benign
+/// document sentences) as extra negatives, the threshold on `calibration`, the document threshold on the
+/// remaining document sentences, the lexicon from the word list. Returns the model and its evaluation on the
+/// calibration split.
 pub fn train_model(
     train: &[injection::Example],
     calibration: &[injection::Example],
+    documents: &[String],
     word_list: &str,
     params: &injection::TrainParams,
 ) -> Result<(GuardModel, injection::Evaluation)> {
-    if !(0.0..0.5).contains(&params.target_fpr) {
+    if !(0.0..0.5).contains(&params.target_fpr) || !(0.0..0.5).contains(&params.document_fpr) {
         return Err(Error::Invalid(format!(
-            "target false-positive rate {} must be in [0, 0.5)",
-            params.target_fpr
+            "false-positive rate targets ({}, {}) must be in [0, 0.5)",
+            params.target_fpr, params.document_fpr
         )));
     }
     for (what, set) in [("training", train), ("calibration", calibration)] {
@@ -334,11 +392,25 @@ pub fn train_model(
             )));
         }
     }
-    let classifier = injection::train(train, params);
+    // Documents: a seeded shuffle, the first `benign` for training, the rest for the document threshold.
+    let mut docs: Vec<&String> = documents.iter().collect();
+    {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        docs.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    }
+    let n_train = params.benign.min(docs.len() / 2);
+    let mut all = train.to_vec();
+    all.extend(docs[..n_train].iter().map(|t| injection::Example {
+        text: (*t).clone(),
+        label: false,
+    }));
+    let classifier = injection::train(&all, params);
     let mut model = GuardModel {
         format: MODEL_FORMAT,
         classifier: classifier.to_stored(),
         threshold: 0.5,
+        document_threshold: 0.99,
         target_fpr: params.target_fpr,
         params: params.clone(),
         lexicon: pii::StoredLexicon::from_word_list(word_list),
@@ -355,6 +427,15 @@ pub fn train_model(
         .map(|(_, &s)| s)
         .collect();
     model.threshold = injection::calibrate(&negs, params.target_fpr);
+    let doc_scores: Vec<f32> = docs[n_train..]
+        .iter()
+        .map(|t| guard.injection(t).score)
+        .collect();
+    if !doc_scores.is_empty() {
+        // Never below the prompt threshold: documents get the stricter of the two.
+        model.document_threshold =
+            injection::calibrate(&doc_scores, params.document_fpr).max(model.threshold);
+    }
     let labels: Vec<bool> = calibration.iter().map(|e| e.label).collect();
     let eval = injection::evaluate(&labels, &scores, model.threshold);
     Ok((model, eval))

@@ -196,10 +196,10 @@ impl Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IngestAction {
-    /// Index it, marked untrusted (answers show the mark).
-    Flag,
-    /// Keep it in the chunk list, marked untrusted, but out of both indexes: never retrieved.
+    /// Index it, marked untrusted: citations carry the reason and generators get it fenced as data.
     #[default]
+    Flag,
+    /// Keep it in the chunk list, marked untrusted, but filter it out of every search: never retrieved.
     Quarantine,
     /// Drop it.
     Exclude,

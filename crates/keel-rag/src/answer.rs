@@ -228,6 +228,8 @@ mod tests {
             end: text.len(),
             text: text.into(),
             tokens: 0,
+            untrusted: None,
+            quarantined: false,
         }
     }
 

@@ -41,6 +41,12 @@ pub struct Chunk {
     pub end: usize,
     pub text: String,
     pub tokens: usize,
+    /// Why an injection screen at ingest distrusts this chunk (absent when it passed or was not screened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untrusted: Option<String>,
+    /// Kept for review but never retrieved (an injection screen quarantined it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// Sentence byte ranges in `text`: ends at `.`, `!` or `?` (plus closing quotes or brackets) followed by
@@ -242,6 +248,8 @@ pub fn chunk(
                 start,
                 end,
                 text: text.to_string(),
+                untrusted: None,
+                quarantined: false,
                 tokens: count(text),
             });
         };

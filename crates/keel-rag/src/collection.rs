@@ -100,6 +100,8 @@ pub struct IngestReport {
     /// Chunks embedded by this ingest (unchanged documents reuse their vectors).
     pub embedded_chunks: usize,
     pub skipped: Vec<Skipped>,
+    /// New chunks the injection screen distrusted, with what was done to them.
+    pub screened: Vec<Screened>,
 }
 
 /// How to retrieve.
@@ -144,6 +146,8 @@ pub struct Hit {
 pub struct Collection {
     pub manifest: Manifest,
     pub chunks: Vec<Chunk>,
+    /// Whether any chunk is quarantined (searches filter them out only then).
+    any_quarantined: bool,
     dir: PathBuf,
     ann: Hnsw,
     bm25: Bm25,
@@ -388,7 +392,9 @@ impl Collection {
             )));
         }
         let stats = TermStats::of(&chunks);
+        let any_quarantined = chunks.iter().any(|c| c.quarantined);
         Ok(Collection {
+            any_quarantined,
             manifest,
             chunks,
             dir: g,
@@ -410,6 +416,7 @@ impl Collection {
         path: &Path,
         embedder: &dyn Embedder,
         config: Option<CollectionConfig>,
+        screen: Option<&Screen>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<IngestReport> {
         let dir = collection_dir(root, name)?;
@@ -506,7 +513,23 @@ impl Collection {
                 continue;
             }
             let blocks = parse(text, format);
-            let chunks = chunk(rel, &blocks, &config.chunk, &|t| embedder.count_tokens(t));
+            let mut chunks = chunk(rel, &blocks, &config.chunk, &|t| embedder.count_tokens(t));
+            if let Some(sc) = screen {
+                chunks.retain_mut(|c| {
+                    let Some(reason) = (sc.check)(&c.text) else {
+                        return true;
+                    };
+                    report.screened.push(Screened {
+                        chunk_id: c.id.clone(),
+                        document: c.document.clone(),
+                        reason: reason.clone(),
+                        action: sc.action,
+                    });
+                    c.untrusted = Some(reason);
+                    c.quarantined = sc.action == ScreenAction::Quarantine;
+                    sc.action != ScreenAction::Exclude
+                });
+            }
             if chunks.is_empty() {
                 report.skipped.push(Skipped {
                     path: rel.clone(),
@@ -717,6 +740,16 @@ impl Collection {
         } else {
             Vec::new()
         };
+        // Quarantined chunks never come back (they are rare: dropped before fusion, then k is refilled).
+        let keep = |&(o, _): &(u32, f32)| !self.chunks[o as usize].quarantined;
+        let (sparse, dense): (Vec<_>, Vec<_>) = if self.any_quarantined {
+            (
+                sparse.into_iter().filter(keep).collect(),
+                dense.into_iter().filter(keep).collect(),
+            )
+        } else {
+            (sparse, dense)
+        };
         Ok(fuse(
             &sparse,
             &dense,
@@ -726,6 +759,33 @@ impl Collection {
             k,
         ))
     }
+}
+
+/// Screening of new chunks at ingest (indirect prompt injection): `check` returns why a chunk's text is not
+/// to be trusted, and `action` says what happens to such a chunk.
+pub struct Screen<'a> {
+    pub check: &'a dyn Fn(&str) -> Option<String>,
+    pub action: ScreenAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScreenAction {
+    /// Indexed, marked untrusted (citations carry the reason).
+    Flag,
+    /// Kept in the chunk list, marked, and filtered out of every search.
+    Quarantine,
+    /// Not kept.
+    Exclude,
+}
+
+/// A chunk the screen distrusted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Screened {
+    pub chunk_id: String,
+    pub document: String,
+    pub reason: String,
+    pub action: ScreenAction,
 }
 
 /// Fuses BM25 and dense candidate lists (each best first).

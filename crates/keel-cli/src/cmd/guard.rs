@@ -35,10 +35,11 @@ fn asset(group: &str, rel: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Texts of a scan file: one per line, or JSON lines with a "text" field.
+/// Texts of a scan file: JSON lines with a "text" field when the first line is such an object, else one
+/// text per line.
 fn read_texts(path: &Path) -> Result<Vec<String>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut out = Vec::new();
+    let mut lines = Vec::new();
     for (i, line) in std::io::BufReader::new(f).split(b'\n').enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         let line = String::from_utf8(line).map_err(|e| {
@@ -49,23 +50,33 @@ fn read_texts(path: &Path) -> Result<Vec<String>> {
                 e.utf8_error().valid_up_to()
             ))
         })?;
-        let line = line.strip_suffix('\r').unwrap_or(&line);
-        if line.trim_start().starts_with('{') {
-            let v: Value = serde_json::from_str(line)
-                .map_err(|e| input_error(format!("{}: line {}: {e}", path.display(), i + 1)))?;
-            let t = v.get("text").and_then(Value::as_str).ok_or_else(|| {
-                input_error(format!(
-                    "{}: line {}: $.text: missing or not a string",
-                    path.display(),
-                    i + 1
-                ))
-            })?;
-            out.push(t.to_string());
-        } else {
-            out.push(line.to_string());
-        }
+        lines.push(line.strip_suffix('\r').map(str::to_string).unwrap_or(line));
     }
-    Ok(out)
+    let jsonl = lines.first().is_some_and(|l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| v.get("text").is_some_and(Value::is_string))
+    });
+    if !jsonl {
+        return Ok(lines);
+    }
+    lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let v: Value = serde_json::from_str(l)
+                .map_err(|e| input_error(format!("{}: line {}: {e}", path.display(), i + 1)))?;
+            v.get("text")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    input_error(format!(
+                        "{}: line {}: $.text: missing or not a string",
+                        path.display(),
+                        i + 1
+                    ))
+                })
+        })
+        .collect()
 }
 
 pub fn scan(home: &Path, a: &GuardScanArgs) -> Result<i32> {
@@ -123,6 +134,11 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
         Some(p) => p.clone(),
         None => asset("guard", "wamerican/american-english")?,
     };
+    let benign_path = match &a.benign {
+        Some(p) => p.clone(),
+        None => asset("pydocs", "python-3.11-docs/library")?,
+    };
+    let documents = document_sentences(&benign_path)?;
     let train = keel_guard::read_labelled(&train_path)?;
     let cal = keel_guard::read_labelled(&cal_path)?;
     let words = std::fs::read_to_string(&words_path)
@@ -140,7 +156,7 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     }
     let spinner = crate::output::bar(0, "training the injection classifier", a.json);
     let started = Instant::now();
-    let (model, cal_eval) = keel_guard::train_model(&train, &cal, &words, &params)?;
+    let (model, cal_eval) = keel_guard::train_model(&train, &cal, &documents, &words, &params)?;
     let seconds = started.elapsed().as_secs_f64();
     spinner.finish_and_clear();
     let dataset_hash = keel_data::hash::file_sha256(&train_path)?;
@@ -153,10 +169,12 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
             "train": {"path": train_path, "rows": train.len(), "positives": train.iter().filter(|e| e.label).count(), "sha256": dataset_hash},
             "calibration": {"path": cal_path, "rows": cal.len(), "positives": cal.iter().filter(|e| e.label).count(), "sha256": cal_hash},
             "word_list": {"path": words_path, "words": model.lexicon.words.len()},
+            "benign_documents": {"path": benign_path, "sentences": documents.len(), "used_for_training": a.benign_n.min(documents.len() / 2)},
         },
         "method": "NB-weighted logistic regression (L2, L-BFGS) over hashed word 1–2-grams and character 3–5-grams of the normalised text (NFKC, invisible characters, homoglyphs, spacing, leetspeak; base64/hex payloads decoded and scored), plus rules for known attack phrasings.",
         "params": params,
         "threshold": model.threshold,
+        "document_threshold": model.document_threshold,
         "calibration": cal_eval,
         "train_seconds": seconds,
         "nonzero_weights": model.classifier.weights.len(),
@@ -192,7 +210,8 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     block_on(store.close());
     let out = json!({
         "model": record.model, "version": record.version, "aliases": record.aliases,
-        "threshold": model.threshold, "target_fpr": a.target_fpr, "calibration": cal_eval,
+        "threshold": model.threshold, "document_threshold": model.document_threshold,
+        "target_fpr": a.target_fpr, "calibration": cal_eval,
         "train_rows": train.len(), "train_seconds": seconds, "card_html": html,
     });
     if a.json {
@@ -205,11 +224,13 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
             record.aliases.join(", ")
         );
         println!(
-            "  trained on {} rows in {seconds:.1} s; threshold {:.3} (target FPR {:.1} % on {})",
+            "  trained on {} rows + {} benign document sentences in {seconds:.1} s; threshold {:.3} (target FPR {:.1} % on {}); document threshold {:.3}",
             train.len(),
+            a.benign_n.min(documents.len() / 2),
             model.threshold,
             a.target_fpr * 100.0,
-            cal_path.display()
+            cal_path.display(),
+            model.document_threshold
         );
         println!(
             "  calibration: ROC-AUC {:.4}, TPR {:.1} % at FPR {:.2} %, F1 {:.3}",
@@ -221,6 +242,51 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
         println!("  card: {}", html.display());
     }
     Ok(0)
+}
+
+/// Sentences of every text, reST or Markdown file under `path` (sorted walk), for benign training text.
+fn document_sentences(path: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+                stack.push(e?.path());
+            }
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "txt" || e == "rst" || e == "md")
+        {
+            files.push(p);
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        let flat: String = text
+            .split("\n\n")
+            .map(|para| para.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        out.extend(
+            keel_guard::sentences(&flat)
+                .filter(|s| {
+                    (20..300).contains(&s.len())
+                        && s.chars().filter(|c| c.is_lowercase()).count() >= 3
+                })
+                .map(String::from),
+        );
+    }
+    if out.is_empty() {
+        return Err(input_error(format!(
+            "{}: no sentences found in text, reST or Markdown files",
+            path.display()
+        )));
+    }
+    Ok(out)
 }
 
 /// The guard model card as HTML (and JSON) under `$KEEL_HOME/cards/NAME/`.

@@ -1,7 +1,7 @@
 //! `keel rag ingest | query | list | chunks | delete | tune`, `keel eval retrieval`.
 
 use anyhow::{Context, Result};
-use keel_rag::collection::{Collection, CollectionConfig, Mode};
+use keel_rag::collection::{Collection, CollectionConfig, Mode, Screen, ScreenAction};
 use keel_rag::eval::{Metrics, judged, mean, parse_qrels, score};
 use keel_rag::query::QueryOptions;
 use keel_rag::{Embedder, MiniLm};
@@ -99,6 +99,61 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         },
         ..Default::default()
     };
+    // Indirect injection: new chunks are screened by the registered guard model, per the collection's policy.
+    let gcfg = super::serve::file_config(a.embeddings.config.as_deref())?.guard;
+    let policy = gcfg.ingest_policy(&a.collection);
+    let action = match policy.injection {
+        keel_guard::policy::IngestAction::Flag => Some(ScreenAction::Flag),
+        keel_guard::policy::IngestAction::Quarantine => Some(ScreenAction::Quarantine),
+        keel_guard::policy::IngestAction::Exclude => Some(ScreenAction::Exclude),
+        keel_guard::policy::IngestAction::Allow => None,
+    };
+    let mut screening = "off (--no-screen)".to_string();
+    let guard = match (a.no_screen, action) {
+        (true, _) => None,
+        (false, None) => {
+            screening = format!(
+                "off ([serve.guard.collections.{}] injection = \"allow\")",
+                a.collection
+            );
+            None
+        }
+        (false, Some(_)) => match super::guard::load_guard(home, &gcfg.model) {
+            Ok(g) => Some(g),
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<keel_server::guard::LoadError>(),
+                    Some(keel_server::guard::LoadError::Missing(_))
+                ) =>
+            {
+                screening = format!("off: {e}");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let check = |text: &str| -> Option<String> {
+        let g = guard.as_ref()?;
+        let v = g.document_injection(text);
+        let t = policy.threshold.unwrap_or(v.threshold);
+        (v.score > t).then(|| {
+            format!(
+                "prompt injection (score {:.2}; {})",
+                v.score,
+                v.reasons.join("; ")
+            )
+        })
+    };
+    let screen = guard.as_ref().zip(action).map(|(_, action)| Screen {
+        check: &check,
+        action,
+    });
+    if let Some(s) = &screen {
+        screening = format!(
+            "on ({})",
+            serde_json::to_value(s.action)?.as_str().unwrap_or("")
+        );
+    }
     let pb = bar(0, "embedding chunks", a.json);
     let report = Collection::ingest(
         &root(home),
@@ -106,6 +161,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         &a.path,
         e.as_ref(),
         Some(config),
+        screen.as_ref(),
         &mut |done, total| {
             pb.set_length(total as u64);
             pb.set_position(done as u64);
@@ -117,6 +173,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         let mut v = serde_json::to_value(&report)?;
         v["collection"] = json!(a.collection);
         v["seconds"] = json!(seconds);
+        v["screening"] = json!(screening);
         print_json(&v);
     } else {
         println!(
@@ -132,6 +189,15 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         );
         for s in &report.skipped {
             println!("  skipped {}: {}", s.path, s.reason);
+        }
+        println!("  injection screen: {screening}");
+        for s in &report.screened {
+            println!(
+                "  {} {}: {}",
+                serde_json::to_value(s.action)?.as_str().unwrap_or(""),
+                s.chunk_id,
+                s.reason
+            );
         }
     }
     Ok(0)
@@ -221,6 +287,9 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
                 c.section,
                 c.score
             );
+            if let Some(why) = &c.untrusted {
+                println!("    untrusted source: {why}");
+            }
         }
         if !r.grounded {
             for s in r.sentences.iter().filter(|s| !s.supported) {

@@ -38,6 +38,7 @@ fn ingest(root: &Path, name: &str, path: &Path) -> keel_rag::IngestReport {
         path,
         model().as_ref(),
         Some(CollectionConfig::default()),
+        None,
         &mut |_, _| {},
     )
     .unwrap()

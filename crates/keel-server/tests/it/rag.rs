@@ -40,6 +40,7 @@ async fn with_collection(config: ServerConfig) -> TestServer {
             &docs,
             embedder.as_ref(),
             Some(CollectionConfig::default()),
+            None,
             &mut |_, _| {},
         )
         .unwrap()
