@@ -2,7 +2,13 @@
 # Keel's test suite: fetch the pinned assets the tests read, check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-assets.sh nannyml minilm smollm2 pydocs
+scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard pii
+# The stock OpenAI Python client, for the gateway's compatibility test (pinned; PyPI only).
+CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
+if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python" -c 'import openai' 2>/dev/null; then
+  python3 -m venv "$CACHE/openai-venv"
+  "$CACHE/openai-venv/bin/pip" install --quiet --disable-pip-version-check openai==1.109.1
+fi
 cargo fmt --all -- --check
 cargo clippy -j2 --workspace --all-targets -- -D warnings
 cargo test -j2 --workspace

@@ -209,9 +209,18 @@ fn unleet(s: &str) -> (String, bool) {
             out.push_str(word);
             continue;
         }
+        // An e-mail address ("name@example") is not leetspeak.
+        let b = word.as_bytes();
+        let email = b
+            .windows(3)
+            .any(|w| w[0].is_ascii_alphanumeric() && w[1] == b'@' && w[2].is_ascii_alphabetic());
         let letters = word.chars().filter(|c| c.is_alphabetic()).count();
         let leets = word.chars().filter(|&c| leet(c).is_some()).count();
-        if letters >= 1 && leets >= 1 && letters + leets == word.chars().count() && letters >= leets
+        if !email
+            && letters >= 1
+            && leets >= 1
+            && letters + leets == word.chars().count()
+            && letters >= leets
         {
             for c in word.chars() {
                 out.push(leet(c).unwrap_or(c));

@@ -219,7 +219,7 @@ pub struct IngestPolicy {
 impl Default for IngestPolicy {
     fn default() -> Self {
         IngestPolicy {
-            injection: IngestAction::Quarantine,
+            injection: IngestAction::Flag,
             threshold: None,
         }
     }

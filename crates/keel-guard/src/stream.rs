@@ -107,11 +107,8 @@ impl StreamGuard {
         };
         // Never cut through a finding: move the cut back to its start.
         let findings: Vec<_> = report.pii.iter().chain(&report.secrets).collect();
-        loop {
-            match findings.iter().find(|f| f.start < cut && f.end > cut) {
-                Some(f) => cut = f.start,
-                None => break,
-            }
+        while let Some(f) = findings.iter().find(|f| f.start < cut && f.end > cut) {
+            cut = f.start;
         }
         if cut == 0 {
             return Step::default();

@@ -86,7 +86,7 @@ fn luhn_complete(prefix: &str, len: usize, rng: &mut ChaCha8Rng) -> String {
                 if v > 9 { v - 9 } else { v }
             })
             .sum();
-        if sum % 10 == 0 {
+        if sum.is_multiple_of(10) {
             return t.iter().map(|x| (b'0' + x) as char).collect();
         }
     }

@@ -43,7 +43,7 @@ pub struct GuardConfig {
     pub enabled: bool,
     /// The guard model reference in the registry (`keel guard train` registers `guard`, alias champion).
     pub model: String,
-    /// The model behind the gateway.
+    /// The model behind `/v1/chat/completions`, guarded or not.
     pub upstream: Upstream,
     /// Plant a canary token in system prompts and stop any answer that repeats it.
     pub canary: bool,

@@ -80,7 +80,7 @@ pub struct RagState {
     pub config: LlmConfig,
     embedder: OnceCell<Arc<MiniLm>>,
     llm: OnceCell<Arc<LocalLlm>>,
-    remote: Option<RemoteLlm>,
+    pub remote: Option<RemoteLlm>,
     remote_embedder: Option<Arc<RemoteEmbedder>>,
     collections: Mutex<HashMap<String, (String, Arc<Collection>)>>,
 }
@@ -694,7 +694,7 @@ pub async fn chat_completions(
     let opts = gen_options(&req, st.rag.config.max_tokens)?;
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let gcfg = &st.guard.config;
-    let upstream = if gcfg.enabled && gcfg.upstream == crate::guard::Upstream::Remote {
+    let upstream = if gcfg.upstream == crate::guard::Upstream::Remote {
         let r = st
             .rag
             .remote

@@ -308,7 +308,7 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn card_html(model: &str, version: i64, card: &Value) -> String {
+pub fn card_html(model: &str, version: i64, card: &Value) -> String {
     let c = &card["calibration"];
     let num = |v: &Value| v.as_f64().map_or("–".into(), |x| format!("{x:.4}"));
     let bar = |label: &str, v: f64| {
@@ -348,7 +348,7 @@ fn card_html(model: &str, version: i64, card: &Value) -> String {
         f1 = num(&c["f1"]),
         thr = num(&card["threshold"]),
         n = c["n"],
-        trp = esc(&data["train"]["path"].as_str().unwrap_or("").to_string()),
+        trp = esc(data["train"]["path"].as_str().unwrap_or("")),
         trn = data["train"]["rows"],
         trh = esc(data["train"]["sha256"].as_str().unwrap_or("")),
         cap = esc(data["calibration"]["path"].as_str().unwrap_or("")),

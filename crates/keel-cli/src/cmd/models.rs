@@ -109,6 +109,26 @@ pub fn card(home: &Path, a: &CardArgs) -> Result<i32> {
     let (name, sel) = Selector::parse(&a.model)?;
     let store = block_on(Store::open(home))?;
     let v = block_on(store.get(&name, &sel))?;
+    if v.kind == keel_server::guard::GUARD_KIND {
+        let html = match &a.out {
+            Some(out) => {
+                super::train::write_atomic(
+                    out,
+                    super::guard::card_html(&v.model, v.version, &v.card).as_bytes(),
+                )?;
+                out.clone()
+            }
+            None => super::guard::write_card(home, &v.model, v.version, &v.card)?,
+        };
+        if a.json {
+            let mut c = v.card.clone();
+            c["card_html"] = serde_json::json!(html);
+            print_json(&c);
+        } else {
+            println!("{}", html.display());
+        }
+        return Ok(0);
+    }
     let card: ModelCard =
         serde_json::from_value(v.card.clone()).context("reading the stored model card")?;
     let html = match &a.out {

@@ -4,6 +4,7 @@
 mod audit;
 mod bad_input;
 mod closed_loop;
+mod guard;
 mod quickstart;
 mod rag;
 mod registry;
@@ -31,6 +32,50 @@ pub fn stdout_json(o: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&o.stderr)
         )
     })
+}
+
+/// Frees a port by binding port 0 and letting it go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `keel serve --no-auth` on a free port with `args`, waits until it listens; killed on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: u16,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(home: &Path, args: &[&str]) -> Served {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--port", &port.to_string(), "--no-auth"])
+        .args(args)
+        .env("KEEL_HOME", home)
+        .env("KEEL_CACHE", cache_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keel serve");
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Served { child, port };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("keel serve did not start on port {port}");
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::{cache_dir, keel, stderr, stdout_json, write};
+use crate::{cache_dir, free_port, keel, stderr, stdout_json, write};
 
 fn docs(dir: &Path) -> std::path::PathBuf {
     let d = dir.join("docs");
@@ -278,15 +278,6 @@ fn the_python_faq_answers_with_citations_and_retrieval_is_measured() {
         v["hybrid"]["ndcg@10"].as_f64().unwrap() >= best - 1e-12,
         "{v}"
     );
-}
-
-/// Frees a port by binding port 0 and letting it go.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
