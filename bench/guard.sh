@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Guardrails benchmark, one command: Keel next to Presidio in the same run, on the same inputs.
+#   1. Prompt injection on the S-Labs test split (never used for training or calibration): ROC-AUC, TPR at
+#      1 % FPR read off the test ROC, and TPR/FPR/F1 at the threshold calibrated on the validation split.
+#   2. PII on a seeded span-labelled set generated from presidio-evaluator's templates and identities
+#      (`keel guard pii-set --seed 11`, a seed no development run used): token-level precision, recall, F2 for
+#      Keel and for presidio-analyzer (regex recognisers, blank spaCy pipeline), scored by the same scorer.
+#   3. Latency of a full scan (every input detector) of 500-character prompts on one core (criterion, plus
+#      p50/p99 over 20,000 calls), next to Presidio's analyze() on the same prompts.
+# Appends the results to BENCHMARKS.md.
+#
+# Usage: bench/guard.sh     (N=2000 sentences in the PII set, SEED=11)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
+N="${N:-2000}"
+SEED="${SEED:-11}"
+VENV="$CACHE/guard-venv"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-guard.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+scripts/fetch-assets.sh guard pii pydocs
+echo "== building keel (release)" >&2
+cargo build --release -j2 -p keel-cli >&2
+KEEL="$ROOT/target/release/keel"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check 'presidio-analyzer==2.2.360' 'spacy==3.8.18' >&2
+export KEEL_HOME="$WORK/home"
+
+echo "== 1. injection: train on S-Labs train (+ benign doc sentences), calibrate on validation, test on test" >&2
+"$KEEL" guard train --json > "$WORK/train.json"
+"$KEEL" guard eval --json > "$WORK/eval.json"
+
+echo "== 2. PII: seeded set, Keel and Presidio scored alike" >&2
+"$KEEL" guard pii-set --n "$N" --seed "$SEED" --out "$WORK/pii.jsonl" --json > "$WORK/set.json"
+"$KEEL" guard pii-eval --set "$WORK/pii.jsonl" --json > "$WORK/keel_pii.json"
+taskset -c 0 "$VENV/bin/python" bench/guard_anchor.py "$WORK/pii.jsonl" bench/guard_prompts.txt \
+  "$WORK/presidio.jsonl" "$WORK/presidio_timings.json" 2> "$WORK/presidio.log"
+"$KEEL" guard pii-eval --set "$WORK/pii.jsonl" --predictions "$WORK/presidio.jsonl" --json > "$WORK/presidio_pii.json"
+
+echo "== 3. latency: criterion on one core" >&2
+taskset -c 0 cargo bench -j2 -p keel-guard --bench scan 2>/dev/null | tee "$WORK/criterion.txt" >&2
+
+python3 - "$WORK" "$N" "$SEED" <<'PY' >> BENCHMARKS.md
+import json, re, subprocess, sys, platform
+w, n, seed = sys.argv[1], sys.argv[2], sys.argv[3]
+j = lambda f: json.load(open(f"{w}/{f}"))
+tr, ev, kp, pp, pt = j("train.json"), j("eval.json"), j("keel_pii.json"), j("presidio_pii.json"), j("presidio_timings.json")
+crit = open(f"{w}/criterion.txt").read()
+est = dict(re.findall(r"full_scan_500_chars/(\w+)\s+time:\s+\[[^\]]*?([\d.]+ [µm]?s) [\d.]+ [µm]?s\]", crit))
+pct = {(k, name): float(v) for k, name, v in re.findall(r"^(p50|p99) (\w+) ([\d.]+)$", crit, re.M)}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+print(f"\n## Guardrails (`bench/guard.sh`, keel {commit}, {cpu}, 2 cores; scans pinned to one core)\n")
+print("Prompt injection, S-Labs test split (2,101 prompts, 1,051 injections; never used for training or calibration):\n")
+print("| | value |\n|---|---|")
+print(f"| ROC-AUC | {ev['roc_auc']:.4f} |")
+print(f"| TPR at ≤ 1 % FPR (read off the test ROC) | {ev['tpr_at_1pct_fpr']*100:.1f} % |")
+print(f"| at the threshold calibrated on validation ({ev['threshold']:.3f}) | TPR {ev['tpr']*100:.1f} %, FPR {ev['fpr']*100:.2f} %, precision {ev['precision']*100:.1f} %, F1 {ev['f1']:.3f} |")
+print(f"| full scan per test prompt (mean {ev['mean_chars']:.0f} characters) | p50 {ev['p50_us']:.1f} µs, p99 {ev['p99_us']:.1f} µs |")
+print(f"| training | {tr['train_rows']} rows + benign document sentences, {tr['train_seconds']:.1f} s |")
+print(f"\nPII, {n} sentences from presidio-evaluator's templates (seed {seed}); token-level, one scorer for both:\n")
+print("| | precision | recall | F2 |\n|---|---|---|---|")
+print(f"| Keel | {kp['precision']:.3f} | {kp['recall']:.3f} | **{kp['f2']:.3f}** |")
+print(f"| presidio-analyzer 2.2.360 (regex recognisers, blank spaCy) | {pp['precision']:.3f} | {pp['recall']:.3f} | {pp['f2']:.3f} |")
+print("\nPer type (Keel F2 / Presidio F2): " + ", ".join(
+    f"{t} {kp['per_type'][t]['f2']:.2f} / {pp['per_type'][t]['f2']:.2f}" for t in kp["per_type"]))
+print("\nFull scan of a 500-character prompt on one core (Keel: injection with normalisation and decoding, PII,")
+print("secrets; Presidio: analyze() with every predefined recogniser):\n")
+print("| prompt | Keel criterion mean | Keel p50 | Keel p99 | Presidio p50 | Presidio p99 |\n|---|---|---|---|---|---|")
+for name in ["benign", "pii", "attack"]:
+    p = pt["prompts"][name]
+    print(f"| {name} | {est.get(name, '–')} | {pct.get(('p50', name), float('nan')):.1f} µs | {pct.get(('p99', name), float('nan')):.1f} µs | {p['p50_us']:.0f} µs | {p['p99_us']:.0f} µs |")
+print(f"\nReproduce: `bench/guard.sh` (N={n} SEED={seed}).")
+PY
+tail -n 32 BENCHMARKS.md
