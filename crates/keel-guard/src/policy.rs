@@ -91,6 +91,35 @@ impl Default for Policy {
     }
 }
 
+/// A route's changes to the default policy: only the fields it names replace the default's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyOverride {
+    pub injection: Option<DetectorPolicy>,
+    pub pii: Option<DetectorPolicy>,
+    pub secrets: Option<DetectorPolicy>,
+    pub leak: Option<DetectorPolicy>,
+    pub redaction: Option<Redaction>,
+    pub salt: Option<String>,
+}
+
+impl Policy {
+    /// This policy with `o`'s fields in place of its own.
+    pub fn with(&self, o: &PolicyOverride) -> Policy {
+        Policy {
+            injection: o
+                .injection
+                .clone()
+                .unwrap_or_else(|| self.injection.clone()),
+            pii: o.pii.clone().unwrap_or_else(|| self.pii.clone()),
+            secrets: o.secrets.clone().unwrap_or_else(|| self.secrets.clone()),
+            leak: o.leak.clone().unwrap_or_else(|| self.leak.clone()),
+            redaction: o.redaction.unwrap_or(self.redaction),
+            salt: o.salt.clone().unwrap_or_else(|| self.salt.clone()),
+        }
+    }
+}
+
 /// What a policy decided for one text.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {

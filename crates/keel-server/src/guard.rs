@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use keel_guard::policy::{Action, Decision, IngestPolicy, Policy};
+use keel_guard::policy::{Action, Decision, IngestPolicy, Policy, PolicyOverride};
 use keel_guard::{Guard, GuardModel, Report, ScanOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,8 +49,9 @@ pub struct GuardConfig {
     pub canary: bool,
     /// The policy every route uses unless `routes` names it.
     pub policy: Policy,
-    /// Per-route policies: `chat` (the gateway), `scan` (`/v1/guard/scan`).
-    pub routes: BTreeMap<String, Policy>,
+    /// Per-route changes to `policy`: `chat` (the gateway), `scan` (`/v1/guard/scan`); fields a route does not
+    /// name keep the default policy's.
+    pub routes: BTreeMap<String, PolicyOverride>,
     /// Per-collection ingest policies (indirect injection in documents), read by `keel rag ingest`.
     pub collections: BTreeMap<String, IngestPolicy>,
 }
@@ -70,8 +71,11 @@ impl Default for GuardConfig {
 }
 
 impl GuardConfig {
-    pub fn policy(&self, route: &str) -> &Policy {
-        self.routes.get(route).unwrap_or(&self.policy)
+    pub fn policy(&self, route: &str) -> Policy {
+        match self.routes.get(route) {
+            Some(o) => self.policy.with(o),
+            None => self.policy.clone(),
+        }
     }
     pub fn ingest_policy(&self, collection: &str) -> IngestPolicy {
         self.collections
@@ -258,7 +262,7 @@ pub async fn scan(
         ));
     }
     let route = req.route.clone().unwrap_or_else(|| "scan".into());
-    let policy = st.guard.config.policy(&route).clone();
+    let policy = st.guard.config.policy(&route);
     let guard = st.guard.guard(st.cache.store()).await?;
     let started = Instant::now();
     let (report_json, decision) = tokio::task::spawn_blocking(move || {

@@ -728,7 +728,7 @@ pub async fn chat_completions(
     let mut action = "off";
     if gcfg.enabled {
         let guard = st.guard.guard(st.cache.store()).await?;
-        let policy = gcfg.policy("chat").clone();
+        let policy = gcfg.policy("chat");
         let started = Instant::now();
         let (msgs, d) = blocking({
             let (guard, policy) = (guard.clone(), policy.clone());

@@ -86,7 +86,7 @@ pub fn scan(home: &Path, a: &GuardScanArgs) -> Result<i32> {
         _ => return Err(input_error("give a TEXT or --file FILE")),
     };
     let config = super::serve::file_config(a.config.as_deref())?;
-    let policy = config.guard.policy(&a.route).clone();
+    let policy = config.guard.policy(&a.route);
     let guard = load_guard(home, &a.model)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -557,3 +557,43 @@ except openai.BadRequestError as e:
     );
     assert!(stdout.contains("BLOCKED 400"), "{stdout}");
 }
+
+/// The `keel.toml` example in README.md parses, and a route's policy changes only the fields it names.
+#[test]
+fn readme_guard_configuration_parses_with_route_overrides() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        serve: ServerConfig,
+    }
+    let readme = include_str!("../../../../README.md");
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let f: File = toml::from_str(block).unwrap();
+    let g = &f.serve.guard;
+    assert!(g.enabled);
+    let chat = g.policy("chat");
+    assert_eq!(chat.injection.action, keel_guard::policy::Action::Flag);
+    assert_eq!(
+        chat.redaction,
+        keel_guard::policy::Redaction::Hash,
+        "inherited from [serve.guard.policy]"
+    );
+    assert_eq!(chat.secrets.action, keel_guard::policy::Action::Block);
+    assert_eq!(
+        g.policy("scan").injection.action,
+        keel_guard::policy::Action::Block
+    );
+    assert_eq!(
+        g.ingest_policy("docs").injection,
+        keel_guard::policy::IngestAction::Quarantine
+    );
+    assert_eq!(
+        g.ingest_policy("other").injection,
+        keel_guard::policy::IngestAction::Flag
+    );
+}
