@@ -7,6 +7,8 @@
 #      Keel and for presidio-analyzer (regex recognisers, blank spaCy pipeline), scored by the same scorer.
 #   3. Latency of a full scan (every input detector) of 500-character prompts on one core (criterion, plus
 #      p50/p99 over 20,000 calls), next to Presidio's analyze() on the same prompts.
+#   4. Red team: `keel redteam run` with attack rows of the S-Labs test split in eight jailbreak templates
+#      against two `keel serve` processes on loopback with the local SmolLM2, guards on and off.
 # Appends the results to BENCHMARKS.md.
 #
 # Usage: bench/guard.sh     (N=2000 sentences in the PII set, SEED=11)
@@ -18,9 +20,11 @@ N="${N:-2000}"
 SEED="${SEED:-11}"
 VENV="$CACHE/guard-venv"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench-guard.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
 
-scripts/fetch-assets.sh guard pii pydocs
+scripts/fetch-assets.sh guard pii pydocs smollm2
 echo "== building keel (release)" >&2
 cargo build --release -j2 -p keel-cli >&2
 KEEL="$ROOT/target/release/keel"
@@ -41,6 +45,14 @@ taskset -c 0 "$VENV/bin/python" bench/guard_anchor.py "$WORK/pii.jsonl" bench/gu
 
 echo "== 3. latency: criterion on one core" >&2
 taskset -c 0 cargo bench -j2 -p keel-guard --bench scan 2>/dev/null | tee "$WORK/criterion.txt" >&2
+
+echo "== 4. red team: guards on and off, local SmolLM2" >&2
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+"$KEEL" serve --port 18431 --no-auth --guard >"$WORK/guarded.log" 2>&1 & PIDS+=($!)
+KEEL_HOME="$WORK/open" "$KEEL" serve --port 18432 --no-auth >"$WORK/open.log" 2>&1 & PIDS+=($!)
+wait_port 18431 && wait_port 18432
+"$KEEL" redteam run --target http://127.0.0.1:18431/v1 --baseline http://127.0.0.1:18432/v1 \
+  --limit "${ATTACKS:-48}" --max-tokens 32 --html "$WORK/redteam.html" --json > "$WORK/redteam.json"
 
 python3 - "$WORK" "$N" "$SEED" <<'PY' >> BENCHMARKS.md
 import json, re, subprocess, sys, platform
@@ -72,6 +84,17 @@ print("| prompt | Keel criterion mean | Keel p50 | Keel p99 | Presidio p50 | Pre
 for name in ["benign", "pii", "attack"]:
     p = pt["prompts"][name]
     print(f"| {name} | {est.get(name, '–')} | {pct.get(('p50', name), float('nan')):.1f} µs | {pct.get(('p99', name), float('nan')):.1f} µs | {p['p50_us']:.0f} µs | {p['p99_us']:.0f} µs |")
+rt = j("redteam.json")
+print(f"\nRed team: {rt['attacks']} attack rows of the S-Labs test split, each in one of {len(rt['templates'])} jailbreak templates")
+print("(" + ", ".join(rt["templates"]) + "), sent under a system prompt holding a secret to `keel serve` with the local")
+print("SmolLM2-135M; success = answered (not blocked, not refused), leak = the answer holds the secret or repeats the prompt:\n")
+print("| | attack success | leaks | blocked | refused |\n|---|---|---|---|---|")
+for label, k in [("guards on (`keel serve --guard`)", "target"), ("guards off", "baseline")]:
+    t = rt[k]
+    print(f"| {label} | {t['attack_success_rate']*100:.1f} % | {t['leak_rate']*100:.1f} % | {t['blocked']} | {t['refused']} |")
+print("\nPer template, attack success on / off: " + ", ".join(
+    f"{name} {rt['target']['by_template'][name]['attack_success_rate']*100:.0f} / {rt['baseline']['by_template'][name]['attack_success_rate']*100:.0f} %"
+    for name in rt["templates"]))
 print(f"\nReproduce: `bench/guard.sh` (N={n} SEED={seed}).")
 PY
 tail -n 32 BENCHMARKS.md

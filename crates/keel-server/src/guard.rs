@@ -167,18 +167,29 @@ impl GuardState {
     }
 }
 
-/// Counts a decision, logs its reasons (never the text) and audits anything other than allow.
-pub fn record(
-    st: &AppState,
-    route: &str,
-    stage: &str,
-    d: &Decision,
-    actor: String,
-    request_id: &str,
-) {
+/// One guard decision to count, log and audit.
+pub struct Record<'a> {
+    pub route: &'a str,
+    pub stage: &'a str,
+    pub decision: &'a Decision,
+    pub actor: String,
+    pub request_id: &'a str,
+    /// The text with every PII and secret finding replaced (`policy::redacted_for_log`), for the log line.
+    pub redacted: Option<String>,
+    /// More evidence for the audit record (usage, latency).
+    pub extra: Value,
+}
+
+/// Most characters of redacted text in one log line.
+const LOGGED_CHARS: usize = 200;
+
+/// Counts a decision; one that acted is logged (reasons, and the text only as redacted for logs) and
+/// audited (reasons, counts, request id, usage; never the text).
+pub fn record(st: &AppState, r: Record) {
+    let d = r.decision;
     crate::metrics::METRICS
         .guard_decisions
-        .with_label_values(&[route, stage, d.action.as_str()])
+        .with_label_values(&[r.route, r.stage, d.action.as_str()])
         .inc();
     for (detector, n) in &d.counts {
         crate::metrics::METRICS
@@ -189,15 +200,28 @@ pub fn record(
     if d.action == Action::Allow {
         return;
     }
-    tracing::info!(route, stage, action = d.action.as_str(), reasons = ?d.reasons, request_id, "guard decision");
+    let logged: Option<String> = r.redacted.map(|t| t.chars().take(LOGGED_CHARS).collect());
+    tracing::info!(
+        route = r.route,
+        stage = r.stage,
+        action = d.action.as_str(),
+        reasons = ?d.reasons,
+        request_id = r.request_id,
+        text = logged.as_deref().unwrap_or(""),
+        "guard decision"
+    );
     let store = st.cache.store().clone();
-    let evidence = serde_json::json!({
-        "route": route, "stage": stage, "action": d.action.as_str(), "reasons": d.reasons,
+    let mut evidence = serde_json::json!({
+        "route": r.route, "stage": r.stage, "action": d.action.as_str(), "reasons": d.reasons,
         "counts": d.counts.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
-        "request_id": request_id,
+        "request_id": r.request_id,
     });
+    if let (Some(e), Some(extra)) = (evidence.as_object_mut(), r.extra.as_object()) {
+        e.extend(extra.clone());
+    }
     let action = format!("guard.{}", d.action.as_str());
-    let target = format!("{route}:{stage}");
+    let target = format!("{}:{}", r.route, r.stage);
+    let actor = r.actor;
     tokio::spawn(async move {
         if let Err(e) = store
             .audit(keel_store::AuditEvent::new(&actor, &action, &target).evidence(evidence))
@@ -265,7 +289,7 @@ pub async fn scan(
     let policy = st.guard.config.policy(&route);
     let guard = st.guard.guard(st.cache.store()).await?;
     let started = Instant::now();
-    let (report_json, decision) = tokio::task::spawn_blocking(move || {
+    let (report_json, (decision, logged)) = tokio::task::spawn_blocking(move || {
         let opts = ScanOptions {
             canaries: &req.canaries,
             system_prompt: req.system_prompt.as_deref(),
@@ -273,7 +297,8 @@ pub async fn scan(
         };
         let report = guard.scan(&req.text, &opts);
         let d = policy.decide(&req.text, &report);
-        (keel_guard::report_json(&req.text, &report, &d), d)
+        let logged = keel_guard::policy::redacted_for_log(&req.text, &report);
+        (keel_guard::report_json(&req.text, &report, &d), (d, logged))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
@@ -281,17 +306,30 @@ pub async fn scan(
         .guard_seconds
         .with_label_values(&["scan"])
         .observe(started.elapsed().as_secs_f64());
-    record(&st, "scan", "input", &decision, caller.0.actor(), &rid.0.0);
+    record(
+        &st,
+        Record {
+            route: "scan",
+            stage: "input",
+            decision: &decision,
+            actor: caller.0.actor(),
+            request_id: &rid.0.0,
+            redacted: Some(logged),
+            extra: Value::Null,
+        },
+    );
     Ok(axum::Json(report_json))
 }
 
 /// Input guards over chat messages: each user and tool message is scanned; injection anywhere blocks (by
-/// policy), PII and secrets are redacted in place. Returns the decision over all messages.
+/// policy), PII and secrets are redacted in place. Returns the decision over all messages and their text as
+/// redacted for logs.
 pub fn guard_messages(
     guard: &Guard,
     policy: &Policy,
     messages: &mut [keel_rag::llm::ChatMessage],
-) -> Decision {
+) -> (Decision, String) {
+    let mut logged = String::new();
     let mut all = Decision {
         action: Action::Allow,
         blocked: false,
@@ -305,6 +343,10 @@ pub fn guard_messages(
     {
         let report: Report = guard.scan(&m.content, &ScanOptions::input());
         let d = policy.decide(&m.content, &report);
+        if !logged.is_empty() {
+            logged.push_str(" | ");
+        }
+        logged.push_str(&keel_guard::policy::redacted_for_log(&m.content, &report));
         if d.action >= Action::Redact && !d.blocked {
             m.content = d.text.clone();
         }
@@ -318,17 +360,18 @@ pub fn guard_messages(
             }
         }
     }
-    all
+    (all, logged)
 }
 
-/// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks.
+/// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks. Returns the
+/// decision and the answer as redacted for logs.
 pub fn guard_output(
     guard: &Guard,
     policy: &Policy,
     text: &str,
     canaries: &[String],
     system_prompt: Option<&str>,
-) -> Decision {
+) -> (Decision, String) {
     let opts = ScanOptions {
         injection: false,
         pii: true,
@@ -337,7 +380,10 @@ pub fn guard_output(
         system_prompt,
     };
     let report = guard.scan(text, &opts);
-    policy.decide(text, &report)
+    (
+        policy.decide(text, &report),
+        keel_guard::policy::redacted_for_log(text, &report),
+    )
 }
 
 /// What a blocked answer says instead.

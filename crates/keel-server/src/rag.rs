@@ -721,6 +721,7 @@ pub async fn chat_completions(
         ));
     }
     let id = format!("chatcmpl-{}", rid.0.0);
+    let request_started = Instant::now();
     let actor = caller.0.actor();
     let request_id = rid.0.0.clone();
     // Input guards: block injections, redact PII and secrets in what reaches the model, plant a canary.
@@ -730,12 +731,12 @@ pub async fn chat_completions(
         let guard = st.guard.guard(st.cache.store()).await?;
         let policy = gcfg.policy("chat");
         let started = Instant::now();
-        let (msgs, d) = blocking({
+        let (msgs, (d, logged)) = blocking({
             let (guard, policy) = (guard.clone(), policy.clone());
             move || {
                 let mut m = messages;
-                let d = crate::guard::guard_messages(&guard, &policy, &mut m);
-                Ok((m, d))
+                let (d, logged) = crate::guard::guard_messages(&guard, &policy, &mut m);
+                Ok((m, (d, logged)))
             }
         })
         .await?;
@@ -743,7 +744,18 @@ pub async fn chat_completions(
             .guard_seconds
             .with_label_values(&["input"])
             .observe(started.elapsed().as_secs_f64());
-        crate::guard::record(&st, "chat", "input", &d, actor.clone(), &request_id);
+        crate::guard::record(
+            &st,
+            crate::guard::Record {
+                route: "chat",
+                stage: "input",
+                decision: &d,
+                actor: actor.clone(),
+                request_id: &request_id,
+                redacted: Some(logged),
+                extra: Value::Null,
+            },
+        );
         if d.blocked {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -792,7 +804,7 @@ pub async fn chat_completions(
         let mut finish = finish_reason(g.finish);
         if let Some(og) = out_guard {
             let started = Instant::now();
-            let d = blocking(move || {
+            let (d, logged) = blocking(move || {
                 Ok(crate::guard::guard_output(
                     &og.guard,
                     &og.policy,
@@ -806,7 +818,22 @@ pub async fn chat_completions(
                 .guard_seconds
                 .with_label_values(&["output"])
                 .observe(started.elapsed().as_secs_f64());
-            crate::guard::record(&st, "chat", "output", &d, actor, &request_id);
+            crate::guard::record(
+                &st,
+                crate::guard::Record {
+                    route: "chat",
+                    stage: "output",
+                    decision: &d,
+                    actor,
+                    request_id: &request_id,
+                    redacted: Some(logged),
+                    extra: json!({
+                        "upstream": upstream_name,
+                        "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens},
+                        "latency_ms": request_started.elapsed().as_millis() as u64,
+                    }),
+                },
+            );
             action = action_max(action, d.action.as_str());
             text = if d.blocked {
                 finish = "content_filter";
@@ -936,7 +963,22 @@ pub async fn chat_completions(
                             vec![]
                         },
                     };
-                    crate::guard::record(&st2, "chat", "output", &d, actor, &request_id);
+                    crate::guard::record(
+                        &st2,
+                        crate::guard::Record {
+                            route: "chat",
+                            stage: "output",
+                            decision: &d,
+                            actor,
+                            request_id: &request_id,
+                            redacted: None,
+                            extra: json!({
+                                "upstream": upstream_name,
+                                "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens},
+                                "latency_ms": request_started.elapsed().as_millis() as u64,
+                            }),
+                        },
+                    );
                     if stop.is_some() {
                         let _ = tx.blocking_send(chunk(
                             json!({"content": crate::guard::BLOCKED_ANSWER}),
