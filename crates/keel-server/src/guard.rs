@@ -39,7 +39,8 @@ pub enum Upstream {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
-    /// Guards on `/v1/chat/completions` (the gateway). `/v1/guard/scan` works either way.
+    /// Guards on `/v1/chat/completions` (the gateway) and `/v1/rag/{collection}/query`. `/v1/guard/scan`
+    /// works either way.
     pub enabled: bool,
     /// The guard model reference in the registry (`keel guard train` registers `guard`, alias champion).
     pub model: String,
@@ -49,8 +50,8 @@ pub struct GuardConfig {
     pub canary: bool,
     /// The policy every route uses unless `routes` names it.
     pub policy: Policy,
-    /// Per-route changes to `policy`: `chat` (the gateway), `scan` (`/v1/guard/scan`); fields a route does not
-    /// name keep the default policy's.
+    /// Per-route changes to `policy`: `chat` (the gateway), `rag` (`/v1/rag/{collection}/query`), `scan`
+    /// (`/v1/guard/scan`); fields a route does not name keep the default policy's.
     pub routes: BTreeMap<String, PolicyOverride>,
     /// Per-collection ingest policies (indirect injection in documents), read by `keel rag ingest`.
     pub collections: BTreeMap<String, IngestPolicy>,

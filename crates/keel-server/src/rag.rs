@@ -363,7 +363,7 @@ pub async fn answer(
               (status = 422, description = "Invalid question or options", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn rag_query(
-    _caller: AsPredictor,
+    caller: AsPredictor,
     State(st): State<AppState>,
     Path(collection): Path<String>,
     rid: axum::Extension<RequestId>,
@@ -414,16 +414,75 @@ pub async fn rag_query(
         k,
         ..QueryOptions::default()
     };
-    let (result, mode, fallback, usage) = answer(
-        &rag,
-        c,
-        req.question,
-        mode,
-        opts,
-        rag.config.max_tokens,
-        None,
-    )
-    .await?;
+    // With guards on, the question passes the `rag` route's input guards and the answer its output guards.
+    let mut question = req.question;
+    let guard = match st.guard.config.enabled {
+        true => Some((
+            st.guard.guard(st.cache.store()).await?,
+            st.guard.config.policy("rag"),
+        )),
+        false => None,
+    };
+    if let Some((g, policy)) = &guard {
+        let (g, policy, q) = (g.clone(), policy.clone(), question.clone());
+        let (d, logged) = blocking(move || {
+            let report = g.scan(&q, &keel_guard::ScanOptions::input());
+            Ok((
+                policy.decide(&q, &report),
+                keel_guard::policy::redacted_for_log(&q, &report),
+            ))
+        })
+        .await?;
+        crate::guard::record(
+            &st,
+            crate::guard::Record {
+                route: "rag",
+                stage: "input",
+                decision: &d,
+                actor: caller.0.actor(),
+                request_id: &rid.0.0,
+                redacted: Some(logged),
+                extra: json!({"collection": collection}),
+            },
+        );
+        if d.blocked {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "content_blocked",
+                format!(
+                    "Keel's input guards blocked this question: {}",
+                    d.reasons.join("; ")
+                ),
+            ));
+        }
+        if d.action >= keel_guard::policy::Action::Redact {
+            question = d.text;
+        }
+    }
+    let (mut result, mode, fallback, usage) =
+        answer(&rag, c, question, mode, opts, rag.config.max_tokens, None).await?;
+    if let Some((g, policy)) = guard {
+        let text = result.answer.clone();
+        let (d, logged) =
+            blocking(move || Ok(crate::guard::guard_output(&g, &policy, &text, &[], None))).await?;
+        crate::guard::record(
+            &st,
+            crate::guard::Record {
+                route: "rag",
+                stage: "output",
+                decision: &d,
+                actor: caller.0.actor(),
+                request_id: &rid.0.0,
+                redacted: Some(logged),
+                extra: json!({"collection": collection}),
+            },
+        );
+        if d.blocked {
+            result.answer = crate::guard::BLOCKED_ANSWER.to_string();
+        } else if d.action >= keel_guard::policy::Action::Redact {
+            result.answer = d.text;
+        }
+    }
     crate::metrics::METRICS.rag_queries.inc();
     Ok(axum::Json(RagAnswer {
         result,

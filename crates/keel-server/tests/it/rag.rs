@@ -24,7 +24,7 @@ const DOCS: &[(&str, &str)] = &[
 ];
 
 /// A test server whose home holds a collection `kb` of two small documents.
-async fn with_collection(config: ServerConfig) -> TestServer {
+pub async fn with_collection(config: ServerConfig) -> TestServer {
     let t = server(config).await;
     let docs = t._dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
