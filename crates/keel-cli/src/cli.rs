@@ -904,7 +904,7 @@ pub struct InitArgs {
 
 #[derive(Args, Debug)]
 pub struct AssetsArgs {
-    /// Asset group to fetch: nannyml, minilm, smollm2, pydocs, fashion or all.
+    /// Asset group to fetch: nannyml, minilm, smollm2, pydocs, fashion, guard, pii or all.
     #[arg(default_value = "all")]
     pub group: String,
     /// Print JSON.
