@@ -6,8 +6,8 @@
 //! reasons only (never the text), and written to the audit log.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -16,7 +16,6 @@ use keel_guard::policy::{Action, Decision, IngestPolicy, Policy, PolicyOverride}
 use keel_guard::{Guard, GuardModel, Report, ScanOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
 use crate::AppState;
@@ -99,11 +98,12 @@ pub enum LoadError {
     Guard(#[from] keel_guard::Error),
 }
 
-/// Loads a guard model from the registry by reference (`guard`, `guard@champion`, `guard:3`).
-pub async fn load_model(
+/// The registered version a guard reference names (`guard`, `guard@champion`, `guard:3`), checked to be a
+/// guard model.
+pub async fn resolve(
     store: &keel_store::Store,
     reference: &str,
-) -> Result<GuardModel, LoadError> {
+) -> Result<keel_store::VersionRecord, LoadError> {
     let (name, sel) = keel_store::Selector::parse(reference)?;
     let v = match store.get(&name, &sel).await {
         Ok(v) => v,
@@ -118,6 +118,15 @@ pub async fn load_model(
             kind: v.kind,
         });
     }
+    Ok(v)
+}
+
+/// Loads a guard model from the registry by reference.
+pub async fn load_model(
+    store: &keel_store::Store,
+    reference: &str,
+) -> Result<GuardModel, LoadError> {
+    let v = resolve(store, reference).await?;
     let bytes = store.model_bytes(&v).await?;
     Ok(GuardModel::from_bytes(&bytes)?)
 }
@@ -125,46 +134,80 @@ pub async fn load_model(
 /// The registry kind of guard models.
 pub const GUARD_KIND: &str = "guard";
 
-/// The server's guard: configuration and the model, loaded once.
+/// The server's guard: configuration and the model, loaded on first use and reloaded when the reference
+/// moves (`keel guard train` registers a new champion): the reference is re-resolved at most once per
+/// `refresh_interval_ms`, and a new version is loaded on the blocking pool while requests keep the old one.
 pub struct GuardState {
     pub config: GuardConfig,
-    guard: OnceCell<Arc<Guard>>,
+    refresh: Duration,
+    current: RwLock<Option<(i64, Arc<Guard>)>>,
+    checked: Mutex<Option<Instant>>,
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl GuardState {
-    pub fn new(config: GuardConfig) -> GuardState {
+    pub fn new(config: GuardConfig, refresh: Duration) -> GuardState {
         GuardState {
             config,
-            guard: OnceCell::new(),
+            refresh,
+            current: RwLock::new(None),
+            checked: Mutex::new(None),
+            loading: tokio::sync::Mutex::new(()),
         }
     }
 
     pub async fn guard(&self, store: &keel_store::Store) -> Result<Arc<Guard>, ApiError> {
-        self.guard
-            .get_or_try_init(|| async {
-                let model = load_model(store, &self.config.model).await.map_err(|e| {
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "guard_unavailable",
-                        e.to_string(),
-                    )
-                })?;
-                let g = tokio::task::spawn_blocking(move || Guard::new(&model))
-                    .await
-                    .map_err(|e| {
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                    })?
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "guard_unavailable",
-                            e.to_string(),
-                        )
-                    })?;
-                Ok::<_, ApiError>(Arc::new(g))
-            })
+        Ok(self.current(store).await?.1)
+    }
+
+    /// The loaded guard with its registry version.
+    pub async fn current(&self, store: &keel_store::Store) -> Result<(i64, Arc<Guard>), ApiError> {
+        let due = {
+            let mut c = self.checked.lock().expect("guard check lock");
+            match *c {
+                Some(t) if t.elapsed() < self.refresh => false,
+                _ => {
+                    *c = Some(Instant::now());
+                    true
+                }
+            }
+        };
+        let loaded = || self.current.read().expect("guard lock").clone();
+        if !due && let Some(cur) = loaded() {
+            return Ok(cur);
+        }
+        let _one_loader = self.loading.lock().await;
+        let unavailable =
+            |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "guard_unavailable", e);
+        let v = match resolve(store, &self.config.model).await {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(cur) = loaded() {
+                    tracing::warn!(error = %e, "guard model reference did not resolve; keeping the loaded version");
+                    return Ok(cur);
+                }
+                return Err(unavailable(e.to_string()));
+            }
+        };
+        if let Some(cur) = loaded()
+            && cur.0 == v.version
+        {
+            return Ok(cur);
+        }
+        let bytes = store
+            .model_bytes(&v)
             .await
-            .cloned()
+            .map_err(|e| unavailable(e.to_string()))?;
+        let g = tokio::task::spawn_blocking(move || {
+            GuardModel::from_bytes(&bytes).and_then(|m| Guard::new(&m))
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))?;
+        let cur = (v.version, Arc::new(g));
+        *self.current.write().expect("guard lock") = Some(cur.clone());
+        tracing::info!(reference = %self.config.model, version = v.version, "guard model loaded");
+        Ok(cur)
     }
 }
 
@@ -288,7 +331,7 @@ pub async fn scan(
     }
     let route = req.route.clone().unwrap_or_else(|| "scan".into());
     let policy = st.guard.config.policy(&route);
-    let guard = st.guard.guard(st.cache.store()).await?;
+    let (version, guard) = st.guard.current(st.cache.store()).await?;
     let started = Instant::now();
     let (report_json, (decision, logged)) = tokio::task::spawn_blocking(move || {
         let opts = ScanOptions {
@@ -299,7 +342,9 @@ pub async fn scan(
         let report = guard.scan(&req.text, &opts);
         let d = policy.decide(&req.text, &report);
         let logged = keel_guard::policy::redacted_for_log(&req.text, &report);
-        (keel_guard::report_json(&req.text, &report, &d), (d, logged))
+        let mut v = keel_guard::report_json(&req.text, &report, &d);
+        v["model_version"] = version.into();
+        (v, (d, logged))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

@@ -84,7 +84,10 @@ impl AppState {
         }
         let cache = Arc::new(cache);
         let rag = Arc::new(rag::RagState::new(store.home(), config.llm.clone()));
-        let guard = Arc::new(guard::GuardState::new(config.guard.clone()));
+        let guard = Arc::new(guard::GuardState::new(
+            config.guard.clone(),
+            Duration::from_millis(config.refresh_interval_ms),
+        ));
         let keys = Arc::new(KeyVerifier::load(store).await?);
         Ok(AppState(Arc::new(Shared {
             cache,

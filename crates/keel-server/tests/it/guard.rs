@@ -636,3 +636,30 @@ async fn rag_questions_pass_the_input_guards() {
         "{audit:?}"
     );
 }
+
+/// A new guard version under the reference (what `keel guard train` registers) is picked up by a running
+/// server within the refresh interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retrained_guard_is_picked_up_without_a_restart() {
+    let config = ServerConfig {
+        refresh_interval_ms: 100,
+        ..ServerConfig::default()
+    };
+    let t = server(config).await;
+    register_guard(&t).await;
+    let scan = || {
+        t.req(
+            "POST",
+            "/v1/guard/scan",
+            Some(Role::Predictor),
+            "application/json",
+            json!({"text": "hello there"}).to_string(),
+        )
+    };
+    let (_, _, v) = t.call(scan()).await;
+    assert_eq!(v["model_version"], 1, "{v}");
+    register_guard(&t).await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let (_, _, v) = t.call(scan()).await;
+    assert_eq!(v["model_version"], 2, "{v}");
+}
