@@ -43,8 +43,11 @@ taskset -c 0 "$VENV/bin/python" bench/guard_anchor.py "$WORK/pii.jsonl" bench/gu
   "$WORK/presidio.jsonl" "$WORK/presidio_timings.json" 2> "$WORK/presidio.log"
 "$KEEL" guard pii-eval --set "$WORK/pii.jsonl" --predictions "$WORK/presidio.jsonl" --json > "$WORK/presidio_pii.json"
 
-echo "== 3. latency: criterion on one core" >&2
-taskset -c 0 cargo bench -j2 -p keel-guard --bench scan 2>/dev/null | tee "$WORK/criterion.txt" >&2
+echo "== 3. latency: criterion on one core, the registered guard model" >&2
+# The model registered in step 1, read straight from the artifact store (content-addressed by its SHA-256).
+URI=$("$KEEL" models show guard@champion --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["artifact_uri"])')
+KEEL_GUARD_MODEL="$KEEL_HOME/artifacts/$URI" taskset -c 0 cargo bench -j2 -p keel-guard --bench scan 2>/dev/null \
+  | tee "$WORK/criterion.txt" >&2
 
 echo "== 4. red team: guards on and off, local SmolLM2" >&2
 wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -64,7 +67,9 @@ est = dict(re.findall(r"full_scan_500_chars/(\w+)\s+time:\s+\[[^\]]*?([\d.]+ [µ
 pct = {(k, name): float(v) for k, name, v in re.findall(r"^(p50|p99) (\w+) ([\d.]+)$", crit, re.M)}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-print(f"\n## Guardrails (`bench/guard.sh`, keel {commit}, {cpu}, 2 cores; scans pinned to one core)\n")
+import datetime
+print(f"\n## Guardrails: injection, PII, scan latency, red team ({datetime.date.today()}, keel {commit})\n")
+print(f"Hardware: {cpu}, 2 cores; scans pinned to one core. Command: `bench/guard.sh` (presidio-analyzer 2.2.360 in the same run).\n")
 print("Prompt injection, S-Labs test split (2,101 prompts, 1,051 injections; never used for training or calibration):\n")
 print("| | value |\n|---|---|")
 print(f"| ROC-AUC | {ev['roc_auc']:.4f} |")

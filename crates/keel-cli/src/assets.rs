@@ -13,14 +13,24 @@ pub fn cache_dir() -> PathBuf {
 
 /// Path of the employment reference data (2015 rows), fetching it if needed.
 pub fn employment_reference(quiet: bool) -> Result<PathBuf> {
-    let path = cache_dir()
-        .join("nannyml-0.13.1")
-        .join("employment_MA_reference.pq");
+    require(
+        "nannyml",
+        "nannyml-0.13.1/employment_MA_reference.pq",
+        quiet,
+    )
+}
+
+/// `rel` under the asset cache, fetching asset `group` first when it is missing.
+pub fn require(group: &str, rel: &str, quiet: bool) -> Result<PathBuf> {
+    let path = cache_dir().join(rel);
     if !path.exists() {
-        fetch("nannyml", quiet)?;
+        fetch(group, quiet)?;
     }
     if !path.exists() {
-        bail!("{} is still missing after fetching assets", path.display());
+        bail!(
+            "{} is still missing after fetching assets '{group}'",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -341,24 +341,8 @@ pub fn evaluate(labels: &[bool], scores: &[f32], threshold: f32) -> Evaluation {
     let s: Vec<f64> = scores.iter().map(|&v| v as f64).collect();
     let roc_auc = keel_ml::metrics::roc_auc(&y, &s).unwrap_or(f64::NAN);
     let pos = labels.iter().filter(|&&l| l).count();
-    let neg = labels.len() - pos;
-    let (mut tp, mut fp) = (0usize, 0usize);
-    for (&l, &v) in labels.iter().zip(scores) {
-        if v > threshold {
-            if l { tp += 1 } else { fp += 1 }
-        }
-    }
-    let tpr = tp as f64 / pos.max(1) as f64;
-    let precision = if tp + fp == 0 {
-        0.0
-    } else {
-        tp as f64 / (tp + fp) as f64
-    };
-    let f1 = if precision + tpr == 0.0 {
-        0.0
-    } else {
-        2.0 * precision * tpr / (precision + tpr)
-    };
+    // Flagged means strictly above the threshold; keel-ml counts scores at or above, so ask one step up.
+    let at = keel_ml::metrics::at_threshold(&y, &s, (threshold as f64).next_up());
     // TPR at ≤ 1 % FPR on this set itself (threshold-free view, like a ROC read-off).
     let negs: Vec<f32> = labels
         .iter()
@@ -378,10 +362,10 @@ pub fn evaluate(labels: &[bool], scores: &[f32], threshold: f32) -> Evaluation {
         roc_auc,
         tpr_at_1pct_fpr: tp1 as f64 / pos.max(1) as f64,
         threshold,
-        tpr,
-        fpr: fp as f64 / neg.max(1) as f64,
-        precision,
-        f1,
+        tpr: at.recall,
+        fpr: at.false_positive_rate,
+        precision: at.precision,
+        f1: at.f1,
     }
 }
 

@@ -76,60 +76,89 @@ fn words(s: &str) -> Vec<(usize, usize, String)> {
     out
 }
 
-/// How much of the system prompt the output repeats: the longest run of consecutive system-prompt words
-/// (at least `min_words`) found in the output. Returns the finding over the repeated span.
+/// A system prompt's word n-grams, indexed once, for overlap checks against any number of outputs (a
+/// stream checks at every release).
+pub struct PromptIndex {
+    words: Vec<String>,
+    min_words: usize,
+    grams: foldhash::HashMap<String, Vec<usize>>,
+}
+
+impl PromptIndex {
+    pub fn new(system_prompt: &str, min_words: usize) -> PromptIndex {
+        let words: Vec<String> = self::words(system_prompt)
+            .into_iter()
+            .map(|w| w.2)
+            .collect();
+        let mut grams: foldhash::HashMap<String, Vec<usize>> = Default::default();
+        for i in 0..(words.len() + 1).saturating_sub(min_words) {
+            grams
+                .entry(words[i..i + min_words].join(" "))
+                .or_default()
+                .push(i);
+        }
+        PromptIndex {
+            words,
+            min_words: min_words.max(1),
+            grams,
+        }
+    }
+
+    /// The longest run of consecutive system-prompt words (at least `min_words`) that `output` repeats, as a
+    /// finding over the repeated span.
+    pub fn overlap(&self, output: &str) -> Option<Finding> {
+        let (sys, n) = (&self.words, self.min_words);
+        let out = words(output);
+        if sys.len() < n || out.len() < n {
+            return None;
+        }
+        let mut best: Option<(usize, usize)> = None; // (length, start word in the output)
+        let mut i = 0;
+        while i + n <= out.len() {
+            let key = out[i..i + n]
+                .iter()
+                .map(|w| w.2.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            // The longest match starting at output word i.
+            let here = self.grams.get(&key).map_or(0, |starts| {
+                starts
+                    .iter()
+                    .map(|&s| {
+                        let mut len = n;
+                        while i + len < out.len()
+                            && s + len < sys.len()
+                            && out[i + len].2 == sys[s + len]
+                        {
+                            len += 1;
+                        }
+                        len
+                    })
+                    .max()
+                    .unwrap_or(0)
+            });
+            if here > 0 && best.is_none_or(|b| here > b.0) {
+                best = Some((here, i));
+            }
+            i += here.max(1);
+        }
+        best.map(|(len, a)| Finding {
+            kind: "system_prompt",
+            start: out[a].0,
+            end: out[a + len - 1].1,
+            score: (len as f32 / sys.len() as f32).min(1.0),
+            reason: format!("output repeats {len} consecutive words of the system prompt"),
+        })
+    }
+}
+
+/// How much of the system prompt the output repeats (see [`PromptIndex::overlap`]).
 pub fn system_prompt_overlap(
     output: &str,
     system_prompt: &str,
     min_words: usize,
 ) -> Option<Finding> {
-    let sys = words(system_prompt);
-    let out = words(output);
-    if sys.len() < min_words || out.len() < min_words {
-        return None;
-    }
-    // Index system-prompt word n-grams of length min_words, then extend matches greedily.
-    let key = |ws: &[(usize, usize, String)]| {
-        ws.iter()
-            .map(|w| w.2.as_str())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let grams: foldhash::HashMap<String, Vec<usize>> =
-        (0..=sys.len() - min_words).fold(Default::default(), |mut m, i| {
-            m.entry(key(&sys[i..i + min_words])).or_default().push(i);
-            m
-        });
-    let mut best: Option<(usize, usize, usize)> = None; // (len, out start, out end index)
-    let mut i = 0;
-    while i + min_words <= out.len() {
-        let mut advanced = false;
-        if let Some(starts) = grams.get(&key(&out[i..i + min_words])) {
-            for &s in starts {
-                let mut len = min_words;
-                while i + len < out.len() && s + len < sys.len() && out[i + len].2 == sys[s + len].2
-                {
-                    len += 1;
-                }
-                if best.is_none_or(|b| len > b.0) {
-                    best = Some((len, i, i + len - 1));
-                }
-                advanced = true;
-            }
-        }
-        i += if advanced {
-            best.map(|b| b.0).unwrap_or(1).max(1)
-        } else {
-            1
-        };
-    }
-    best.map(|(len, a, b)| Finding {
-        kind: "system_prompt",
-        start: out[a].0,
-        end: out[b].1,
-        score: (len as f32 / sys.len() as f32).min(1.0),
-        reason: format!("output repeats {len} consecutive words of the system prompt"),
-    })
+    PromptIndex::new(system_prompt, min_words).overlap(output)
 }
 
 #[cfg(test)]

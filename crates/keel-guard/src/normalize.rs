@@ -247,7 +247,6 @@ fn split_keep(s: &str) -> impl Iterator<Item = (&str, bool)> {
             .unwrap_or(rest.len());
         let (head, tail) = rest.split_at(end);
         rest = tail;
-        // A trailing "!" or "@" is punctuation, not leet: give it back when the run ends with one.
         Some((head, w))
     })
 }

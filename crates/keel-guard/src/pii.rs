@@ -45,7 +45,10 @@ impl Lexicon {
     pub fn new(stored: &StoredLexicon) -> Lexicon {
         let mut lex = Lexicon::default();
         for w in &stored.words {
-            if w.chars().next().is_some_and(char::is_uppercase) {
+            // "I" and its contractions ("I'm", "I'll") are capitalised in the list but are ordinary words.
+            if w == "I" || w.starts_with("I'") {
+                lex.common.insert(w.to_lowercase());
+            } else if w.chars().next().is_some_and(char::is_uppercase) {
                 lex.proper.insert(w.clone());
             } else {
                 lex.common.insert(w.clone());
@@ -60,8 +63,7 @@ impl Lexicon {
             .trim_end_matches(['\'', '’'])
             .trim_end_matches("'s")
             .trim_end_matches("’s");
-        if STOP_CAPS.contains(&w) || w.contains(['\'', '’']) && w.starts_with("I") && w.len() <= 4
-        {
+        if STOP_CAPS.contains(&w) {
             return WordClass::Common;
         }
         let lower = w.to_lowercase();

@@ -3,12 +3,19 @@
 //! of it is sent: PII and secrets are redacted in what is released, and a canary or a system-prompt leak
 //! stops the stream before the offending text goes out.
 
-use crate::policy::{Action, Policy};
+use crate::leak::PromptIndex;
+use crate::policy::{Action, Decision, Policy};
 use crate::{Guard, Report, ScanOptions};
 use std::sync::Arc;
 
 /// How far behind the newest token released text stays.
 pub const HOLD: usize = 96;
+
+/// Consecutive system-prompt words that count as a leak.
+const OVERLAP_WORDS: usize = 8;
+/// Released bytes kept for the overlap check: enough for a run of [`OVERLAP_WORDS`] long words to reach back
+/// across a cut (a longer run was already caught at an earlier release).
+const OVERLAP_TAIL: usize = 512;
 
 /// What one step of the stream releases.
 #[derive(Debug, Default, PartialEq)]
@@ -23,12 +30,14 @@ pub struct StreamGuard {
     guard: Arc<Guard>,
     policy: Policy,
     canaries: Vec<String>,
-    system_prompt: Option<String>,
+    /// The system prompt's n-grams, indexed once (when leaks are blocked).
+    prompt: Option<PromptIndex>,
     pending: String,
-    /// Everything released so far (redacted), for system-prompt overlap across cuts.
-    released: String,
-    /// Counts of redactions and the stop reason, for metrics and audit.
-    pub redactions: usize,
+    /// The last [`OVERLAP_TAIL`] bytes released, so an overlap reaching back across a cut is still seen.
+    released_tail: String,
+    /// Redacted PII and secret findings so far, and the stop reason: the stream's decision.
+    redacted_pii: usize,
+    redacted_secrets: usize,
     pub stopped: Option<String>,
 }
 
@@ -39,14 +48,18 @@ impl StreamGuard {
         canaries: Vec<String>,
         system_prompt: Option<String>,
     ) -> Self {
+        let prompt = system_prompt
+            .filter(|_| policy.leak.action == Action::Block)
+            .map(|p| PromptIndex::new(&p, OVERLAP_WORDS));
         StreamGuard {
             guard,
             policy,
             canaries,
-            system_prompt,
+            prompt,
             pending: String::new(),
-            released: String::new(),
-            redactions: 0,
+            released_tail: String::new(),
+            redacted_pii: 0,
+            redacted_secrets: 0,
             stopped: None,
         }
     }
@@ -113,47 +126,74 @@ impl StreamGuard {
         if cut == 0 {
             return Step::default();
         }
-        let inside: Vec<_> = findings
-            .into_iter()
-            .filter(|f| f.end <= cut)
-            .cloned()
-            .collect();
+        // The system prompt repeated in what was released lately plus what waits: stop before sending.
+        if let Some(f) = self
+            .prompt
+            .as_ref()
+            .and_then(|p| p.overlap(&format!("{}{}", self.released_tail, self.pending)))
+        {
+            self.stopped = Some(f.reason.clone());
+            return Step {
+                emit: String::new(),
+                stop: Some(f.reason),
+            };
+        }
+        let before_cut =
+            |fs: &[crate::Finding]| fs.iter().filter(|f| f.end <= cut).cloned().collect();
         let sub = Report {
-            pii: inside
-                .iter()
-                .filter(|f| report.pii.contains(f))
-                .cloned()
-                .collect(),
-            secrets: inside
-                .iter()
-                .filter(|f| report.secrets.contains(f))
-                .cloned()
-                .collect(),
+            pii: before_cut(&report.pii),
+            secrets: before_cut(&report.secrets),
             ..Default::default()
         };
         let decision = self.policy.decide(&self.pending[..cut], &sub);
         if decision.action >= Action::Redact {
-            self.redactions += sub.pii.len() + sub.secrets.len();
+            self.redacted_pii += sub.pii.len();
+            self.redacted_secrets += sub.secrets.len();
         }
         let emit = decision.text;
         self.pending.drain(..cut);
-        self.released.push_str(&emit);
-        if let Some(sys) = &self.system_prompt
-            && self.policy.leak.action == Action::Block
-            && let Some(f) = crate::leak::system_prompt_overlap(
-                &format!("{}{}", self.released, self.pending),
-                sys,
-                8,
-            )
-        {
-            let stop = f.reason.clone();
-            self.stopped = Some(stop.clone());
-            return Step {
-                emit: String::new(),
-                stop: Some(stop),
-            };
+        self.released_tail.push_str(&emit);
+        if self.released_tail.len() > OVERLAP_TAIL {
+            let mut from = self.released_tail.len() - OVERLAP_TAIL;
+            while !self.released_tail.is_char_boundary(from) {
+                from += 1;
+            }
+            self.released_tail.drain(..from);
         }
         Step { emit, stop: None }
+    }
+
+    /// What the guard did to the stream so far, as a policy decision (for metrics and the audit log).
+    pub fn decision(&self) -> Decision {
+        let mut counts = Vec::new();
+        let mut reasons = Vec::new();
+        if let Some(s) = &self.stopped {
+            counts.push(("leak", 1));
+            reasons.push(format!("leak: {s}"));
+        }
+        for (name, n) in [
+            ("pii", self.redacted_pii),
+            ("secrets", self.redacted_secrets),
+        ] {
+            if n > 0 {
+                counts.push((name, n));
+                reasons.push(format!("{name}: {n} redacted"));
+            }
+        }
+        let action = if self.stopped.is_some() {
+            Action::Block
+        } else if self.redacted_pii + self.redacted_secrets > 0 {
+            Action::Redact
+        } else {
+            Action::Allow
+        };
+        Decision {
+            action,
+            blocked: action == Action::Block,
+            reasons,
+            text: String::new(),
+            counts,
+        }
     }
 
     fn leak_stop(&self, report: &Report) -> Option<String> {

@@ -235,8 +235,8 @@ pub fn list(root: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Files under `path` (or `path` itself), relative paths sorted, symlinks not followed.
-fn walk(path: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+/// Files under `path` (or `path` itself), relative paths sorted, hidden files skipped, symlinks not followed.
+pub fn walk(path: &Path) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.is_file() {
         let name = path

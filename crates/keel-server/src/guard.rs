@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use keel_guard::policy::{Action, Decision, IngestPolicy, Policy, PolicyOverride};
-use keel_guard::{Guard, GuardModel, Report, ScanOptions};
+use keel_guard::{Guard, GuardModel, ScanOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -198,12 +198,12 @@ impl GuardState {
             .model_bytes(&v)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let g = tokio::task::spawn_blocking(move || {
-            GuardModel::from_bytes(&bytes).and_then(|m| Guard::new(&m))
+        let g = crate::rag::blocking(move || {
+            GuardModel::from_bytes(&bytes)
+                .and_then(|m| Guard::new(&m))
+                .map_err(|e| unavailable(e.to_string()))
         })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(|e| unavailable(e.to_string()))?;
+        .await?;
         let cur = (v.version, Arc::new(g));
         *self.current.write().expect("guard lock") = Some(cur.clone());
         tracing::info!(reference = %self.config.model, version = v.version, "guard model loaded");
@@ -333,7 +333,7 @@ pub async fn scan(
     let policy = st.guard.config.policy(&route);
     let (version, guard) = st.guard.current(st.cache.store()).await?;
     let started = Instant::now();
-    let (report_json, (decision, logged)) = tokio::task::spawn_blocking(move || {
+    let (report_json, (decision, logged)) = crate::rag::blocking(move || {
         let opts = ScanOptions {
             canaries: &req.canaries,
             system_prompt: req.system_prompt.as_deref(),
@@ -344,10 +344,9 @@ pub async fn scan(
         let logged = keel_guard::policy::redacted_for_log(&req.text, &report);
         let mut v = keel_guard::report_json(&req.text, &report, &d);
         v["model_version"] = version.into();
-        (v, (d, logged))
+        Ok((v, (d, logged)))
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    .await?;
     crate::metrics::METRICS
         .guard_seconds
         .with_label_values(&["scan"])
@@ -387,12 +386,11 @@ pub fn guard_messages(
         .iter_mut()
         .filter(|m| m.role == "user" || m.role == "tool")
     {
-        let report: Report = guard.scan(&m.content, &ScanOptions::input());
-        let d = policy.decide(&m.content, &report);
+        let (d, redacted) = guard_input(guard, policy, &m.content);
         if !logged.is_empty() {
             logged.push_str(" | ");
         }
-        logged.push_str(&keel_guard::policy::redacted_for_log(&m.content, &report));
+        logged.push_str(&redacted);
         if d.action >= Action::Redact && !d.blocked {
             m.content = d.text.clone();
         }
@@ -407,6 +405,28 @@ pub fn guard_messages(
         }
     }
     (all, logged)
+}
+
+/// Input guards over one text (every input detector) with the policy's decision; also the text as redacted
+/// for logs.
+pub fn guard_input(guard: &Guard, policy: &Policy, text: &str) -> (Decision, String) {
+    let report = guard.scan(text, &ScanOptions::input());
+    (
+        policy.decide(text, &report),
+        keel_guard::policy::redacted_for_log(text, &report),
+    )
+}
+
+/// The answer to a request the input guards blocked: the detectors' reasons, never the text.
+pub fn blocked(what: &str, d: &Decision) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "content_blocked",
+        format!(
+            "Keel's input guards blocked this {what}: {}",
+            d.reasons.join("; ")
+        ),
+    )
 }
 
 /// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks. Returns the

@@ -206,7 +206,7 @@ fn invalid_body(what: &str, e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -425,14 +425,7 @@ pub async fn rag_query(
     };
     if let Some((g, policy)) = &guard {
         let (g, policy, q) = (g.clone(), policy.clone(), question.clone());
-        let (d, logged) = blocking(move || {
-            let report = g.scan(&q, &keel_guard::ScanOptions::input());
-            Ok((
-                policy.decide(&q, &report),
-                keel_guard::policy::redacted_for_log(&q, &report),
-            ))
-        })
-        .await?;
+        let (d, logged) = blocking(move || Ok(crate::guard::guard_input(&g, &policy, &q))).await?;
         crate::guard::record(
             &st,
             crate::guard::Record {
@@ -446,14 +439,7 @@ pub async fn rag_query(
             },
         );
         if d.blocked {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "content_blocked",
-                format!(
-                    "Keel's input guards blocked this question: {}",
-                    d.reasons.join("; ")
-                ),
-            ));
+            return Err(crate::guard::blocked("question", &d));
         }
         if d.action >= keel_guard::policy::Action::Redact {
             question = d.text;
@@ -785,7 +771,8 @@ pub async fn chat_completions(
     let request_id = rid.0.0.clone();
     // Input guards: block injections, redact PII and secrets in what reaches the model, plant a canary.
     let mut out_guard: Option<OutputGuard> = None;
-    let mut action = "off";
+    // The strongest guard action on this request (`off` in the response header when guards are off).
+    let mut action: Option<keel_guard::policy::Action> = None;
     if gcfg.enabled {
         let guard = st.guard.guard(st.cache.store()).await?;
         let policy = gcfg.policy("chat");
@@ -816,16 +803,9 @@ pub async fn chat_completions(
             },
         );
         if d.blocked {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "content_blocked",
-                format!(
-                    "Keel's input guards blocked this request: {}",
-                    d.reasons.join("; ")
-                ),
-            ));
+            return Err(crate::guard::blocked("request", &d));
         }
-        action = d.action.as_str();
+        action = Some(d.action);
         messages = msgs;
         let mut canaries = Vec::new();
         let mut system_prompt = None;
@@ -893,7 +873,7 @@ pub async fn chat_completions(
                     }),
                 },
             );
-            action = action_max(action, d.action.as_str());
+            action = action.max(Some(d.action));
             text = if d.blocked {
                 finish = "content_filter";
                 crate::guard::BLOCKED_ANSWER.to_string()
@@ -918,8 +898,10 @@ pub async fn chat_completions(
             },
         }))
         .into_response();
-        resp.headers_mut()
-            .insert("x-keel-guard", HeaderValue::from_static(action));
+        resp.headers_mut().insert(
+            "x-keel-guard",
+            HeaderValue::from_static(action.map_or("off", keel_guard::policy::Action::as_str)),
+        );
         return Ok(resp);
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -1003,25 +985,7 @@ pub async fn chat_completions(
                         }
                         stop = step.stop;
                     }
-                    let d = keel_guard::policy::Decision {
-                        action: if stop.is_some() {
-                            keel_guard::policy::Action::Block
-                        } else if sg.redactions > 0 {
-                            keel_guard::policy::Action::Redact
-                        } else {
-                            keel_guard::policy::Action::Allow
-                        },
-                        blocked: stop.is_some(),
-                        reasons: stop.iter().map(|s| format!("leak: {s}")).collect(),
-                        text: String::new(),
-                        counts: if stop.is_some() {
-                            vec![("leak", 1)]
-                        } else if sg.redactions > 0 {
-                            vec![("pii", sg.redactions)]
-                        } else {
-                            vec![]
-                        },
-                    };
+                    let d = sg.decision();
                     crate::guard::record(
                         &st2,
                         crate::guard::Record {
@@ -1068,8 +1032,10 @@ pub async fn chat_completions(
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp.headers_mut()
-        .insert("x-keel-guard", HeaderValue::from_static(action));
+    resp.headers_mut().insert(
+        "x-keel-guard",
+        HeaderValue::from_static(action.map_or("off", keel_guard::policy::Action::as_str)),
+    );
     Ok(resp)
 }
 
@@ -1096,16 +1062,6 @@ fn count_tokens(upstream: &str, g: &keel_rag::llm::Generation) {
     m.gateway_tokens
         .with_label_values(&[upstream, "completion"])
         .inc_by(g.completion_tokens as u64);
-}
-
-fn action_max(a: &'static str, b: &'static str) -> &'static str {
-    let rank = |x: &str| {
-        ["off", "allow", "flag", "redact", "block"]
-            .iter()
-            .position(|y| *y == x)
-            .unwrap_or(0)
-    };
-    if rank(b) > rank(a) { b } else { a }
 }
 
 /// An upstream that fails, hangs past its timeout or answers garbage: 502 with the reason.

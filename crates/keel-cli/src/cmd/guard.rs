@@ -1,6 +1,7 @@
 //! `keel guard`: scan, train, eval, and the PII test set (generate, score).
 
 use anyhow::{Context, Result};
+use keel_data::profile::quantile_sorted;
 use keel_guard::injection::{Evaluation, TrainParams};
 use keel_guard::{Guard, ScanOptions};
 use keel_store::{NewVersion, Store};
@@ -19,20 +20,6 @@ pub fn load_guard(home: &Path, reference: &str) -> Result<Guard> {
     let model = block_on(keel_server::guard::load_model(&store, reference))?;
     block_on(store.close());
     Ok(Guard::new(&model)?)
-}
-
-/// An asset under the cache, fetched on first use.
-fn asset(group: &str, rel: &str) -> Result<PathBuf> {
-    let p = crate::assets::cache_dir().join(rel);
-    if !p.exists() {
-        crate::assets::fetch(group, true)?;
-    }
-    anyhow::ensure!(
-        p.exists(),
-        "{} is missing after fetching assets '{group}'",
-        p.display()
-    );
-    Ok(p)
 }
 
 /// Texts of a scan file: JSON lines with a "text" field when the first line is such an object, else one
@@ -124,19 +111,19 @@ pub fn scan(home: &Path, a: &GuardScanArgs) -> Result<i32> {
 pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     let train_path = match &a.train {
         Some(p) => p.clone(),
-        None => asset("guard", "s-labs/train.csv")?,
+        None => crate::assets::require("guard", "s-labs/train.csv", true)?,
     };
     let cal_path = match &a.calibration {
         Some(p) => p.clone(),
-        None => asset("guard", "s-labs/validation.csv")?,
+        None => crate::assets::require("guard", "s-labs/validation.csv", true)?,
     };
     let words_path = match &a.word_list {
         Some(p) => p.clone(),
-        None => asset("guard", "wamerican/american-english")?,
+        None => crate::assets::require("guard", "wamerican/american-english", true)?,
     };
     let benign_path = match &a.benign {
         Some(p) => p.clone(),
-        None => asset("pydocs", "python-3.11-docs/library")?,
+        None => crate::assets::require("pydocs", "python-3.11-docs/library", true)?,
     };
     let documents = document_sentences(&benign_path)?;
     let train = keel_guard::read_labelled(&train_path)?;
@@ -246,23 +233,12 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
 
 /// Sentences of every text, reST or Markdown file under `path` (sorted walk), for benign training text.
 fn document_sentences(path: &Path) -> Result<Vec<String>> {
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            for e in std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
-                stack.push(e?.path());
-            }
-        } else if p
-            .extension()
-            .is_some_and(|e| e == "txt" || e == "rst" || e == "md")
-        {
-            files.push(p);
-        }
-    }
-    files.sort();
+    let (_, files) = keel_rag::collection::walk(path)?;
     let mut out = Vec::new();
-    for f in files {
+    for (_, f) in files.into_iter().filter(|(_, p)| {
+        p.extension()
+            .is_some_and(|e| e == "txt" || e == "rst" || e == "md")
+    }) {
         let Ok(text) = std::fs::read_to_string(&f) else {
             continue;
         };
@@ -358,17 +334,10 @@ pub fn card_html(model: &str, version: i64, card: &Value) -> String {
     )
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((q * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
 pub fn eval(home: &Path, a: &GuardEvalArgs) -> Result<i32> {
     let path = match &a.file {
         Some(p) => p.clone(),
-        None => asset("guard", "s-labs/test.csv")?,
+        None => crate::assets::require("guard", "s-labs/test.csv", true)?,
     };
     let rows = keel_guard::read_labelled(&path)?;
     let guard = load_guard(home, &a.model)?;
@@ -391,7 +360,7 @@ pub fn eval(home: &Path, a: &GuardEvalArgs) -> Result<i32> {
         "file": path, "n": ev.n, "positives": ev.positives,
         "roc_auc": ev.roc_auc, "tpr_at_1pct_fpr": ev.tpr_at_1pct_fpr, "f1": ev.f1, "threshold": ev.threshold,
         "tpr": ev.tpr, "fpr": ev.fpr, "precision": ev.precision,
-        "p50_us": percentile(&micros, 0.5), "p99_us": percentile(&micros, 0.99),
+        "p50_us": quantile_sorted(&micros, 0.5), "p99_us": quantile_sorted(&micros, 0.99),
         "mean_chars": rows.iter().map(|e| e.text.chars().count()).sum::<usize>() as f64 / rows.len() as f64,
     });
     if a.json {
@@ -426,10 +395,15 @@ pub fn eval(home: &Path, a: &GuardEvalArgs) -> Result<i32> {
 }
 
 pub fn pii_set(a: &PiiSetArgs) -> Result<i32> {
-    let templates = std::fs::read_to_string(asset("pii", "presidio-evaluator/templates.txt")?)?;
-    let ids_text = std::fs::read_to_string(asset(
+    let templates = std::fs::read_to_string(crate::assets::require(
+        "pii",
+        "presidio-evaluator/templates.txt",
+        true,
+    )?)?;
+    let ids_text = std::fs::read_to_string(crate::assets::require(
         "pii",
         "presidio-evaluator/FakeNameGenerator.com_3000.csv",
+        true,
     )?)?;
     let ids = keel_guard::synth::identities(&ids_text)
         .map_err(|e| input_error(format!("identities: {e}")))?;

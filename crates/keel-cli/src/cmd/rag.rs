@@ -26,11 +26,10 @@ pub fn root(home: &Path) -> PathBuf {
 
 /// The local embedding model, fetching it into the asset cache if needed.
 pub fn embedder(quiet: bool) -> Result<MiniLm> {
-    let dir = crate::assets::cache_dir().join("all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").exists() {
-        crate::assets::fetch("minilm", quiet)?;
-    }
-    Ok(MiniLm::load(&dir)?)
+    let weights = crate::assets::require("minilm", "all-MiniLM-L6-v2/model.safetensors", quiet)?;
+    Ok(MiniLm::load(
+        weights.parent().expect("a file in the model folder"),
+    )?)
 }
 
 /// The remote embeddings settings: `[serve.llm.embeddings]` with the flags over it.

@@ -206,13 +206,7 @@ async fn attack_all(
 pub fn run(a: &RedteamRunArgs) -> Result<i32> {
     let path = match &a.attacks {
         Some(p) => p.clone(),
-        None => {
-            let p = crate::assets::cache_dir().join("s-labs/test.csv");
-            if !p.exists() {
-                crate::assets::fetch("guard", true)?;
-            }
-            p
-        }
+        None => crate::assets::require("guard", "s-labs/test.csv", true)?,
     };
     let all = read_attacks(&path)?;
     if all.is_empty() {
