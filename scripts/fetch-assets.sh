@@ -137,7 +137,8 @@ fetch_smollm2() {
 }
 
 fetch_pydocs() {
-  fetch_deb python3.11-doc 3.11.2-6+deb12u7 eafa42c54a08dcf3892d2e9f8e29644877c241d09186ca19a4d06129a339c9f3 \
+  # deb12u7 left the archive; deb12u8 (bookworm main) ships the same reST sources (same manifest).
+  fetch_deb python3.11-doc 3.11.2-6+deb12u8 50eb63e7f636c4281e9ce1b8f10386f1def42159eddce34fc1f41c46261df71b \
     "$CACHE/python-3.11-docs" usr/share/doc/python3.11/html/_sources ca7996bd553e7578308f8c03a76ab6e90b588f34e9eb3e293bc7249b5291b1c7
 }
 

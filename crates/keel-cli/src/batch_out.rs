@@ -154,3 +154,110 @@ fn field(s: &str) -> String {
         s.to_string()
     }
 }
+
+impl Writer {
+    /// Drops the output: nothing is renamed into place and the partial file is removed.
+    pub fn abandon(self) {
+        drop(self.sink);
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// The rows `rows` (ascending indexes) of a table, every column.
+pub fn take_rows(table: &RawTable, rows: &[usize]) -> Result<RawTable> {
+    let idx = arrow_array::UInt32Array::from_iter_values(rows.iter().map(|&r| r as u32));
+    let columns = table
+        .columns
+        .iter()
+        .map(|c| {
+            Ok(keel_data::RawColumn {
+                name: c.name.clone(),
+                array: arrow_select::take::take(c.array.as_ref(), &idx, None)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RawTable {
+        path: table.path.clone(),
+        format: table.format,
+        columns,
+        nrows: rows.len(),
+    })
+}
+
+/// Rows a batch run refused, as CSV: `row` (1-based data row of the input file), the input columns as text,
+/// and `problems` (`column: message (code)` joined by `; `). Written to a temporary file and renamed into
+/// place when the run ends.
+pub struct Quarantine {
+    w: BufWriter<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+    header: bool,
+}
+
+impl Quarantine {
+    pub fn create(path: &Path) -> Result<Quarantine> {
+        let tmp = path.with_extension(format!("partial-{}", std::process::id()));
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Quarantine {
+            w: BufWriter::new(file),
+            tmp,
+            path: path.to_path_buf(),
+            header: false,
+        })
+    }
+
+    /// Writes the bad rows of one chunk whose first row is data row `offset + 1` of the file.
+    pub fn write_rows(
+        &mut self,
+        table: &RawTable,
+        bad: &[(usize, Vec<keel_engine::FieldError>)],
+        offset: usize,
+    ) -> Result<()> {
+        let cols: Vec<StringArray> = table
+            .columns
+            .iter()
+            .map(|c| {
+                let s = arrow_cast::cast::cast(c.array.as_ref(), &DataType::Utf8)?;
+                Ok(s.as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("utf8")
+                    .clone())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !self.header {
+            let mut names = vec!["row".to_string()];
+            names.extend(table.columns.iter().map(|c| field(&c.name)));
+            names.push("problems".into());
+            writeln!(self.w, "{}", names.join(","))?;
+            self.header = true;
+        }
+        for (i, problems) in bad {
+            let mut line = vec![(offset + i + 1).to_string()];
+            line.extend(cols.iter().map(|c| {
+                if c.is_valid(*i) {
+                    field(c.value(*i))
+                } else {
+                    String::new()
+                }
+            }));
+            let text: Vec<String> = problems
+                .iter()
+                .map(|p| {
+                    let column = p.path.rsplit_once("].").map_or(p.path.as_str(), |x| x.1);
+                    format!("{column}: {} ({})", p.message, p.problem)
+                })
+                .collect();
+            line.push(field(&text.join("; ")));
+            writeln!(self.w, "{}", line.join(","))?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let file = self.w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("renaming into {}", self.path.display()))?;
+        Ok(())
+    }
+}

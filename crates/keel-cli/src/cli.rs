@@ -872,7 +872,7 @@ pub struct KeysRevokeArgs {
 
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// NAME, NAME@ALIAS or NAME@VERSION.
+    /// NAME@VERSION, NAME@ALIAS, or a bare NAME (= NAME@champion).
     #[arg(long)]
     pub model: String,
     /// CSV or Parquet input.
@@ -884,8 +884,33 @@ pub struct PredictArgs {
     /// Rows per chunk (memory stays bounded by this).
     #[arg(long, default_value_t = 65_536)]
     pub batch_size: usize,
+    /// Rows that fail the checks HTTP applies (nulls where training had none, non-numbers, non-finite
+    /// numbers, unseen categories): `quarantine` scores the good rows and writes the bad ones, with their
+    /// problems, to the quarantine file; `reject` writes no output at all. Either way the run exits 1.
+    #[arg(long, value_enum, default_value_t = BadRows::Quarantine)]
+    pub on_bad_rows: BadRows,
+    /// Where quarantined rows go [default: OUTPUT's name with `.quarantine.csv`].
+    #[arg(long)]
+    pub quarantine: Option<PathBuf>,
+    /// Categories never seen in training: `reject` the row (as HTTP does by default) or score them as missing.
+    #[arg(long, value_enum, default_value_t = UnseenArg::Reject)]
+    pub unseen_category: UnseenArg,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--on-bad-rows` of `keel predict`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRows {
+    Quarantine,
+    Reject,
+}
+
+/// `--unseen-category` of `keel predict`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnseenArg {
+    Reject,
+    Missing,
 }
 
 #[derive(Args, Debug)]
@@ -1026,15 +1051,42 @@ pub struct TrainArgs {
     /// Decision threshold for threshold-dependent metrics.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
-    /// Aliases to point at the new version (comma-separated).
+    /// Aliases to point at the new version (comma-separated). The first version of a model becomes its
+    /// champion (what a bare name serves) without asking; later ones only with --alias champion.
     #[arg(long, value_delimiter = ',')]
     pub alias: Vec<String>,
+    /// Which candidate to register. `auto` trains gradient-boosted trees and a linear model, compares them on a
+    /// validation split of the training rows (20 %) and registers the better one; `gbdt` and `linear` register
+    /// that one. Either way both are evaluated on the holdout and compared on the card.
+    #[arg(long, value_enum, default_value_t = ModelArg::Auto)]
+    pub model: ModelArg,
     /// What the model is for (shown on the model card).
     #[arg(long)]
     pub description: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Make this version the champion when the model has none yet (challengers never are).
+    #[arg(skip = true)]
+    pub champion_if_none: bool,
+}
+
+/// `--model` of `keel train`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelArg {
+    Auto,
+    Gbdt,
+    Linear,
+}
+
+impl From<ModelArg> for keel_ml::select::Choice {
+    fn from(m: ModelArg) -> Self {
+        match m {
+            ModelArg::Auto => keel_ml::select::Choice::Auto,
+            ModelArg::Gbdt => keel_ml::select::Choice::Gbdt,
+            ModelArg::Linear => keel_ml::select::Choice::Linear,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -1049,7 +1101,7 @@ pub struct QuickstartArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
-    /// List registered models with their latest version.
+    /// List registered models: champion (what a bare name serves) with its metric, every alias, the latest version.
     List(ListArgs),
     /// Show one version: NAME, NAME@VERSION or NAME@ALIAS.
     Show(ShowArgs),

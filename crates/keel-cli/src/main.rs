@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Serve(_)) {
+        output::die_quietly_on_closed_stdout();
+    }
     let json = cli.json();
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code as u8),

@@ -87,3 +87,16 @@ pub fn spinner(what: &str, quiet: bool) -> indicatif::ProgressBar {
     s.enable_steady_tick(std::time::Duration::from_millis(100));
     s
 }
+
+/// `keel … | head -1`: when the reader closes the pipe, end the way command-line tools do (killed by
+/// SIGPIPE, status 141 in a shell), quietly, instead of panicking on the failed write. Rust ignores SIGPIPE
+/// by default so that writes return an error; the server keeps that (a client closing a socket must not kill
+/// it), every other command restores the default.
+pub fn die_quietly_on_closed_stdout() {
+    #[cfg(unix)]
+    // SAFETY: `signal` with a valid signal number and `SIG_DFL` only changes this process's disposition of
+    // SIGPIPE; it runs at start-up, before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

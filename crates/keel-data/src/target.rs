@@ -20,6 +20,17 @@ pub enum TargetKind {
     Regression,
 }
 
+/// Makes a classification target keep the file's own labels: a target inferred as boolean (`yes`/`no`,
+/// `true`/`false`, `t`/`f`) is read as a category instead of 0/1, so the model predicts, and accepts feedback
+/// in, the words the data used. Numeric targets (0/1) stay numeric. A declared type is left alone.
+pub fn keep_target_labels(schema: &mut keel_core::Schema, target: &str) {
+    if let Some(c) = schema.column_mut(target)
+        && c.column_type == keel_core::ColumnType::Boolean
+    {
+        c.column_type = keel_core::ColumnType::Categorical;
+    }
+}
+
 /// Reads and checks the target column of a frame. `source` names the file in messages.
 pub fn extract_target(frame: &Frame, name: &str, kind: TargetKind, source: &str) -> Result<Target> {
     let col = frame.column(name).ok_or_else(|| Error::Target {
@@ -124,6 +135,35 @@ mod tests {
             names: vec!["y".into()],
             columns: vec![col],
         }
+    }
+
+    #[test]
+    fn word_labels_survive_inference_and_yes_is_positive() {
+        let table = crate::read::RawTable {
+            path: "f.csv".into(),
+            format: crate::read::Format::Csv,
+            nrows: 4,
+            columns: vec![crate::read::RawColumn {
+                name: "had_affair".into(),
+                array: std::sync::Arc::new(arrow_array::StringArray::from(vec![
+                    "yes", "no", "no", "yes",
+                ])),
+            }],
+        };
+        let mut schema = crate::infer_schema(&table, &Default::default());
+        assert_eq!(
+            schema.columns[0].column_type,
+            keel_core::ColumnType::Boolean
+        );
+        keep_target_labels(&mut schema, "had_affair");
+        let (frame, errors) = crate::to_frame(&table, &schema).unwrap();
+        assert!(errors.is_empty());
+        let t = extract_target(&frame, "had_affair", TargetKind::Binary, "f").unwrap();
+        assert_eq!(
+            t.class_labels.unwrap(),
+            ["no".to_string(), "yes".to_string()]
+        );
+        assert_eq!(t.values, vec![1.0, 0.0, 0.0, 1.0]);
     }
 
     #[test]

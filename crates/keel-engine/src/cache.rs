@@ -27,6 +27,13 @@ pub struct ModelCache {
     rollouts: RwLock<HashMap<String, Arc<LiveRollout>>>,
 }
 
+/// What [`ModelCache::preload`] did: the references it loaded and those that failed, with the reason.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Preloaded {
+    pub loaded: Vec<String>,
+    pub failed: Vec<(String, String)>,
+}
+
 /// A rollout with its versions loaded: requests for `NAME@champion` go to the canary for a share of request
 /// ids, and the shadow scores the same rows without answering.
 #[derive(Clone)]
@@ -119,6 +126,13 @@ impl ModelCache {
     /// Loads (or reuses) the version a selector currently points at.
     async fn resolve(&self, name: &str, sel: &Selector) -> Result<Arc<LoadedModel>> {
         let record = self.store.get(name, sel).await?;
+        if !keel_ml::Model::is_tabular_kind(&record.kind) {
+            return Err(crate::Error::NotTabular {
+                model: record.model,
+                version: record.version,
+                kind: record.kind,
+            });
+        }
         let id = (record.model.clone(), record.version);
         if let Some(m) = self.versions.read().expect("cache lock").get(&id) {
             return Ok(m.clone());
@@ -211,17 +225,19 @@ impl ModelCache {
     }
 
     /// The version that answers `reference` for request `request_id`, and the shadow that scores it too:
-    /// `NAME@champion` goes to a running canary for its share of request ids.
+    /// `NAME@champion` (and the bare `NAME`, which means the same) goes to a running canary for its share of
+    /// request ids.
     pub async fn route(
         &self,
         reference: &str,
         request_id: &str,
     ) -> Result<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
         let m = self.get(reference).await?;
-        let Some(name) = reference.strip_suffix("@champion") else {
+        let (name, sel) = Selector::parse(reference)?;
+        if sel != Selector::champion() {
             return Ok((m, None));
-        };
-        let Some(ro) = self.rollout(name) else {
+        }
+        let Some(ro) = self.rollout(&name) else {
             return Ok((m, None));
         };
         let answered = match &ro.canary {
@@ -251,22 +267,26 @@ impl ModelCache {
         Ok(m)
     }
 
-    /// Loads the `champion` alias of every registered model (or its latest version when it has none).
-    pub async fn preload(&self) -> Result<usize> {
-        let mut n = 0;
-        for v in self.store.list().await? {
-            let reference = format!("{}@champion", v.model);
+    /// Loads the champion of every registered tabular model; models without a champion are served only by
+    /// explicit version, and models of other kinds (guard models) are never loaded here. One model's failure
+    /// does not stop the others: it is returned with the reason.
+    pub async fn preload(&self) -> Result<Preloaded> {
+        let mut out = Preloaded::default();
+        for m in self.store.list().await? {
+            let Some(champion) = &m.champion else {
+                continue;
+            };
+            if !keel_ml::Model::is_tabular_kind(&champion.kind) {
+                continue;
+            }
+            let reference = format!("{}@{}", m.model, keel_store::CHAMPION);
             match self.get(&reference).await {
-                Ok(_) => n += 1,
-                Err(crate::Error::Store(keel_store::Error::UnknownVersion { .. })) => {
-                    self.get(&v.model).await?;
-                    n += 1;
-                }
-                Err(e) => return Err(e),
+                Ok(_) => out.loaded.push(reference),
+                Err(e) => out.failed.push((reference, e.to_string())),
             }
         }
         self.reload_rollouts().await?;
-        Ok(n)
+        Ok(out)
     }
 
     /// (reference, version) of every cached entry, sorted.

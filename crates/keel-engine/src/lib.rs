@@ -11,6 +11,7 @@ pub mod loaded;
 pub mod monitor;
 pub mod request;
 pub mod rollout;
+pub mod table;
 
 use keel_core::ErrorClass;
 
@@ -30,6 +31,16 @@ pub enum Error {
     /// The version has no monitoring reference to compare with.
     #[error("{0}")]
     NoReference(String),
+    /// The version is not a tabular model (a guard model, say), so it cannot score rows.
+    #[error(
+        "{model}@{version} is a {kind} model, not a tabular model: it cannot predict rows{}",
+        if .kind == "guard" { " (scan text with POST /v1/guard/scan or keel guard scan)" } else { "" }
+    )]
+    NotTabular {
+        model: String,
+        version: i64,
+        kind: String,
+    },
 }
 
 impl Error {
@@ -37,7 +48,9 @@ impl Error {
         match self {
             Error::Store(e) => e.class(),
             Error::Model(e) => e.class(),
-            Error::Invalid(_) | Error::NoReference(_) => ErrorClass::Input,
+            Error::Invalid(_) | Error::NoReference(_) | Error::NotTabular { .. } => {
+                ErrorClass::Input
+            }
         }
     }
 }

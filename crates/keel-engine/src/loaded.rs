@@ -1,6 +1,6 @@
 //! A model version ready to serve: the decoded model, its request schema and its identity.
 
-use keel_ml::{FeatureKind, Model, ModelKind, Objective};
+use keel_ml::{Model, ModelKind, Objective};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -166,113 +166,29 @@ impl LoadedModel {
         }
     }
 
-    /// Checks and encodes a tabular body (CSV or Arrow) against the training schema: every feature column must be
-    /// present, extra columns are refused, cells must parse, and unseen categories follow the policy. Paths name
-    /// the cell as `$.rows[i].column` (0-based row).
+    /// Checks and encodes a tabular body (CSV or Arrow) with the same rules as JSON records: every feature
+    /// column must be present, extra columns are refused, and every cell passes the value check (nulls where
+    /// training had none, non-finite numbers, wrong types, unseen categories by policy). Paths name the cell as
+    /// `$.rows[i].column` (0-based row); any problem refuses the whole body.
     pub fn encode_table(
         &self,
         table: &keel_data::RawTable,
     ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
-        self.encode_table_inner(table, false)
+        let check = self.schema.check_table(table, false)?;
+        if check.bad.is_empty() {
+            Ok(check.rows)
+        } else {
+            Err(check.errors().cloned().collect())
+        }
     }
 
-    /// Like [`LoadedModel::encode_table`], but columns that are not features (ids, say) are allowed and ignored:
-    /// for batch files whose other columns are passed through to the output.
-    pub fn encode_table_lenient(
+    /// Checks a chunk of a batch file with the same rules, keeping the good rows: columns that are not features
+    /// (ids, say) are passed through; bad rows are returned with their problems for quarantine.
+    pub fn check_batch(
         &self,
         table: &keel_data::RawTable,
-    ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
-        self.encode_table_inner(table, true)
-    }
-
-    fn encode_table_inner(
-        &self,
-        table: &keel_data::RawTable,
-        allow_extra: bool,
-    ) -> std::result::Result<Vec<f64>, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let mut schema = keel_core::Schema::default();
-        for f in &self.model.features {
-            let ty = match f.kind {
-                FeatureKind::Numeric => keel_core::ColumnType::Numeric,
-                FeatureKind::Categorical { .. } => keel_core::ColumnType::Categorical,
-            };
-            let mut c = keel_core::ColumnSchema::new(&f.name, ty);
-            c.nullable = true;
-            schema.columns.push(c);
-            if !table.columns.iter().any(|c| c.name == f.name) {
-                errors.push(FieldError {
-                    path: format!("$.columns.{}", f.name),
-                    problem: "missing_field",
-                    message: format!("feature column '{}' is required", f.name),
-                });
-            }
-        }
-        for c in table.columns.iter().filter(|_| !allow_extra) {
-            if !self.model.features.iter().any(|f| f.name == c.name) {
-                errors.push(FieldError {
-                    path: format!("$.columns.{}", c.name),
-                    problem: "unknown_field",
-                    message: format!("'{}' is not a feature of this model", c.name),
-                });
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let (frame, cells) = match keel_data::to_frame(table, &schema) {
-            Ok(x) => x,
-            Err(e) => {
-                return Err(vec![FieldError {
-                    path: "$".into(),
-                    problem: "malformed_body",
-                    message: e.to_string(),
-                }]);
-            }
-        };
-        for c in cells {
-            errors.push(FieldError {
-                path: format!("$.rows[{}].{}", c.row, c.column),
-                problem: "wrong_type",
-                message: format!("'{}' is not a number", c.value),
-            });
-        }
-        if self.schema.unseen == UnseenCategory::Reject {
-            for (f, col) in self.model.features.iter().zip(&frame.columns) {
-                if let (
-                    FeatureKind::Categorical { levels },
-                    keel_core::ColumnData::Categorical {
-                        codes,
-                        levels: seen,
-                    },
-                ) = (&f.kind, col)
-                {
-                    let known: Vec<bool> = seen.iter().map(|l| levels.contains(l)).collect();
-                    for (i, &c) in codes.iter().enumerate() {
-                        if c != keel_core::MISSING_CODE && !known[c as usize] {
-                            errors.push(FieldError {
-                                path: format!("$.rows[{i}].{}", f.name),
-                                problem: "unseen_category",
-                                message: format!(
-                                    "'{}' was never seen in training",
-                                    seen[c as usize]
-                                ),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        self.model.encoder().encode(&frame).map_err(|e| {
-            vec![FieldError {
-                path: "$".into(),
-                problem: "malformed_body",
-                message: e.to_string(),
-            }]
-        })
+    ) -> std::result::Result<crate::table::TableCheck, Vec<FieldError>> {
+        self.schema.check_table(table, true)
     }
 
     /// The class label a probability maps to (for metrics by class).

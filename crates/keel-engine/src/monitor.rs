@@ -33,8 +33,6 @@ pub struct LiveProfile {
     pub reference: Reference,
     pub window_seconds: i64,
     shards: Vec<Mutex<HashMap<i64, Profile>>>,
-    /// This replica's running total of each window not yet known to be final.
-    totals: Mutex<HashMap<i64, Profile>>,
 }
 
 fn shard_index() -> usize {
@@ -56,7 +54,6 @@ impl LiveProfile {
             reference,
             window_seconds: window_seconds.max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            totals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -76,8 +73,9 @@ impl LiveProfile {
             .record(spec, rows, outputs);
     }
 
-    /// Moves what requests recorded into the running totals; returns the totals of the windows that changed,
-    /// for the store. Windows more than two windows old are dropped from memory after this (they are stored).
+    /// Takes what requests recorded since the last call: the counts added to each window, to be added to
+    /// the store. Counts are deltas, never running totals, so a version that is reloaded (an alias moved away and
+    /// back, a rollback, a restart) adds to what was stored instead of replacing it.
     pub fn drain(&self) -> Vec<(i64, Profile)> {
         let mut fresh: HashMap<i64, Profile> = HashMap::new();
         for s in &self.shards {
@@ -91,19 +89,64 @@ impl LiveProfile {
                 }
             }
         }
-        let mut totals = self.totals.lock().expect("profile totals");
-        let mut changed = Vec::with_capacity(fresh.len());
-        for (w, p) in fresh {
-            let t = totals
-                .entry(w)
-                .or_insert_with(|| self.reference.spec.empty());
-            t.merge(&p).expect("same spec");
-            changed.push((w, t.clone()));
-        }
-        let horizon = self.window_of(now_unix()) - 2 * self.window_seconds;
-        totals.retain(|&w, _| w >= horizon);
+        let mut changed: Vec<(i64, Profile)> = fresh.into_iter().collect();
         changed.sort_by_key(|(w, _)| *w);
         changed
+    }
+
+    /// Puts back counts that [`LiveProfile::drain`] took but that could not be stored, so the next flush
+    /// carries them.
+    pub fn restore(&self, window: i64, counts: &Profile) {
+        let mut shard = self.shards[0].lock().expect("profile shard");
+        match shard.get_mut(&window) {
+            Some(acc) => acc.merge(counts).expect("same spec"),
+            None => {
+                shard.insert(window, counts.clone());
+            }
+        }
+    }
+}
+
+/// Adds what `live` recorded since the last flush to the stored windows of `name@version` under `replica`:
+/// each stored window grows by exactly the new counts (read, add, write in one transaction), so nothing
+/// already flushed is ever replaced by a smaller count. Counts that could not be stored are kept for the next
+/// flush. Returns the windows written.
+pub async fn flush(
+    store: &keel_store::Store,
+    name: &str,
+    version: i64,
+    live: &LiveProfile,
+    replica: &str,
+) -> Result<usize> {
+    let mut written = 0;
+    let mut failed = None;
+    for (window, delta) in live.drain() {
+        if failed.is_some() {
+            live.restore(window, &delta);
+            continue;
+        }
+        let merge = |stored: Option<&str>| -> std::result::Result<String, String> {
+            let mut total = match stored {
+                Some(s) => serde_json::from_str::<Profile>(s).map_err(|e| e.to_string())?,
+                None => live.reference.spec.empty(),
+            };
+            total.merge(&delta).map_err(|e| e.to_string())?;
+            serde_json::to_string(&total).map_err(|e| e.to_string())
+        };
+        match store
+            .add_profile(name, version, window, replica, merge)
+            .await
+        {
+            Ok(()) => written += 1,
+            Err(e) => {
+                live.restore(window, &delta);
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(written),
     }
 }
 
@@ -122,8 +165,12 @@ pub struct Realized {
     pub labelled: usize,
     /// `None` with a reason when the window has too few labels (or one class only).
     pub roc_auc: Option<f64>,
+    /// 95 % interval of the ROC-AUC (Hanley–McNeil standard error).
+    pub roc_auc_interval: Option<[f64; 2]>,
     pub log_loss: Option<f64>,
     pub accuracy: Option<f64>,
+    /// 95 % Wilson interval of the accuracy.
+    pub accuracy_interval: Option<[f64; 2]>,
     /// Mean predicted probability minus the observed positive rate (calibration in the large).
     pub calibration_gap: Option<f64>,
     /// Regression: root mean squared error.
@@ -248,8 +295,10 @@ pub fn realized(
                 window_start: w,
                 labelled: y.len(),
                 roc_auc: None,
+                roc_auc_interval: None,
                 log_loss: None,
                 accuracy: None,
+                accuracy_interval: None,
                 calibration_gap: None,
                 rmse: None,
                 fairness: Vec::new(),
@@ -265,6 +314,10 @@ pub fn realized(
             match objective {
                 keel_ml::Objective::Binary => {
                     r.roc_auc = keel_ml::metrics::roc_auc(&y, &p);
+                    let positives = y.iter().filter(|&&v| v >= 0.5).count();
+                    r.roc_auc_interval = r
+                        .roc_auc
+                        .map(|a| auc_interval(a, positives, y.len() - positives));
                     if r.roc_auc.is_none() {
                         r.note = Some("one class only among the labels: no ROC-AUC".into());
                     }
@@ -275,6 +328,7 @@ pub fn realized(
                         .filter(|(yy, pp)| (**pp >= threshold) == (**yy >= 0.5))
                         .count();
                     r.accuracy = Some(hits as f64 / y.len() as f64);
+                    r.accuracy_interval = Some(wilson(hits, y.len()));
                     let n = y.len() as f64;
                     r.calibration_gap = Some(p.iter().sum::<f64>() / n - y.iter().sum::<f64>() / n);
                     r.fairness = window_fairness(&rows, sensitive, objective, threshold);
@@ -288,6 +342,67 @@ pub fn realized(
             r
         })
         .collect()
+}
+
+/// 95 % interval of a ROC-AUC from `pos` positives and `neg` negatives (Hanley & McNeil 1982), clipped to
+/// [0, 1].
+pub fn auc_interval(auc: f64, pos: usize, neg: usize) -> [f64; 2] {
+    let (np, nn) = (pos as f64, neg as f64);
+    let q1 = auc / (2.0 - auc);
+    let q2 = 2.0 * auc * auc / (1.0 + auc);
+    let var = (auc * (1.0 - auc) + (np - 1.0) * (q1 - auc * auc) + (nn - 1.0) * (q2 - auc * auc))
+        / (np * nn).max(1.0);
+    let se = var.max(0.0).sqrt();
+    [(auc - 1.96 * se).max(0.0), (auc + 1.96 * se).min(1.0)]
+}
+
+/// 95 % Wilson score interval of `k` successes in `n` trials.
+pub fn wilson(k: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let (p, n, z) = (k as f64 / n as f64, n as f64, 1.96f64);
+    let den = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / den;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / den;
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+impl MonitorReport {
+    /// The report as one HTML page: realized performance per window (with intervals) and the drift of every
+    /// column against the training reference.
+    pub fn html(&self) -> String {
+        let title = format!(
+            "{}@{}: {} rows served in {} window(s) vs the training reference",
+            self.model,
+            self.version,
+            self.rows,
+            self.windows.len()
+        );
+        let rows: Vec<keel_monitor::report::RealizedRow> = self
+            .realized
+            .iter()
+            .map(|w| {
+                let (metric, value) = match (w.roc_auc, w.roc_auc_interval, w.rmse) {
+                    (Some(a), Some([lo, hi]), _) => ("ROC-AUC", Some((a, lo, hi))),
+                    (_, _, Some(r)) => ("RMSE", Some((r, r, r))),
+                    _ => ("ROC-AUC", None),
+                };
+                keel_monitor::report::RealizedRow {
+                    window: keel_core::time::unix_to_display(w.window_start),
+                    labelled: w.labelled,
+                    metric: metric.into(),
+                    value,
+                    accuracy: w
+                        .accuracy
+                        .zip(w.accuracy_interval)
+                        .map(|(a, [lo, hi])| (a, lo, hi)),
+                    note: w.note.clone(),
+                }
+            })
+            .collect();
+        keel_monitor::report::html_with_realized(&self.drift, &title, &rows)
+    }
 }
 
 /// The monitoring report of one version over recent windows.

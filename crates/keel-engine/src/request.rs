@@ -68,6 +68,8 @@ pub struct RequestSchema {
     names: Vec<String>,
     index: FastMap<String, usize>,
     nullable: Vec<bool>,
+    /// Features the training data held as booleans (true/false, yes/no words in text files), encoded 1/0.
+    boolean: Vec<bool>,
     /// Label → code of each categorical feature (`None` for numeric features).
     levels: Vec<Option<FastMap<String, u32>>>,
     /// Code of each label that is a canonical integer ("21"), so integer values need no string.
@@ -77,9 +79,9 @@ pub struct RequestSchema {
     pub unseen: UnseenCategory,
 }
 
-/// A JSON value as the check sees it: scalars with their values, containers only named.
+/// A JSON value (or a table cell) as the check sees it: scalars with their values, containers only named.
 #[derive(Debug, Clone, PartialEq)]
-enum Scalar<'a> {
+pub(crate) enum Scalar<'a> {
     Null,
     Bool(bool),
     I64(i64),
@@ -123,7 +125,7 @@ fn record_prefix(i: usize) -> String {
     format!("$.records[{i}]")
 }
 
-type Problem = (&'static str, String);
+pub(crate) type Problem = (&'static str, String);
 
 impl RequestSchema {
     /// Builds the check from the model's features and the training schema (for nullability).
@@ -163,6 +165,14 @@ impl RequestSchema {
             nullable: features
                 .iter()
                 .map(|f| training.column(&f.name).is_some_and(|c| c.nullable))
+                .collect(),
+            boolean: features
+                .iter()
+                .map(|f| {
+                    training
+                        .column(&f.name)
+                        .is_some_and(|c| c.column_type == keel_core::ColumnType::Boolean)
+                })
                 .collect(),
             records_is_batch: !features.iter().any(|f| f.name == "records"),
             levels,
@@ -228,6 +238,21 @@ impl RequestSchema {
         }
     }
 
+    /// Whether feature `j` is categorical.
+    pub(crate) fn is_categorical(&self, j: usize) -> bool {
+        self.levels[j].is_some()
+    }
+
+    /// Whether feature `j` was a boolean column in training.
+    pub(crate) fn is_boolean(&self, j: usize) -> bool {
+        self.boolean[j]
+    }
+
+    /// The check of one value of feature `j`, shared by JSON records and table cells.
+    pub(crate) fn cell_value(&self, j: usize, v: &Scalar) -> Result<f64, Problem> {
+        self.value(j, v)
+    }
+
     fn value(&self, j: usize, v: &Scalar) -> Result<f64, Problem> {
         let categorical = self.levels[j].is_some();
         match (categorical, v) {
@@ -276,7 +301,13 @@ impl RequestSchema {
     fn category(&self, j: usize, s: &str) -> Result<f64, Problem> {
         match self.levels[j].as_ref().and_then(|m| m.get(s)) {
             Some(&c) => Ok(c as f64),
-            None => self.unseen_category(s),
+            // "21.0" in a text file means the category 21, as 21.0 does in JSON.
+            None => match s.parse::<f64>() {
+                Ok(f) if f.fract() == 0.0 && f.abs() < 1e15 && s.contains('.') => {
+                    self.integer_category(j, f as i64)
+                }
+                _ => self.unseen_category(s),
+            },
         }
     }
 

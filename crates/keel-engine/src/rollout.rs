@@ -98,6 +98,34 @@ fn arm(version: i64, y: &[f64], p: &[f64], binary: bool, min: usize) -> Arm {
     }
 }
 
+/// The decision on a canary from the champion's metric `a` and the canary's `b` (ROC-AUC when `binary`,
+/// else RMSE, compared relatively), and how the two compare in words: better, equal, or worse within or
+/// beyond the allowed degradation.
+pub fn verdict(binary: bool, a: f64, b: f64, max_degradation: f64) -> (&'static str, String) {
+    // Positive = the canary is worse.
+    let worse = if binary {
+        a - b
+    } else {
+        (b - a) / a.max(f64::MIN_POSITIVE)
+    };
+    let unit = if binary { "" } else { " (relative)" };
+    if worse > max_degradation {
+        (
+            "rollback",
+            format!("worse by {worse:.4}{unit}, more than the allowed {max_degradation}"),
+        )
+    } else if worse > 0.0 {
+        (
+            "promote",
+            format!("worse by {worse:.4}{unit}, within the allowed {max_degradation}"),
+        )
+    } else if worse < 0.0 {
+        ("promote", format!("better by {:.4}{unit}", -worse))
+    } else {
+        ("promote", "equal".to_string())
+    }
+}
+
 /// Evaluates the rollout of `model` (champion version `champion`) from the labels that arrived since it started.
 pub async fn evaluate(
     store: &keel_store::Store,
@@ -139,29 +167,14 @@ pub async fn evaluate(
         None => ("none".to_string(), "no canary running".to_string()),
         Some(c) => match (champ.metric, c.metric) {
             (Some(a), Some(b)) => {
-                // Positive = the canary is worse.
-                let worse = if binary {
-                    a - b
-                } else {
-                    (b - a) / a.max(f64::MIN_POSITIVE)
-                };
-                if worse > policy.max_degradation {
-                    (
-                        "rollback".into(),
-                        format!(
-                            "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: worse by {worse:.4} (> {})",
-                            c.version, c.labelled, champ.labelled, policy.max_degradation
-                        ),
-                    )
-                } else {
-                    (
-                        "promote".into(),
-                        format!(
-                            "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: within {}",
-                            c.version, c.labelled, champ.labelled, policy.max_degradation
-                        ),
-                    )
-                }
+                let (decision, how) = verdict(binary, a, b, policy.max_degradation);
+                (
+                    decision.to_string(),
+                    format!(
+                        "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: {how}",
+                        c.version, c.labelled, champ.labelled
+                    ),
+                )
             }
             _ => (
                 "wait".into(),
@@ -182,4 +195,31 @@ pub async fn evaluate(
         decision,
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn the_verdict_says_better_when_the_canary_is_better() {
+        let (d, how) = verdict(true, 0.70, 0.744, 0.02);
+        assert_eq!(d, "promote");
+        assert_eq!(how, "better by 0.0440");
+        let (d, how) = verdict(true, 0.70, 0.69, 0.02);
+        assert_eq!(d, "promote");
+        assert!(
+            how.starts_with("worse by 0.0100, within the allowed 0.02"),
+            "{how}"
+        );
+        let (d, how) = verdict(true, 0.70, 0.60, 0.02);
+        assert_eq!(d, "rollback");
+        assert!(how.contains("more than the allowed"), "{how}");
+        // RMSE: lower is better.
+        let (d, how) = verdict(false, 2.0, 1.0, 0.05);
+        assert_eq!(
+            (d, how.as_str()),
+            ("promote", "better by 0.5000 (relative)")
+        );
+    }
 }

@@ -132,6 +132,9 @@ pub struct Decision {
     pub text: String,
     /// Counts per detector of findings that triggered an action.
     pub counts: Vec<(&'static str, usize)>,
+    /// The detectors whose action is block (what a caller may be told; reasons carry scores and thresholds
+    /// an attacker could tune against).
+    pub blocked_by: Vec<&'static str>,
 }
 
 impl Policy {
@@ -139,6 +142,7 @@ impl Policy {
         let mut action = Action::Allow;
         let mut reasons = Vec::new();
         let mut counts = Vec::new();
+        let mut blocked_by = Vec::new();
         let mut redact: Vec<&Finding> = Vec::new();
         if let Some(inj) = &report.injection {
             let t = self.injection.threshold.unwrap_or(inj.threshold);
@@ -150,6 +154,9 @@ impl Policy {
                     inj.reasons.join("; ")
                 ));
                 counts.push(("injection", 1));
+                if self.injection.action >= Action::Block {
+                    blocked_by.push("injection");
+                }
             }
         }
         for (name, p, fs) in [
@@ -163,6 +170,9 @@ impl Policy {
             }
             action = action.max(p.action);
             counts.push((name, hits.len()));
+            if p.action >= Action::Block {
+                blocked_by.push(name);
+            }
             for f in &hits {
                 reasons.push(format!("{name}: {} ({})", f.kind, f.reason));
             }
@@ -181,6 +191,7 @@ impl Policy {
             reasons,
             text,
             counts,
+            blocked_by,
         }
     }
 

@@ -193,6 +193,11 @@ impl StreamGuard {
             reasons,
             text: String::new(),
             counts,
+            blocked_by: if self.stopped.is_some() {
+                vec!["leak"]
+            } else {
+                Vec::new()
+            },
         }
     }
 

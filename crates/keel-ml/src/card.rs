@@ -25,8 +25,15 @@ pub struct ModelCard {
     pub params: serde_json::Value,
     pub train_seconds: f64,
     pub evaluation: Evaluation,
-    /// The linear baseline's holdout metrics, for comparison.
+    /// The other candidate's holdout metrics, for comparison (the linear baseline when trees were registered,
+    /// the trees when the linear model was).
     pub baseline: Option<BaselineSummary>,
+    /// How the registered candidate was chosen (absent on cards written before the choice existed).
+    #[serde(default)]
+    pub selection: Option<crate::select::Selection>,
+    /// Trees in the registered model (after early stopping); absent for linear models.
+    #[serde(default)]
+    pub trees: Option<usize>,
     pub lineage: Lineage,
     pub limitations: Vec<String>,
 }
@@ -236,13 +243,23 @@ th{{background:#f5f5f5}}td:first-child,th:first-child{{text-align:left}}.muted{{
         by = esc(&card.created_by),
     );
     let _ = write!(h, "<h2>Intended use</h2><p>{}</p>", esc(&card.intended_use));
+    if let Some(s) = &card.selection {
+        let _ = write!(
+            h,
+            "<h2>Model choice</h2><p>Registered: {}. Why: {}.</p><p class=\"muted\">By default (<code>--model auto</code>) \
+             Keel trains both candidates, compares them on a validation split carved from the training rows and registers \
+             the better one, so the holdout below measures the registered model without having chosen it.</p>",
+            esc(s.chosen.name()),
+            esc(&s.reason)
+        );
+    }
 
     // Metrics.
     h.push_str(
         "<h2>Holdout metrics</h2><table><tr><th>metric</th><th>value</th><th>95 % interval</th>",
     );
-    if card.baseline.is_some() {
-        h.push_str("<th>linear baseline</th>");
+    if let Some(b) = &card.baseline {
+        let _ = write!(h, "<th>{}</th>", esc(&b.kind));
     }
     h.push_str("</tr>");
     for (k, m) in &ev.metrics {

@@ -19,6 +19,7 @@ pub mod gbdt;
 pub mod linear;
 pub mod metrics;
 pub mod model;
+pub mod select;
 pub mod shap;
 pub mod split;
 pub mod tree;

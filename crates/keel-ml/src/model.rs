@@ -72,6 +72,11 @@ impl Model {
         }
     }
 
+    /// Whether a registry kind is one of these tabular models (and not, say, a guard model).
+    pub fn is_tabular_kind(kind: &str) -> bool {
+        matches!(kind, "gbdt" | "linear")
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             ModelKind::Gbdt(_) => "gbdt",

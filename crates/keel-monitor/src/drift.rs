@@ -22,7 +22,8 @@ use crate::{Error, Result};
 /// Largest reference sample used to place the bin edges.
 pub const EDGE_SAMPLE: usize = 200_000;
 const FINE_BINS: usize = 100;
-const COARSE_EVERY: usize = 10;
+/// Bins for PSI, JS and the chart: the served-traffic profiles' count ([`crate::profile::bin_edges`]).
+const COARSE_BINS: usize = 10;
 /// Proportion floor in PSI and JS, so an empty bin on one side gives a large but finite value.
 const FLOOR: f64 = 1e-4;
 
@@ -368,8 +369,11 @@ fn two_proportion_p(x1: usize, n1: usize, x2: usize, n2: usize) -> f64 {
     2.0 * Normal::standard().sf(z)
 }
 
-/// Fine bin edges: reference quantiles at 1 %, 2 %, … 99 %, from a strided sample, deduplicated.
-fn edges(values: &[f64]) -> Vec<f64> {
+/// Fine bin edges: reference quantiles at 1 %, 2 %, … 99 % from a strided sample, together with the coarse
+/// bins of [`crate::profile::bin_edges`] on the same sample (the bins PSI, JS and the chart use, the same as
+/// served-traffic profiles), sorted and deduplicated; and the coarse edges. Every coarse edge is a fine edge,
+/// so each fine bin lies inside one coarse bin.
+fn edges(values: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let finite = values.iter().filter(|x| !x.is_nan()).count();
     let stride = finite.div_ceil(EDGE_SAMPLE).max(1);
     let mut sample: Vec<f64> = values
@@ -379,11 +383,17 @@ fn edges(values: &[f64]) -> Vec<f64> {
         .copied()
         .collect();
     sample.sort_unstable_by(f64::total_cmp);
+    if sample.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let coarse = crate::profile::bin_edges_sorted(&sample, COARSE_BINS);
     let mut e: Vec<f64> = (1..FINE_BINS)
         .map(|i| sample[(i * sample.len() / FINE_BINS).min(sample.len() - 1)])
+        .chain(coarse.iter().copied())
         .collect();
+    e.sort_unstable_by(f64::total_cmp);
     e.dedup();
-    e
+    (e, coarse)
 }
 
 /// Counts per fine bin (`edges.len() + 1` bins; bin i holds values in (e[i-1], e[i]]) plus missing, and the
@@ -410,7 +420,7 @@ fn numeric(name: &str, a: &[f64], b: &[f64], opts: &DriftOptions) -> Raw {
     let mut d = empty_drift(name, "numeric", "ks");
     d.reference_rows = a.len();
     d.current_rows = b.len();
-    let e = edges(a);
+    let (e, coarse) = edges(a);
     let (ca, ma, sum_a, sq_a, lo_a, hi_a) = count(a, &e);
     let (cb, mb, _, _, lo_b, hi_b) = count(b, &e);
     d.reference_missing = ma as f64 / a.len().max(1) as f64;
@@ -450,9 +460,13 @@ fn numeric(name: &str, a: &[f64], b: &[f64], opts: &DriftOptions) -> Raw {
     let mean = sum_a / na as f64;
     let sd = (sq_a / na as f64 - mean * mean).max(0.0).sqrt();
     let w_norm = if sd > 0.0 { w / sd } else { 0.0 };
-    // Coarse bins (every tenth fine edge) plus missing, for PSI, JS and the chart.
-    let coarse_of = |i: usize| i / COARSE_EVERY;
-    let n_coarse = coarse_of(e.len()) + 1;
+    // Coarse bins plus missing, for PSI, JS and the chart: fine bin i, (e[i-1], e[i]], lies in the coarse bin
+    // of e[i]; the fine bin above the last edge in the coarse bin above the last coarse edge.
+    let coarse_of = |i: usize| match e.get(i) {
+        Some(&x) => coarse.partition_point(|&c| c < x),
+        None => coarse.len(),
+    };
+    let n_coarse = coarse.len() + 1;
     let mut pa = vec![0.0; n_coarse + 1];
     let mut pb = vec![0.0; n_coarse + 1];
     for i in 0..ca.len() {
@@ -470,17 +484,8 @@ fn numeric(name: &str, a: &[f64], b: &[f64], opts: &DriftOptions) -> Raw {
     } else {
         p_ks
     };
-    let mut labels = Vec::with_capacity(n_coarse + 1);
-    let fmt = |x: f64| keel_core::frame::format_number(x);
-    for k in 0..n_coarse {
-        let left = if k == 0 { lo } else { e[k * COARSE_EVERY - 1] };
-        let right = if k + 1 == n_coarse {
-            hi
-        } else {
-            e[(k + 1) * COARSE_EVERY - 1]
-        };
-        labels.push(format!("{}–{}", fmt(left), fmt(right)));
-    }
+    let mut labels = crate::profile::numeric_labels(&coarse);
+    labels.pop(); // "missing", added below when there are missing values.
     let (ta, tb) = (a.len() as f64, b.len() as f64);
     let mut hist = Histogram {
         labels,

@@ -53,20 +53,7 @@ impl BinSpec {
 
     fn labels(&self) -> Vec<String> {
         match self {
-            BinSpec::Numeric { edges } => {
-                let f = keel_core::frame::format_number;
-                let mut v = Vec::with_capacity(edges.len() + 2);
-                for i in 0..=edges.len() {
-                    v.push(match (i.checked_sub(1).map(|j| edges[j]), edges.get(i)) {
-                        (None, Some(&hi)) => format!("≤ {}", f(hi)),
-                        (Some(lo), Some(&hi)) => format!("{}–{}", f(lo), f(hi)),
-                        (Some(lo), None) => format!("> {}", f(lo)),
-                        (None, None) => "all".into(),
-                    });
-                }
-                v.push("missing".into());
-                v
-            }
+            BinSpec::Numeric { edges } => numeric_labels(edges),
             BinSpec::Categorical { levels } => {
                 let mut v = levels.clone();
                 v.push("missing or unseen".into());
@@ -74,6 +61,27 @@ impl BinSpec {
             }
         }
     }
+}
+
+/// Labels of numeric bins (missing last). Edges of a discrete column (see [`bin_edges`]: the first edge just
+/// below the smallest value) label each bin with its value, "< smallest" and "> largest"; quantile edges label
+/// ranges.
+pub fn numeric_labels(edges: &[f64]) -> Vec<String> {
+    let f = keel_core::frame::format_number;
+    let discrete = edges.len() >= 2 && edges[0] == edges[1].next_down();
+    let mut v = Vec::with_capacity(edges.len() + 2);
+    for i in 0..=edges.len() {
+        v.push(match (i.checked_sub(1).map(|j| edges[j]), edges.get(i)) {
+            (None, Some(_)) if discrete => format!("< {}", f(edges[1])),
+            (None, Some(&hi)) => format!("≤ {}", f(hi)),
+            (Some(_), Some(&hi)) if discrete => f(hi),
+            (Some(lo), Some(&hi)) => format!("{}–{}", f(lo), f(hi)),
+            (Some(lo), None) => format!("> {}", f(lo)),
+            (None, None) => "all".into(),
+        });
+    }
+    v.push("missing".into());
+    v
 }
 
 /// The bins of one model version: its features (in the model's order) and its prediction.
@@ -92,18 +100,38 @@ pub struct Profile {
     pub prediction: Vec<u64>,
 }
 
-/// Quantile edges (`bins` − 1 of them, deduplicated) of the non-missing values.
-pub fn quantile_edges(values: &[f64], bins: usize) -> Vec<f64> {
+/// Bin edges of a numeric column, the one binning both drift paths use (served-traffic profiles and file
+/// comparisons), so they agree. Bin i holds (edges[i-1], edges[i]]; the first bin holds everything up to
+/// `edges[0]`, one more bin everything above the last edge.
+///
+/// - A column with at most `bins` distinct values (integers, ordinals, 0/1 flags, constants) gets one bin per
+///   value, plus a bin below the smallest and one above the largest, so values the reference never had (a 7
+///   where it had 1–3) land in a bin of their own.
+/// - Otherwise: quantile edges (`bins` − 1 of them, deduplicated) of the non-missing values; the largest value
+///   is not an edge (it would leave the top bin empty by construction).
+pub fn bin_edges(values: &[f64], bins: usize) -> Vec<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_unstable_by(f64::total_cmp);
+    bin_edges_sorted(&v, bins)
+}
+
+/// [`bin_edges`] of values already sorted, without missing ones.
+pub fn bin_edges_sorted(v: &[f64], bins: usize) -> Vec<f64> {
     if v.is_empty() {
         return Vec::new();
     }
-    v.sort_unstable_by(f64::total_cmp);
+    let mut distinct = v.to_vec();
+    distinct.dedup();
+    if distinct.len() <= bins.max(1) {
+        let mut e = Vec::with_capacity(distinct.len() + 1);
+        e.push(distinct[0].next_down());
+        e.extend(distinct);
+        return e;
+    }
     let mut e: Vec<f64> = (1..bins)
         .map(|i| v[(i * v.len() / bins).min(v.len() - 1)])
         .collect();
     e.dedup();
-    // The largest value as an edge would leave the top bin empty by construction.
     if e.last() == v.last() {
         e.pop();
     }
@@ -130,7 +158,7 @@ impl ProfileSpec {
                         let col: Vec<f64> =
                             rows.iter().skip(j).step_by(nf.max(1)).copied().collect();
                         BinSpec::Numeric {
-                            edges: quantile_edges(&col, bins),
+                            edges: bin_edges(&col, bins),
                         }
                     }
                 };

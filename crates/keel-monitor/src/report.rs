@@ -132,3 +132,101 @@ section{{margin:1.5rem 0;border-top:1px solid #e0e0e0;padding-top:.5rem}}</style
     s.push_str("</body></html>\n");
     s
 }
+
+/// Realized performance of one window, for the monitoring page: a headline metric with its 95 % interval and,
+/// for classifiers, accuracy with its interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RealizedRow {
+    /// The window start as a person reads it.
+    pub window: String,
+    pub labelled: usize,
+    /// Name of `value` (`ROC-AUC`, `RMSE`).
+    pub metric: String,
+    /// (value, lower, upper).
+    pub value: Option<(f64, f64, f64)>,
+    pub accuracy: Option<(f64, f64, f64)>,
+    /// Why a window has no metric (too few labels, one class only).
+    pub note: Option<String>,
+}
+
+/// The drift page plus a "Realized performance" section: labels per window and the metric with its interval
+/// as a chart and a table (an empty `realized` says that no labels have arrived yet).
+pub fn html_with_realized(report: &DriftReport, title: &str, realized: &[RealizedRow]) -> String {
+    let page = html(report, title);
+    let mut r = String::from("<section id=\"realized\"><h2>Realized performance</h2>");
+    if realized.is_empty() {
+        r.push_str("<p>No labels have arrived for these windows yet: send them with <code>POST /v1/models/NAME/feedback</code> or <code>keel feedback</code> (only logged predictions, a sampled share, take labels).</p>");
+    } else {
+        r.push_str(&realized_chart(realized));
+        r.push_str("<table><tr><th>window</th><th>labels</th><th>metric</th><th>value</th><th>95 % interval</th><th>accuracy</th><th>note</th></tr>");
+        for w in realized {
+            let (v, ci) = match w.value {
+                Some((v, lo, hi)) => (format!("{v:.4}"), format!("{lo:.4} – {hi:.4}")),
+                None => ("–".into(), "–".into()),
+            };
+            let acc = w.accuracy.map_or("–".into(), |(a, lo, hi)| {
+                format!("{a:.4} ({lo:.4} – {hi:.4})")
+            });
+            r.push_str(&format!(
+                r#"<tr><td class="l">{}</td><td>{}</td><td class="l">{}</td><td>{v}</td><td>{ci}</td><td>{acc}</td><td class="l">{}</td></tr>"#,
+                esc(&w.window),
+                w.labelled,
+                esc(&w.metric),
+                esc(w.note.as_deref().unwrap_or(""))
+            ));
+        }
+        r.push_str("</table>");
+    }
+    r.push_str("</section>");
+    // Right after the summary paragraph, before the drift table.
+    match page.find("<table>") {
+        Some(i) => format!("{}{r}{}", &page[..i], &page[i..]),
+        None => page.replace("</body>", &format!("{r}</body>")),
+    }
+}
+
+/// The metric per window as points with interval whiskers.
+fn realized_chart(rows: &[RealizedRow]) -> String {
+    let pts: Vec<(usize, (f64, f64, f64))> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.value.map(|v| (i, v)))
+        .collect();
+    if pts.is_empty() {
+        return String::new();
+    }
+    let (width, height, left, bottom) = (640.0, 180.0, 50.0, 40.0);
+    let plot_h = height - bottom - 10.0;
+    let lo = pts.iter().map(|p| p.1.1).fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.1.2).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = if hi - lo < 1e-9 {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo, hi)
+    };
+    let y = |v: f64| 10.0 + plot_h - (v - lo) / (hi - lo) * plot_h;
+    let slot = (width - left - 10.0) / rows.len().max(1) as f64;
+    let mut s = format!(
+        r##"<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label="{m} per window"><line x1="{left}" y1="10" x2="{left}" y2="{b}" stroke="#999"/><text x="{tx}" y="16" font-size="10" text-anchor="end">{hi:.3}</text><text x="{tx}" y="{b}" font-size="10" text-anchor="end">{lo:.3}</text>"##,
+        m = esc(&rows[0].metric),
+        b = 10.0 + plot_h,
+        tx = left - 4.0
+    );
+    for (i, (v, l, h)) in pts {
+        let x = left + slot * (i as f64 + 0.5);
+        s.push_str(&format!(
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#1a73e8"/><circle cx="{x:.1}" cy="{:.1}" r="3" fill="#1a73e8"><title>{}: {v:.4} [{l:.4}, {h:.4}]</title></circle>"##,
+            y(l),
+            y(h),
+            y(v),
+            esc(&rows[i].window)
+        ));
+        s.push_str(&format!(
+            r##"<text x="{x:.1}" y="{:.1}" font-size="9" text-anchor="middle">{}</text>"##,
+            10.0 + plot_h + 14.0,
+            esc(&rows[i].window)
+        ));
+    }
+    s.push_str("</svg>");
+    s
+}

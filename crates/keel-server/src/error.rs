@@ -100,6 +100,11 @@ impl From<keel_engine::Error> for ApiError {
             keel_engine::Error::NoReference(m) => {
                 ApiError::new(StatusCode::CONFLICT, "no_monitoring_reference", m)
             }
+            e @ keel_engine::Error::NotTabular { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_tabular_model",
+                e.to_string(),
+            ),
         }
     }
 }
@@ -114,6 +119,7 @@ impl From<keel_store::Error> for ApiError {
             E::UnknownVersion { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_version", e.to_string())
             }
+            E::NoAlias { .. } => ApiError::new(StatusCode::NOT_FOUND, "no_alias", e.to_string()),
             E::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_reference", e.to_string())
             }

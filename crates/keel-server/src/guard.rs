@@ -54,6 +54,9 @@ pub struct GuardConfig {
     pub routes: BTreeMap<String, PolicyOverride>,
     /// Per-collection ingest policies (indirect injection in documents), read by `keel rag ingest`.
     pub collections: BTreeMap<String, IngestPolicy>,
+    /// Tell blocked callers the detectors' full reasons (scores, thresholds, rules). Off by default: a
+    /// caller learns only which detector blocked it.
+    pub expose_reasons: bool,
 }
 
 impl Default for GuardConfig {
@@ -66,6 +69,7 @@ impl Default for GuardConfig {
             policy: Policy::default(),
             routes: BTreeMap::new(),
             collections: BTreeMap::new(),
+            expose_reasons: false,
         }
     }
 }
@@ -381,6 +385,7 @@ pub fn guard_messages(
         reasons: Vec::new(),
         text: String::new(),
         counts: Vec::new(),
+        blocked_by: Vec::new(),
     };
     for m in messages
         .iter_mut()
@@ -397,6 +402,11 @@ pub fn guard_messages(
         all.action = all.action.max(d.action);
         all.blocked |= d.blocked;
         all.reasons.extend(d.reasons);
+        for b in d.blocked_by {
+            if !all.blocked_by.contains(&b) {
+                all.blocked_by.push(b);
+            }
+        }
         for (k, n) in d.counts {
             match all.counts.iter_mut().find(|(c, _)| *c == k) {
                 Some(e) => e.1 += n,
@@ -417,16 +427,21 @@ pub fn guard_input(guard: &Guard, policy: &Policy, text: &str) -> (Decision, Str
     )
 }
 
-/// The answer to a request the input guards blocked: the detectors' reasons, never the text.
-pub fn blocked(what: &str, d: &Decision) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "content_blocked",
-        format!(
-            "Keel's input guards blocked this {what}: {}",
-            d.reasons.join("; ")
-        ),
-    )
+/// The answer to a request the input guards blocked: the detectors that blocked it, never the text, and by
+/// default never scores, thresholds or rule names (an attacker would tune against them); `expose_reasons`
+/// adds the full reasons.
+pub fn blocked(what: &str, d: &Decision, expose_reasons: bool) -> ApiError {
+    let detectors = if d.blocked_by.is_empty() {
+        "policy".to_string()
+    } else {
+        d.blocked_by.join(", ")
+    };
+    let mut message = format!("Keel's input guards blocked this {what} (detector: {detectors})");
+    if expose_reasons {
+        message.push_str(": ");
+        message.push_str(&d.reasons.join("; "));
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "content_blocked", message)
 }
 
 /// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks. Returns the
@@ -455,3 +470,37 @@ pub fn guard_output(
 /// What a blocked answer says instead.
 pub const BLOCKED_ANSWER: &str =
     "[Keel blocked this answer: it would have disclosed protected content.]";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision() -> Decision {
+        Decision {
+            action: keel_guard::policy::Action::Block,
+            blocked: true,
+            reasons: vec![
+                "injection: score 1.000 > 0.422 (rule: ignore previous instructions)".into(),
+            ],
+            text: String::new(),
+            counts: vec![("injection", 1)],
+            blocked_by: vec!["injection"],
+        }
+    }
+
+    #[test]
+    fn a_blocked_caller_learns_the_detector_not_the_score() {
+        let e = blocked("request", &decision(), false);
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("detector: injection"), "{}", e.message);
+        assert!(
+            !e.message.contains("score")
+                && !e.message.contains("0.422")
+                && !e.message.contains("rule"),
+            "{}",
+            e.message
+        );
+        let e = blocked("request", &decision(), true);
+        assert!(e.message.contains("score 1.000 > 0.422"), "{}", e.message);
+    }
+}

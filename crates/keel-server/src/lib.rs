@@ -49,6 +49,10 @@ pub struct Shared {
     pub log: std::sync::Mutex<Vec<keel_store::LoggedPrediction>>,
     /// Predictions not logged because the buffer was full.
     pub log_dropped: std::sync::atomic::AtomicU64,
+    /// Held while a batch of the prediction log is taken and written, so a flush returns only when every row
+    /// queued before it is in the store (feedback flushes, then joins: a label for a prediction served a moment
+    /// ago must not miss rows another flush is still writing).
+    pub log_writer: tokio::sync::Mutex<()>,
     /// Alerts firing now, by (rule, model, version): a rule notifies when it starts firing, not on every
     /// evaluation.
     pub firing: std::sync::Mutex<std::collections::HashSet<(String, String, i64)>>,
@@ -101,6 +105,7 @@ impl AppState {
             replica: format!("{:08x}-{}", rand::random::<u32>(), std::process::id()),
             log: std::sync::Mutex::new(Vec::new()),
             log_dropped: std::sync::atomic::AtomicU64::new(0),
+            log_writer: tokio::sync::Mutex::new(()),
             firing: std::sync::Mutex::new(std::collections::HashSet::new()),
             webhooks: alerts::webhook_client(Duration::from_secs(2)),
             rag,
@@ -356,8 +361,10 @@ impl AppState {
         buf.extend(rows);
     }
 
-    /// Writes the queued prediction log to the store.
+    /// Writes the queued prediction log to the store; returns when every row queued before the call is
+    /// written (or failed), including rows a concurrent flush had taken.
     pub async fn flush_log(&self) {
+        let _writing = self.log_writer.lock().await;
         let batch = std::mem::take(&mut *self.log.lock().expect("log buffer"));
         for chunk in batch.chunks(5000) {
             if let Err(e) = self.cache.store().log_predictions(chunk).await {
@@ -366,22 +373,22 @@ impl AppState {
         }
     }
 
-    /// Writes every monitored version's changed windows to the store.
+    /// Adds what every monitored version served since the last flush to its stored windows.
     pub async fn flush_monitoring(&self) {
         for m in self.cache.monitored() {
             let Some(live) = &m.monitor else {
                 continue;
             };
-            for (window, profile) in live.drain() {
-                let counts = serde_json::to_value(&profile).expect("profiles serialise");
-                if let Err(e) = self
-                    .cache
-                    .store()
-                    .put_profile(&m.name, m.version, window, &self.replica, &counts)
-                    .await
-                {
-                    tracing::warn!(model = %m.name, version = m.version, error = %e, "writing a monitoring window failed");
-                }
+            if let Err(e) = keel_engine::monitor::flush(
+                self.cache.store(),
+                &m.name,
+                m.version,
+                live,
+                &self.replica,
+            )
+            .await
+            {
+                tracing::warn!(model = %m.name, version = m.version, error = %e, "writing a monitoring window failed; kept for the next flush");
             }
         }
     }
@@ -432,7 +439,16 @@ impl AppState {
         let st = self.clone();
         tokio::spawn(async move {
             match st.cache.preload().await {
-                Ok(n) => tracing::info!(models = n, "models loaded; ready"),
+                Ok(p) => {
+                    for (reference, error) in &p.failed {
+                        tracing::error!(reference = %reference, error = %error, "could not load a champion; it loads on demand");
+                    }
+                    tracing::info!(
+                        models = p.loaded.len(),
+                        failed = p.failed.len(),
+                        "models loaded; ready"
+                    );
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "preloading models failed; serving on demand")
                 }

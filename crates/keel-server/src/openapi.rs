@@ -11,7 +11,7 @@ use crate::routes::*;
 #[openapi(
     info(title = "Keel", description = "Keel's HTTP API: predictions, monitoring, registry, keys, retrieval-augmented answers, embeddings, a guarded chat-completions gateway, guard scans, operations."),
     paths(predict, crate::rag::rag_query, crate::rag::embeddings, crate::rag::chat_completions, crate::guard::scan, monitor, feedback, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi),
-    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
+    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

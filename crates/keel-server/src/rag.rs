@@ -88,6 +88,23 @@ pub struct RagState {
 /// The id under which Keel's local chat model answers besides its own name.
 pub const LOCAL_MODEL_ALIAS: &str = "keel-local";
 
+/// The chat models `/v1/chat/completions` answers as (id, owner), for `GET /v1/models`: the remote upstream's
+/// model when one is configured, and the local model when its weights are in the asset cache (by its alias, and
+/// by its own name once loaded).
+pub fn chat_models(rag: &RagState) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Some(r) = &rag.remote {
+        out.push((r.model().to_string(), "upstream".to_string()));
+    }
+    if rag.config.llm_path().exists() {
+        out.push((LOCAL_MODEL_ALIAS.to_string(), "keel".to_string()));
+        if let Some(llm) = rag.llm.get() {
+            out.push((llm.id().to_string(), "keel".to_string()));
+        }
+    }
+    out
+}
+
 impl RagState {
     /// Collections under `home/rag`; models from `config`.
     pub fn new(home: &FsPath, config: LlmConfig) -> RagState {
@@ -439,7 +456,11 @@ pub async fn rag_query(
             },
         );
         if d.blocked {
-            return Err(crate::guard::blocked("question", &d));
+            return Err(crate::guard::blocked(
+                "question",
+                &d,
+                st.guard.config.expose_reasons,
+            ));
         }
         if d.action >= keel_guard::policy::Action::Redact {
             question = d.text;
@@ -803,7 +824,7 @@ pub async fn chat_completions(
             },
         );
         if d.blocked {
-            return Err(crate::guard::blocked("request", &d));
+            return Err(crate::guard::blocked("request", &d, gcfg.expose_reasons));
         }
         action = Some(d.action);
         messages = msgs;

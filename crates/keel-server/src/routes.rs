@@ -344,7 +344,7 @@ fn schema_error(errors: Vec<FieldError>) -> ApiError {
 
 /// Predict with a model: `NAME`, `NAME@ALIAS` or `NAME@VERSION`.
 #[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "predictions", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Model reference: NAME, NAME@ALIAS or NAME@VERSION"), PredictQuery),
+    params(("name" = String, Path, description = "Model reference: NAME@VERSION, NAME@ALIAS, or a bare NAME, which means NAME@champion (never merely the newest version: a challenger is served only by its version or alias)"), PredictQuery),
     request_body(content = PredictRequest, description = "One record, {\"records\": [...]}, or a CSV / Arrow IPC stream body"),
     responses(
         (status = 200, body = PredictResponse),
@@ -623,27 +623,96 @@ fn summary(v: keel_store::VersionRecord) -> ModelSummary {
     }
 }
 
-/// Registered models with their latest version.
+/// `GET /v1/models`: OpenAI's model list (`{"object": "list", "data": [...]}`), so a stock OpenAI client's
+/// `models.list()` works, with Keel's registry listing in the same entries (kind, versions, aliases, champion).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<ModelEntry>,
+}
+
+/// One model: OpenAI's `id`, `object`, `created`, `owned_by`, then Keel's registry fields.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// The name to send as `model` (chat) or to put in `/v1/models/{name}/predict` (registry models).
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds when the champion (or, without one, the newest version) was registered.
+    pub created: i64,
+    pub owned_by: String,
+    /// `gbdt`, `linear`, `guard` for registry models; `chat` for the chat model.
+    pub kind: String,
+    /// Newest registered version (registry models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<i64>,
+    /// How many versions are registered (registry models).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<i64>,
+    /// Every alias and the version it points at.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub aliases: std::collections::BTreeMap<String, i64>,
+    /// What the bare name serves (`NAME@champion`); absent when no version has been made servable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub champion: Option<ModelSummary>,
+}
+
+/// Every model this server knows, OpenAI-shaped: registry models (a bare name means `NAME@champion`) and the
+/// chat model of `/v1/chat/completions`.
 #[utoipa::path(get, path = "/v1/models", tag = "registry", security(("bearer" = [])),
-    responses((status = 200, body = Vec<ModelSummary>), (status = 401, body = ErrorBody)))]
+    description = "OpenAI-compatible model list (`openai.OpenAI(base_url=.../v1).models.list()` works). Each registry model is one entry whose `id` is its name, with Keel's fields: `kind`, `latest_version`, `versions`, `aliases` and `champion` (the version a bare name serves). The chat model of `/v1/chat/completions` is listed with `kind: chat` when it is available.",
+    responses((status = 200, body = ModelList), (status = 401, body = ErrorBody)))]
 pub async fn list_models(
     _: AsReader,
     State(st): State<AppState>,
-) -> Result<Json<Vec<ModelSummary>>, ApiError> {
-    Ok(Json(
-        st.cache
-            .store()
-            .list()
-            .await?
+) -> Result<Json<ModelList>, ApiError> {
+    let mut data: Vec<ModelEntry> = st
+        .cache
+        .store()
+        .list()
+        .await?
+        .into_iter()
+        .map(|m| ModelEntry {
+            created: m
+                .champion
+                .as_ref()
+                .and_then(|c| keel_core::time::rfc3339_to_unix(&c.created_at))
+                .unwrap_or(0),
+            id: m.model,
+            object: "model".into(),
+            owned_by: "keel".into(),
+            kind: m.kind,
+            latest_version: Some(m.latest_version),
+            versions: Some(m.versions),
+            aliases: m.aliases,
+            champion: m.champion.map(summary),
+        })
+        .collect();
+    data.extend(
+        crate::rag::chat_models(&st.rag)
             .into_iter()
-            .map(summary)
-            .collect(),
-    ))
+            .map(|(id, owner)| ModelEntry {
+                id,
+                object: "model".into(),
+                created: 0,
+                owned_by: owner,
+                kind: "chat".into(),
+                latest_version: None,
+                versions: None,
+                aliases: Default::default(),
+                champion: None,
+            }),
+    );
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data,
+    }))
 }
 
 /// One version: NAME, NAME@ALIAS or NAME@VERSION.
 #[utoipa::path(get, path = "/v1/models/{name}", tag = "registry", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Model reference")),
+    params(("name" = String, Path, description = "Model reference: NAME@VERSION, NAME@ALIAS, or a bare NAME (= NAME@champion)")),
     responses((status = 200, body = ModelSummary), (status = 404, body = ErrorBody)))]
 pub async fn show_model(
     _: AsReader,
@@ -750,7 +819,7 @@ pub async fn revoke_key(
 
 /// Drift of what a version served (all replicas, recent windows) against its training reference.
 #[utoipa::path(get, path = "/v1/models/{name}/monitor", tag = "monitoring", security(("bearer" = [])),
-    params(("name" = String, Path, description = "Model reference: NAME, NAME@ALIAS or NAME@VERSION"),
+    params(("name" = String, Path, description = "Model reference: NAME@VERSION, NAME@ALIAS, or a bare NAME, which means NAME@champion (never merely the newest version: a challenger is served only by its version or alias)"),
         ("windows" = Option<u32>, Query, description = "How many recent windows to include (default 24)"),
         ("format" = Option<String>, Query, description = "json (default) or html")),
     responses(
@@ -815,14 +884,7 @@ pub async fn monitor(
     )
     .await?;
     if html {
-        let title = format!(
-            "{}@{}: {} rows served in {} window(s) vs the training reference",
-            report.model,
-            report.version,
-            report.rows,
-            report.windows.len()
-        );
-        let page = keel_monitor::report::html(&report.drift, &title);
+        let page = report.html();
         return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response());
     }
     Ok(Json(report).into_response())
@@ -842,7 +904,7 @@ pub struct FeedbackRequest {
     params(("name" = String, Path, description = "Model name (NAME, NAME@ALIAS or NAME@VERSION: labels belong to the model)")),
     request_body = FeedbackRequest,
     responses(
-        (status = 200, description = "{stored, replaced, unknown, unknown_ids}"),
+        (status = 200, description = "{stored, replaced, unknown, unknown_ids, log_rate, note}: labels join only logged predictions (a sampled share, `prediction_log_rate`, default 0.02); `note` explains unknown ids"),
         (status = 404, body = ErrorBody),
         (status = 413, description = "More than 10,000 labels", body = ErrorBody),
         (status = 422, description = "Labels of the wrong type", body = ErrorBody)))]
@@ -922,13 +984,15 @@ pub async fn feedback(
     if !errors.is_empty() {
         return Err(schema_error(errors));
     }
-    // Predictions served a moment ago may still be in the buffer.
+    // Predictions served a moment ago may still be in the buffer (or being written by another flush):
+    // `flush_log` returns only when they are in the store.
     st.flush_log().await;
-    let out = st
+    let mut out = st
         .cache
         .store()
         .put_labels(&model.name, &labels, &caller.actor())
         .await?;
+    out.explain(Some(st.config.prediction_log_rate), false);
     Ok(Json(out).into_response())
 }
 

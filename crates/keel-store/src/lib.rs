@@ -21,8 +21,8 @@ mod registry;
 pub use audit::{AuditEvent, AuditRecord, Verification};
 pub use jobs::{JobRecord, JobState, Rollout, worker_id};
 pub use registry::{
-    ApiKeyRecord, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, NewVersion, Selector,
-    Store, VersionRecord,
+    ApiKeyRecord, CHAMPION, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, ModelListing,
+    NewVersion, Selector, Store, VersionRecord,
 };
 
 use keel_core::ErrorClass;
@@ -46,6 +46,10 @@ pub enum Error {
     UnknownModel(String),
     #[error("model '{model}' has no version {selector}")]
     UnknownVersion { model: String, selector: String },
+    /// The alias is not set. A bare model name means `NAME@champion`, so this is also what a bare name of a
+    /// model without a champion gets.
+    #[error("{}", no_alias_message(.model, .alias))]
+    NoAlias { model: String, alias: String },
     #[error(
         "artifact {uri} does not match its recorded checksum (expected {expected}, found {found})"
     )]
@@ -63,11 +67,25 @@ impl Error {
         match self {
             Error::ReadOnly { .. } | Error::Io { .. } => ErrorClass::Io,
             Error::Database(_) | Error::Artifact(_) => ErrorClass::Io,
-            Error::UnknownModel(_) | Error::UnknownVersion { .. } | Error::Invalid { .. } => {
-                ErrorClass::Input
-            }
+            Error::UnknownModel(_)
+            | Error::UnknownVersion { .. }
+            | Error::NoAlias { .. }
+            | Error::Invalid { .. } => ErrorClass::Input,
             Error::Corrupt { .. } => ErrorClass::Io,
         }
+    }
+}
+
+fn no_alias_message(model: &str, alias: &str) -> String {
+    if alias == "champion" {
+        format!(
+            "model '{model}' has no champion (a bare name means {model}@champion): name a version ({model}@3) \
+             or make one servable (keel models alias {model} champion 3)"
+        )
+    } else {
+        format!(
+            "model '{model}' has no alias '{alias}': name a version ({model}@3) or set it (keel models alias {model} {alias} 3)"
+        )
     }
 }
 

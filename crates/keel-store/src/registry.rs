@@ -51,6 +51,9 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
+/// The alias that a bare model name resolves to.
+pub const CHAMPION: &str = "champion";
+
 /// Which version of a model to fetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
@@ -60,10 +63,17 @@ pub enum Selector {
 }
 
 impl Selector {
-    /// Parses `name`, `name@3` or `name@champion` into (name, selector).
+    /// The alias a bare model name stands for.
+    pub fn champion() -> Selector {
+        Selector::Alias(CHAMPION.to_string())
+    }
+
+    /// Parses `name`, `name@3` or `name@champion` into (name, selector). A bare name means
+    /// `name@champion`: what a person or a passing gate made servable, never merely the newest version (a
+    /// rejected challenger is newer than the champion it lost to).
     pub fn parse(reference: &str) -> Result<(String, Selector)> {
         let (name, sel) = match reference.split_once('@') {
-            None => (reference, Selector::Latest),
+            None => (reference, Selector::champion()),
             Some((n, s)) if !s.is_empty() => {
                 let s = s.trim_start_matches('v');
                 match s.parse::<i64>() {
@@ -135,8 +145,26 @@ pub struct NewVersion {
     pub created_by: String,
     /// Aliases to point at the new version, in the same transaction.
     pub aliases: Vec<String>,
+    /// Also make the new version the champion when the model has none yet (its first servable version: the
+    /// person who registered it chose it). Never set for challengers, which only a passing gate promotes.
+    pub champion_if_none: bool,
     /// The monitoring reference: bins and the training-time profile over them (`null` when none).
     pub profile: serde_json::Value,
+}
+
+/// One registered model, as `keel models list` and `GET /v1/models` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelListing {
+    pub model: String,
+    /// Kind of the newest version (`gbdt`, `linear`, `guard`, …).
+    pub kind: String,
+    pub latest_version: i64,
+    /// How many versions are registered.
+    pub versions: i64,
+    /// Every alias and the version it points at.
+    pub aliases: std::collections::BTreeMap<String, i64>,
+    /// The version a bare name serves (`NAME@champion`), when one is set.
+    pub champion: Option<VersionRecord>,
 }
 
 /// A registered version.
@@ -197,6 +225,37 @@ pub struct FeedbackOutcome {
     pub unknown: usize,
     /// Up to 20 of the unknown request ids.
     pub unknown_ids: Vec<String>,
+    /// The share of requests the serving side logs (only logged predictions can take a label), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_rate: Option<f64>,
+    /// What unknown ids mean and what to do, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl FeedbackOutcome {
+    /// Explains unknown ids: the sampled log (at `log_rate`, when known) and, from outside a server, rows a
+    /// running server has not flushed yet (`buffered_elsewhere`).
+    pub fn explain(&mut self, log_rate: Option<f64>, buffered_elsewhere: bool) {
+        self.log_rate = log_rate;
+        if self.unknown == 0 {
+            return;
+        }
+        let mut note = match log_rate {
+            Some(r) if r < 1.0 => format!(
+                "{} labels match no logged prediction: only a sampled {:.0} % of requests is logged (prediction_log_rate {r}), so about that share of labels can match; raise the rate to join more",
+                self.unknown,
+                r * 100.0
+            ),
+            _ => format!("{} labels match no logged prediction", self.unknown),
+        };
+        if buffered_elsewhere {
+            note.push_str(
+                "; predictions served in the last second may still be in a running server's buffer: send these labels again shortly (or through POST /v1/models/NAME/feedback, which waits for the buffer) and they will match",
+            );
+        }
+        self.note = Some(note);
+    }
 }
 
 /// A logged prediction with its label.
@@ -361,7 +420,19 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         failpoint("registry.mid_registration");
-        for a in &new.aliases {
+        let mut aliases = new.aliases.clone();
+        if new.champion_if_none && !aliases.iter().any(|a| a == CHAMPION) {
+            let has: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+                    .bind(&new.model)
+                    .bind(CHAMPION)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if has.is_none() {
+                aliases.push(CHAMPION.to_string());
+            }
+        }
+        for a in &aliases {
             set_alias_in(&mut tx, &new.model, a, version, &now).await?;
         }
         let record = audit::append_in(
@@ -373,9 +444,9 @@ impl Store {
             )
             .after(serde_json::json!({
                 "version": version, "kind": new.kind, "artifact_sha256": sha,
-                "dataset_hash": new.dataset_hash, "aliases": new.aliases,
+                "dataset_hash": new.dataset_hash, "aliases": aliases,
             }))
-            .evidence(new.metrics.clone()),
+            .evidence(registration_evidence(&new)),
         )
         .await?;
         failpoint("registry.before_commit");
@@ -486,18 +557,42 @@ impl Store {
         Ok(before)
     }
 
-    /// All registered model names with their latest version and aliases.
-    pub async fn list(&self) -> Result<Vec<VersionRecord>> {
-        let names: Vec<String> = sqlx::query_scalar("SELECT name FROM models ORDER BY name")
-            .fetch_all(&self.pool)
+    /// Every registered model: its versions, its aliases and its champion (what a bare name serves).
+    pub async fn list(&self) -> Result<Vec<ModelListing>> {
+        let rows = sqlx::query(
+            "SELECT v.model, MAX(v.version) AS latest, COUNT(*) AS n FROM model_versions v GROUP BY v.model ORDER BY v.model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let model: String = r.get("model");
+            let aliases: Vec<(String, i64)> =
+                sqlx::query_as("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias")
+                    .bind(&model)
+                    .fetch_all(&self.pool)
+                    .await?;
+            let latest: i64 = r.get("latest");
+            let kind: String = sqlx::query_scalar(
+                "SELECT kind FROM model_versions WHERE model = ? AND version = ?",
+            )
+            .bind(&model)
+            .bind(latest)
+            .fetch_one(&self.pool)
             .await?;
-        let mut out = Vec::new();
-        for n in names {
-            match self.get(&n, &Selector::Latest).await {
-                Ok(v) => out.push(v),
-                Err(Error::UnknownVersion { .. }) => {}
+            let champion = match self.get(&model, &Selector::champion()).await {
+                Ok(v) => Some(v),
+                Err(Error::NoAlias { .. }) => None,
                 Err(e) => return Err(e),
-            }
+            };
+            out.push(ModelListing {
+                model,
+                kind,
+                latest_version: latest,
+                versions: r.get("n"),
+                aliases: aliases.into_iter().collect(),
+                champion,
+            });
         }
         Ok(out)
     }
@@ -556,9 +651,15 @@ impl Store {
             }
         };
         let Some(version) = version else {
-            return Err(Error::UnknownVersion {
-                model: model.to_string(),
-                selector: sel.to_string(),
+            return Err(match sel {
+                Selector::Alias(a) => Error::NoAlias {
+                    model: model.to_string(),
+                    alias: a.clone(),
+                },
+                _ => Error::UnknownVersion {
+                    model: model.to_string(),
+                    selector: sel.to_string(),
+                },
             });
         };
         let r = sqlx::query("SELECT * FROM model_versions WHERE model = ? AND version = ?")
@@ -730,16 +831,31 @@ impl Store {
             .collect())
     }
 
-    /// Stores one replica's counts for one window (replacing what that replica stored for it before: a
-    /// replica keeps its window's running total).
-    pub async fn put_profile(
+    /// Adds counts to one replica's stored window: `merge` gets the stored counts (JSON, `None` for a new
+    /// window) and returns the new total, and both happen in one write transaction, so concurrent flushes
+    /// cannot lose each other's counts. A stored window is never replaced by anything but its merge.
+    pub async fn add_profile(
         &self,
         model: &str,
         version: i64,
         window_start: i64,
         replica: &str,
-        counts: &serde_json::Value,
+        merge: impl FnOnce(Option<&str>) -> std::result::Result<String, String>,
     ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT counts FROM profiles WHERE model = ? AND version = ? AND window_start = ? AND replica = ?",
+        )
+        .bind(model)
+        .bind(version)
+        .bind(window_start)
+        .bind(replica)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let counts = merge(stored.as_deref()).map_err(|message| Error::Invalid {
+            what: "monitoring profile",
+            message: format!("{model}@{version}, window {window_start}: {message}"),
+        })?;
         sqlx::query(
             "INSERT INTO profiles(model, version, window_start, replica, counts, updated_at) VALUES (?, ?, ?, ?, ?, ?)
              ON CONFLICT(model, version, window_start, replica) DO UPDATE SET counts = excluded.counts, updated_at = excluded.updated_at",
@@ -748,10 +864,11 @@ impl Store {
         .bind(version)
         .bind(window_start)
         .bind(replica)
-        .bind(counts.to_string())
+        .bind(counts)
         .bind(keel_core::time::now_rfc3339())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -894,6 +1011,16 @@ impl Store {
     }
 }
 
+/// The audit evidence of a registration: the metrics, plus the card's account of how the registered candidate
+/// was chosen when it has one.
+fn registration_evidence(new: &NewVersion) -> serde_json::Value {
+    let mut ev = new.metrics.clone();
+    if let (Some(obj), Some(sel)) = (ev.as_object_mut(), new.card.get("selection")) {
+        obj.insert("selection".into(), sel.clone());
+    }
+    ev
+}
+
 fn validate_alias(alias: &str) -> Result<()> {
     validate_name("alias", alias)?;
     if alias.starts_with(|c: char| c.is_ascii_digit()) {
@@ -968,9 +1095,10 @@ mod tests {
 
     #[test]
     fn selectors_parse() {
+        // A bare name is the champion, never "whatever is newest".
         assert_eq!(
             Selector::parse("m").unwrap(),
-            ("m".into(), Selector::Latest)
+            ("m".into(), Selector::Alias("champion".into()))
         );
         assert_eq!(
             Selector::parse("m@3").unwrap(),
@@ -986,5 +1114,72 @@ mod tests {
         );
         assert!(Selector::parse("m@").is_err());
         assert!(Selector::parse("bad name").is_err());
+    }
+
+    fn version(model: &str, aliases: &[&str], champion_if_none: bool) -> NewVersion {
+        NewVersion {
+            model: model.into(),
+            description: String::new(),
+            kind: "gbdt".into(),
+            objective: "binary".into(),
+            model_bytes: format!("{model}{aliases:?}{champion_if_none}").into_bytes(),
+            params: serde_json::json!({}),
+            metrics: serde_json::json!({"auc": aliases.len() as f64}),
+            schema: serde_json::json!({}),
+            card: serde_json::json!({}),
+            dataset_hash: "d".into(),
+            code_version: "c".into(),
+            created_by: "tester".into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            champion_if_none,
+            profile: serde_json::Value::Null,
+        }
+    }
+
+    /// A challenger registered after the champion is newer, but a bare name still means the champion; the
+    /// listing shows the champion's metrics and every alias.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_bare_name_is_the_champion_not_the_newest_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let v1 = store.register(version("m", &[], true)).await.unwrap();
+        assert_eq!(
+            v1.aliases,
+            vec!["champion".to_string()],
+            "first version becomes champion"
+        );
+        let v2 = store
+            .register(version("m", &["challenger"], false))
+            .await
+            .unwrap();
+        assert_eq!(v2.aliases, vec!["challenger".to_string()]);
+        // A later plain registration does not take the champion either.
+        let v3 = store.register(version("m", &[], true)).await.unwrap();
+        assert!(v3.aliases.is_empty(), "{:?}", v3.aliases);
+        let (name, sel) = Selector::parse("m").unwrap();
+        assert_eq!(store.get(&name, &sel).await.unwrap().version, 1);
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].latest_version, 3);
+        assert_eq!(listed[0].versions, 3);
+        let champion = listed[0].champion.as_ref().unwrap();
+        assert_eq!(champion.version, 1);
+        assert_eq!(champion.metrics["auc"], 0.0);
+        assert_eq!(listed[0].aliases.get("challenger"), Some(&2));
+        assert_eq!(listed[0].aliases.get("champion"), Some(&1));
+
+        // A model without a champion: a bare name is refused with what to do.
+        store
+            .register(version("solo", &["staging"], false))
+            .await
+            .unwrap();
+        let (name, sel) = Selector::parse("solo").unwrap();
+        let e = store.get(&name, &sel).await.unwrap_err();
+        assert!(matches!(e, Error::NoAlias { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("keel models alias solo champion"),
+            "{e}"
+        );
+        assert!(store.get("solo", &Selector::Version(1)).await.is_ok());
     }
 }

@@ -287,10 +287,12 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             class_weight: None,
             threshold: 0.5,
             alias: vec!["champion".into()],
+            model: crate::cli::ModelArg::Gbdt,
             description: Some(
                 "Employment status from ACS person records (Massachusetts); keel demo loop.".into(),
             ),
             json: true,
+            champion_if_none: true,
         },
     )?;
     let v1 = trained["version"].as_i64().context("trained version")?;

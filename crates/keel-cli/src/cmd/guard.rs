@@ -189,6 +189,7 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
         code_version: super::train::code_version(),
         created_by: super::train::actor(),
         aliases: a.alias.clone(),
+        champion_if_none: false,
         profile: Value::Null,
     };
     let store = block_on(Store::open(home))?;

@@ -36,23 +36,33 @@ pub fn list(home: &Path, a: &ListArgs) -> Result<i32> {
         println!("no models registered yet (try keel quickstart)");
     } else {
         println!(
-            "{:<24} {:>7} {:<20} {:<8} {:>8}  created",
-            "model", "latest", "aliases", "kind", "auc/rmse"
+            "{:<24} {:>8} {:>6} {:<28} {:<8} {:>9}  champion created",
+            "model", "champion", "latest", "aliases", "kind", "auc/rmse"
         );
         for m in &models {
-            let metric = m
-                .metrics
-                .get("auc")
-                .or_else(|| m.metrics.get("rmse"))
+            let champion = m.champion.as_ref();
+            let metric = champion
+                .and_then(|c| c.metrics.get("auc").or_else(|| c.metrics.get("rmse")))
                 .and_then(|v| v.as_f64());
+            let aliases: Vec<String> = m.aliases.iter().map(|(a, v)| format!("{a}→{v}")).collect();
             println!(
-                "{:<24} {:>7} {:<20} {:<8} {:>8}  {}",
+                "{:<24} {:>8} {:>6} {:<28} {:<8} {:>9}  {}",
                 m.model,
-                m.version,
-                m.aliases.join(","),
-                m.kind,
+                champion.map_or("–".into(), |c| format!("v{}", c.version)),
+                format!("v{}", m.latest_version),
+                if aliases.is_empty() {
+                    "–".into()
+                } else {
+                    aliases.join(",")
+                },
+                champion.map_or(m.kind.as_str(), |c| c.kind.as_str()),
                 metric.map_or("–".into(), |v| format!("{v:.4}")),
-                m.created_at
+                champion.map_or("–", |c| c.created_at.as_str())
+            );
+        }
+        if models.iter().any(|m| m.champion.is_none()) {
+            println!(
+                "(– : no champion; a bare name serves NAME@champion, so serve such a model by version or set one with keel models alias NAME champion V)"
             );
         }
     }

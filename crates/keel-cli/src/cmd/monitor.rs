@@ -144,17 +144,7 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
         &DriftOptions::default(),
     ))?;
     if let Some(path) = &a.html {
-        let title = format!(
-            "{}@{}: {} rows served in {} window(s) vs the training reference",
-            r.model,
-            r.version,
-            r.rows,
-            r.windows.len()
-        );
-        super::train::write_atomic(
-            path,
-            keel_monitor::report::html(&r.drift, &title).as_bytes(),
-        )?;
+        super::train::write_atomic(path, r.html().as_bytes())?;
     }
     if a.json {
         print_json(&r);
@@ -168,15 +158,23 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
             r.drift.drifted_columns,
             r.drift.columns.len()
         );
+        let interval = |x: Option<f64>, ci: Option<[f64; 2]>| match (x, ci) {
+            (Some(x), Some([lo, hi])) => format!("{x:.4} [{lo:.4}, {hi:.4}]"),
+            (Some(x), None) => format!("{x:.4}"),
+            _ => "-".into(),
+        };
         for w in &r.realized {
-            match (&w.note, w.roc_auc) {
-                (Some(n), _) => println!("  window {}: {}", w.window_start, n),
-                (None, auc) => println!(
-                    "  window {}: {} labels, ROC-AUC {}, accuracy {}",
-                    w.window_start,
+            let at = keel_core::time::unix_to_display(w.window_start);
+            match (&w.note, w.rmse) {
+                (Some(n), _) => println!("  window {at}: {n}"),
+                (None, Some(rmse)) => {
+                    println!("  window {at}: {} labels, RMSE {rmse:.4}", w.labelled)
+                }
+                (None, None) => println!(
+                    "  window {at}: {} labels, ROC-AUC {}, accuracy {}",
                     w.labelled,
-                    auc.map_or("-".into(), |x| format!("{x:.4}")),
-                    w.accuracy.map_or("-".into(), |x| format!("{x:.4}"))
+                    interval(w.roc_auc, w.roc_auc_interval),
+                    interval(w.accuracy, w.accuracy_interval)
                 ),
             }
         }
@@ -272,7 +270,9 @@ pub fn feedback(home: &Path, a: &FeedbackArgs) -> Result<i32> {
     let model =
         keel_engine::LoadedModel::new(&record, &bytes, keel_engine::UnseenCategory::Missing)?;
     let labels = read_labels(&a.file, &model)?;
-    let out = super::block_on(store.put_labels(&name, &labels, &super::train::actor()))?;
+    let mut out = super::block_on(store.put_labels(&name, &labels, &super::train::actor()))?;
+    // The rate is a server setting this process cannot see; the default is stated.
+    out.explain(None, true);
     if a.json {
         print_json(&out);
     } else {
@@ -280,6 +280,13 @@ pub fn feedback(home: &Path, a: &FeedbackArgs) -> Result<i32> {
             "{} labels stored ({} replaced earlier ones); {} with unknown request ids",
             out.stored, out.replaced, out.unknown
         );
+        if let Some(note) = &out.note {
+            println!("  {note}");
+            println!(
+                "  (keel serve logs {} % of requests by default, --prediction-log-rate; only logged predictions take labels)",
+                keel_server::config::ServerConfig::default().prediction_log_rate * 100.0
+            );
+        }
     }
     Ok(0)
 }

@@ -95,8 +95,8 @@ fn report_job(j: &JobRecord, json: bool) {
         j.model,
         j.state.as_str()
     );
-    if !j.message.is_empty() {
-        println!("  {}", j.message);
+    for line in j.message.lines() {
+        println!("  {line}");
     }
     if let Some(reasons) = j.result["gate"]["reasons"].as_array() {
         for r in reasons {
@@ -187,6 +187,12 @@ fn challenger_args(
         class_weight,
         threshold: p["threshold"].as_f64().unwrap_or(0.5),
         alias: vec![],
+        // The champion's kind, not a fresh choice: the gate compares like with like.
+        model: match p["model"].as_str() {
+            Some("linear") => crate::cli::ModelArg::Linear,
+            _ => crate::cli::ModelArg::Gbdt,
+        },
+        champion_if_none: false,
         description: Some(format!(
             "Challenger to {}@{} retrained on {}.",
             champion.model,
@@ -312,6 +318,11 @@ fn retrain(home: &Path, job: &JobRecord, quiet: bool) -> Result<(String, Value)>
     };
     let report: GateReport = keel_ml::gate::compare(&m_old, &m_new, &holdout, &y, &opts)?;
     let holdout_hash = keel_data::hash::file_sha256(&spec.holdout)?;
+    // Holdout rows the challenger trained on make the gate optimistic; row hashes find them cheaply.
+    let shared_rows = keel_data::hash::shared_rows(
+        &keel_data::read::read_table(&spec.data)?,
+        &keel_data::read::read_table(&spec.holdout)?,
+    )?;
     let evidence = json!({
         "job": id,
         "champion": champion.version,
@@ -319,6 +330,7 @@ fn retrain(home: &Path, job: &JobRecord, quiet: bool) -> Result<(String, Value)>
         "holdout": spec.holdout,
         "holdout_sha256": holdout_hash,
         "data": spec.data,
+        "holdout_rows_in_training_data": shared_rows,
         "gate": report,
     });
     let actor = format!("{} (job {id})", job.created_by);
@@ -337,8 +349,19 @@ fn retrain(home: &Path, job: &JobRecord, quiet: bool) -> Result<(String, Value)>
         "champion": champion.version,
         "challenger": version,
         "passed": report.passed,
+        "holdout_rows_in_training_data": shared_rows,
         "gate": report,
     });
+    let comparison = format!(
+        "{} {:.4} vs champion v{} {:.4}, delta {:+.4} [{:+.4}, {:+.4}]",
+        report.metric,
+        report.challenger,
+        champion.version,
+        report.champion,
+        report.delta,
+        report.delta_lower,
+        report.delta_upper
+    );
     let message = if report.passed {
         block_on(store.set_alias(&job.model, "challenger", version, &actor))?;
         let mut started = Vec::new();
@@ -352,15 +375,9 @@ fn retrain(home: &Path, job: &JobRecord, quiet: bool) -> Result<(String, Value)>
         }
         result["rollout"] = json!(started);
         format!(
-            "challenger {}@{version} passed the gate ({} {:.4} vs champion v{} {:.4}, delta {:+.4} [{:+.4}, {:+.4}]){}",
+            "challenger {}@{version} passed the gate ({}){}",
             job.model,
-            report.metric,
-            report.challenger,
-            champion.version,
-            report.champion,
-            report.delta,
-            report.delta_lower,
-            report.delta_upper,
+            comparison,
             if started.is_empty() {
                 String::new()
             } else {
@@ -369,10 +386,17 @@ fn retrain(home: &Path, job: &JobRecord, quiet: bool) -> Result<(String, Value)>
         )
     } else {
         format!(
-            "challenger {}@{version} was rejected by the gate: {}",
+            "challenger {}@{version} was rejected by the gate ({comparison}): {}",
             job.model,
             report.reasons.join("; ")
         )
+    };
+    let message = match shared_rows {
+        0 => message,
+        n => format!(
+            "{message}\nwarning: {n} rows of the holdout also occur in the training data {}: the gate's comparison is optimistic for the challenger; use a holdout the challenger never saw",
+            spec.data.display()
+        ),
     };
     block_on(store.close());
     Ok((message, result))
@@ -534,9 +558,77 @@ pub fn deploy_cmd(home: &Path, a: &DeployArgs) -> Result<i32> {
     if a.json {
         print_json(&out);
     } else {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        print!("{}", deploy_text(&out));
     }
     Ok(0)
+}
+
+/// `keel deploy` for a person: what runs, the labels so far, and the judge's decision.
+fn deploy_text(out: &Value) -> String {
+    use std::fmt::Write;
+    let model = out["model"].as_str().unwrap_or("");
+    let mut t = String::new();
+    let arm = |a: &Value, what: &str| -> String {
+        if a.is_null() {
+            return String::new();
+        }
+        format!(
+            "  {what} v{}: {} on {} labels\n",
+            a["version"],
+            a["metric"]
+                .as_f64()
+                .map_or("not yet measurable".to_string(), |m| format!("{m:.4}")),
+            a["labelled"]
+        )
+    };
+    let rollout = |r: &Value, t: &mut String| {
+        if let Some(v) = r["canary_version"].as_i64() {
+            let _ = writeln!(
+                t,
+                "{model}: canary v{v} answers {:.0} % of {model}@champion requests (since {})",
+                r["canary_weight"].as_f64().unwrap_or(0.0) * 100.0,
+                r["started_at"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(v) = r["shadow_version"].as_i64() {
+            let _ = writeln!(
+                t,
+                "{model}: shadow v{v} scores every {model}@champion request without answering (since {})",
+                r["started_at"].as_str().unwrap_or("?")
+            );
+        }
+    };
+    if let Some(c) = out.get("champion") {
+        let _ = writeln!(
+            t,
+            "{model}: champion v{} → v{} (canary promoted; one audited alias move)",
+            c["before"], c["after"]
+        );
+    } else if out.get("stopped").is_some() {
+        let _ = writeln!(t, "{model}: rollout stopped; the champion is unchanged");
+    } else if out["rollout"].is_null() {
+        let _ = writeln!(t, "{model}: no canary or shadow running");
+    } else {
+        rollout(&out["rollout"], &mut t);
+    }
+    let ev = &out["evaluation"];
+    if !ev.is_null() {
+        let _ = writeln!(
+            t,
+            "  {} from delayed labels since the rollout started:",
+            ev["metric"].as_str().unwrap_or("metric")
+        );
+        t.push_str(&arm(&ev["champion"], "champion"));
+        t.push_str(&arm(&ev["canary"], "canary"));
+        t.push_str(&arm(&ev["shadow"], "shadow"));
+        let _ = writeln!(
+            t,
+            "  judge: {} ({})",
+            ev["decision"].as_str().unwrap_or("?"),
+            ev["reason"].as_str().unwrap_or("")
+        );
+    }
+    t
 }
 
 fn evaluation(store: &Store, model: &str) -> Result<keel_engine::rollout::RolloutEvaluation> {

@@ -205,56 +205,137 @@ pub fn keys_revoke(home: &Path, a: &KeysRevokeArgs) -> Result<i32> {
 
 /// Streams the input in chunks: encode against the training schema, predict, append, write.
 pub fn predict(home: &Path, a: &PredictArgs) -> Result<i32> {
+    use crate::cli::{BadRows, UnseenArg};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let store = Arc::new(rt.block_on(Store::open(home))?);
-    let cache = ModelCache::new(store, UnseenCategory::Missing);
+    let unseen = match a.unseen_category {
+        UnseenArg::Reject => UnseenCategory::Reject,
+        UnseenArg::Missing => UnseenCategory::Missing,
+    };
+    let cache = ModelCache::new(store, unseen);
     let model = rt.block_on(cache.get(&a.model))?;
     let mut stream = keel_data::read::BatchStream::open(&a.input, a.batch_size.max(1))?;
     let mut out = crate::batch_out::Writer::create(&a.output)?;
+    let quarantine_path = a.quarantine.clone().unwrap_or_else(|| {
+        let stem = a
+            .output
+            .file_stem()
+            .map_or_else(|| "predictions".into(), |s| s.to_string_lossy().to_string());
+        a.output.with_file_name(format!("{stem}.quarantine.csv"))
+    });
+    let mut quarantine: Option<crate::batch_out::Quarantine> = None;
     let pb = bar(0, "scoring rows", a.json);
-    let mut done = 0usize;
+    let (mut done, mut scored, mut bad_rows) = (0usize, 0usize, 0usize);
+    let mut shown: Vec<serde_json::Value> = Vec::new();
+    let nf = model.schema.n_features();
     while let Some(table) = stream.next_table() {
         let table = table?;
-        let rows = model.encode_table_lenient(&table).map_err(|errs| {
-            let e = &errs[0];
+        let check = model.check_batch(&table).map_err(|errs| {
             input_error(format!(
-                "{}: {} ({}){}",
+                "{}: {}; the file cannot be scored by {}@{}",
                 a.input.display(),
-                e.message,
-                e.path.replace("$.rows[", "chunk row ["),
-                if errs.len() > 1 {
-                    format!(" and {} more problems", errs.len() - 1)
-                } else {
-                    String::new()
-                }
+                errs.iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                model.name,
+                model.version
             ))
         })?;
-        let nf = model.schema.n_features();
-        let preds: Vec<keel_engine::loaded::Prediction> = rows
-            .chunks_exact(nf)
-            .map(|r| model.predict_row(r, None))
-            .collect();
-        out.write_chunk(&table, &preds)?;
+        for (i, problems) in &check.bad {
+            for p in problems.iter() {
+                if shown.len() < 20 {
+                    let column = p.path.rsplit_once("].").map_or("", |x| x.1);
+                    shown.push(serde_json::json!({
+                        "row": done + i + 1, "column": column, "problem": p.problem, "message": p.message,
+                    }));
+                }
+            }
+        }
+        bad_rows += check.bad.len();
+        if !check.bad.is_empty() && a.on_bad_rows == BadRows::Quarantine {
+            if quarantine.is_none() {
+                quarantine = Some(crate::batch_out::Quarantine::create(&quarantine_path)?);
+            }
+            quarantine
+                .as_mut()
+                .expect("created above")
+                .write_rows(&table, &check.bad, done)?;
+        }
+        if a.on_bad_rows == BadRows::Quarantine || bad_rows == 0 {
+            let preds: Vec<keel_engine::loaded::Prediction> = check
+                .rows
+                .chunks_exact(nf)
+                .map(|r| model.predict_row(r, None))
+                .collect();
+            if check.bad.is_empty() {
+                out.write_chunk(&table, &preds)?;
+            } else {
+                out.write_chunk(&crate::batch_out::take_rows(&table, &check.good)?, &preds)?;
+            }
+            scored += preds.len();
+        }
         done += table.nrows;
         pb.set_length(done as u64);
         pb.set_position(done as u64);
     }
-    out.finish()?;
     pb.finish_and_clear();
+    let rejected = a.on_bad_rows == BadRows::Reject && bad_rows > 0;
+    if rejected {
+        out.abandon();
+        scored = 0;
+    } else {
+        out.finish()?;
+    }
+    if let Some(q) = quarantine {
+        q.finish()?;
+    }
     let summary = serde_json::json!({
-        "model": model.name, "version": model.version, "rows": done, "output": a.output,
+        "model": model.name, "version": model.version, "rows": done, "scored": scored,
+        "bad_rows": bad_rows,
+        "output": if rejected { None } else { Some(&a.output) },
+        "quarantine": (bad_rows > 0 && !rejected).then_some(&quarantine_path),
+        "problems": shown,
     });
     if a.json {
         print_json(&summary);
     } else {
-        println!(
-            "scored {done} rows with {}@{} → {}",
-            model.name,
-            model.version,
-            a.output.display()
-        );
+        if !rejected {
+            println!(
+                "scored {scored} of {done} rows with {}@{} → {}",
+                model.name,
+                model.version,
+                a.output.display()
+            );
+        }
+        if bad_rows > 0 {
+            eprintln!(
+                "keel: {bad_rows} rows of {} fail the model's input checks (the same checks as HTTP){}:",
+                a.input.display(),
+                if rejected {
+                    "; nothing was written (--on-bad-rows reject)".to_string()
+                } else {
+                    format!(
+                        "; they are in {} with their problems",
+                        quarantine_path.display()
+                    )
+                }
+            );
+            for p in &shown {
+                eprintln!(
+                    "  row {}, column '{}': {} ({})",
+                    p["row"],
+                    p["column"].as_str().unwrap_or(""),
+                    p["message"].as_str().unwrap_or(""),
+                    p["problem"].as_str().unwrap_or("")
+                );
+            }
+            if bad_rows > shown.len() {
+                eprintln!("  …");
+            }
+        }
     }
-    Ok(0)
+    Ok(if bad_rows > 0 { 1 } else { 0 })
 }

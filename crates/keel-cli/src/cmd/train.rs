@@ -29,10 +29,39 @@ pub fn code_version() -> String {
     )
 }
 
+/// Who a CLI action is recorded as (`created_by`, the audit log's `actor`): `KEEL_USER` when set, else the
+/// login name from the environment, else the operating-system account of this process (`/etc/passwd`), else
+/// `uid:N`. Never "unknown".
 pub fn actor() -> String {
-    std::env::var("KEEL_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into())
+    for var in ["KEEL_USER", "USER", "LOGNAME"] {
+        if let Ok(v) = std::env::var(var)
+            && !v.trim().is_empty()
+        {
+            return v;
+        }
+    }
+    os_user()
+}
+
+fn os_user() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_string())
+            })
+        });
+        name.unwrap_or_else(|| format!("uid:{uid}"))
+    }
+    #[cfg(not(unix))]
+    {
+        "local user".to_string()
+    }
 }
 
 pub fn train_cmd(home: &Path, a: &TrainArgs) -> Result<i32> {
@@ -69,19 +98,30 @@ fn report(out: &serde_json::Value, json: bool) {
         println!("  (an identical version was already registered; use --force to train again)");
     }
     println!(
-        "  trained on {} rows, evaluated on {} rows, {} trees in {:.2} s",
+        "  trained on {} rows, evaluated on {} rows, {} in {:.2} s",
         out["rows_train"],
         out["rows_test"],
-        out["trees"],
+        match out["trees"].as_u64() {
+            Some(t) => format!("{t} trees"),
+            None => "a linear model".to_string(),
+        },
         out["train_seconds"].as_f64().unwrap_or(0.0)
     );
+    if let Some(reason) = out["selection"]["reason"].as_str() {
+        println!("  registered {reason}");
+    }
+    let other = if out["kind"] == "linear" {
+        "trees"
+    } else {
+        "linear baseline"
+    };
     if let Some(obj) = m.as_object() {
         for (k, v) in obj {
             let lo = ci[k]["lower"].as_f64().unwrap_or(f64::NAN);
             let hi = ci[k]["upper"].as_f64().unwrap_or(f64::NAN);
             let base = out["baseline_metrics"][k]
                 .as_f64()
-                .map(|b| format!("   (linear baseline {b:.4})"))
+                .map(|b| format!("   ({other} {b:.4})"))
                 .unwrap_or_default();
             println!(
                 "  {k:<10} {:.4}  [{lo:.4}, {hi:.4}]{base}",
@@ -92,6 +132,11 @@ fn report(out: &serde_json::Value, json: bool) {
     if let Some(top) = out["top_features"].as_array() {
         let names: Vec<&str> = top.iter().filter_map(|f| f.as_str()).collect();
         println!("  top features by mean |SHAP|: {}", names.join(", "));
+    }
+    for l in out["limitations"].as_array().into_iter().flatten() {
+        if let Some(l) = l.as_str().filter(|l| l.contains(" beat the registered ")) {
+            println!("  warning: {l}");
+        }
     }
     println!("  model card: {}", out["card_html"].as_str().unwrap_or(""));
 }
@@ -157,6 +202,8 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         class_weight: None,
         threshold: 0.5,
         alias: vec!["champion".into()],
+        model: crate::cli::ModelArg::Auto,
+        champion_if_none: true,
         description: Some(
             "Predicts whether a Massachusetts resident is employed, from the 2015 US Census American Community Survey. \
              A demonstration model for Keel's lifecycle (drift, delayed labels, retraining); not for decisions about people."
@@ -184,8 +231,13 @@ fn existing_identical(
         Err(e) => return Err(e.into()),
     };
     let params = params_json(args)?;
+    // The stored parameters also name the candidate that was registered; the request is the rest.
+    let mut stored = latest.params.clone();
+    if let Some(o) = stored.as_object_mut() {
+        o.remove("model");
+    }
     if latest.dataset_hash != dataset_hash
-        || latest.params != params
+        || stored != params
         || latest.code_version != code_version()
     {
         return Ok(None);
@@ -257,7 +309,24 @@ fn params_json(a: &TrainArgs) -> Result<serde_json::Value> {
         "drop": a.drop,
         "sensitive": a.sensitive,
         "threshold": a.threshold,
+        "model_requested": keel_ml::select::Choice::from(a.model),
     }))
+}
+
+/// Loads a training file: inferred schema, the declared overlay, and a classification target that keeps the
+/// file's own labels (`yes`/`no` stay words, not 0/1) unless the declared schema says otherwise.
+fn load_frame_for_target(
+    path: &Path,
+    declared: Option<&Schema>,
+    target: &str,
+) -> Result<(Frame, Schema)> {
+    let table = read_table(path)?;
+    let mut schema = keel_data::infer_schema(&table, &InferOptions::default());
+    keel_data::target::keep_target_labels(&mut schema, target);
+    if let Some(d) = declared {
+        schema = schema_file::overlay(&schema, d);
+    }
+    load_table(path, table, schema)
 }
 
 /// Loads a file with the given base schema (inferred, overlaid with a declared one); type errors are fatal.
@@ -274,6 +343,10 @@ pub(crate) fn load_frame(
     if let Some(d) = declared {
         schema = schema_file::overlay(&schema, d);
     }
+    load_table(path, table, schema)
+}
+
+fn load_table(path: &Path, table: keel_data::RawTable, schema: Schema) -> Result<(Frame, Schema)> {
     let (frame, errors) = keel_data::to_frame(&table, &schema)?;
     if !errors.is_empty() {
         let shown: Vec<String> = errors
@@ -318,7 +391,7 @@ pub fn train_with(
 
     let sp = spinner("reading data", quiet);
     let declared = a.schema.as_deref().map(schema_file::load).transpose()?;
-    let (frame, schema) = load_frame(&a.data, declared.as_ref(), None)?;
+    let (frame, schema) = load_frame_for_target(&a.data, declared.as_ref(), &a.target)?;
     let dataset_hash = keel_data::hash::file_sha256(&a.data)?;
     let source = a.data.display().to_string();
     for c in a.drop.iter().chain(&a.sensitive).chain(&a.slices) {
@@ -464,67 +537,78 @@ pub fn train_with(
     let x_test = encoder.encode(&test_frame)?;
     sp.finish_and_clear();
 
-    // Early stopping holds out 10 % of the training rows.
     let nf = specs.len();
-    let (fit_x, fit_y, valid) = if params.early_stopping_rounds > 0 {
-        let (tr, va) = keel_ml::split::train_test_split(
+    let choice = keel_ml::select::Choice::from(a.model);
+    let linear_params = LinearParams::default();
+    let model_of = |kind: ModelKind| Model {
+        objective,
+        target: a.target.clone(),
+        class_labels: target.class_labels.clone(),
+        features: specs.clone(),
+        kind,
+    };
+    // `--model auto`: both candidates on 80 % of the training rows, compared on the other 20 % (the holdout
+    // plays no part in the choice).
+    let validation = if choice == keel_ml::select::Choice::Auto && train_y.len() >= 100 {
+        let sp = spinner("choosing between trees and a linear model", quiet);
+        let (fit, val) = keel_ml::split::train_test_split(
             &train_y,
-            0.1,
-            a.seed.wrapping_add(1),
+            0.2,
+            a.seed.wrapping_add(2),
             objective == Objective::Binary,
         );
-        let take = |rows: &[usize]| -> (Vec<f64>, Vec<f64>) {
-            let mut x = Vec::with_capacity(rows.len() * nf);
-            for &r in rows {
-                x.extend_from_slice(&x_train[r * nf..(r + 1) * nf]);
+        let (fx, fy) = take_rows(&x_train, &train_y, &fit, nf);
+        let (vx, vy) = take_rows(&x_train, &train_y, &val, nf);
+        let (trees, _) = fit_gbdt(&specs, &fx, &fy, objective, &params, a.seed, &mut |_, _| {
+            hook("choosing", 0.0)
+        })?;
+        let linear = keel_ml::linear::train(&specs, &fx, &fy, objective, &linear_params)?;
+        let score = |m: &Model| {
+            let p = m.predict_rows(&vx);
+            match objective {
+                Objective::Binary => keel_ml::metrics::roc_auc(&vy, &p).unwrap_or(0.5),
+                Objective::Regression => keel_ml::metrics::rmse(&vy, &p, None),
             }
-            (x, rows.iter().map(|&r| train_y[r]).collect())
         };
-        let (fx, fy) = take(&tr);
-        let (vx, vy) = take(&va);
-        (fx, fy, Some((vx, vy)))
+        let g = score(&model_of(ModelKind::Gbdt(trees)));
+        let l = score(&model_of(ModelKind::Linear(linear)));
+        sp.finish_and_clear();
+        Some(((g, l), vy.len()))
     } else {
-        (x_train.clone(), train_y.clone(), None)
+        None
     };
 
     let pb = bar(params.n_trees as u64, "training trees", quiet);
     let started = Instant::now();
-    let (ensemble, log) = keel_ml::gbdt::train(
+    let (ensemble, log) = fit_gbdt(
         &specs,
-        &fit_x,
-        &fit_y,
+        &x_train,
+        &train_y,
         objective,
         &params,
-        valid.as_ref().map(|(x, y)| (x.as_slice(), y.as_slice())),
+        a.seed,
         &mut |done, total| {
             pb.set_position(done as u64);
             hook("training", done as f64 / total.max(1) as f64)
         },
     )?;
-    let train_seconds = started.elapsed().as_secs_f64();
+    let gbdt_seconds = started.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let model = Model {
-        objective,
-        target: a.target.clone(),
-        class_labels: target.class_labels.clone(),
-        features: specs.clone(),
-        kind: ModelKind::Gbdt(ensemble),
-    };
+    let trees_model = model_of(ModelKind::Gbdt(ensemble));
 
     if !hook("evaluating", 1.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
     let sp = spinner("evaluating", quiet);
-    let baseline_model = Model {
-        kind: ModelKind::Linear(keel_ml::linear::train(
-            &specs,
-            &x_train,
-            &train_y,
-            objective,
-            &LinearParams::default(),
-        )?),
-        ..model.clone()
-    };
+    let started = Instant::now();
+    let linear_model = model_of(ModelKind::Linear(keel_ml::linear::train(
+        &specs,
+        &x_train,
+        &train_y,
+        objective,
+        &linear_params,
+    )?));
+    let linear_seconds = started.elapsed().as_secs_f64();
     let eval_opts = EvalOptions {
         threshold: a.threshold,
         seed: a.seed,
@@ -532,20 +616,61 @@ pub fn train_with(
         slices: a.slices.clone(),
         ..Default::default()
     };
+    let brief = |m: &Model| {
+        keel_ml::eval::evaluate(
+            m,
+            &x_test,
+            &test_y,
+            &test_frame,
+            &EvalOptions {
+                bootstrap: 0,
+                sensitive: vec![],
+                slices: vec![],
+                ..eval_opts.clone()
+            },
+        )
+    };
+    let flat = |e: &Evaluation| -> std::collections::BTreeMap<String, f64> {
+        e.metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value))
+            .collect()
+    };
+    let (gbdt_brief, linear_brief) = (brief(&trees_model)?, brief(&linear_model)?);
+    let selection = keel_ml::select::Selection::new(
+        choice,
+        objective,
+        validation,
+        flat(&gbdt_brief),
+        flat(&linear_brief),
+    );
+    let linear_kind = match objective {
+        Objective::Binary => "logistic regression (one-hot, L2)",
+        Objective::Regression => "ridge regression (one-hot)",
+    };
+    let trees_kind = format!(
+        "gradient-boosted trees ({} trees, {} leaves)",
+        trees_model.n_trees(),
+        params.num_leaves
+    );
+    let (model, model_kind, train_seconds, other_kind, other_eval) = match selection.chosen {
+        keel_ml::select::Candidate::Gbdt => (
+            trees_model,
+            trees_kind,
+            gbdt_seconds,
+            linear_kind.to_string(),
+            linear_brief,
+        ),
+        keel_ml::select::Candidate::Linear => (
+            linear_model,
+            linear_kind.to_string(),
+            linear_seconds,
+            trees_kind,
+            gbdt_brief,
+        ),
+    };
     let evaluation: Evaluation =
         keel_ml::eval::evaluate(&model, &x_test, &test_y, &test_frame, &eval_opts)?;
-    let baseline_eval = keel_ml::eval::evaluate(
-        &baseline_model,
-        &x_test,
-        &test_y,
-        &test_frame,
-        &EvalOptions {
-            bootstrap: 0,
-            sensitive: vec![],
-            slices: vec![],
-            ..eval_opts.clone()
-        },
-    )?;
     let profile = keel_data::profile(&frame, &schema);
     sp.finish_and_clear();
 
@@ -554,13 +679,14 @@ pub fn train_with(
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&bytes))
     };
-    let params_value = params_json(a)?;
+    let mut params_value = params_json(a)?;
+    params_value["model"] = json!(model.kind_name());
     let mut card = ModelCard {
         model: a.name.clone(),
         version: 0,
         created_at: keel_core::time::now_rfc3339(),
         created_by: actor(),
-        kind: format!("gradient-boosted trees ({} trees, {} leaves)", model.n_trees(), params.num_leaves),
+        kind: model_kind,
         objective,
         target: a.target.clone(),
         class_labels: target.class_labels.clone(),
@@ -581,12 +707,11 @@ pub fn train_with(
         train_seconds,
         evaluation: evaluation.clone(),
         baseline: Some(BaselineSummary {
-            kind: match objective {
-                Objective::Binary => "logistic regression (one-hot, L2)".into(),
-                Objective::Regression => "ridge regression (one-hot)".into(),
-            },
-            metrics: baseline_eval.metrics.iter().map(|(k, v)| (k.clone(), v.value)).collect(),
+            kind: other_kind,
+            metrics: flat(&other_eval),
         }),
+        trees: (model.n_trees() > 0).then(|| model.n_trees()),
+        selection: Some(selection.clone()),
         lineage: Lineage {
             dataset_hash: dataset_hash.clone(),
             test_dataset_hash: test_hash,
@@ -596,7 +721,12 @@ pub fn train_with(
         },
         limitations: keel_ml::card::derive_limitations(&evaluation, train_y.len()),
     };
-    if log.best_iteration != log.trees_trained {
+    if let Some(l) = selection.limitation() {
+        card.limitations.push(l);
+    }
+    if selection.chosen == keel_ml::select::Candidate::Gbdt
+        && log.best_iteration != log.trees_trained
+    {
         card.limitations.push(format!(
             "Early stopping kept {} of {} trees (validation loss stopped improving).",
             log.best_iteration, log.trees_trained
@@ -626,6 +756,7 @@ pub fn train_with(
         code_version: code_version(),
         created_by: actor(),
         aliases: a.alias.clone(),
+        champion_if_none: a.champion_if_none,
     };
     let record = block_on(store.register(new))?;
     card.version = record.version;
@@ -650,13 +781,18 @@ fn outcome_json(card: &ModelCard, aliases: &[String], html: &Path) -> serde_json
         "model": card.model,
         "version": card.version,
         "aliases": aliases,
-        "kind": "gbdt",
+        "kind": card.selection.as_ref().map_or("gbdt", |s| match s.chosen {
+            keel_ml::select::Candidate::Gbdt => "gbdt",
+            keel_ml::select::Candidate::Linear => "linear",
+        }),
         "objective": card.objective,
         "metrics": metrics,
         "metrics_ci": ev.metrics,
         "baseline_metrics": card.baseline.as_ref().map(|b| &b.metrics),
         "train_seconds": card.train_seconds,
-        "trees": card.params["gbdt"]["n_trees"],
+        "trees": card.trees,
+        "selection": card.selection,
+        "limitations": card.limitations,
         "rows_train": card.data.train_rows,
         "rows_test": card.data.test_rows,
         "dataset_hash": card.lineage.dataset_hash,
@@ -702,7 +838,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// the levels of categorical ones; tenths of the probability, or deciles of a regression's predictions) and the
 /// holdout rows' counts over them, predictions included.
 fn reference_profile(model: &keel_ml::Model, x_train: &[f64], x_test: &[f64]) -> serde_json::Value {
-    use keel_monitor::profile::{BinSpec, ProfileSpec, quantile_edges};
+    use keel_monitor::profile::{BinSpec, ProfileSpec, bin_edges};
     let features: Vec<(String, Option<Vec<String>>)> = model
         .features
         .iter()
@@ -718,10 +854,54 @@ fn reference_profile(model: &keel_ml::Model, x_train: &[f64], x_test: &[f64]) ->
     let prediction = match model.objective {
         Objective::Binary => ProfileSpec::probability_bins(),
         Objective::Regression => BinSpec::Numeric {
-            edges: quantile_edges(&predictions, 10),
+            edges: bin_edges(&predictions, 10),
         },
     };
     let spec = ProfileSpec::from_training(&features, x_train, 10, prediction);
     let reference = spec.profile(x_test, &predictions);
     serde_json::json!({"spec": spec, "reference": reference})
+}
+
+/// The rows `rows` of row-major `x` (`nf` columns) and their labels.
+fn take_rows(x: &[f64], y: &[f64], rows: &[usize], nf: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut out = Vec::with_capacity(rows.len() * nf);
+    for &r in rows {
+        out.extend_from_slice(&x[r * nf..(r + 1) * nf]);
+    }
+    (out, rows.iter().map(|&r| y[r]).collect())
+}
+
+/// Trains the trees on (x, y); with early stopping, 10 % of those rows are held out to decide when to stop.
+fn fit_gbdt(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    params: &GbdtParams,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<(keel_ml::gbdt::Ensemble, keel_ml::gbdt::TrainLog)> {
+    let nf = specs.len();
+    if params.early_stopping_rounds == 0 {
+        return Ok(keel_ml::gbdt::train(
+            specs, x, y, objective, params, None, progress,
+        )?);
+    }
+    let (tr, va) = keel_ml::split::train_test_split(
+        y,
+        0.1,
+        seed.wrapping_add(1),
+        objective == Objective::Binary,
+    );
+    let (fx, fy) = take_rows(x, y, &tr, nf);
+    let (vx, vy) = take_rows(x, y, &va, nf);
+    Ok(keel_ml::gbdt::train(
+        specs,
+        &fx,
+        &fy,
+        objective,
+        params,
+        Some((vx.as_slice(), vy.as_slice())),
+        progress,
+    )?)
 }

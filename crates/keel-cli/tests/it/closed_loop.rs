@@ -238,3 +238,58 @@ fn queued_jobs_run_in_the_worker_and_cancelled_ones_never_run() {
     let (code, _) = crate::audit::verify(&home);
     assert_eq!(code, 0);
 }
+
+/// `keel retrain … --min-delta 0.5` rejects the challenger: the text output gives the metric delta and warns
+/// that the holdout shares rows with the training data, and neither the bare name nor the listing ever points
+/// at the rejected version.
+#[test]
+fn a_rejected_challenger_is_never_served_and_the_rejection_gives_its_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data, _) = retrain_home(dir.path());
+    // The holdout is the retraining file itself: every row is shared.
+    let o = keel(
+        &home,
+        &[
+            "retrain",
+            "seed",
+            "--data",
+            data.to_str().unwrap(),
+            "--holdout",
+            data.to_str().unwrap(),
+            "--trees",
+            "20",
+            "--min-delta",
+            "0.5",
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &stderr(&o);
+    assert!(out.contains("was rejected by the gate"), "{out}");
+    assert!(out.contains("delta"), "no delta in: {out}");
+    assert!(
+        out.contains("3000 rows of the holdout also occur in the training data"),
+        "{out}"
+    );
+    // The rejected v2 exists but a bare name still means v1, in batch scoring and in the listing.
+    let scored = dir.path().join("scored.csv");
+    let o = keel(
+        &home,
+        &[
+            "predict",
+            "--model",
+            "seed",
+            "--input",
+            data.to_str().unwrap(),
+            "--output",
+            scored.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["version"], 1);
+    let listed = stdout_json(&keel(&home, &["models", "list", "--json"]));
+    assert_eq!(listed["models"][0]["latest_version"], 2, "{listed}");
+    assert_eq!(listed["models"][0]["champion"]["version"], 1, "{listed}");
+    let o = keel(&home, &["models", "list"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("champion→1"), "{text}");
+}

@@ -214,7 +214,7 @@ fn the_html_report_names_every_column_and_escapes_names() {
 }
 
 mod profiles {
-    use keel_monitor::profile::{BinSpec, ProfileSpec, quantile_edges};
+    use keel_monitor::profile::{BinSpec, ProfileSpec, bin_edges};
     use keel_monitor::{DriftOptions, compare_profiles};
     use proptest::prelude::*;
 
@@ -342,12 +342,100 @@ mod profiles {
     }
 
     #[test]
-    fn quantile_edges_split_the_data_evenly() {
+    fn bin_edges_split_continuous_data_evenly_and_give_each_discrete_value_a_bin() {
         let v: Vec<f64> = (0..1000).map(f64::from).collect();
-        let e = quantile_edges(&v, 10);
+        let e = bin_edges(&v, 10);
         assert_eq!(e.len(), 9);
         assert_eq!(e[0], 100.0);
-        assert!(quantile_edges(&[f64::NAN], 10).is_empty());
-        assert_eq!(quantile_edges(&[1.0, 1.0, 1.0], 10), Vec::<f64>::new());
+        assert!(bin_edges(&[f64::NAN], 10).is_empty());
+        // A constant: a bin below, the value, and (implicitly) a bin above.
+        assert_eq!(
+            bin_edges(&[1.0, 1.0, 1.0], 10),
+            vec![1.0f64.next_down(), 1.0]
+        );
+        // Ordinals: one bin each.
+        let b = BinSpec::Numeric {
+            edges: bin_edges(&[1.0, 2.0, 3.0, 2.0], 10),
+        };
+        let bins: Vec<usize> = [0.0, 1.0, 2.0, 3.0, 7.0, f64::NAN]
+            .iter()
+            .map(|&x| b.bin(x))
+            .collect();
+        assert_eq!(bins, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            keel_monitor::profile::numeric_labels(&bin_edges(&[1.0, 2.0, 3.0], 10)),
+            vec!["< 1", "1", "2", "3", "> 3", "missing"]
+        );
+    }
+
+    /// Discrete numeric columns (ordinals, 0/1 flags, constants) drift visibly in both paths, and the file
+    /// comparison and the served-traffic profile agree on PSI and JS.
+    #[test]
+    fn discrete_columns_drift_the_same_in_files_and_in_served_profiles() {
+        use keel_core::{ColumnData, Frame};
+        let cases: [(&str, Vec<f64>, Vec<f64>); 3] = [
+            (
+                "ordinal",
+                (0..300).map(|i| (i % 3 + 1) as f64).collect(),
+                (0..300).map(|i| (i % 3 + 7) as f64).collect(),
+            ),
+            (
+                "flag",
+                (0..300).map(|i| f64::from(u8::from(i % 10 == 0))).collect(),
+                (0..300).map(|i| f64::from(u8::from(i % 2 == 0))).collect(),
+            ),
+            (
+                "constant",
+                vec![5.0; 300],
+                (0..300)
+                    .map(|i| if i % 3 == 0 { 6.0 } else { 5.0 })
+                    .collect(),
+            ),
+        ];
+        for (name, a, b) in cases {
+            let frame = |v: &[f64]| Frame {
+                names: vec![name.into()],
+                columns: vec![ColumnData::Numeric(v.to_vec())],
+            };
+            let file =
+                keel_monitor::compare(&frame(&a), &frame(&b), &DriftOptions::default()).unwrap();
+            let c = &file.columns[0];
+            assert!(c.psi.unwrap() > 0.25, "{name}: file PSI {:?}", c.psi);
+            assert!(c.js.unwrap() > 0.1, "{name}: file JS {:?}", c.js);
+            assert!(c.drifted, "{name}: {c:?}");
+            assert!(
+                c.histogram.labels.len() >= 3,
+                "{name}: {:?}",
+                c.histogram.labels
+            );
+            // The served path: a profile spec built from the same reference values.
+            let spec = ProfileSpec::from_training(
+                &[(name.to_string(), None)],
+                &a,
+                10,
+                ProfileSpec::probability_bins(),
+            );
+            let zeros = vec![0.5; a.len()];
+            let reference = spec.profile(&a, &zeros);
+            let current = spec.profile(&b, &zeros[..b.len()]);
+            let served =
+                compare_profiles(&spec, &reference, &current, &DriftOptions::default()).unwrap();
+            let s = &served.columns[0];
+            assert!(
+                (s.psi.unwrap() - c.psi.unwrap()).abs() < 1e-9
+                    && (s.js.unwrap() - c.js.unwrap()).abs() < 1e-9,
+                "{name}: served PSI/JS {:?}/{:?} vs file {:?}/{:?}",
+                s.psi,
+                s.js,
+                c.psi,
+                c.js
+            );
+            // The served chart always has a missing bin; the file chart only when something is missing.
+            assert_eq!(
+                s.histogram.labels[..c.histogram.labels.len()],
+                c.histogram.labels[..],
+                "{name}"
+            );
+        }
     }
 }

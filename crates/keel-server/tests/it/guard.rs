@@ -52,6 +52,7 @@ pub async fn register_guard(t: &TestServer) {
             code_version: "test".into(),
             created_by: "test".into(),
             aliases: vec!["champion".into()],
+            champion_if_none: false,
             profile: Value::Null,
         })
         .await
@@ -531,6 +532,7 @@ try:
     print("NOT BLOCKED")
 except openai.BadRequestError as e:
     print("BLOCKED", e.status_code)
+print("MODELS", ",".join(sorted(m.id for m in c.models.list())))
 "#;
     let url = format!("http://{addr}/v1");
     let out = tokio::task::spawn_blocking(move || {
@@ -556,6 +558,12 @@ except openai.BadRequestError as e:
         "{stdout}"
     );
     assert!(stdout.contains("BLOCKED 400"), "{stdout}");
+    // `models.list()` parses Keel's model list (the registry's guard model is one entry).
+    let models = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MODELS "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(models.split(',').any(|m| m == "guard"), "{stdout}");
 }
 
 /// The `keel.toml` example in README.md parses, and a route's policy changes only the fields it names.

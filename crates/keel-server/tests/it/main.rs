@@ -7,6 +7,7 @@ mod guard;
 mod monitor;
 mod rag;
 mod rollout;
+mod serving_choice;
 mod swap;
 
 use axum::Router;
@@ -159,6 +160,7 @@ pub async fn register(store: &Store, m: &Model, aliases: &[&str]) -> i64 {
             code_version: "test".into(),
             created_by: "test".into(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            champion_if_none: false,
             profile: reference_profile(m),
         })
         .await

@@ -278,3 +278,119 @@ async fn the_prediction_log_samples_by_request_id() {
     .await;
     assert!(!ids.iter().any(|id| none.state.logs(id)));
 }
+
+/// Served rows of a version add up across alias moves and rollbacks: moving `champion` away from v1 retires
+/// its loaded copy, moving it back loads a fresh one, and the fresh one's counts add to what was flushed
+/// instead of replacing it (the stored row is keyed by model, version, window and replica).
+#[tokio::test]
+async fn monitoring_counts_add_up_across_alias_moves_and_rollbacks() {
+    let s = server(ServerConfig::default()).await;
+    send(&s, &rows(300, 21, 0.0)).await;
+    s.state.flush_monitoring().await;
+    s.state
+        .cache
+        .set_alias("risk", "champion", 2, "test")
+        .await
+        .unwrap();
+    send(&s, &rows(10, 22, 0.0)).await;
+    s.state.flush_monitoring().await;
+    // Roll back: v1 is loaded anew with empty counters.
+    s.state
+        .cache
+        .set_alias("risk", "champion", 1, "test")
+        .await
+        .unwrap();
+    send(&s, &rows(1, 23, 0.0)).await;
+    s.state.flush_monitoring().await;
+    let (st, _, v) = s
+        .call(s.req(
+            "GET",
+            "/v1/models/risk@1/monitor",
+            Some(Role::Reader),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["rows"], 301, "{v}");
+    let (_, _, v) = s
+        .call(s.req(
+            "GET",
+            "/v1/models/risk@2/monitor",
+            Some(Role::Reader),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(v["rows"], 10, "{v}");
+    // A second replica's counts for the same window merge at read time.
+    let stored: u64 = s
+        .state
+        .cache
+        .store()
+        .profiles("risk", 1, 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, c)| c["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, 301);
+}
+
+/// Feedback flushes the prediction log before joining; that flush must also wait for rows another flush
+/// (the periodic writer) has already taken from the buffer but not yet stored, or labels for predictions
+/// served a moment ago come back "unknown".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_returns_only_when_rows_another_flush_took_are_stored() {
+    let s = server(ServerConfig {
+        prediction_log_rate: 1.0,
+        ..Default::default()
+    })
+    .await;
+    let now = keel_core::time::now_unix_ms();
+    let n = 60_000;
+    s.state.log_predictions(
+        (0..n)
+            .map(|i| keel_store::LoggedPrediction {
+                model: "risk".into(),
+                version: 1,
+                request_id: format!("r{i}"),
+                row: 0,
+                at_ms: now,
+                features: vec![40.0, 1.0, 0.5],
+                output: 0.5,
+                shadow: None,
+            })
+            .collect(),
+    );
+    let st = s.state.clone();
+    let background = tokio::spawn(async move { st.flush_log().await });
+    // Wait until the background flush has taken the whole buffer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.state.log.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flush never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    // What the feedback route does: flush, then join the newest prediction.
+    s.state.flush_log().await;
+    let out = s
+        .state
+        .cache
+        .store()
+        .put_labels(
+            "risk",
+            &[keel_store::Feedback {
+                request_id: format!("r{}", n - 1),
+                row: 0,
+                label: 1.0,
+            }],
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.unknown), (1, 0), "{out:?}");
+    background.await.unwrap();
+}
