@@ -131,6 +131,14 @@ fn the_users_labels_and_the_champion_survive_serving_feedback_and_a_second_train
         label
     );
     drop(server);
+    // The monitor report prints windows as times a person reads, with the realized line for the label.
+    let o = keel(&home, &["monitor", "report", "--model", "loans"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let window = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("window "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(window.contains(" UTC: "), "{window}");
 
     // Batch output uses the labels as well.
     let out = dir.path().join("scored.csv");

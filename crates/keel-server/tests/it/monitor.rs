@@ -234,6 +234,32 @@ async fn delayed_labels_join_their_predictions_by_request_id() {
         "{w}"
     );
     assert!(w["roc_auc"].as_f64().is_some());
+    // Intervals, and the same realized performance on the HTML page (a person-readable window, a chart).
+    let [lo, hi] =
+        [&w["roc_auc_interval"][0], &w["roc_auc_interval"][1]].map(|x| x.as_f64().unwrap());
+    let auc = w["roc_auc"].as_f64().unwrap();
+    assert!(lo <= auc && auc <= hi && hi - lo > 0.0, "{w}");
+    let [alo, ahi] =
+        [&w["accuracy_interval"][0], &w["accuracy_interval"][1]].map(|x| x.as_f64().unwrap());
+    assert!(alo < 99.0 / 150.0 && 99.0 / 150.0 < ahi, "{w}");
+    let (st, _, page) = s
+        .call(s.req(
+            "GET",
+            "/v1/models/risk@champion/monitor?format=html",
+            Some(Role::Reader),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let page = page.as_str().unwrap();
+    assert!(page.contains("Realized performance"), "no realized section");
+    assert!(
+        page.contains(&format!("{auc:.4}")),
+        "the page lacks the AUC {auc:.4}"
+    );
+    assert!(page.contains(" UTC</td>"), "windows are not readable times");
+    assert!(page.contains("ROC-AUC per window"), "no chart");
     // Labels of the wrong type are refused with their path; nothing is stored.
     let (st, e) = feedback(
         &s,
