@@ -312,10 +312,19 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
+        let db = home.join("registry.db");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.message().contains("readonly") => Error::ReadOnly {
+                    path: db.clone(),
+                    reason: d.message().to_string(),
+                },
+                _ => Error::Database(e),
+            })?;
+        probe_database(&pool, &db).await?;
         migrate(&pool).await?;
         let artifacts = LocalFileSystem::new_with_prefix(&artifact_root)?;
         Ok(Store {
@@ -1070,23 +1079,43 @@ fn classify_write_error(path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Creates and removes a probe file, so a read-only home fails here rather than half-way through a write.
+///
+/// The database file itself is never opened here (nor anywhere outside SQLite): closing any descriptor of a
+/// file drops every POSIX lock the process holds on it, so another process could then checkpoint and delete
+/// the WAL under our open connections and committed writes would vanish ("How To Corrupt An SQLite Database
+/// File", §2.2). Whether the database is writable is asked of SQLite ([`probe_database`]).
 fn probe_writable(home: &Path) -> Result<()> {
     let probe = home.join(format!(".keel-write-probe-{}", std::process::id()));
     match std::fs::write(&probe, b"probe") {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
-            // An existing database file must be writable too.
-            let db = home.join("registry.db");
-            if db.exists() {
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&db)
-                    .map_err(|e| classify_write_error(&db, e))?;
-            }
             Ok(())
         }
         Err(e) => Err(classify_write_error(home, e)),
     }
+}
+
+/// Takes and releases the database's write lock through SQLite, so a database file that cannot be written
+/// fails at open with [`Error::ReadOnly`] rather than half-way through a change.
+async fn probe_database(pool: &SqlitePool, db: &Path) -> Result<()> {
+    let readonly = |e: sqlx::Error| match &e {
+        sqlx::Error::Database(d)
+            if d.code().as_deref() == Some("8") || d.message().contains("readonly") =>
+        {
+            Error::ReadOnly {
+                path: db.to_path_buf(),
+                reason: d.message().to_string(),
+            }
+        }
+        _ => Error::Database(e),
+    };
+    let mut conn = pool.acquire().await.map_err(readonly)?;
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await
+        .map_err(readonly)?;
+    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1181,5 +1210,60 @@ mod tests {
             "{e}"
         );
         assert!(store.get("solo", &Selector::Version(1)).await.is_ok());
+    }
+
+    /// Another process reading the registry (an operator's `sqlite3`, a backup) while this process holds it
+    /// open must not make acknowledged writes vanish. Opening the store again (as a job worker did every
+    /// second) used to open `registry.db` outside SQLite and close it, which drops every POSIX lock this
+    /// process holds on the file; the other process then checkpointed and deleted the WAL that our open
+    /// connections kept writing into.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outside_reader_never_makes_acknowledged_writes_vanish() {
+        let python = ["python3", "/usr/bin/python3"]
+            .into_iter()
+            .find(|p| std::process::Command::new(p).arg("-V").output().is_ok())
+            .expect("python3 (its sqlite3 module plays the outside reader)");
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.register(version("m", &[], true)).await.unwrap();
+        store.register(version("m", &["x"], false)).await.unwrap();
+        let db = dir.path().join("registry.db");
+        for round in 0..3 {
+            // What a second component of the same process does (the job worker, a progress report).
+            Store::open(dir.path()).await.unwrap().close().await;
+            let out = std::process::Command::new(python)
+                .arg("-c")
+                .arg("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); print(c.execute('select count(*) from audit_log').fetchone()[0]); c.close()")
+                .arg(&db)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Acknowledged writes after the outside read.
+            store
+                .set_alias(
+                    "m",
+                    "champion",
+                    if round % 2 == 0 { 2 } else { 1 },
+                    "tester",
+                )
+                .await
+                .unwrap();
+            store.register(version("m", &[], false)).await.unwrap();
+        }
+        let aliases = store.list().await.unwrap()[0].aliases.clone();
+        let records = store.audit_records().await.unwrap().len();
+        store.close().await;
+        // A restart sees every one of them, and the chain verifies.
+        let again = Store::open(dir.path()).await.unwrap();
+        let listed = again.list().await.unwrap();
+        assert_eq!(listed[0].latest_version, 5);
+        assert_eq!(listed[0].aliases, aliases);
+        assert_eq!(again.audit_records().await.unwrap().len(), records);
+        let v = again.audit_verify().await.unwrap();
+        assert!(v.ok, "{v:?}");
     }
 }
