@@ -92,9 +92,13 @@ fn arrow_select_concat(
     arrow_select::concat::concat(parts)
 }
 
+/// Refuses a repeated column name, naming both positions. Linear in the number of columns (a header of
+/// 100,000 names must not cost 10^10 comparisons).
 fn check_duplicate_names(path: &Path, names: &[String]) -> Result<()> {
+    let mut seen: std::collections::HashMap<&str, usize> =
+        std::collections::HashMap::with_capacity(names.len());
     for (i, a) in names.iter().enumerate() {
-        if let Some(j) = names[..i].iter().position(|b| b == a) {
+        if let Some(&j) = seen.get(a.as_str()) {
             return Err(Error::DuplicateColumn {
                 path: path.to_path_buf(),
                 name: a.clone(),
@@ -102,6 +106,7 @@ fn check_duplicate_names(path: &Path, names: &[String]) -> Result<()> {
                 second: i + 1,
             });
         }
+        seen.insert(a, i);
     }
     Ok(())
 }
@@ -184,17 +189,54 @@ pub const BODY_LABEL: &str = "<request body>";
 
 /// Reads a CSV table from memory (a request body).
 pub fn read_csv_bytes(bytes: &[u8]) -> Result<RawTable> {
+    read_csv_body(bytes, 64 * 1024)
+}
+
+/// The column names of a CSV body (its first line), read without decoding anything else: a server checks
+/// them against the model before any allocation proportional to the number of columns.
+pub fn csv_body_names(bytes: &[u8]) -> Result<Vec<String>> {
+    let path = Path::new(BODY_LABEL);
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    let (names, _) = csv_reader(
+        path,
+        Box::new(std::io::Cursor::new(bytes[..end].to_vec())),
+        1,
+    )?;
+    Ok(names)
+}
+
+/// Reads a CSV request body in batches of at most `batch_rows` rows (arrow reserves a batch's worth of
+/// capacity per column up front, so a small batch bounds memory for bodies with many columns).
+pub fn read_csv_body(bytes: &[u8], batch_rows: usize) -> Result<RawTable> {
     let path = Path::new(BODY_LABEL);
     let (names, reader) = csv_reader(
         path,
         Box::new(std::io::Cursor::new(bytes.to_vec())),
-        64 * 1024,
+        batch_rows.max(1),
     )?;
     let mut batches = Vec::new();
     for b in reader {
         batches.push(b.map_err(|e| csv_error(path, e))?);
     }
     assemble(path, Format::Csv, names, batches)
+}
+
+/// The column names of an Arrow IPC stream body (its schema message), read without decoding any batch.
+pub fn ipc_body_names(bytes: &[u8]) -> Result<Vec<String>> {
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| Error::Format {
+            path: Path::new(BODY_LABEL).to_path_buf(),
+            message: format!("not a valid Arrow IPC stream: {e}"),
+        })?;
+    Ok(reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
 }
 
 /// Reads an Arrow IPC stream from memory (a request body).

@@ -261,7 +261,7 @@ fn parse_query(raw: Option<&str>) -> Result<PredictQuery, ApiError> {
     Ok(q)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum BodyKind {
     Json,
     Csv,
@@ -374,7 +374,7 @@ pub async fn predict(
     let (model, shadow) = st.cache.route(&name, &rid.0).await?;
     let explain = q.explain.unwrap_or(false).then_some(q.top_k.unwrap_or(5));
     let nf = model.schema.n_features();
-    let (rows, single) = parse_rows(&st, &model, kind, &bytes)?;
+    let (rows, single) = decode(&st, &model, kind, &bytes).await?;
     let n = rows.len() / nf.max(1);
     let (predictions, rows): (Vec<Prediction>, Vec<f64>) = if n <= st.config.inline_batch_rows {
         let p: Vec<Prediction> = rows
@@ -406,14 +406,26 @@ pub async fn predict(
     // A shadow scores the same rows (parsed against its own schema) without answering; its outputs are
     // logged next to the served ones for the online comparison.
     let shadow_out = match &shadow {
-        Some(sh) => match parse_rows(&st, sh, kind, &bytes) {
+        Some(sh) => match decode(&st, sh, kind, &bytes).await {
             Ok((srows, _)) => {
-                let snf = sh.schema.n_features();
-                let sp: Vec<Prediction> = srows
-                    .chunks_exact(snf.max(1))
-                    .map(|r| sh.predict_row(r, None))
-                    .collect();
-                sh.observe(&srows, &sp);
+                let score = move |sh: &LoadedModel, srows: &[f64]| {
+                    let snf = sh.schema.n_features();
+                    let sp: Vec<Prediction> = srows
+                        .chunks_exact(snf.max(1))
+                        .map(|r| sh.predict_row(r, None))
+                        .collect();
+                    sh.observe(srows, &sp);
+                    sp
+                };
+                let sp = if n <= st.config.inline_batch_rows {
+                    score(sh, &srows)
+                } else {
+                    // A shadow's batch is CPU work like the served one: off the reactor.
+                    let m = sh.clone();
+                    tokio::task::spawn_blocking(move || score(&m, &srows))
+                        .await
+                        .unwrap_or_default()
+                };
                 Some((sh.version, sp))
             }
             Err(e) => {
@@ -467,6 +479,33 @@ pub async fn predict(
     Ok(Json(resp).into_response())
 }
 
+/// JSON bodies up to this size are parsed on the reactor (microseconds); larger ones and every CSV or Arrow
+/// body go to the blocking pool.
+const INLINE_PARSE_BYTES: usize = 16 * 1024;
+
+/// [`parse_rows`], on the reactor for small JSON bodies (microseconds) and on the blocking pool for every
+/// CSV or Arrow body and for large JSON ones.
+async fn decode(
+    st: &AppState,
+    model: &std::sync::Arc<LoadedModel>,
+    kind: BodyKind,
+    bytes: &Bytes,
+) -> Result<(Vec<f64>, bool), ApiError> {
+    if kind == BodyKind::Json && bytes.len() <= INLINE_PARSE_BYTES {
+        return parse_rows(st, model, kind, bytes);
+    }
+    let (st, m, b) = (st.clone(), model.clone(), bytes.clone());
+    tokio::task::spawn_blocking(move || parse_rows(&st, &m, kind, &b))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "request decoding failed",
+            )
+        })?
+}
+
 /// Parses and encodes a prediction body against one version's schema: (encoded rows, single record?).
 fn parse_rows(
     st: &AppState,
@@ -497,8 +536,20 @@ fn parse_rows(
             (body.rows, body.single)
         }
         BodyKind::Csv | BodyKind::Arrow => {
+            // The columns first: a body naming columns the model does not have is refused before anything
+            // proportional to its column count is allocated (a 100,000-column header once reserved 52 GB).
+            let names = match kind {
+                BodyKind::Csv => keel_data::read::csv_body_names(bytes)?,
+                _ => keel_data::read::ipc_body_names(bytes)?,
+            };
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let problems = model.schema.check_columns(&refs, false);
+            if !problems.is_empty() {
+                return Err(schema_error(problems));
+            }
             let table = match kind {
-                BodyKind::Csv => keel_data::read::read_csv_bytes(bytes)?,
+                // No more rows per batch than a request may hold (+1 to notice one too many).
+                BodyKind::Csv => keel_data::read::read_csv_body(bytes, st.config.max_records + 1)?,
                 _ => keel_data::read::read_ipc_bytes(bytes)?,
             };
             if table.nrows > st.config.max_records {

@@ -5,6 +5,7 @@ mod audit;
 mod bad_input;
 mod closed_loop;
 mod guard;
+mod hostile;
 mod newcomer;
 mod quickstart;
 mod rag;
