@@ -819,6 +819,13 @@ pub struct ServeArgs {
     /// Requests handled at once before shedding with 503.
     #[arg(long)]
     pub concurrency_limit: Option<usize>,
+    /// Close a connection that has not sent a whole request head this many milliseconds after connecting
+    /// or after its previous response (slow-header and idle clients) [default: 10000].
+    #[arg(long)]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Open connections at most; more clients wait in the listen backlog [default: 4096].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Requests per second per API key (0 = unlimited).
     #[arg(long)]
     pub rate_limit: Option<u32>,

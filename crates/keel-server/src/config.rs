@@ -20,6 +20,11 @@ pub struct ServerConfig {
     pub concurrency_limit: usize,
     /// Longest a request may take before it is answered with 503.
     pub timeout_ms: u64,
+    /// A client must send a whole request head within this long after connecting or after its previous
+    /// response; otherwise the connection is closed (slow-header and idle clients hold no connection longer).
+    pub header_read_timeout_ms: u64,
+    /// Open connections at most; more clients wait in the listen backlog.
+    pub max_connections: usize,
     /// Requests per second allowed per API key (0 = unlimited).
     pub rate_limit_per_second: u32,
     /// Burst allowed above the per-key rate.
@@ -55,6 +60,17 @@ pub struct ServerConfig {
     pub guard: crate::guard::GuardConfig,
 }
 
+impl ServerConfig {
+    /// The listener's connection limits.
+    pub fn connection_limits(&self) -> crate::listen::ConnectionLimits {
+        crate::listen::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+            max_connections: self.max_connections,
+            drain: std::time::Duration::from_millis(self.timeout_ms.max(1000)),
+        }
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -62,6 +78,8 @@ impl Default for ServerConfig {
             port: 8080,
             auth: true,
             body_limit_bytes: 2 * 1024 * 1024,
+            header_read_timeout_ms: 10_000,
+            max_connections: 4096,
             max_records: 1000,
             concurrency_limit: 512,
             timeout_ms: 10_000,
@@ -89,6 +107,9 @@ impl ServerConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.body_limit_bytes < 1024 {
             return Err("body_limit_bytes must be at least 1024".into());
+        }
+        if self.header_read_timeout_ms == 0 || self.max_connections == 0 {
+            return Err("header_read_timeout_ms and max_connections must be positive".to_string());
         }
         if self.max_records == 0 || self.concurrency_limit == 0 {
             return Err("max_records and concurrency_limit must be positive".into());

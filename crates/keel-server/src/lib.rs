@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod listen;
 pub mod metrics;
 pub mod middleware;
 pub mod openai;

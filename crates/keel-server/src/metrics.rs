@@ -20,6 +20,8 @@ pub struct Metrics {
     pub guard_findings: IntCounterVec,
     pub guard_seconds: HistogramVec,
     pub gateway_tokens: IntCounterVec,
+    /// Failed `accept` calls (out of file descriptors, say).
+    pub accept_errors: prometheus::IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -120,8 +122,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["upstream", "kind"],
     )
     .expect("metric");
+    let accept_errors = prometheus::IntCounter::new(
+        "keel_http_accept_errors_total",
+        "Connections the listener failed to accept (e.g. out of file descriptors)",
+    )
+    .expect("metric");
     for c in [
-        Box::new(guard_decisions.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(accept_errors.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(guard_decisions.clone()),
         Box::new(guard_findings.clone()),
         Box::new(guard_seconds.clone()),
         Box::new(gateway_tokens.clone()),
@@ -152,6 +160,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         guard_findings,
         guard_seconds,
         gateway_tokens,
+        accept_errors,
     }
 });
 

@@ -334,10 +334,16 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             &super::train::actor(),
         )
         .await?;
+        let limits = config.connection_limits();
         let state = AppState::new(store.clone(), config).await?;
         state.spawn_background();
         let app = keel_server::router(state.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(keel_server::listen::serve(
+            listener,
+            app,
+            limits,
+            std::future::pending(),
+        ));
         anyhow::Ok((state, format!("http://{addr}"), key.key))
     })?;
     say(format!("serving on {base}"));

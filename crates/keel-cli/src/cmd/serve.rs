@@ -69,6 +69,12 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
     if let Some(m) = a.concurrency_limit {
         c.concurrency_limit = m;
     }
+    if let Some(t) = a.header_read_timeout_ms {
+        c.header_read_timeout_ms = t;
+    }
+    if let Some(m) = a.max_connections {
+        c.max_connections = m;
+    }
     if let Some(r) = a.rate_limit {
         c.rate_limit_per_second = r;
     }
@@ -131,6 +137,7 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
                 "API keys are DISABLED (--no-auth): anyone who can reach {addr} can use every route"
             );
         }
+        let limits = config.connection_limits();
         let state = AppState::new(store, config).await?;
         state.spawn_background();
         // Retraining jobs (queued by alert rules or `keel retrain --queue`) run next to the server.
@@ -138,8 +145,7 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
         let app = keel_server::router(state.clone());
         tracing::info!(%addr, "keel serving");
         println!("listening on http://{addr}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(keel_server::shutdown_signal())
+        keel_server::listen::serve(listener, app, limits, keel_server::shutdown_signal())
             .await
             .context("serving")?;
         state.flush_monitoring().await;
