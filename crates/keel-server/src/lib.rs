@@ -62,6 +62,43 @@ pub struct Shared {
     pub rag: Arc<rag::RagState>,
     /// The guard model (loaded on first use) and the guard policies.
     pub guard: Arc<guard::GuardState>,
+    /// The job worker next to the server (`/healthz` fails when it has stopped).
+    pub worker: Arc<WorkerHealth>,
+}
+
+/// The job worker that runs next to the server, as health checks see it.
+#[derive(Debug, Default)]
+pub struct WorkerHealth {
+    state: std::sync::Mutex<WorkerState>,
+}
+
+/// Where the job worker stands.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum WorkerState {
+    /// This process runs no worker.
+    #[default]
+    Off,
+    Running,
+    /// The last attempt failed (out of file descriptors, say); it is retried with backoff.
+    Retrying {
+        error: String,
+        failures: u32,
+    },
+    /// The worker thread ended: jobs queued here will not run until a restart.
+    Stopped {
+        error: String,
+    },
+}
+
+impl WorkerHealth {
+    pub fn set(&self, s: WorkerState) {
+        *self.state.lock().expect("worker state") = s;
+    }
+
+    pub fn get(&self) -> WorkerState {
+        self.state.lock().expect("worker state").clone()
+    }
 }
 
 /// One alert that started firing.
@@ -111,6 +148,7 @@ impl AppState {
             webhooks: alerts::webhook_client(Duration::from_secs(2)),
             rag,
             guard,
+            worker: Arc::new(WorkerHealth::default()),
         })))
     }
 

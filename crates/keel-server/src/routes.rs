@@ -121,10 +121,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
-pub async fn healthz() -> Json<Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Liveness: 200 while the process serves and its job worker (when it runs one) is alive; 503 when the
+/// worker has stopped, so an orchestrator restarts the process instead of leaving queued jobs unrun.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses(
+    (status = 200, description = "The process is alive: `{status, worker}`"),
+    (status = 503, description = "The job worker has stopped: `{status, worker}`")))]
+pub async fn healthz(State(st): State<AppState>) -> Response {
+    let worker = st.worker.get();
+    let status = match worker {
+        crate::WorkerState::Stopped { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    let body = serde_json::json!({
+        "status": if status == StatusCode::OK { "ok" } else { "worker_stopped" },
+        "worker": worker,
+    });
+    (status, Json(body)).into_response()
 }
 
 /// Readiness: 200 once the champion models are loaded.
@@ -139,7 +151,8 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
             .into_iter()
             .map(|(r, v)| serde_json::json!({"reference": r, "version": v}))
             .collect();
-        Json(serde_json::json!({"status": "ready", "models": loaded})).into_response()
+        Json(serde_json::json!({"status": "ready", "models": loaded, "worker": st.worker.get()}))
+            .into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

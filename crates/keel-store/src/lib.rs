@@ -99,3 +99,19 @@ pub fn failpoint(name: &str) {
         std::process::abort();
     }
 }
+
+/// Test hook: when `KEEL_PANICPOINT` is `name:N`, the first N times this point is reached in the process
+/// panic (a transient failure, for tests of recovery); inert otherwise.
+pub fn panicpoint(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let Ok(v) = std::env::var("KEEL_PANICPOINT") else {
+        return;
+    };
+    let Some((point, n)) = v.split_once(':') else {
+        return;
+    };
+    if point == name && HITS.fetch_add(1, Ordering::Relaxed) < n.parse::<u64>().unwrap_or(0) {
+        panic!("panicpoint '{name}' hit");
+    }
+}

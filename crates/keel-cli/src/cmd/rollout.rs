@@ -461,13 +461,20 @@ pub fn jobs_cmd(home: &Path, c: &JobsCommand) -> Result<i32> {
 
 /// Runs queued jobs: until none is left, or forever (polling once a second).
 pub fn work(home: &Path, forever: bool, quiet: bool) -> Result<usize> {
+    work_with(home, forever, quiet, &|| {})
+}
+
+/// [`work`], calling `alive` each time the worker has polled the queue successfully.
+fn work_with(home: &Path, forever: bool, quiet: bool, alive: &dyn Fn()) -> Result<usize> {
     let worker = keel_store::worker_id();
     let mut n = 0;
     loop {
+        keel_store::panicpoint("worker.poll");
         let store = block_on(Store::open(home))?;
         block_on(store.recover_jobs(STALE_MS))?;
         let job = block_on(store.claim_job(&worker))?;
         block_on(store.close());
+        alive();
         match job {
             Some(j) => {
                 tracing::info!(job = j.id, kind = %j.kind, model = %j.model, "job started");
@@ -484,20 +491,56 @@ pub fn work(home: &Path, forever: bool, quiet: bool) -> Result<usize> {
     }
 }
 
-/// Starts the job worker on its own thread (for `keel serve`).
-pub fn spawn_worker(home: &Path) {
+/// Starts the job worker on its own thread (for `keel serve`). It survives transient failures, errors and
+/// panics alike (out of file descriptors, say): each is logged, reported in `health` (`/healthz`,
+/// `/readyz`) and retried with exponential backoff from 1 s to 30 s. Should the thread ever end, `health` says
+/// it stopped and `/healthz` fails.
+pub fn spawn_worker(home: &Path, health: std::sync::Arc<keel_server::WorkerHealth>) {
+    use keel_server::WorkerState;
+    struct Stopped(std::sync::Arc<keel_server::WorkerHealth>);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            self.0.set(WorkerState::Stopped {
+                error: "the job worker thread ended".into(),
+            });
+        }
+    }
     let home = home.to_path_buf();
-    std::thread::Builder::new()
+    health.set(WorkerState::Running);
+    let spawned = std::thread::Builder::new()
         .name("keel-jobs".into())
         .spawn(move || {
+            let _stopped = Stopped(health.clone());
+            let failures = std::cell::Cell::new(0u32);
             loop {
-                if let Err(e) = work(&home, true, true) {
-                    tracing::warn!(error = %format!("{e:#}"), "job worker error; restarting in 5 s");
-                    std::thread::sleep(Duration::from_secs(5));
-                }
+                let alive = || {
+                    if failures.replace(0) > 0 {
+                        health.set(WorkerState::Running);
+                    }
+                };
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    work_with(&home, true, true, &alive)
+                }));
+                let error = match run {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(p) => p
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| p.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "panic".into()),
+                };
+                let n = failures.get().saturating_add(1);
+                failures.set(n);
+                let wait = Duration::from_secs((1u64 << (n - 1).min(5)).min(30));
+                tracing::warn!(error = %error, failures = n, retry_in_s = wait.as_secs(), "job worker failed; retrying");
+                health.set(WorkerState::Retrying { error, failures: n });
+                std::thread::sleep(wait);
             }
-        })
-        .expect("spawning the job worker");
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "could not start the job worker");
+    }
 }
 
 /// `keel deploy NAME@V --canary P | --shadow`, `keel deploy NAME --status | --promote | --stop`.

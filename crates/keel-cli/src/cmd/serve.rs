@@ -141,7 +141,7 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
         let state = AppState::new(store, config).await?;
         state.spawn_background();
         // Retraining jobs (queued by alert rules or `keel retrain --queue`) run next to the server.
-        super::rollout::spawn_worker(home);
+        super::rollout::spawn_worker(home, state.worker.clone());
         let app = keel_server::router(state.clone());
         tracing::info!(%addr, "keel serving");
         println!("listening on http://{addr}");

@@ -146,3 +146,74 @@ fn slow_and_idle_clients_are_disconnected_and_connections_are_capped() {
     assert_eq!(st, 200);
     drop(hogs);
 }
+
+/// The job worker next to `keel serve` survives transient failures (here: its first two polls panic, as the
+/// runtime's construction did when file descriptors ran out): `/healthz` reports it retrying, then running,
+/// and a queued retraining job still runs.
+#[test]
+fn the_job_worker_survives_transient_failures_and_health_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    seed_registry(&home, dir.path());
+    let data = fixture_csv(dir.path(), "more.csv", 1000);
+    let holdout = fixture_csv(dir.path(), "holdout.csv", 300);
+    let server = serve_env(&home, &[], &[("KEEL_PANICPOINT", "worker.poll:2")]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let health = || {
+        let (st, body) = crate::serve::http(&addr, "GET", "/healthz", None, "");
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let (st, v) = health();
+        assert_eq!(st, 200, "{v}");
+        let state = v["worker"]["state"].as_str().unwrap().to_string();
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if state == "running" && seen.iter().any(|s| s == "retrying") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker states: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = keel(
+        &home,
+        &[
+            "retrain",
+            "seed",
+            "--data",
+            data.to_str().unwrap(),
+            "--holdout",
+            holdout.to_str().unwrap(),
+            "--trees",
+            "10",
+            "--queue",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout_json(&o)["id"].to_string();
+    loop {
+        let job = stdout_json(&keel(&home, &["jobs", "show", &id, "--json"]));
+        if job["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            job["state"] == "queued" || job["state"] == "running",
+            "{job}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never ran: {job}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -59,10 +59,16 @@ impl Drop for Served {
 }
 
 pub fn serve(home: &Path, args: &[&str]) -> Served {
+    serve_env(home, args, &[])
+}
+
+/// [`serve`] with extra environment variables.
+pub fn serve_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
     let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["serve", "--port", &port.to_string(), "--no-auth"])
         .args(args)
+        .envs(env.iter().copied())
         .env("KEEL_HOME", home)
         .env("KEEL_CACHE", cache_dir())
         .stdout(std::process::Stdio::null())
