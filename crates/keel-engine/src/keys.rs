@@ -90,14 +90,25 @@ pub struct KeyVerifier {
     store: Arc<Store>,
     records: RwLock<HashMap<String, ApiKeyRecord>>,
     verified: RwLock<HashMap<[u8; 32], (String, Role)>>,
+    /// A hash no secret matches, verified against when the id is unknown or malformed, so a refusal costs the
+    /// same and takes as long whether or not the id exists (ids are public; this is no oracle for them).
+    decoy: String,
 }
 
 impl KeyVerifier {
     pub async fn load(store: Arc<Store>) -> Result<KeyVerifier> {
+        let salt_bytes: [u8; 16] = rand::rng().random();
+        let salt = SaltString::encode_b64(&salt_bytes)
+            .map_err(|e| Error::Invalid(format!("salt: {e}")))?;
+        let decoy = key_hasher()
+            .hash_password(random_string(40).as_bytes(), &salt)
+            .map_err(|e| Error::Invalid(format!("hashing the decoy: {e}")))?
+            .to_string();
         let v = KeyVerifier {
             store,
             records: RwLock::new(HashMap::new()),
             verified: RwLock::new(HashMap::new()),
+            decoy,
         };
         v.reload().await?;
         Ok(v)
@@ -126,29 +137,33 @@ impl KeyVerifier {
             .cloned()
     }
 
-    /// Full verification (argon2; milliseconds). Call off the async reactor. Caches success.
+    /// Full verification (argon2; milliseconds). Call off the async reactor. Caches success. Every refusal
+    /// (malformed key, unknown id, wrong secret) runs one argon2 verification, so its cost and timing say
+    /// nothing about whether the id exists; a revoked key is reported as revoked only to a caller who
+    /// presented its correct secret.
     pub fn verify(&self, presented: &str) -> std::result::Result<(String, Role), AuthFailure> {
         if let Some(hit) = self.cached(presented) {
             return Ok(hit);
         }
-        let rest = presented
+        let (id, secret) = presented
             .strip_prefix("keel_")
-            .ok_or(AuthFailure::Invalid)?;
-        let (id, secret) = rest.split_once('_').ok_or(AuthFailure::Invalid)?;
-        let record = self
-            .records
-            .read()
-            .expect("key lock")
-            .get(id)
-            .cloned()
-            .ok_or(AuthFailure::Invalid)?;
+            .and_then(|rest| rest.split_once('_'))
+            .unwrap_or(("", presented));
+        let record = self.records.read().expect("key lock").get(id).cloned();
+        let hash = record
+            .as_ref()
+            .map_or(self.decoy.as_str(), |r| r.hash.as_str());
+        let parsed = PasswordHash::new(hash).map_err(|_| AuthFailure::Invalid)?;
+        let matched = Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok();
+        let record = match record {
+            Some(r) if matched => r,
+            _ => return Err(AuthFailure::Invalid),
+        };
         if record.revoked_at.is_some() {
             return Err(AuthFailure::Revoked);
         }
-        let parsed = PasswordHash::new(&record.hash).map_err(|_| AuthFailure::Invalid)?;
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .map_err(|_| AuthFailure::Invalid)?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut cache = self.verified.write().expect("key cache lock");
         if cache.len() > 10_000 {

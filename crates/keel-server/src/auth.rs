@@ -79,16 +79,42 @@ impl<const R: u8> axum::extract::FromRequestParts<AppState> for Authorized<R> {
         parts: &mut axum::http::request::Parts,
         st: &AppState,
     ) -> Result<Self, Response> {
-        authorize(st, &parts.headers, role_of(R))
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        authorize(st, &parts.headers, peer, role_of(R))
             .await
             .map(Authorized)
     }
 }
 
-/// Checks the bearer key against `needed`: the caller, or the refusal to send.
+/// What full key verifications (argon2, milliseconds each) may cost: a few at a time, and per client address
+/// a token bucket of verifications of keys not yet verified (a wrong secret is never cached, so a flood of
+/// them is what this bounds; a client with a good key verifies it once).
+pub struct VerifyLimits {
+    slots: tokio::sync::Semaphore,
+    per_address: Option<DefaultKeyedRateLimiter<Option<std::net::IpAddr>>>,
+}
+
+impl VerifyLimits {
+    pub fn new(concurrent: usize, per_second: u32, burst: u32) -> Self {
+        VerifyLimits {
+            slots: tokio::sync::Semaphore::new(concurrent.max(1)),
+            per_address: NonZeroU32::new(per_second).map(|rate| {
+                let burst = NonZeroU32::new(burst.max(1)).expect("positive");
+                RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+            }),
+        }
+    }
+}
+
+/// Checks the bearer key against `needed`: the caller, or the refusal to send. `peer` is the client's address
+/// (absent for in-process calls, which share one budget).
 pub async fn authorize(
     st: &AppState,
     headers: &axum::http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
     needed: Role,
 ) -> Result<Caller, Response> {
     if !st.config.auth {
@@ -106,6 +132,24 @@ pub async fn authorize(
     let verdict = match st.keys.cached(presented) {
         Some(hit) => Ok(hit),
         None => {
+            if let Some(l) = &st.verify_limits.per_address
+                && l.check_key(&peer).is_err()
+            {
+                crate::metrics::METRICS.auth_throttled.inc();
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "auth_rate_limited",
+                    "too many key verifications from this address; retry later",
+                )
+                .retry_after(1)
+                .into_response());
+            }
+            let _slot = st
+                .verify_limits
+                .slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
             let keys = st.keys.clone();
             let p = presented.to_string();
             match tokio::task::spawn_blocking(move || keys.verify(&p)).await {

@@ -29,6 +29,11 @@ pub struct ServerConfig {
     pub rate_limit_per_second: u32,
     /// Burst allowed above the per-key rate.
     pub rate_limit_burst: u32,
+    /// Full verifications (argon2) of not-yet-verified keys per second per client address (0 = unlimited):
+    /// bounds a flood of wrong secrets; a good key is verified once and then cached.
+    pub auth_attempts_per_second: u32,
+    /// Burst allowed above `auth_attempts_per_second`.
+    pub auth_attempts_burst: u32,
     /// What to do with a category the model never saw.
     pub unseen_category: UnseenCategory,
     /// How often aliases are re-read from the registry to pick up moves made elsewhere.
@@ -79,6 +84,8 @@ impl Default for ServerConfig {
             auth: true,
             body_limit_bytes: 2 * 1024 * 1024,
             header_read_timeout_ms: 10_000,
+            auth_attempts_per_second: 10,
+            auth_attempts_burst: 20,
             max_connections: 4096,
             max_records: 1000,
             concurrency_limit: 512,

@@ -44,6 +44,8 @@ pub struct Shared {
     pub config: Arc<ServerConfig>,
     pub ready: Arc<AtomicBool>,
     pub limiter: Arc<auth::KeyLimiter>,
+    /// Bounds on full key verifications (concurrency, per client address).
+    pub verify_limits: Arc<auth::VerifyLimits>,
     /// This process's name in stored monitoring profiles (replicas' windows merge when read).
     pub replica: String,
     /// Logged predictions waiting for the writer (bounded; see [`PREDICTION_LOG_BUFFER`]).
@@ -137,6 +139,11 @@ impl AppState {
             limiter: Arc::new(auth::KeyLimiter::new(
                 config.rate_limit_per_second,
                 config.rate_limit_burst,
+            )),
+            verify_limits: Arc::new(auth::VerifyLimits::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+                config.auth_attempts_per_second,
+                config.auth_attempts_burst,
             )),
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub gateway_tokens: IntCounterVec,
     /// Failed `accept` calls (out of file descriptors, say).
     pub accept_errors: prometheus::IntCounter,
+    /// Requests refused before key verification because their address exceeded its verification budget.
+    pub auth_throttled: prometheus::IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -127,8 +129,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Connections the listener failed to accept (e.g. out of file descriptors)",
     )
     .expect("metric");
+    let auth_throttled = prometheus::IntCounter::new(
+        "keel_auth_throttled_total",
+        "Requests refused before key verification (too many from one address)",
+    )
+    .expect("metric");
     for c in [
         Box::new(accept_errors.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(auth_throttled.clone()),
         Box::new(guard_decisions.clone()),
         Box::new(guard_findings.clone()),
         Box::new(guard_seconds.clone()),
@@ -161,6 +169,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         guard_seconds,
         gateway_tokens,
         accept_errors,
+        auth_throttled,
     }
 });
 

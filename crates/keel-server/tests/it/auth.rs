@@ -193,3 +193,57 @@ async fn auth_can_be_disabled_explicitly() {
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
 }
+
+/// Key ids are public. A flood of wrong secrets for a real id costs at most a budget of argon2 verifications
+/// per client address (then 429 without verifying), refusals look the same whether or not the id exists,
+/// and a client whose key was verified before is not affected.
+#[tokio::test]
+async fn wrong_secret_floods_are_bounded_per_address_and_reveal_no_ids() {
+    let s = server(ServerConfig {
+        auth_attempts_per_second: 2,
+        auth_attempts_burst: 5,
+        ..Default::default()
+    })
+    .await;
+    // The reader's key is verified once (and cached) before the flood.
+    let (st, _, _) = s
+        .call(s.req("GET", "/v1/models", Some(Role::Reader), "", ""))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let real = &s.keys[&Role::Predictor];
+    let id = real.split('_').nth(1).unwrap();
+    let with = |key: String| {
+        Request::builder()
+            .method("GET")
+            .uri("/v1/models")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let wrong = format!("keel_{id}_{}", "x".repeat(40));
+    let unknown = format!("keel_NOSUCHIDxxx_{}", "x".repeat(40));
+    let (a, _, va) = s.call(with(wrong.clone())).await;
+    let (b, _, vb) = s.call(with(unknown)).await;
+    assert_eq!((a, b), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    assert_eq!(va, vb, "a refusal must not tell whether the id exists");
+    let mut throttled = 0;
+    for _ in 0..30 {
+        let (st, h, v) = s.call(with(wrong.clone())).await;
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            throttled += 1;
+            assert_eq!(v["error"]["code"], "auth_rate_limited");
+            assert_eq!(h["retry-after"], "1");
+        } else {
+            assert_eq!(st, StatusCode::UNAUTHORIZED);
+        }
+    }
+    assert!(
+        throttled >= 20,
+        "only {throttled} of 30 were refused before verifying"
+    );
+    // The cached key still works during the flood.
+    let (st, _, _) = s
+        .call(s.req("GET", "/v1/models", Some(Role::Reader), "", ""))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+}
