@@ -326,9 +326,20 @@ pub(crate) async fn read_body(
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large())
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // Only a body over the limit is a 413; a connection that broke mid-body is the client's 400.
+        let over = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+            .any(|e| e.is::<http_body_util::LengthLimitError>());
+        if over {
+            too_large()
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                format!("the request body could not be read: {e}"),
+            )
+        }
+    })
 }
 
 fn schema_error(errors: Vec<FieldError>) -> ApiError {
@@ -833,19 +844,47 @@ pub async fn set_alias(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct KeyRequest {
     /// reader, predictor, deployer or admin.
+    #[schema(pattern = "^(reader|predictor|deployer|admin)$")]
     pub role: String,
+    /// What the key is for (at most 500 characters).
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub description: String,
 }
 
+/// Longest key description accepted.
+pub const MAX_KEY_DESCRIPTION: usize = 500;
+
 /// Creates an API key; the key is returned once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = KeyRequest,
-    responses((status = 201, description = "Created: {id, key, role}"), (status = 403, body = ErrorBody)))]
+    responses((status = 201, description = "Created: {id, key, role}"), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 413, description = "Body over 16 KiB", body = ErrorBody),
+        (status = 422, description = "Invalid role or description", body = ErrorBody)))]
 pub async fn create_key(
     crate::auth::Authorized(caller): AsAdmin,
     State(st): State<AppState>,
-    Json(req): Json<KeyRequest>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
+    // A key request is a few dozen bytes: 16 KiB is generous, and nothing larger is read.
+    let bytes = read_body(body, &headers, 16 * 1024).await?;
+    let req: KeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("expected {{\"role\", \"description\"?}}: {e}"),
+        )
+    })?;
+    if req.description.chars().count() > MAX_KEY_DESCRIPTION {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!(
+                "$.description: {} characters; at most {MAX_KEY_DESCRIPTION}",
+                req.description.chars().count()
+            ),
+        ));
+    }
     let role: Role = req
         .role
         .parse()

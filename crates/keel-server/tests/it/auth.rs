@@ -247,3 +247,58 @@ async fn wrong_secret_floods_are_bounded_per_address_and_reveal_no_ids() {
         .await;
     assert_eq!(st, StatusCode::OK);
 }
+
+/// `POST /v1/keys` has its own small body limit and a length limit on the description; every refusal uses the
+/// JSON error envelope. (A 50 MiB description used to be stored and audited.)
+#[tokio::test]
+async fn key_requests_are_bounded_and_refused_in_the_error_envelope() {
+    let s = server(ServerConfig::default()).await;
+    let post = |body: String| {
+        s.req(
+            "POST",
+            "/v1/keys",
+            Some(Role::Admin),
+            "application/json",
+            body,
+        )
+    };
+    let huge = format!(
+        r#"{{"role": "reader", "description": "{}"}}"#,
+        "x".repeat(1 << 20)
+    );
+    let (st, _, v) = s.call(post(huge)).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"]["code"], "body_too_large");
+    let long = format!(
+        r#"{{"role": "reader", "description": "{}"}}"#,
+        "x".repeat(600)
+    );
+    let (st, _, v) = s.call(post(long)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$.description"),
+        "{v}"
+    );
+    let (st, _, v) = s.call(post("{not json".into())).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_body");
+    let (st, _, v) = s.call(post(r#"{"role": "emperor"}"#.into())).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_role"))
+    );
+    let (st, _, v) = s
+        .call(post(r#"{"role": "reader", "description": "ok"}"#.into()))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    // Nothing of the refused requests reached the audit log.
+    let audit = s.state.cache.store().audit_records().await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|r| r.action == "key.create").count(),
+        5,
+        "4 fixture keys + 1"
+    );
+}
