@@ -57,6 +57,9 @@ pub struct GuardConfig {
     /// Tell blocked callers the detectors' full reasons (scores, thresholds, rules). Off by default: a
     /// caller learns only which detector blocked it.
     pub expose_reasons: bool,
+    /// Put the (redacted) text of acting decisions in log lines. Off by default: logs carry detectors,
+    /// reasons, the text's length and a hash, never user text.
+    pub log_text: bool,
 }
 
 impl Default for GuardConfig {
@@ -70,6 +73,7 @@ impl Default for GuardConfig {
             routes: BTreeMap::new(),
             collections: BTreeMap::new(),
             expose_reasons: false,
+            log_text: false,
         }
     }
 }
@@ -228,8 +232,24 @@ pub struct Record<'a> {
     pub extra: Value,
 }
 
-/// Most characters of redacted text in one log line.
+/// Most characters of redacted text in one log line (only with `log_text`).
 const LOGGED_CHARS: usize = 200;
+
+/// What a guard decision's log line says about the text: by default only its length in characters and a
+/// hash (to correlate lines about one text), never the text: detectors miss things (an unrecognised passport
+/// number, a password in prose), so even redacted text can carry personal data. `log_text` adds the first 200
+/// characters as redacted for logs.
+pub fn logged_text(redacted: Option<&str>, log_text: bool) -> (usize, String, Option<String>) {
+    let Some(t) = redacted else {
+        return (0, String::new(), None);
+    };
+    let hash = {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(t.as_bytes())[..8])
+    };
+    let text = log_text.then(|| t.chars().take(LOGGED_CHARS).collect());
+    (t.chars().count(), hash, text)
+}
 
 /// Counts a decision; one that acted is logged (reasons, and the text only as redacted for logs) and
 /// audited (reasons, counts, request id, usage; never the text).
@@ -248,14 +268,17 @@ pub fn record(st: &AppState, r: Record) {
     if d.action == Action::Allow {
         return;
     }
-    let logged: Option<String> = r.redacted.map(|t| t.chars().take(LOGGED_CHARS).collect());
+    let (chars, hash, text) = logged_text(r.redacted.as_deref(), st.guard.config.log_text);
     tracing::info!(
         route = r.route,
         stage = r.stage,
         action = d.action.as_str(),
+        detectors = ?d.counts,
         reasons = ?d.reasons,
         request_id = r.request_id,
-        text = logged.as_deref().unwrap_or(""),
+        text_chars = chars,
+        text_sha256_64 = %hash,
+        text = text.as_deref().unwrap_or("(not logged; [serve.guard] log_text = true logs it redacted)"),
         "guard decision"
     );
     let store = st.cache.store().clone();
@@ -486,6 +509,19 @@ mod tests {
             counts: vec![("injection", 1)],
             blocked_by: vec!["injection"],
         }
+    }
+
+    #[test]
+    fn logs_carry_no_user_text_unless_asked() {
+        // A passport number and a password no detector recognises.
+        let t = "my passport is X12345678 and my password is hunter2-blue";
+        let (chars, hash, text) = logged_text(Some(t), false);
+        assert_eq!(chars, t.chars().count());
+        assert_eq!(hash.len(), 16);
+        assert_eq!(text, None);
+        let (_, hash2, text) = logged_text(Some(t), true);
+        assert_eq!(hash, hash2);
+        assert_eq!(text.as_deref(), Some(t));
     }
 
     #[test]

@@ -855,6 +855,20 @@ pub struct KeyRequest {
 /// Longest key description accepted.
 pub const MAX_KEY_DESCRIPTION: usize = 500;
 
+/// A server started with `--no-auth` treats every caller as admin, so it must not create or revoke the
+/// credentials that authenticated servers on the same home accept: key management needs auth on (or the
+/// CLI, `keel keys create`, run by someone with access to the home).
+fn refuse_without_auth(st: &AppState) -> Result<(), ApiError> {
+    if st.config.auth {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "auth_disabled",
+        "this server runs with --no-auth, so it does not create or revoke API keys; use keel keys create, or a server with auth",
+    ))
+}
+
 /// Creates an API key; the key is returned once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = KeyRequest,
     responses((status = 201, description = "Created: {id, key, role}"), (status = 401, body = ErrorBody),
@@ -866,6 +880,7 @@ pub async fn create_key(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    refuse_without_auth(&st)?;
     // A key request is a few dozen bytes: 16 KiB is generous, and nothing larger is read.
     let bytes = read_body(body, &headers, 16 * 1024).await?;
     let req: KeyRequest = serde_json::from_slice(&bytes).map_err(|e| {
@@ -909,6 +924,7 @@ pub async fn revoke_key(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    refuse_without_auth(&st)?;
     if !st.cache.store().revoke_key(&id, &caller.actor()).await? {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

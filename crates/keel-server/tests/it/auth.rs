@@ -192,6 +192,31 @@ async fn auth_can_be_disabled_explicitly() {
         ))
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
+    // Without auth nobody is identified, so no credentials are minted or revoked here: a key made by a
+    // --no-auth server would be accepted by the authenticated servers sharing its home.
+    let before = s.state.cache.store().keys().await.unwrap().len();
+    let (st, _, v) = s
+        .call(s.req(
+            "POST",
+            "/v1/keys",
+            None,
+            "application/json",
+            r#"{"role": "admin"}"#,
+        ))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth_disabled")),
+        "{v}"
+    );
+    let id = s.keys[&Role::Reader].split('_').nth(1).unwrap().to_string();
+    let (st, _, _) = s
+        .call(s.req("DELETE", &format!("/v1/keys/{id}"), None, "", ""))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let keys = s.state.cache.store().keys().await.unwrap();
+    assert_eq!(keys.len(), before);
+    assert!(keys.iter().all(|k| k.revoked_at.is_none()));
 }
 
 /// Key ids are public. A flood of wrong secrets for a real id costs at most a budget of argon2 verifications
