@@ -24,6 +24,8 @@ pub struct Metrics {
     pub accept_errors: prometheus::IntCounter,
     /// Requests refused before key verification because their address exceeded its verification budget.
     pub auth_throttled: prometheus::IntCounter,
+    /// Embedding requests whose work stopped because the request went away.
+    pub embeddings_cancelled: prometheus::IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -134,8 +136,14 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests refused before key verification (too many from one address)",
     )
     .expect("metric");
+    let embeddings_cancelled = prometheus::IntCounter::new(
+        "keel_embeddings_cancelled_total",
+        "Embedding requests stopped mid-way because the request went away",
+    )
+    .expect("metric");
     for c in [
-        Box::new(accept_errors.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(embeddings_cancelled.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(accept_errors.clone()),
         Box::new(auth_throttled.clone()),
         Box::new(guard_decisions.clone()),
         Box::new(guard_findings.clone()),
@@ -170,6 +178,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         gateway_tokens,
         accept_errors,
         auth_throttled,
+        embeddings_cancelled,
     }
 });
 

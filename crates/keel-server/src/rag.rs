@@ -518,7 +518,14 @@ pub struct EmbeddingsRequest {
 }
 
 /// Most texts in one embeddings request.
-pub const MAX_EMBED_INPUTS: usize = 2048;
+pub const MAX_EMBED_INPUTS: usize = 256;
+
+/// Most tokens one embeddings request may make the model read (each text counts up to the model's 256-token
+/// window): about 128 full-length texts, a few seconds of CPU.
+pub const MAX_EMBED_TOKENS: usize = 32_768;
+
+/// Texts embedded between two checks that the request is still wanted.
+const EMBED_STEP: usize = 16;
 
 /// Sentence embeddings from the local all-MiniLM-L6-v2 (OpenAI-compatible).
 #[utoipa::path(post, path = "/v1/embeddings", tag = "rag",
@@ -587,12 +594,47 @@ pub async fn embeddings(
         ));
     }
     let e2 = embedder.clone();
-    let (vectors, tokens) = blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let tokens: usize = refs.iter().map(|t| e2.count_tokens(t) + 2).sum();
-        e2.embed(&refs).map(|v| (v, tokens)).map_err(rag_error)
+    let counted = texts.clone();
+    let tokens: Vec<usize> =
+        blocking(move || Ok(counted.iter().map(|t| e2.count_tokens(t) + 2).collect())).await?;
+    let read: usize = tokens
+        .iter()
+        .map(|&t| t.min(keel_rag::embed::MAX_TOKENS))
+        .sum();
+    if read > MAX_EMBED_TOKENS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_tokens",
+            format!(
+                "$.input: {read} tokens to embed (each text counts up to {}); at most {MAX_EMBED_TOKENS} per request: split the input",
+                keel_rag::embed::MAX_TOKENS
+            ),
+        ));
+    }
+    let tokens: usize = tokens.iter().sum();
+    // Embedded a few texts at a time; when the request is dropped (client gone, time limit), the flag stops
+    // the work at the next step instead of computing vectors nobody will read.
+    let wanted = Wanted::new();
+    let flag = wanted.0.clone();
+    let e2 = embedder.clone();
+    let vectors = blocking(move || {
+        let mut out = Vec::with_capacity(texts.len());
+        for step in texts.chunks(EMBED_STEP) {
+            if !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                crate::metrics::METRICS.embeddings_cancelled.inc();
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cancelled",
+                    "the request went away",
+                ));
+            }
+            let refs: Vec<&str> = step.iter().map(String::as_str).collect();
+            out.extend(e2.embed(&refs).map_err(rag_error)?);
+        }
+        Ok(out)
     })
     .await?;
+    drop(wanted);
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
@@ -605,6 +647,24 @@ pub async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response())
+}
+
+/// True while the request that started some blocking work is still being served; dropping it (the handler's
+/// future dropped by a timeout or a closed connection) turns the flag off.
+struct Wanted(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Wanted {
+    fn new() -> Self {
+        Wanted(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            true,
+        )))
+    }
+}
+
+impl Drop for Wanted {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -187,6 +187,60 @@ async fn embeddings_are_openai_shaped_and_checked() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
+/// Embedding requests are bounded by inputs and by tokens before any work, and work whose request went away
+/// (here: over the generative time limit) stops at its next step instead of running to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedding_work_is_bounded_and_stops_when_its_request_is_gone() {
+    let mut config = ServerConfig::default();
+    config.llm.timeout_ms = 300;
+    let t = server(config).await;
+    // Load the model outside the 300 ms limit.
+    assert!(t.state.rag.embedder().await.is_ok());
+    let long = "word ".repeat(300);
+    let (s, v) = post(
+        &t,
+        "/v1/embeddings",
+        Some(Role::Predictor),
+        json!({"input": vec!["short text"; 300]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("256"),
+        "{v}"
+    );
+    let (s, v) = post(
+        &t,
+        "/v1/embeddings",
+        Some(Role::Predictor),
+        json!({"input": vec![long.as_str(); 200]}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_many_tokens")),
+        "{v}"
+    );
+    // 120 full-window texts: seconds of work, far over the 300 ms limit.
+    let before = keel_server::metrics::METRICS.embeddings_cancelled.get();
+    let (s, v) = post(
+        &t,
+        "/v1/embeddings",
+        Some(Role::Predictor),
+        json!({"input": vec![long.as_str(); 120]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while keel_server::metrics::METRICS.embeddings_cancelled.get() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned work never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn chat_body(stream: bool) -> Value {
     json!({
         "model": "keel-local",
