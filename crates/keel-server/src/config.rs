@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub prediction_log_rate: f64,
     /// Features stored as missing in the prediction log (personal data, say).
     pub redact: Vec<String>,
+    /// Logged predictions (and their labels) older than this are deleted.
+    pub prediction_log_retention_hours: u64,
+    /// Most logged predictions kept; the oldest beyond go first.
+    pub prediction_log_max_rows: u64,
     /// Alert rules over the monitoring report (see `crate::alerts`).
     pub alerts: Vec<crate::alerts::AlertRule>,
     /// How often alert rules are evaluated.
@@ -100,6 +104,8 @@ impl Default for ServerConfig {
             monitor_flush_ms: 5000,
             prediction_log_rate: 0.02,
             redact: Vec::new(),
+            prediction_log_retention_hours: 24 * 30,
+            prediction_log_max_rows: 5_000_000,
             alerts: Vec::new(),
             alert_interval_ms: 60_000,
             rollout: Default::default(),

@@ -50,7 +50,7 @@ pub struct Shared {
     pub replica: String,
     /// Logged predictions waiting for the writer (bounded; see [`PREDICTION_LOG_BUFFER`]).
     pub log: std::sync::Mutex<Vec<keel_store::LoggedPrediction>>,
-    /// Predictions not logged because the buffer was full.
+    /// Predictions not logged because the buffer was full (also `keel_prediction_log_dropped_total`).
     pub log_dropped: std::sync::atomic::AtomicU64,
     /// Held while a batch of the prediction log is taken and written, so a flush returns only when every row
     /// queued before it is in the store (feedback flushes, then joins: a label for a prediction served a moment
@@ -402,6 +402,7 @@ impl AppState {
         if buf.len() + rows.len() > PREDICTION_LOG_BUFFER {
             self.log_dropped
                 .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            metrics::METRICS.log_dropped.inc_by(rows.len() as u64);
             return;
         }
         buf.extend(rows);
@@ -415,6 +416,30 @@ impl AppState {
         for chunk in batch.chunks(5000) {
             if let Err(e) = self.cache.store().log_predictions(chunk).await {
                 tracing::warn!(error = %e, rows = chunk.len(), "writing the prediction log failed; rows dropped");
+            }
+        }
+    }
+
+    /// Applies the prediction log's retention (age, then size); returns how many rows went.
+    pub async fn prune_log(&self) -> u64 {
+        let keep_ms = (self.config.prediction_log_retention_hours as i64).saturating_mul(3_600_000);
+        let older_than = keel_core::time::now_unix_ms().saturating_sub(keep_ms);
+        match self
+            .cache
+            .store()
+            .prune_prediction_log(older_than, self.config.prediction_log_max_rows)
+            .await
+        {
+            Ok(n) => {
+                metrics::METRICS.log_pruned.inc_by(n);
+                if n > 0 {
+                    tracing::info!(rows = n, "prediction log retention applied");
+                }
+                n
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "prediction log retention failed");
+                0
             }
         }
     }
@@ -479,6 +504,14 @@ impl AppState {
                 loop {
                     tick.tick().await;
                     st.flush_log().await;
+                }
+            });
+            let st = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(600));
+                loop {
+                    tick.tick().await;
+                    st.prune_log().await;
                 }
             });
         }

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub auth_throttled: prometheus::IntCounter,
     /// Embedding requests whose work stopped because the request went away.
     pub embeddings_cancelled: prometheus::IntCounter,
+    /// Predictions not logged because the log buffer was full.
+    pub log_dropped: prometheus::IntCounter,
+    /// Logged predictions deleted by retention.
+    pub log_pruned: prometheus::IntCounter,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -141,8 +145,20 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Embedding requests stopped mid-way because the request went away",
     )
     .expect("metric");
+    let log_dropped = prometheus::IntCounter::new(
+        "keel_prediction_log_dropped_total",
+        "Predictions not logged because the log buffer was full (the store fell behind)",
+    )
+    .expect("metric");
+    let log_pruned = prometheus::IntCounter::new(
+        "keel_prediction_log_pruned_total",
+        "Logged predictions deleted by retention (age or size)",
+    )
+    .expect("metric");
     for c in [
-        Box::new(embeddings_cancelled.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(log_pruned.clone()),
+        Box::new(embeddings_cancelled.clone()),
         Box::new(accept_errors.clone()),
         Box::new(auth_throttled.clone()),
         Box::new(guard_decisions.clone()),
@@ -179,6 +195,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         accept_errors,
         auth_throttled,
         embeddings_cancelled,
+        log_dropped,
+        log_pruned,
     }
 });
 

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_profiles.sql"),
     include_str!("../migrations/0005_prediction_log.sql"),
     include_str!("../migrations/0006_jobs_rollouts.sql"),
+    include_str!("../migrations/0007_prediction_log_retention.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -733,6 +734,37 @@ impl Store {
         Ok(())
     }
 
+    /// Retention of the prediction log: deletes logged predictions (and their labels) older than
+    /// `older_than_ms`, then the oldest beyond the newest `max_rows`. Returns how many predictions went.
+    pub async fn prune_prediction_log(&self, older_than_ms: i64, max_rows: u64) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut cutoff = older_than_ms;
+        // The at_ms of the newest row that must go for the log to hold at most `max_rows`.
+        let over: Option<i64> = sqlx::query_scalar(
+            "SELECT at_ms FROM prediction_log ORDER BY at_ms DESC LIMIT 1 OFFSET ?",
+        )
+        .bind(max_rows as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(t) = over {
+            cutoff = cutoff.max(t + 1);
+        }
+        sqlx::query(
+            "DELETE FROM labels WHERE EXISTS (SELECT 1 FROM prediction_log p WHERE p.model = labels.model
+             AND p.request_id = labels.request_id AND p.row = labels.row AND p.at_ms < ?)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let gone = sqlx::query("DELETE FROM prediction_log WHERE at_ms < ?")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// Stores labels for logged predictions of `model`: joined by request id and row; unknown ones are
     /// counted, not stored; a second label for the same prediction replaces the first and is audited.
     pub async fn put_labels(
@@ -1265,5 +1297,44 @@ mod tests {
         assert_eq!(again.audit_records().await.unwrap().len(), records);
         let v = again.audit_verify().await.unwrap();
         assert!(v.ok, "{v:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_prediction_log_keeps_what_retention_allows_and_labels_go_with_their_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let rows: Vec<LoggedPrediction> = (0..100)
+            .map(|i| LoggedPrediction {
+                model: "m".into(),
+                version: 1,
+                request_id: format!("r{i}"),
+                row: 0,
+                at_ms: 1_000 + i,
+                features: vec![1.0],
+                output: 0.5,
+                shadow: None,
+            })
+            .collect();
+        store.log_predictions(&rows).await.unwrap();
+        let label = |id: &str| Feedback {
+            request_id: id.into(),
+            row: 0,
+            label: 1.0,
+        };
+        store
+            .put_labels("m", &[label("r5"), label("r95")], "t")
+            .await
+            .unwrap();
+        // Age: everything before at_ms 1,010 goes (r0..r9), with r5's label.
+        assert_eq!(store.prune_prediction_log(1_010, 1_000).await.unwrap(), 10);
+        // Size: at most 50 rows remain, the newest.
+        assert_eq!(store.prune_prediction_log(0, 50).await.unwrap(), 40);
+        let left = store.labelled("m", 0).await.unwrap();
+        assert_eq!(left.len(), 1, "r95's label stays with its row");
+        let out = store
+            .put_labels("m", &[label("r49"), label("r50")], "t")
+            .await
+            .unwrap();
+        assert_eq!((out.stored, out.unknown), (1, 1), "r49 is gone, r50 kept");
     }
 }

@@ -420,3 +420,68 @@ async fn a_flush_returns_only_when_rows_another_flush_took_are_stored() {
     assert_eq!((out.stored, out.unknown), (1, 0), "{out:?}");
     background.await.unwrap();
 }
+
+/// The prediction log is bounded twice: a full buffer drops (and exports the count of) new rows, and
+/// retention deletes the oldest stored rows beyond the configured size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prediction_log_is_bounded_and_its_losses_are_exported() {
+    let s = server(ServerConfig {
+        prediction_log_rate: 1.0,
+        prediction_log_max_rows: 1_000,
+        ..Default::default()
+    })
+    .await;
+    let row = |i: usize| keel_store::LoggedPrediction {
+        model: "risk".into(),
+        version: 1,
+        request_id: format!("q{i}"),
+        row: 0,
+        at_ms: keel_core::time::now_unix_ms() - 10_000 + i as i64,
+        features: vec![40.0, 1.0, 0.5],
+        output: 0.5,
+        shadow: None,
+    };
+    let dropped_before = keel_server::metrics::METRICS.log_dropped.get();
+    s.state
+        .log_predictions((0..keel_server::PREDICTION_LOG_BUFFER).map(row).collect());
+    // The buffer is full: these are dropped and counted.
+    s.state.log_predictions((0..10).map(row).collect());
+    assert!(keel_server::metrics::METRICS.log_dropped.get() >= dropped_before + 10);
+    let (_, _, text) = s
+        .call(s.req("GET", "/metrics", Some(Role::Reader), "", ""))
+        .await;
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("keel_prediction_log_dropped_total"),
+        "not exported"
+    );
+    s.state.flush_log().await;
+    let pruned = s.state.prune_log().await;
+    assert_eq!(pruned as usize, keel_server::PREDICTION_LOG_BUFFER - 1_000);
+    // The newest rows are kept.
+    let newest = format!("q{}", keel_server::PREDICTION_LOG_BUFFER - 1);
+    let out = s
+        .state
+        .cache
+        .store()
+        .put_labels(
+            "risk",
+            &[
+                keel_store::Feedback {
+                    request_id: newest,
+                    row: 0,
+                    label: 1.0,
+                },
+                keel_store::Feedback {
+                    request_id: "q0".into(),
+                    row: 0,
+                    label: 1.0,
+                },
+            ],
+            "t",
+        )
+        .await
+        .unwrap();
+    assert_eq!((out.stored, out.unknown), (1, 1));
+}
