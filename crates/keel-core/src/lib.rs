@@ -5,6 +5,8 @@
 //! HTTP statuses ([`error::ErrorClass`]), and the clock. It does no I/O and knows nothing of files, databases,
 //! HTTP or the command line.
 
+#![forbid(unsafe_code)]
+
 pub mod error;
 pub mod frame;
 pub mod role;

@@ -8,6 +8,8 @@
 //! It knows nothing of models, databases, HTTP or the command line. Every error names the file and, where there
 //! is one, the row and column.
 
+#![forbid(unsafe_code)]
+
 pub mod columnar;
 pub mod convert;
 pub mod hash;

@@ -5,6 +5,8 @@
 //! `name@3`) with atomic hot swap when an alias moves ([`cache`]), and API-key verification with a cache in front
 //! of argon2 ([`keys`]). It knows nothing of HTTP status codes, axum or flags.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod keys;
 pub mod loaded;

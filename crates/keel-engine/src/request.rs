@@ -127,6 +127,21 @@ fn record_prefix(i: usize) -> String {
 
 pub(crate) type Problem = (&'static str, String);
 
+/// Largest magnitude a numeric feature accepts: 2^53, where doubles stop holding every integer. Values
+/// beyond it (1e308, 2^64) are identifiers or garbage, never a measurement a tabular model learned from.
+pub const MAX_NUMERIC: f64 = 9_007_199_254_740_992.0;
+
+fn in_range(x: f64) -> Result<f64, Problem> {
+    if x.abs() <= MAX_NUMERIC {
+        Ok(x)
+    } else {
+        Err((
+            "out_of_range",
+            format!("{x} is beyond ±2^53, the largest magnitude a numeric feature accepts"),
+        ))
+    }
+}
+
 impl RequestSchema {
     /// Builds the check from the model's features and the training schema (for nullability).
     pub fn new(features: &[FeatureSpec], training: &Schema, unseen: UnseenCategory) -> Self {
@@ -266,11 +281,12 @@ impl RequestSchema {
                     ))
                 }
             }
-            (false, Scalar::I64(i)) => Ok(*i as f64),
-            (false, Scalar::U64(u)) => Ok(*u as f64),
-            (false, Scalar::F64(x)) if x.is_finite() => Ok(*x),
+            (false, Scalar::I64(i)) => in_range(*i as f64),
+            (false, Scalar::U64(u)) => in_range(*u as f64),
+            (false, Scalar::F64(x)) if x.is_finite() => in_range(*x),
             (false, Scalar::F64(_)) => Err(("not_finite", "the number is not finite".into())),
-            (false, Scalar::Bool(b)) => Ok(if *b { 1.0 } else { 0.0 }),
+            // true/false only where training saw a boolean column (encoded 1/0); a number is not a flag.
+            (false, Scalar::Bool(b)) if self.boolean[j] => Ok(if *b { 1.0 } else { 0.0 }),
             (false, other) => Err((
                 "wrong_type",
                 format!("expected a number, found {}", other.kind()),
@@ -895,6 +911,8 @@ mod tests {
             .unwrap_err(),
             vec![
                 ("$.records[1]".to_string(), "not_an_object"),
+                // A boolean is no number unless training saw a boolean column.
+                ("$.records[2].age".to_string(), "wrong_type"),
                 ("$.records[2].colour".to_string(), "unseen_category"),
             ]
         );
@@ -933,11 +951,22 @@ mod tests {
     #[test]
     fn parsed_and_streamed_checks_agree() {
         let s = schema(UnseenCategory::Missing);
+        // Both paths refuse magnitudes beyond 2^53 and booleans for numeric features.
+        for body in [
+            r#"{"age": 18446744073709551615, "colour": "red"}"#,
+            r#"{"age": 1e308, "colour": "red"}"#,
+            r#"{"age": false, "colour": "red"}"#,
+        ] {
+            let v: Value = serde_json::from_str(body).unwrap();
+            let mut errs = Vec::new();
+            assert!(!s.check_record(&v, "$", &mut [0.0; 2], &mut errs), "{body}");
+            assert!(s.parse_json_body(body.as_bytes(), 3).is_err(), "{body}");
+        }
         for body in [
             r#"{"age": 40, "colour": "red"}"#,
-            r#"{"age": 18446744073709551615, "colour": 21}"#,
+            r#"{"age": 9007199254740992, "colour": 21}"#,
             r#"{"age": -3, "colour": 1e300}"#,
-            r#"{"age": false, "colour": true}"#,
+            r#"{"age": 0.5, "colour": true}"#,
         ] {
             let v: Value = serde_json::from_str(body).unwrap();
             let mut row = vec![0.0; 2];

@@ -6,6 +6,8 @@
 //! The injection classifier and the PII lexicon travel together as one guard model ([`GuardModel`]), a
 //! registry artifact like any other model.
 
+#![forbid(unsafe_code)]
+
 pub mod injection;
 pub mod leak;
 pub mod normalize;

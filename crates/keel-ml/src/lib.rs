@@ -8,6 +8,8 @@
 //! It does no I/O: it takes plain vectors and [`keel_core::Frame`]s and returns values and bytes. It knows
 //! nothing of files, databases, Arrow, HTTP or the command line.
 
+#![forbid(unsafe_code)]
+
 pub mod binning;
 pub mod bitvector;
 pub mod card;

@@ -9,6 +9,8 @@
 //! It does no I/O: it takes [`keel_core::Frame`]s and returns values and strings. It knows nothing of files,
 //! databases, HTTP or the command line.
 
+#![forbid(unsafe_code)]
+
 pub mod drift;
 pub mod profile;
 pub mod report;

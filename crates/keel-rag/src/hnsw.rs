@@ -114,6 +114,8 @@ mod avx {
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
         let mut i = 0;
+        // SAFETY: every load reads lanes `i .. i + width` with `i + width <= n`, and `n` is the shorter
+        // length, so all reads stay inside both slices; the CPU features were checked by the caller.
         unsafe {
             while i + 16 <= n {
                 let d0 = _mm256_sub_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)));
@@ -147,6 +149,8 @@ mod avx {
         let mut acc0 = _mm256_setzero_ps();
         let mut acc1 = _mm256_setzero_ps();
         let mut i = 0;
+        // SAFETY: every load reads lanes `i .. i + width` with `i + width <= n`, and `n` is the shorter
+        // length, so all reads stay inside both slices; the CPU features were checked by the caller.
         unsafe {
             while i + 16 <= n {
                 acc0 =
@@ -194,6 +198,8 @@ mod avx512 {
         let mut acc0 = _mm512_setzero_ps();
         let mut acc1 = _mm512_setzero_ps();
         let mut i = 0;
+        // SAFETY: every load reads lanes `i .. i + width` with `i + width <= n`, and `n` is the shorter
+        // length, so all reads stay inside both slices; the CPU features were checked by the caller.
         unsafe {
             while i + 32 <= n {
                 let d0 = _mm512_sub_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)));
@@ -227,6 +233,8 @@ mod avx512 {
         let mut acc0 = _mm512_setzero_ps();
         let mut acc1 = _mm512_setzero_ps();
         let mut i = 0;
+        // SAFETY: every load reads lanes `i .. i + width` with `i + width <= n`, and `n` is the shorter
+        // length, so all reads stay inside both slices; the CPU features were checked by the caller.
         unsafe {
             while i + 32 <= n {
                 acc0 =
@@ -270,13 +278,14 @@ fn prefetch(v: &[f32]) {
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         let p = v.as_ptr() as *const i8;
-        // SAFETY: prefetching is a hint; it never faults, and the addresses lie inside `v` (or just past a
-        // short vector, which is still harmless for a prefetch).
+        // `wrapping_add`: for a short vector the later lines lie past its allocation, and `add` there would be
+        // undefined behaviour even though nothing is read; a wrapped pointer is fine to hand to a prefetch.
+        // SAFETY: prefetching is a hint: it never faults and reads nothing the program observes.
         unsafe {
             _mm_prefetch::<_MM_HINT_T0>(p);
-            _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-            _mm_prefetch::<_MM_HINT_T0>(p.add(128));
-            _mm_prefetch::<_MM_HINT_T0>(p.add(192));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(192));
         }
     }
 }

@@ -126,7 +126,12 @@ pub async fn authorize(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        // The scheme name is case-insensitive (RFC 7235 §2.1): `bearer`, `BEARER` and `Bearer` alike.
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token)
+        })
         .map(str::trim)
         .ok_or_else(|| unauthorized(AuthFailure::Missing))?;
     let verdict = match st.keys.cached(presented) {

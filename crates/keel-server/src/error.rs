@@ -120,6 +120,7 @@ impl From<keel_store::Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_version", e.to_string())
             }
             E::NoAlias { .. } => ApiError::new(StatusCode::NOT_FOUND, "no_alias", e.to_string()),
+            E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_key", e.to_string()),
             E::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_reference", e.to_string())
             }

@@ -5,6 +5,8 @@
 //! ([`middleware`]), API-key auth with roles and per-key rate limits ([`auth`]), body limits, a concurrency limit
 //! that sheds load with 503 + `Retry-After`, a timeout, and panic catching ([`router`]).
 
+#![forbid(unsafe_code)]
+
 pub mod alerts;
 pub mod auth;
 pub mod config;

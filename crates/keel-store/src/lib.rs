@@ -14,6 +14,8 @@
 //! - Every change (registration, alias move, key creation and revocation) appends its audit record in the same
 //!   transaction; the log is a hash chain with its head outside the database ([`audit`]).
 
+#![forbid(unsafe_code)]
+
 pub mod audit;
 mod jobs;
 mod registry;
@@ -60,6 +62,10 @@ pub enum Error {
     },
     #[error("invalid {what}: {message}")]
     Invalid { what: &'static str, message: String },
+    #[error(
+        "key '{0}' is the last active admin key; create another admin key before revoking it (keel keys create --role admin)"
+    )]
+    LastAdmin(String),
 }
 
 impl Error {
@@ -70,6 +76,7 @@ impl Error {
             Error::UnknownModel(_)
             | Error::UnknownVersion { .. }
             | Error::NoAlias { .. }
+            | Error::LastAdmin(_)
             | Error::Invalid { .. } => ErrorClass::Input,
             Error::Corrupt { .. } => ErrorClass::Io,
         }

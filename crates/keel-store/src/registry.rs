@@ -1031,6 +1031,22 @@ impl Store {
     /// Marks a key revoked (by `actor`) and audits it. Returns false when no such active key exists.
     pub async fn revoke_key(&self, id: &str, actor: &str) -> Result<bool> {
         let mut tx = self.write_tx().await?;
+        // Never the last active admin key: nobody could manage keys over HTTP afterwards.
+        let role: Option<String> =
+            sqlx::query_scalar("SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if role.as_deref() == Some("admin") {
+            let admins: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if admins <= 1 {
+                return Err(Error::LastAdmin(id.to_string()));
+            }
+        }
         let done =
             sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
                 .bind(keel_core::time::now_rfc3339())

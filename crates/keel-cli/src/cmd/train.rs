@@ -820,10 +820,17 @@ pub fn write_card_files(home: &Path, card: &ModelCard) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(&html).unwrap_or(html))
 }
 
-/// Temporary file, fsync, rename.
+/// Temporary file (`.NAME.tmp-PID` next to it), fsync, rename. Leftovers of writers that were killed
+/// mid-write (their process is gone) are removed first, so a crash never leaves a `.tmp` file for good.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    sweep_stale_tmp(dir);
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f =
         std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     f.write_all(bytes)
@@ -831,7 +838,31 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
+}
+
+/// Removes `.*.tmp-PID` files in `dir` whose writer process no longer exists.
+fn sweep_stale_tmp(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// The monitoring reference of a new version: bins from the training rows (deciles of numeric features,

@@ -387,3 +387,22 @@ fn deploy_status_is_text_unless_json_is_asked_for() {
     let o = keel(&home, &["deploy", "seed", "--status", "--json"]);
     assert!(stdout_json(&o)["rollout"].is_null());
 }
+
+/// A card write killed mid-way leaves a temporary file; the next write removes it (its writer is gone).
+#[test]
+fn a_killed_card_write_leaves_no_temporary_file_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    seed_registry(&home, dir.path());
+    let cards = home.join("cards").join("seed");
+    // What a writer killed before its rename leaves (pid 999999 does not exist).
+    std::fs::write(cards.join(".v2.html.tmp-999999"), b"half a card").unwrap();
+    let o = keel(&home, &["models", "card", "seed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left: Vec<String> = std::fs::read_dir(&cards)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

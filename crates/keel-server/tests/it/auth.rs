@@ -327,3 +327,58 @@ async fn key_requests_are_bounded_and_refused_in_the_error_envelope() {
         "4 fixture keys + 1"
     );
 }
+
+/// The bearer scheme is case-insensitive (RFC 7235), and the last active admin key cannot be revoked.
+#[tokio::test]
+async fn bearer_is_case_insensitive_and_the_last_admin_key_stays() {
+    let s = server(ServerConfig::default()).await;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/v1/models")
+            .header(
+                "authorization",
+                format!("{scheme} {}", s.keys[&Role::Reader]),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let (st, _, _) = s.call(req).await;
+        assert_eq!(st, StatusCode::OK, "{scheme}");
+    }
+    let admin = s.keys[&Role::Admin].split('_').nth(1).unwrap().to_string();
+    let (st, _, v) = s
+        .call(s.req(
+            "DELETE",
+            &format!("/v1/keys/{admin}"),
+            Some(Role::Admin),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("last_admin_key")),
+        "{v}"
+    );
+    // With a second admin, the first can go.
+    let (st, _, v) = s
+        .call(s.req(
+            "POST",
+            "/v1/keys",
+            Some(Role::Admin),
+            "application/json",
+            r#"{"role": "admin"}"#,
+        ))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, _, _) = s
+        .call(s.req(
+            "DELETE",
+            &format!("/v1/keys/{admin}"),
+            Some(Role::Admin),
+            "",
+            "",
+        ))
+        .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}
