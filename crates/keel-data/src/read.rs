@@ -246,18 +246,32 @@ pub fn read_ipc_bytes(bytes: &[u8]) -> Result<RawTable> {
         path: path.to_path_buf(),
         message: format!("not a valid Arrow IPC stream: {e}"),
     };
-    let reader =
-        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(bad)?;
-    let names: Vec<String> = reader
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let mut batches = Vec::new();
-    for b in reader {
-        batches.push(b.map_err(bad)?);
-    }
+    // arrow validates the decoded arrays (offsets, lengths, UTF-8), but some corrupt bodies still reach a
+    // slice out of bounds inside arrow before its checks run; such a panic is a malformed body here, never a
+    // failed request.
+    let decoded = std::panic::catch_unwind(|| -> Result<(Vec<String>, Vec<RecordBatch>)> {
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(bad)?;
+        let names: Vec<String> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut batches = Vec::new();
+        for b in reader {
+            let b = b.map_err(bad)?;
+            for c in b.columns() {
+                c.to_data().validate_full().map_err(bad)?;
+            }
+            batches.push(b);
+        }
+        Ok((names, batches))
+    });
+    let (names, batches) = decoded.map_err(|_| Error::Format {
+        path: path.to_path_buf(),
+        message: "not a valid Arrow IPC stream: its buffers are inconsistent".into(),
+    })??;
     assemble(path, Format::Arrow, names, batches)
 }
 

@@ -122,6 +122,10 @@ fn init_tracing(format: &str) -> Result<()> {
 pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
     let config = server_config(a)?;
     init_tracing(&a.log_format)?;
+    // A panic (caught per request and answered with 500) is one log line, not a multi-line backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "a task panicked");
+    }));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
