@@ -96,6 +96,7 @@ impl Cli {
             Command::Audit { command } => match command {
                 AuditCommand::Verify(a) => a.json,
                 AuditCommand::Export(_) => false,
+                AuditCommand::Keygen(a) => a.json,
             },
         }
     }
@@ -696,11 +697,29 @@ pub enum AuditCommand {
     Verify(AuditVerifyArgs),
     /// Write every audit record as JSON Lines (oldest first), to stdout or --output.
     Export(AuditExportArgs),
+    /// Make an Ed25519 key pair for signing the audit head.
+    ///
+    /// Keep the secret outside the Keel home (a secret store, a mounted file) and give it to every process
+    /// that writes (`KEEL_AUDIT_SIGNING_KEY`, or `KEEL_AUDIT_SIGNING_KEY_FILE`); give the public key to
+    /// `keel audit verify --public-key` (or `KEEL_AUDIT_PUBLIC_KEY`). Then rewriting history needs the
+    /// secret, not only write access to the database and the home.
+    Keygen(AuditKeygenArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct AuditVerifyArgs {
-    /// Print {"ok", "records", "first_bad", "problem"} as JSON.
+    /// Trusted public key (64 hex characters) the head's signature must verify against; without it a
+    /// signed head is reported as unchecked.
+    #[arg(long, env = "KEEL_AUDIT_PUBLIC_KEY")]
+    pub public_key: Option<String>,
+    /// Print {"ok", "records", "first_bad", "problem", "signature"} as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditKeygenArgs {
+    /// Print {"secret", "public"} as JSON.
     #[arg(long)]
     pub json: bool,
 }

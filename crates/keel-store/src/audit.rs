@@ -148,6 +148,94 @@ pub struct AuditHead {
     pub hash: String,
     #[serde(default)]
     pub pending: Option<(i64, String)>,
+    /// Ed25519 signature (hex) over [`AuditHead::message`], when the writer held the signing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl AuditHead {
+    /// What the signature covers: every field of the head.
+    pub fn message(&self) -> Vec<u8> {
+        let (ps, ph) = self
+            .pending
+            .as_ref()
+            .map_or((0, ""), |(s, h)| (*s, h.as_str()));
+        format!(
+            "keel-audit-head:v1:{}:{}:{}:{}",
+            self.seq, self.hash, ps, ph
+        )
+        .into_bytes()
+    }
+}
+
+/// The key that signs the audit head, from outside the Keel home: `KEEL_AUDIT_SIGNING_KEY` (64 hex
+/// characters: an Ed25519 seed) or `KEEL_AUDIT_SIGNING_KEY_FILE` (a file holding them, e.g. a mounted
+/// secret). `None` when neither is set.
+pub fn signing_key_from_env() -> Result<Option<ed25519_dalek::SigningKey>> {
+    let hex_seed = match (
+        std::env::var("KEEL_AUDIT_SIGNING_KEY"),
+        std::env::var("KEEL_AUDIT_SIGNING_KEY_FILE"),
+    ) {
+        (Ok(k), _) if !k.trim().is_empty() => k,
+        (_, Ok(f)) if !f.trim().is_empty() => {
+            std::fs::read_to_string(&f).map_err(|e| Error::Io {
+                path: f.into(),
+                source: e,
+            })?
+        }
+        _ => return Ok(None),
+    };
+    let seed: [u8; 32] = hex::decode(hex_seed.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Error::Invalid {
+            what: "audit signing key",
+            message: "KEEL_AUDIT_SIGNING_KEY must be 64 hex characters (a 32-byte Ed25519 seed; `keel audit keygen` makes one)".into(),
+        })?;
+    Ok(Some(ed25519_dalek::SigningKey::from_bytes(&seed)))
+}
+
+/// The public key (hex) of an Ed25519 seed.
+pub fn public_key_hex(seed: &[u8; 32]) -> String {
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes(),
+    )
+}
+
+/// A public key (64 hex characters) to check the head's signature with.
+pub fn verifying_key(hex_key: &str) -> Result<ed25519_dalek::VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(Error::Invalid {
+            what: "audit public key",
+            message: "expected 64 hex characters (`keel audit keygen` prints the public key)"
+                .into(),
+        })?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|e| Error::Invalid {
+        what: "audit public key",
+        message: e.to_string(),
+    })
+}
+
+/// Checks the head's signature against a trusted public key.
+pub fn check_signature(
+    head: &AuditHead,
+    key: &ed25519_dalek::VerifyingKey,
+) -> std::result::Result<(), String> {
+    use ed25519_dalek::Verifier;
+    let sig = head
+        .signature
+        .as_deref()
+        .ok_or("the head is not signed (was KEEL_AUDIT_SIGNING_KEY set for every writer?)")?;
+    let bytes: [u8; 64] = hex::decode(sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("the head's signature is malformed")?;
+    key.verify(&head.message(), &ed25519_dalek::Signature::from_bytes(&bytes))
+        .map_err(|_| "the head's signature does not match the trusted public key: the log or its head was rewritten".to_string())
 }
 
 /// Appends `ev` inside `tx` and returns the new record.
@@ -198,7 +286,12 @@ pub(crate) async fn append_in(
 
 /// Updates the head file under a lock (`audit.lock`), never moving it backwards: before a commit with
 /// `pending` set to the record being added, after it with the record as the head.
-pub(crate) fn write_head(home: &Path, r: &AuditRecord, committed: bool) -> Result<()> {
+pub(crate) fn write_head(
+    home: &Path,
+    r: &AuditRecord,
+    committed: bool,
+    signer: Option<&ed25519_dalek::SigningKey>,
+) -> Result<()> {
     let path = home.join("audit.head");
     let io = |e: std::io::Error| Error::Io {
         path: path.clone(),
@@ -214,11 +307,12 @@ pub(crate) fn write_head(home: &Path, r: &AuditRecord, committed: bool) -> Resul
     if read_head(home)?.is_some_and(|h| h.seq >= r.seq) {
         return Ok(());
     }
-    let head = if committed {
+    let mut head = if committed {
         AuditHead {
             seq: r.seq,
             hash: r.hash.clone(),
             pending: None,
+            signature: None,
         }
     } else {
         // The record before this one is committed (the write lock is held), so it is the head meanwhile.
@@ -226,8 +320,13 @@ pub(crate) fn write_head(home: &Path, r: &AuditRecord, committed: bool) -> Resul
             seq: r.seq - 1,
             hash: r.prev_hash.clone(),
             pending: Some((r.seq, r.hash.clone())),
+            signature: None,
         }
     };
+    if let Some(k) = signer {
+        use ed25519_dalek::Signer;
+        head.signature = Some(hex::encode(k.sign(&head.message()).to_bytes()));
+    }
     let tmp = home.join("audit.head.tmp");
     let body = serde_json::to_vec(&head).expect("head serialises");
     {
@@ -262,6 +361,10 @@ pub struct Verification {
     pub first_bad: Option<i64>,
     /// What is wrong, in words.
     pub problem: Option<String>,
+    /// The head's signature: `valid` (checked against the trusted public key), `unchecked` (signed, but no
+    /// public key was given), `unsigned`, or absent when there is no head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Checks records (in stored order) against each other and against the head.
@@ -271,6 +374,7 @@ pub fn verify(records: &[AuditRecord], head: Option<&AuditHead>) -> Verification
         records: records.len(),
         first_bad: Some(at),
         problem: Some(problem),
+        signature: None,
     };
     let mut prev = GENESIS.to_string();
     for (i, r) in records.iter().enumerate() {
@@ -344,5 +448,45 @@ pub fn verify(records: &[AuditRecord], head: Option<&AuditHead>) -> Verification
         records: records.len(),
         first_bad: None,
         problem: None,
+        signature: head.map(|h| {
+            if h.signature.is_some() {
+                "unchecked".to_string()
+            } else {
+                "unsigned".to_string()
+            }
+        }),
     }
+}
+
+/// [`verify`], then the head's signature against `trusted` when given: a head that is unsigned or signed by
+/// another key fails, so rewriting history needs the signing key, not only write access to the home.
+pub fn verify_signed(
+    records: &[AuditRecord],
+    head: Option<&AuditHead>,
+    trusted: Option<&ed25519_dalek::VerifyingKey>,
+) -> Verification {
+    let mut v = verify(records, head);
+    let Some(key) = trusted else {
+        return v;
+    };
+    if !v.ok {
+        return v;
+    }
+    match head {
+        None if records.is_empty() => {}
+        None => {
+            v.ok = false;
+            v.problem = Some("no head to check the signature of".into());
+        }
+        Some(h) => match check_signature(h, key) {
+            Ok(()) => v.signature = Some("valid".into()),
+            Err(problem) => {
+                v.ok = false;
+                v.first_bad = Some(h.seq.max(1));
+                v.problem = Some(problem);
+                v.signature = Some("invalid".into());
+            }
+        },
+    }
+    v
 }

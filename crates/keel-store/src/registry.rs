@@ -290,6 +290,8 @@ pub struct Store {
     artifacts: Arc<dyn ObjectStore>,
     artifact_root: PathBuf,
     home: PathBuf,
+    /// Signs the audit head when configured (`KEEL_AUDIT_SIGNING_KEY[_FILE]`, never stored in the home).
+    signer: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Store {
@@ -333,11 +335,18 @@ impl Store {
             artifacts: Arc::new(artifacts),
             artifact_root,
             home: home.to_path_buf(),
+            signer: audit::signing_key_from_env()?,
         })
     }
 
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// Signs audit heads with `key` from now on (instead of the key from the environment).
+    pub fn with_audit_signer(mut self, key: ed25519_dalek::SigningKey) -> Self {
+        self.signer = Some(key);
+        self
     }
 
     /// Writes a blob under its SHA-256 and returns (uri, sha256). Idempotent.
@@ -476,14 +485,14 @@ impl Store {
     /// the change is committed, and `keel audit verify` accepts a head that lags behind an intact chain.
     pub(crate) fn after_audit(&self, r: &AuditRecord) {
         failpoint("audit.before_head");
-        if let Err(e) = audit::write_head(&self.home, r, true) {
+        if let Err(e) = audit::write_head(&self.home, r, true, self.signer.as_ref()) {
             tracing::warn!(error = %e, "could not update audit.head");
         }
     }
 
     /// Before a commit that appends `r`: marks it pending in the head file.
     pub(crate) fn before_commit(&self, r: &AuditRecord) -> Result<()> {
-        audit::write_head(&self.home, r, false)?;
+        audit::write_head(&self.home, r, false, self.signer.as_ref())?;
         failpoint("audit.before_commit");
         Ok(())
     }
@@ -510,9 +519,17 @@ impl Store {
 
     /// Checks the audit chain and its head.
     pub async fn audit_verify(&self) -> Result<Verification> {
+        self.audit_verify_signed(None).await
+    }
+
+    /// Checks the audit chain, its head, and (given a trusted public key) the head's signature.
+    pub async fn audit_verify_signed(
+        &self,
+        trusted: Option<&ed25519_dalek::VerifyingKey>,
+    ) -> Result<Verification> {
         let records = self.audit_records().await?;
         let head = audit::read_head(&self.home)?;
-        Ok(audit::verify(&records, head.as_ref()))
+        Ok(audit::verify_signed(&records, head.as_ref(), trusted))
     }
 
     /// Points `alias` at an existing version, atomically, and audits the move (`actor` did it). Returns the
@@ -1352,5 +1369,55 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((out.stored, out.unknown), (1, 1), "r49 is gone, r50 kept");
+    }
+
+    /// With a signing key outside the home, rewriting history needs the key: a head rewritten to match an
+    /// edited log fails the signature check, as does a head signed by another key.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_signed_head_catches_a_rewrite_made_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let public = key.verifying_key();
+        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]).verifying_key();
+        let store = Store::open(dir.path())
+            .await
+            .unwrap()
+            .with_audit_signer(key);
+        store.register(version("m", &[], true)).await.unwrap();
+        store.set_alias("m", "staging", 1, "tester").await.unwrap();
+        let v = store.audit_verify_signed(Some(&public)).await.unwrap();
+        assert!(v.ok, "{v:?}");
+        assert_eq!(v.signature.as_deref(), Some("valid"));
+        assert!(!store.audit_verify_signed(Some(&other)).await.unwrap().ok);
+        // Without a trusted key the chain still verifies and says the signature was not checked.
+        let v = store.audit_verify().await.unwrap();
+        assert_eq!((v.ok, v.signature.as_deref()), (true, Some("unchecked")));
+        // An attacker with write access to the database and the home, but not the key, drops the last
+        // record and rewrites the head to match: the chain is consistent again, the signature is not.
+        let records = store.audit_records().await.unwrap();
+        sqlx::query("DELETE FROM audit_log WHERE seq = ?")
+            .bind(records.last().unwrap().seq)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let prev = &records[records.len() - 2];
+        let forged = audit::AuditHead {
+            seq: prev.seq,
+            hash: prev.hash.clone(),
+            pending: None,
+            signature: None,
+        };
+        std::fs::write(
+            dir.path().join("audit.head"),
+            serde_json::to_vec(&forged).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            store.audit_verify().await.unwrap().ok,
+            "without the key it looks intact"
+        );
+        let v = store.audit_verify_signed(Some(&public)).await.unwrap();
+        assert!(!v.ok, "{v:?}");
+        assert!(v.problem.unwrap().contains("not signed"));
     }
 }

@@ -74,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit { command } => match command {
             AuditCommand::Verify(a) => monitor::audit_verify(&home, &a),
             AuditCommand::Export(a) => monitor::audit_export(&home, &a),
+            AuditCommand::Keygen(a) => monitor::audit_keygen(&a),
         },
         Command::Retrain(a) => rollout::retrain_cmd(&home, &a),
         Command::Jobs { command } => rollout::jobs_cmd(&home, &command),

@@ -97,12 +97,23 @@ pub fn drift(a: &DriftArgs) -> Result<i32> {
 }
 
 pub fn audit_verify(home: &Path, a: &AuditVerifyArgs) -> Result<i32> {
+    let trusted = a
+        .public_key
+        .as_deref()
+        .map(keel_store::audit::verifying_key)
+        .transpose()?;
     let store = super::block_on(keel_store::Store::open(home))?;
-    let v = super::block_on(store.audit_verify())?;
+    let v = super::block_on(store.audit_verify_signed(trusted.as_ref()))?;
     if a.json {
         print_json(&v);
     } else if v.ok {
-        println!("audit log intact: {} records", v.records);
+        let signed = match v.signature.as_deref() {
+            Some("valid") => "; head signature valid",
+            Some("unchecked") => "; the head is signed (pass --public-key to check the signature)",
+            Some("unsigned") => "; the head is not signed (see keel audit keygen)",
+            _ => "",
+        };
+        println!("audit log intact: {} records{signed}", v.records);
     } else {
         println!(
             "audit log BROKEN at record {}: {}",
@@ -111,6 +122,23 @@ pub fn audit_verify(home: &Path, a: &AuditVerifyArgs) -> Result<i32> {
         );
     }
     Ok(i32::from(!v.ok))
+}
+
+pub fn audit_keygen(a: &crate::cli::AuditKeygenArgs) -> Result<i32> {
+    use rand::Rng;
+    let seed: [u8; 32] = rand::rng().random();
+    let public = keel_store::audit::public_key_hex(&seed);
+    let secret = hex::encode(seed);
+    if a.json {
+        print_json(&serde_json::json!({"secret": secret, "public": public}));
+    } else {
+        println!("KEEL_AUDIT_SIGNING_KEY={secret}");
+        println!("KEEL_AUDIT_PUBLIC_KEY={public}");
+        eprintln!(
+            "keel: keep the signing key out of the Keel home (a secret store or a mounted file) and give it to every writer; anyone verifying needs only the public key"
+        );
+    }
+    Ok(0)
 }
 
 pub fn audit_export(home: &Path, a: &AuditExportArgs) -> Result<i32> {

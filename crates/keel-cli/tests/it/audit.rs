@@ -100,7 +100,7 @@ fn every_change_is_recorded_with_actor_before_and_after() {
         verify(&home),
         (
             0,
-            serde_json::json!({"ok": true, "records": 5, "first_bad": null, "problem": null})
+            serde_json::json!({"ok": true, "records": 5, "first_bad": null, "problem": null, "signature": "unsigned"})
         )
     );
 }
@@ -190,4 +190,79 @@ fn a_crash_during_an_alias_move_or_an_audit_append_leaves_a_verifiable_chain() {
     let o = keel(&home, &["models", "rollback", "seed"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(verify(&home).1["records"], 7);
+}
+
+/// `keel audit keygen`, writers holding the secret in their environment, and `verify --public-key`: a valid
+/// signature is reported; a head rewritten without the secret, or a public key that is not the writer's,
+/// fails verification.
+#[test]
+fn a_signed_audit_head_verifies_only_with_the_writers_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let keys = stdout_json(&keel(&home, &["audit", "keygen", "--json"]));
+    let (secret, public) = (
+        keys["secret"].as_str().unwrap().to_string(),
+        keys["public"].as_str().unwrap().to_string(),
+    );
+    let data = fixture_csv(dir.path(), "d.csv", 300);
+    let signed = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .env("KEEL_HOME", &home)
+            .env("KEEL_AUDIT_SIGNING_KEY", &secret)
+            .output()
+            .unwrap()
+    };
+    let o = signed(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--target",
+        "y",
+        "--name",
+        "s",
+        "--trees",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = signed(&["models", "alias", "s", "staging", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = keel(
+        &home,
+        &["audit", "verify", "--json", "--public-key", &public],
+    );
+    let v = stdout_json(&o);
+    assert_eq!(
+        (o.status.code(), v["signature"].as_str()),
+        (Some(0), Some("valid")),
+        "{v}"
+    );
+    // Another key: refused.
+    let other = stdout_json(&keel(&home, &["audit", "keygen", "--json"]));
+    let o = keel(
+        &home,
+        &[
+            "audit",
+            "verify",
+            "--json",
+            "--public-key",
+            other["public"].as_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A write by a process without the key leaves an unsigned head: verification with the key fails.
+    let o = keel(&home, &["models", "alias", "s", "canary", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = keel(&home, &["audit", "verify", "--public-key", &public]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("not signed"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }
