@@ -12,7 +12,7 @@ use crate::routes::*;
     info(title = "Keel", description = "Keel's HTTP API: predictions, monitoring, registry, keys, retrieval-augmented answers, embeddings, a guarded chat-completions gateway, guard scans, operations."),
     paths(predict, crate::rag::rag_query, crate::rag::embeddings, crate::rag::chat_completions, crate::guard::scan, monitor, feedback, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi),
     components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;
 
@@ -25,6 +25,88 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What every route can answer besides its own responses, added to the document from how the router is
+/// built (one place, so no operation forgets one): 401/403/429 where a key is needed (missing or invalid key,
+/// role too low, rate limit), 400/413/422 where a body is read (malformed, over the body limit, not matching),
+/// 503 everywhere behind the shedding layer and the time limit; and the patterns of path parameters the
+/// server checks.
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{Object, Schema, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        let name_pattern = |p: &str| {
+            RefOr::T(Schema::Object({
+                let mut o = Object::with_type(Type::String);
+                o.pattern = Some(p.to_string());
+                o
+            }))
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let operations = [
+                item.get.as_mut(),
+                item.put.as_mut(),
+                item.post.as_mut(),
+                item.delete.as_mut(),
+            ];
+            for op in operations.into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, d: &str| {
+                    r.entry(code.to_string()).or_insert_with(|| error(d));
+                };
+                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add("401", "Missing or invalid API key");
+                    add("403", "The key's role does not allow this route");
+                    add(
+                        "429",
+                        "Rate limited (per key, or key verifications per address)",
+                    );
+                }
+                if op.request_body.is_some() {
+                    add("400", "Malformed body");
+                    add("413", "Body over the limit");
+                    add("422", "Body does not match what the route expects");
+                }
+                if path != "/healthz" && path != "/openapi.json" {
+                    add(
+                        "503",
+                        "Overloaded or over the time limit (retry after Retry-After)",
+                    );
+                }
+                for p in op.parameters.iter_mut().flatten() {
+                    let pattern = match p.name.as_str() {
+                        "name" => {
+                            Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}(@[A-Za-z0-9_.-]{1,100})?$")
+                        }
+                        "alias" => Some("^[A-Za-z_.-][A-Za-z0-9_.-]{0,99}$"),
+                        "collection" => Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"),
+                        _ => None,
+                    };
+                    if let (Some(pt), utoipa::openapi::path::ParameterIn::Path) =
+                        (pattern, &p.parameter_in)
+                    {
+                        p.schema = Some(name_pattern(pt));
+                    }
+                }
+            }
+        }
     }
 }
 

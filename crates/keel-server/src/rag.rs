@@ -242,6 +242,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RagQueryRequest {
+    /// The question (not empty; at most 8,192 characters).
+    #[schema(min_length = 1, max_length = 8192)]
     pub question: String,
     /// `extractive` (default), `local` (Keel's local LLM) or `remote` (the configured upstream).
     #[serde(default)]
@@ -251,6 +253,7 @@ pub struct RagQueryRequest {
     pub retrieval: Option<String>,
     /// Chunks retrieved and cited (1–50, default 5).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 50)]
     pub k: Option<usize>,
 }
 

@@ -236,6 +236,7 @@ pub struct PredictQuery {
     /// Add the top SHAP contributions of each row.
     pub explain: Option<bool>,
     /// How many contributions to return with `explain` (default 5).
+    #[param(minimum = 1, maximum = 1000)]
     pub top_k: Option<usize>,
 }
 
@@ -939,7 +940,7 @@ pub async fn revoke_key(
 /// Drift of what a version served (all replicas, recent windows) against its training reference.
 #[utoipa::path(get, path = "/v1/models/{name}/monitor", tag = "monitoring", security(("bearer" = [])),
     params(("name" = String, Path, description = "Model reference: NAME@VERSION, NAME@ALIAS, or a bare NAME, which means NAME@champion (never merely the newest version: a challenger is served only by its version or alias)"),
-        ("windows" = Option<u32>, Query, description = "How many recent windows to include (default 24)"),
+        ("windows" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many recent windows to include (1–10000, default 24)"),
         ("format" = Option<String>, Query, description = "json (default) or html")),
     responses(
         (status = 200, description = "The report: windows, rows, and per-feature and prediction drift"),
