@@ -185,8 +185,7 @@ impl GuardState {
             return Ok(cur);
         }
         let _one_loader = self.loading.lock().await;
-        let unavailable =
-            |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "guard_unavailable", e);
+        let unavailable = |e: String| ApiError::new(StatusCode::CONFLICT, "guard_unavailable", e);
         let v = match resolve(store, &self.config.model).await {
             Ok(v) => v,
             Err(e) => {
@@ -329,7 +328,7 @@ pub struct ScanRequest {
     responses((status = 200, description = "Findings (character offsets), the injection score and the policy decision, with the redacted text when something was redacted"),
               (status = 413, description = "Text over 1 MiB", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
-              (status = 503, description = "No guard model registered", body = crate::error::ErrorBody)),
+              (status = 409, description = "No guard model registered (train one with keel guard train)", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn scan(
     caller: AsPredictor,

@@ -79,6 +79,9 @@ impl utoipa::Modify for CommonResponses {
                         "Rate limited (per key, or key verifications per address)",
                     );
                 }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add("400", "A path or query parameter is invalid");
+                }
                 if op.request_body.is_some() {
                     add("400", "Malformed body");
                     add("413", "Body over the limit");
@@ -95,7 +98,7 @@ impl utoipa::Modify for CommonResponses {
                         "name" => {
                             Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}(@[A-Za-z0-9_.-]{1,100})?$")
                         }
-                        "alias" => Some("^[A-Za-z_.-][A-Za-z0-9_.-]{0,99}$"),
+                        "alias" => Some("^[A-Za-z_-][A-Za-z0-9_.-]{0,99}$"),
                         "collection" => Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"),
                         _ => None,
                     };

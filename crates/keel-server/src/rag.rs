@@ -247,12 +247,14 @@ pub struct RagQueryRequest {
     pub question: String,
     /// `extractive` (default), `local` (Keel's local LLM) or `remote` (the configured upstream).
     #[serde(default)]
+    #[schema(pattern = "^(extractive|local|remote)$")]
     pub mode: Option<String>,
     /// `hybrid` (default), `bm25`, `dense` or `rrf`.
     #[serde(default)]
+    #[schema(pattern = "^(hybrid|bm25|dense|rrf)$")]
     pub retrieval: Option<String>,
     /// Chunks retrieved and cited (1–50, default 5).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_count")]
     #[schema(minimum = 1, maximum = 50)]
     pub k: Option<usize>,
 }
@@ -508,15 +510,88 @@ pub async fn rag_query(
 // ---------------------------------------------------------------------------------------------------------
 // Embeddings
 
+/// An OpenAI chat completion request, as this server reads it (documentation; the handler reads the JSON with
+/// paths in its errors, and ignores fields it does not use).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChatCompletionRequest {
+    pub model: Option<String>,
+    /// 1–256 messages.
+    #[schema(min_items = 1, max_items = 256)]
+    pub messages: Vec<ChatMessageDoc>,
+    pub stream: Option<bool>,
+    #[schema(minimum = 1, maximum = 4096)]
+    pub max_tokens: Option<u32>,
+    #[schema(minimum = 0.0, maximum = 2.0)]
+    pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub top_p: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+/// One chat message: a role and its text, as a string or a list of `{type: "text", text}` parts.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessageDoc {
+    #[schema(pattern = "^(system|developer|user|assistant|tool)$")]
+    pub role: String,
+    pub content: ChatContentDoc,
+}
+
+/// A message's content.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum ChatContentDoc {
+    Text(String),
+    Parts(Vec<ChatPartDoc>),
+}
+
+/// One text part.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ChatPartDoc {
+    #[schema(pattern = "^text$")]
+    pub r#type: String,
+    pub text: String,
+}
+
+/// `input` of an embeddings request (documentation only; the handler reads it with paths in its errors).
+pub struct EmbeddingsInput;
+
+impl utoipa::PartialSchema for EmbeddingsInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        OneOfBuilder::new()
+            .item(text())
+            .item(
+                ArrayBuilder::new()
+                    .items(text())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_EMBED_INPUTS)),
+            )
+            .into()
+    }
+}
+
+impl ToSchema for EmbeddingsInput {}
+
 /// Texts to embed (OpenAI's shape).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct EmbeddingsRequest {
-    /// One string or a list of strings.
-    #[schema(value_type = Object)]
+    /// One string or a list of 1–256 strings.
+    #[schema(value_type = EmbeddingsInput)]
     pub input: Value,
     #[serde(default)]
     pub model: Option<String>,
+    /// Only `float` is produced.
     #[serde(default)]
+    #[schema(pattern = "^float$")]
     pub encoding_format: Option<String>,
 }
 
@@ -534,6 +609,7 @@ const EMBED_STEP: usize = 16;
 #[utoipa::path(post, path = "/v1/embeddings", tag = "rag",
     request_body = EmbeddingsRequest,
     responses((status = 200, description = "`{object: list, data: [{object: embedding, index, embedding}], model, usage}`"),
+              (status = 404, description = "The named model is not served here", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid input", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn embeddings(
@@ -703,7 +779,12 @@ pub fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, ApiError> {
         }
         let content = match m.get("content") {
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
+            // Keel runs no tools, so no message is content-less (OpenAI's null content goes with tool calls).
+            Some(Value::Null) | None => {
+                return Err(bad(format!(
+                    "$.messages[{i}].content: required (a string or a list of text parts)"
+                )));
+            }
             Some(Value::Array(parts)) => {
                 let mut s = String::new();
                 for (j, p) in parts.iter().enumerate() {
@@ -744,6 +825,27 @@ pub fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, ApiError> {
     Ok(out)
 }
 
+/// A JSON number that is a non-negative integer, also when written with a fraction (`38.0`), as JSON Schema's
+/// `integer` allows.
+fn as_count(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 9.0e15)
+            .map(|x| x as u64)
+    })
+}
+
+/// Serde helper: an optional count that may be written `38.0`.
+fn optional_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let v: Option<Value> = Option::deserialize(d)?;
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_count(&v).map(|n| Some(n as usize)).ok_or_else(|| {
+            serde::de::Error::custom(format!("expected a non-negative integer, found {v}"))
+        }),
+    }
+}
+
 fn gen_options(req: &Value, default_max: usize) -> Result<GenOptions, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
     let mut o = GenOptions {
@@ -752,8 +854,7 @@ fn gen_options(req: &Value, default_max: usize) -> Result<GenOptions, ApiError> 
     };
     for key in ["max_tokens", "max_completion_tokens"] {
         if let Some(v) = req.get(key).filter(|v| !v.is_null()) {
-            let n = v
-                .as_u64()
+            let n = as_count(v)
                 .filter(|n| (1..=4096).contains(n))
                 .ok_or_else(|| bad(format!("$.{key}: expected an integer from 1 to 4096")))?;
             o.max_tokens = n as usize;
@@ -773,11 +874,10 @@ fn gen_options(req: &Value, default_max: usize) -> Result<GenOptions, ApiError> 
         );
     }
     if let Some(v) = req.get("seed").filter(|v| !v.is_null()) {
-        o.seed = v
-            .as_u64()
-            .ok_or_else(|| bad("$.seed: expected a non-negative integer".into()))?;
+        o.seed =
+            as_count(v).ok_or_else(|| bad("$.seed: expected a non-negative integer".into()))?;
     }
-    if req.get("n").and_then(Value::as_u64).is_some_and(|n| n != 1) {
+    if req.get("n").and_then(as_count).is_some_and(|n| n != 1) {
         return Err(bad("$.n: only one choice is generated".into()));
     }
     Ok(o)
@@ -798,7 +898,7 @@ fn unix_now() -> u64 {
 
 /// OpenAI-compatible chat completions from Keel's local model; `stream: true` answers with server-sent events.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "rag",
-    request_body(content = Object, description = "OpenAI chat completion request: model, messages, stream, max_tokens, temperature, top_p, seed"),
+    request_body(content = ChatCompletionRequest, description = "OpenAI chat completion request: model, messages, stream, max_tokens, temperature, top_p, seed"),
     responses((status = 200, description = "`chat.completion`, or `text/event-stream` of `chat.completion.chunk` ending in `data: [DONE]`"),
               (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid request", body = crate::error::ErrorBody)),
@@ -837,6 +937,16 @@ pub async fn chat_completions(
         Engine::Local(llm) => llm.id().to_string(),
         Engine::Remote(r) => r.model().to_string(),
     };
+    if let Some(m) = req.get("model").filter(|m| !m.is_null() && !m.is_string()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!(
+                "$.model: expected a string, found {}",
+                crate::routes::json_type(m)
+            ),
+        ));
+    }
     if let (Engine::Local(_), Some(m)) = (&upstream, req.get("model").and_then(Value::as_str))
         && m != model
         && m != LOCAL_MODEL_ALIAS

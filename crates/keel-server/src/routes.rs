@@ -800,8 +800,40 @@ pub async fn show_model(
 }
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AliasRequest {
-    pub version: i64,
+    /// The version the alias will point at (a JSON integer; `3.0` is read as 3).
+    #[schema(value_type = i64, minimum = 1)]
+    pub version: serde_json::Number,
+}
+
+impl AliasRequest {
+    /// The version as an integer: integral numbers only, also when written with a fraction (`3.0`).
+    fn version(&self) -> Result<i64, ApiError> {
+        self.version
+            .as_i64()
+            .or_else(|| {
+                self.version
+                    .as_f64()
+                    .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
+                    .map(|x| x as i64)
+            })
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    format!("$.version: {} is not an integer version", self.version),
+                )
+            })
+    }
+}
+
+/// `?format=` of the monitoring report.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    Json,
+    Html,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -833,7 +865,7 @@ pub async fn set_alias(
     })?;
     let m = st
         .cache
-        .set_alias(&name, &alias, req.version, &caller.actor())
+        .set_alias(&name, &alias, req.version()?, &caller.actor())
         .await?;
     Ok(Json(AliasResponse {
         model: m.name.clone(),
@@ -941,7 +973,7 @@ pub async fn revoke_key(
 #[utoipa::path(get, path = "/v1/models/{name}/monitor", tag = "monitoring", security(("bearer" = [])),
     params(("name" = String, Path, description = "Model reference: NAME@VERSION, NAME@ALIAS, or a bare NAME, which means NAME@champion (never merely the newest version: a challenger is served only by its version or alias)"),
         ("windows" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many recent windows to include (1–10000, default 24)"),
-        ("format" = Option<String>, Query, description = "json (default) or html")),
+        ("format" = Option<ReportFormat>, Query, description = "json (default) or html")),
     responses(
         (status = 200, description = "The report: windows, rows, and per-feature and prediction drift"),
         (status = 404, body = ErrorBody),

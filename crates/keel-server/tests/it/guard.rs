@@ -179,7 +179,7 @@ async fn guard_scan_reports_findings_and_refuses_bad_input() {
     };
     // No guard model yet: 503 naming the fix.
     let (s, _, v) = t.call(scan(json!({"text": "hi"}).to_string().into())).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(
         v["error"]["message"]
             .as_str()
