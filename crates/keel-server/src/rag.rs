@@ -83,7 +83,12 @@ pub struct RagState {
     pub remote: Option<RemoteLlm>,
     remote_embedder: Option<Arc<RemoteEmbedder>>,
     collections: Mutex<HashMap<String, (String, Arc<Collection>)>>,
+    /// One local generation at a time (it uses every core); others wait at most [`GENERATION_WAIT`].
+    generation: Arc<tokio::sync::Semaphore>,
 }
+
+/// Longest a request waits for the local model before it is told the model is busy (429).
+pub const GENERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The id under which Keel's local chat model answers besides its own name.
 pub const LOCAL_MODEL_ALIAS: &str = "keel-local";
@@ -118,6 +123,7 @@ impl RagState {
             llm: OnceCell::new(),
             remote,
             collections: Mutex::new(HashMap::new()),
+            generation: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -132,6 +138,21 @@ impl RagState {
             })
             .await
             .cloned()
+    }
+
+    /// A turn at the local model: generations run one at a time, and a request that cannot get a turn within
+    /// [`GENERATION_WAIT`] is answered 429 `model_busy` (with `Retry-After`) instead of queueing into the
+    /// time limit.
+    pub async fn generation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(GENERATION_WAIT, self.generation.clone().acquire_owned()).await {
+            Ok(p) => Ok(p.expect("the semaphore is never closed")),
+            Err(_) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "model_busy",
+                "the local model is busy with other requests; retry shortly",
+            )
+            .retry_after(5)),
+        }
     }
 
     pub async fn llm(&self) -> Result<Arc<LocalLlm>, ApiError> {
@@ -342,11 +363,20 @@ pub async fn answer(
     let generation = match mode {
         AnswerMode::Local => {
             let llm = rag.llm().await?;
-            blocking(move || {
-                let mut sink = |piece: &str| on_text.as_mut().is_none_or(|f| f(piece));
+            let slot = rag.generation_slot().await?;
+            let wanted = Wanted::new();
+            let flag = wanted.0.clone();
+            let g = blocking(move || {
+                let _slot = slot;
+                let mut sink = |piece: &str| {
+                    flag.load(std::sync::atomic::Ordering::Relaxed)
+                        && on_text.as_mut().is_none_or(|f| f(piece))
+                };
                 llm.chat(&messages, &gen_opts, &mut sink).map_err(rag_error)
             })
-            .await?
+            .await?;
+            drop(wanted);
+            g
         }
         _ => {
             let remote = match &rag.remote {
@@ -1027,8 +1057,21 @@ pub async fn chat_completions(
     if !stream {
         let g = match upstream {
             Engine::Local(llm) => {
-                blocking(move || llm.chat(&messages, &opts, &mut |_| true).map_err(rag_error))
-                    .await?
+                // One generation at a time; one whose request went away (time limit, closed
+                // connection) stops at its next token.
+                let slot = st.rag.generation_slot().await?;
+                let wanted = Wanted::new();
+                let flag = wanted.0.clone();
+                let g = blocking(move || {
+                    let _slot = slot;
+                    llm.chat(&messages, &opts, &mut |_| {
+                        flag.load(std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .map_err(rag_error)
+                })
+                .await?;
+                drop(wanted);
+                g
             }
             Engine::Remote(r) => r.chat(&messages, &opts).await.map_err(upstream_error)?,
         };
@@ -1114,7 +1157,12 @@ pub async fn chat_completions(
     };
     let handle = tokio::runtime::Handle::current();
     let st2 = st.clone();
+    let slot = match upstream {
+        Engine::Local(_) => Some(st.rag.generation_slot().await?),
+        Engine::Remote(_) => None,
+    };
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         if tx
             .blocking_send(chunk(json!({"role": "assistant", "content": ""}), None))
             .is_err()
