@@ -685,7 +685,7 @@ pub async fn embeddings(
             "$.encoding_format: '{f}' is not supported (float is)"
         )));
     }
-    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+    if let Some(i) = texts.iter().position(|t| t.is_empty()) {
         return Err(bad(format!("$.input[{i}]: empty text")));
     }
     let embedder = st.rag.embedder().await?;

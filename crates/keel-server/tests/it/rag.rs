@@ -185,6 +185,23 @@ async fn embeddings_are_openai_shaped_and_checked() {
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    // Whitespace is text (the spec's minLength is 1); only an empty string is refused.
+    let (s, v) = post(
+        &t,
+        "/v1/embeddings",
+        Some(Role::Predictor),
+        json!({"input": "\u{a0}"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _) = post(
+        &t,
+        "/v1/embeddings",
+        Some(Role::Predictor),
+        json!({"input": ""}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 /// Embedding requests are bounded by inputs and by tokens before any work, and work whose request went away
