@@ -13,8 +13,8 @@ if [ ! -x "$VENV/bin/st" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
-cargo build -q -j2 -p keel-cli
-KEEL="$PWD/target/debug/keel"
+cargo build -q --release -j2 -p keel-cli
+KEEL="$PWD/target/release/keel"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-schemathesis.XXXXXX")
 PID=""
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }

@@ -550,6 +550,7 @@ pub struct ChatCompletionRequest {
     #[schema(min_items = 1, max_items = 256)]
     pub messages: Vec<ChatMessageDoc>,
     pub stream: Option<bool>,
+    /// At most 4096; the server's `[serve.llm] max_tokens` (default 256) caps what is generated.
     #[schema(minimum = 1, maximum = 4096)]
     pub max_tokens: Option<u32>,
     #[schema(minimum = 0.0, maximum = 2.0)]
@@ -887,7 +888,10 @@ fn gen_options(req: &Value, default_max: usize) -> Result<GenOptions, ApiError> 
             let n = as_count(v)
                 .filter(|n| (1..=4096).contains(n))
                 .ok_or_else(|| bad(format!("$.{key}: expected an integer from 1 to 4096")))?;
-            o.max_tokens = n as usize;
+            // The server's `[serve.llm] max_tokens` is a ceiling: a request may ask for fewer tokens, never
+            // for more work than the operator sized the time limit for (the answer then ends with
+            // finish_reason `length`).
+            o.max_tokens = (n as usize).min(default_max);
         }
     }
     if let Some(v) = req.get("temperature").filter(|v| !v.is_null()) {
