@@ -233,11 +233,14 @@ impl ModelCache {
         request_id: &str,
     ) -> Result<(Arc<LoadedModel>, Option<Arc<LoadedModel>>)> {
         let m = self.get(reference).await?;
-        let (name, sel) = Selector::parse(reference)?;
-        if sel != Selector::champion() {
-            return Ok((m, None));
-        }
-        let Some(ro) = self.rollout(&name) else {
+        // `get` has validated the reference; only the champion (spelled out or bare) is rerouted. No parse on
+        // this path: it runs on every request.
+        let name = match reference.split_once('@') {
+            None => reference,
+            Some((n, keel_store::CHAMPION)) => n,
+            Some(_) => return Ok((m, None)),
+        };
+        let Some(ro) = self.rollout(name) else {
             return Ok((m, None));
         };
         let answered = match &ro.canary {

@@ -856,14 +856,9 @@ pub fn parse_messages(v: &Value) -> Result<Vec<ChatMessage>, ApiError> {
     Ok(out)
 }
 
-/// A JSON number that is a non-negative integer, also when written with a fraction (`38.0`), as JSON Schema's
-/// `integer` allows.
+/// A JSON number that is a non-negative integer (`38.0` included; see [`crate::routes::integer_of`]).
 fn as_count(v: &Value) -> Option<u64> {
-    v.as_u64().or_else(|| {
-        v.as_f64()
-            .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 9.0e15)
-            .map(|x| x as u64)
-    })
+    crate::routes::integer_of(v).and_then(|n| u64::try_from(n).ok())
 }
 
 /// Serde helper: an optional count that may be written `38.0`.

@@ -810,22 +810,24 @@ pub struct AliasRequest {
 impl AliasRequest {
     /// The version as an integer: integral numbers only, also when written with a fraction (`3.0`).
     fn version(&self) -> Result<i64, ApiError> {
-        self.version
-            .as_i64()
-            .or_else(|| {
-                self.version
-                    .as_f64()
-                    .filter(|x| x.fract() == 0.0 && x.abs() < 9.0e15)
-                    .map(|x| x as i64)
-            })
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_body",
-                    format!("$.version: {} is not an integer version", self.version),
-                )
-            })
+        integer_of(&Value::Number(self.version.clone())).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("$.version: {} is not an integer version", self.version),
+            )
+        })
     }
+}
+
+/// A JSON number that is an integer, also when written with a fraction (`38.0`), as JSON Schema's `integer`
+/// allows; magnitudes up to 2^53 (where doubles still hold every integer).
+pub(crate) fn integer_of(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|x| x.fract() == 0.0 && x.abs() <= 9_007_199_254_740_992.0)
+            .map(|x| x as i64)
+    })
 }
 
 /// `?format=` of the monitoring report.

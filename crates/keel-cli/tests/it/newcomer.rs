@@ -6,35 +6,45 @@
 use crate::*;
 use std::path::{Path, PathBuf};
 
-/// The car-loan reference rows with `repaid` spelled `yes`/`no` (prediction columns and the timestamp
-/// dropped): the first `rows` rows.
-fn loans_csv(dir: &Path, rows: usize) -> PathBuf {
-    let text = std::fs::read_to_string(asset("synthetic_car_loan_reference.csv")).unwrap();
-    let mut out = String::from(
-        "id,car_value,salary_range,debt_to_income_ratio,loan_length,repaid_loan_on_prev_car,size_of_downpayment,driver_tenure,repaid\n",
+/// The first `rows` rows of a NannyML car-loan file as CSV: the id and the seven features, plus (when the
+/// file has it) `repaid` spelled `yes`/`no`; prediction columns and the timestamp dropped.
+fn car_loans(dir: &Path, asset_name: &str, out: &str, rows: usize, with_target: bool) -> PathBuf {
+    let text = std::fs::read_to_string(asset(asset_name)).unwrap();
+    let mut csv = String::from(
+        "id,car_value,salary_range,debt_to_income_ratio,loan_length,repaid_loan_on_prev_car,size_of_downpayment,driver_tenure",
     );
+    csv.push_str(if with_target { ",repaid\n" } else { "\n" });
     for line in text.lines().skip(1).take(rows) {
         let f: Vec<&str> = line.split(',').collect();
-        let repaid = if f[8] == "1.0" { "yes" } else { "no" };
-        out.push_str(&f[..8].join(","));
-        out.push_str(&format!(",{repaid}\n"));
+        csv.push_str(&f[..8].join(","));
+        if with_target {
+            csv.push_str(if f[8] == "1.0" { ",yes" } else { ",no" });
+        }
+        csv.push('\n');
     }
-    write(dir, "loans.csv", &out)
+    write(dir, out, &csv)
 }
 
-/// The first `rows` rows of the car-loan data-quality file (missing values in columns that never miss in
-/// the reference), without its prediction columns.
+/// The car-loan reference rows with `repaid` spelled `yes`/`no`.
+fn loans_csv(dir: &Path, rows: usize) -> PathBuf {
+    car_loans(
+        dir,
+        "synthetic_car_loan_reference.csv",
+        "loans.csv",
+        rows,
+        true,
+    )
+}
+
+/// The car-loan data-quality rows (missing values in columns that never miss in the reference).
 fn loans_dq_csv(dir: &Path, rows: usize) -> PathBuf {
-    let text = std::fs::read_to_string(asset("synthetic_car_loan_dq_analysis.csv")).unwrap();
-    let mut out = String::from(
-        "id,car_value,salary_range,debt_to_income_ratio,loan_length,repaid_loan_on_prev_car,size_of_downpayment,driver_tenure\n",
-    );
-    for line in text.lines().skip(1).take(rows) {
-        let f: Vec<&str> = line.split(',').collect();
-        out.push_str(&f[..8].join(","));
-        out.push('\n');
-    }
-    write(dir, "loans_dq.csv", &out)
+    car_loans(
+        dir,
+        "synthetic_car_loan_dq_analysis.csv",
+        "loans_dq.csv",
+        rows,
+        false,
+    )
 }
 
 /// `keel predict --model MODEL --input INPUT --output OUTPUT` plus `extra`.
