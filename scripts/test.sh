@@ -9,6 +9,8 @@ if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python"
   python3 -m venv "$CACHE/openai-venv"
   "$CACHE/openai-venv/bin/pip" install --quiet --disable-pip-version-check openai==1.109.1
 fi
+# The test runner (each test in its own process, binaries in parallel); crates.io only.
+cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy -j2 --workspace --all-targets -- -D warnings
-cargo test -j2 --workspace
+cargo nextest run -j2 --workspace --no-fail-fast

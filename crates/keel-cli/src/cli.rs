@@ -684,6 +684,10 @@ pub struct DeployArgs {
     /// Show the rollout and how the canary and shadow compare with the champion on delayed labels.
     #[arg(long)]
     pub status: bool,
+    /// Configuration file whose `[serve.rollout]` policy judges the canary, the same policy `keel serve`
+    /// uses (default: ./keel.toml when present, else the defaults).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -6,6 +6,9 @@ use serde::Serialize;
 /// Maps an error chain to its class by finding the first typed Keel error in it.
 pub fn classify(e: &anyhow::Error) -> ErrorClass {
     for cause in e.chain() {
+        if let Some(x) = cause.downcast_ref::<keel_app::Error>() {
+            return x.class();
+        }
         if let Some(x) = cause.downcast_ref::<keel_data::Error>() {
             return x.class();
         }
@@ -27,12 +30,8 @@ pub fn classify(e: &anyhow::Error) -> ErrorClass {
         if let Some(x) = cause.downcast_ref::<keel_guard::Error>() {
             return x.class();
         }
-        if let Some(x) = cause.downcast_ref::<keel_server::guard::LoadError>() {
-            return match x {
-                keel_server::guard::LoadError::Store(e) => e.class(),
-                keel_server::guard::LoadError::Guard(e) => e.class(),
-                _ => ErrorClass::Input,
-            };
+        if let Some(x) = cause.downcast_ref::<keel_app::guard::LoadError>() {
+            return x.class();
         }
         if let Some(x) = cause.downcast_ref::<crate::cmd::CliError>() {
             return x.class;

@@ -3,6 +3,9 @@
 //! rarely touch the same lock. The server flushes each window's running total to the store now and then;
 //! windows from every replica merge at read time, and the report compares them with the training reference.
 
+/// Share of requests `keel serve` writes to the prediction log unless configured otherwise.
+pub const DEFAULT_PREDICTION_LOG_RATE: f64 = 0.02;
+
 use keel_monitor::{DriftOptions, DriftReport, Profile, ProfileSpec};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -29,30 +29,33 @@ impl Default for RolloutPolicy {
     }
 }
 
-/// What a retraining job does: train a challenger on `data` with the champion's settings, gate it against
-/// the champion on the labelled `holdout`, and, when it passes, start a canary and/or a shadow.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetrainSpec {
-    /// Training data (CSV or Parquet), with the target column.
-    pub data: std::path::PathBuf,
-    /// Fresh labelled rows neither model trained on.
-    pub holdout: std::path::PathBuf,
-    /// Share of champion traffic for the canary of a passing challenger (e.g. 0.1).
-    #[serde(default)]
-    pub canary: Option<f64>,
-    /// Mirror traffic to a passing challenger.
-    #[serde(default)]
-    pub shadow: bool,
-    #[serde(default)]
-    pub gate: keel_ml::gate::GateOptions,
-    /// Override the champion's number of trees (others are kept).
-    #[serde(default)]
-    pub trees: Option<usize>,
+/// What the labels say to do with a canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// No canary is running (a shadow alone is never promoted automatically).
+    None,
+    /// Too few labels (or one class only) to judge yet.
+    Wait,
+    /// The canary holds up: promote it (automatically when the policy says so).
+    Promote,
+    /// The canary is worse than the champion beyond the policy: roll it back.
+    Rollback,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::None => "none",
+            Decision::Wait => "wait",
+            Decision::Promote => "promote",
+            Decision::Rollback => "rollback",
+        }
+    }
 }
 
 /// One arm's realized performance.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Arm {
     pub version: i64,
     pub labelled: usize,
@@ -61,7 +64,7 @@ pub struct Arm {
 }
 
 /// What the labels say about a rollout.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RolloutEvaluation {
     pub model: String,
     pub metric: String,
@@ -70,8 +73,8 @@ pub struct RolloutEvaluation {
     /// The shadow and the champion on the same mirrored rows.
     pub shadow: Option<Arm>,
     pub shadow_champion: Option<Arm>,
-    /// `wait`, `promote` or `rollback` (about the canary; `none` when there is no canary).
-    pub decision: String,
+    /// About the canary.
+    pub decision: Decision,
     pub reason: String,
 }
 
@@ -101,7 +104,7 @@ fn arm(version: i64, y: &[f64], p: &[f64], binary: bool, min: usize) -> Arm {
 /// The decision on a canary from the champion's metric `a` and the canary's `b` (ROC-AUC when `binary`,
 /// else RMSE, compared relatively), and how the two compare in words: better, equal, or worse within or
 /// beyond the allowed degradation.
-pub fn verdict(binary: bool, a: f64, b: f64, max_degradation: f64) -> (&'static str, String) {
+pub fn verdict(binary: bool, a: f64, b: f64, max_degradation: f64) -> (Decision, String) {
     // Positive = the canary is worse.
     let worse = if binary {
         a - b
@@ -111,18 +114,18 @@ pub fn verdict(binary: bool, a: f64, b: f64, max_degradation: f64) -> (&'static 
     let unit = if binary { "" } else { " (relative)" };
     if worse > max_degradation {
         (
-            "rollback",
+            Decision::Rollback,
             format!("worse by {worse:.4}{unit}, more than the allowed {max_degradation}"),
         )
     } else if worse > 0.0 {
         (
-            "promote",
+            Decision::Promote,
             format!("worse by {worse:.4}{unit}, within the allowed {max_degradation}"),
         )
     } else if worse < 0.0 {
-        ("promote", format!("better by {:.4}{unit}", -worse))
+        (Decision::Promote, format!("better by {:.4}{unit}", -worse))
     } else {
-        ("promote", "equal".to_string())
+        (Decision::Promote, "equal".to_string())
     }
 }
 
@@ -164,12 +167,12 @@ pub async fn evaluate(
     };
     let name = if binary { "roc_auc" } else { "rmse" };
     let (decision, reason) = match &canary {
-        None => ("none".to_string(), "no canary running".to_string()),
+        None => (Decision::None, "no canary running".to_string()),
         Some(c) => match (champ.metric, c.metric) {
             (Some(a), Some(b)) => {
                 let (decision, how) = verdict(binary, a, b, policy.max_degradation);
                 (
-                    decision.to_string(),
+                    decision,
                     format!(
                         "canary v{} {name} {b:.4} vs champion v{champion} {a:.4} on {} and {} labels: {how}",
                         c.version, c.labelled, champ.labelled
@@ -177,7 +180,7 @@ pub async fn evaluate(
                 )
             }
             _ => (
-                "wait".into(),
+                Decision::Wait,
                 format!(
                     "waiting for labels: canary {} and champion {} of the {} each needs (or one class only)",
                     c.labelled, champ.labelled, policy.min_labels
@@ -199,27 +202,27 @@ pub async fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use super::verdict;
+    use super::{Decision, verdict};
 
     #[test]
     fn the_verdict_says_better_when_the_canary_is_better() {
         let (d, how) = verdict(true, 0.70, 0.744, 0.02);
-        assert_eq!(d, "promote");
+        assert_eq!(d, Decision::Promote);
         assert_eq!(how, "better by 0.0440");
         let (d, how) = verdict(true, 0.70, 0.69, 0.02);
-        assert_eq!(d, "promote");
+        assert_eq!(d, Decision::Promote);
         assert!(
             how.starts_with("worse by 0.0100, within the allowed 0.02"),
             "{how}"
         );
         let (d, how) = verdict(true, 0.70, 0.60, 0.02);
-        assert_eq!(d, "rollback");
+        assert_eq!(d, Decision::Rollback);
         assert!(how.contains("more than the allowed"), "{how}");
         // RMSE: lower is better.
         let (d, how) = verdict(false, 2.0, 1.0, 0.05);
         assert_eq!(
             (d, how.as_str()),
-            ("promote", "better by 0.5000 (relative)")
+            (Decision::Promote, "better by 0.5000 (relative)")
         );
     }
 }

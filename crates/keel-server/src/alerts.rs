@@ -69,7 +69,7 @@ pub struct AlertRule {
     pub webhook: Option<String>,
     /// Queue a retraining job when the rule fires (unless one is already queued or running for the model).
     #[serde(default)]
-    pub retrain: Option<keel_engine::rollout::RetrainSpec>,
+    pub retrain: Option<keel_app::retrain::RetrainSpec>,
 }
 
 impl AlertRule {

@@ -102,7 +102,7 @@ impl Default for ServerConfig {
             monitoring: true,
             monitor_window_seconds: 3600,
             monitor_flush_ms: 5000,
-            prediction_log_rate: 0.02,
+            prediction_log_rate: keel_engine::monitor::DEFAULT_PREDICTION_LOG_RATE,
             redact: Vec::new(),
             prediction_log_retention_hours: 24 * 30,
             prediction_log_max_rows: 5_000_000,

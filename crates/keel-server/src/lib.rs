@@ -66,44 +66,14 @@ pub struct Shared {
     pub rag: Arc<rag::RagState>,
     /// The guard model (loaded on first use) and the guard policies.
     pub guard: Arc<guard::GuardState>,
-    /// The job worker next to the server (`/healthz` fails when it has stopped).
+    /// The job worker: a task of this process on the server's store ([`AppState::start_worker`]);
+    /// `/healthz` fails when it has stopped.
+    pub jobs: Arc<keel_app::jobs::Worker>,
+    /// Its state, for health checks ([`WorkerState::Off`] until it is started).
     pub worker: Arc<WorkerHealth>,
 }
 
-/// The job worker that runs next to the server, as health checks see it.
-#[derive(Debug, Default)]
-pub struct WorkerHealth {
-    state: std::sync::Mutex<WorkerState>,
-}
-
-/// Where the job worker stands.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum WorkerState {
-    /// This process runs no worker.
-    #[default]
-    Off,
-    Running,
-    /// The last attempt failed (out of file descriptors, say); it is retried with backoff.
-    Retrying {
-        error: String,
-        failures: u32,
-    },
-    /// The worker thread ended: jobs queued here will not run until a restart.
-    Stopped {
-        error: String,
-    },
-}
-
-impl WorkerHealth {
-    pub fn set(&self, s: WorkerState) {
-        *self.state.lock().expect("worker state") = s;
-    }
-
-    pub fn get(&self) -> WorkerState {
-        self.state.lock().expect("worker state").clone()
-    }
-}
+pub use keel_app::jobs::{WorkerHealth, WorkerState};
 
 /// One alert that started firing.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -134,7 +104,8 @@ impl AppState {
             config.guard.clone(),
             Duration::from_millis(config.refresh_interval_ms),
         ));
-        let keys = Arc::new(KeyVerifier::load(store).await?);
+        let keys = Arc::new(KeyVerifier::load(store.clone()).await?);
+        let jobs = keel_app::jobs::Worker::new(store);
         Ok(AppState(Arc::new(Shared {
             cache,
             keys,
@@ -157,7 +128,8 @@ impl AppState {
             webhooks: alerts::webhook_client(Duration::from_secs(2)),
             rag,
             guard,
-            worker: Arc::new(WorkerHealth::default()),
+            worker: jobs.health(),
+            jobs,
         })))
     }
 
@@ -273,116 +245,47 @@ impl AppState {
         }
     }
 
-    /// Queues a retraining job for `model` unless one is already queued or running.
-    async fn queue_retrain(
-        &self,
-        model: &str,
-        spec: &keel_engine::rollout::RetrainSpec,
-        actor: &str,
-    ) {
-        let store = self.cache.store();
-        match store.jobs(100).await {
-            Ok(jobs)
-                if jobs
-                    .iter()
-                    .any(|j| j.model == model && j.kind == "retrain" && !j.state.is_final()) =>
-            {
-                tracing::info!(model, "a retraining job is already queued or running");
-                return;
+    /// Queues a retraining job for `model` unless one is already queued or running, and wakes the worker.
+    async fn queue_retrain(&self, model: &str, spec: &keel_app::retrain::RetrainSpec, actor: &str) {
+        let spec = keel_app::jobs::JobSpec::Retrain(spec.clone());
+        match keel_app::jobs::enqueue(self.cache.store(), model, &spec, actor, true).await {
+            Ok(j) => {
+                tracing::info!(
+                    model,
+                    job = j.id,
+                    state = j.state.as_str(),
+                    "retraining queued"
+                );
+                self.jobs.wake();
             }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read the job queue");
-                return;
-            }
-        }
-        let spec = serde_json::to_value(spec).expect("specs serialise");
-        match store.enqueue_job("retrain", model, &spec, actor).await {
-            Ok(j) => tracing::info!(model, job = j.id, "retraining queued"),
             Err(e) => tracing::warn!(model, error = %e, "could not queue retraining"),
         }
     }
 
-    /// Judges every running canary from its delayed labels: rolls it back (audited, champion untouched)
-    /// when it is worse than the champion beyond the policy, promotes it when it holds up and the policy
-    /// says so. Returns the evaluations.
+    /// Starts the job worker as a task of this process, on the server's store; returns its handle (it ends
+    /// after `self.jobs.stop()`).
+    pub fn start_worker(&self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.jobs.clone().run())
+    }
+
+    /// Judges every running canary with the configured policy (keel-app's one judge): rolls it back or
+    /// promotes it as the labels say; swaps the served versions at once when something changed.
     pub async fn judge_rollouts(&self) -> Vec<keel_engine::rollout::RolloutEvaluation> {
         self.flush_log().await;
-        let store = self.cache.store();
-        let rollouts = match store.rollouts().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not read rollouts");
-                return Vec::new();
-            }
-        };
-        let mut out = Vec::new();
-        for r in rollouts.into_iter().filter(|r| r.canary_version.is_some()) {
-            let champion = match store
-                .get(&r.model, &keel_store::Selector::Alias("champion".into()))
-                .await
-            {
-                Ok(c) => c,
+        let judged =
+            match keel_app::rollout::judge_all(self.cache.store(), &self.config.rollout).await {
+                Ok(j) => j,
                 Err(e) => {
-                    tracing::warn!(model = %r.model, error = %e, "rollout without a champion");
-                    continue;
+                    tracing::warn!(error = %e, "could not judge rollouts");
+                    return Vec::new();
                 }
             };
-            let objective = if champion.objective == "regression" {
-                keel_ml::Objective::Regression
-            } else {
-                keel_ml::Objective::Binary
-            };
-            let ev = match keel_engine::rollout::evaluate(
-                store,
-                &r,
-                champion.version,
-                objective,
-                &self.config.rollout,
-            )
-            .await
-            {
-                Ok(ev) => ev,
-                Err(e) => {
-                    tracing::warn!(model = %r.model, error = %e, "rollout evaluation failed");
-                    continue;
-                }
-            };
-            let evidence = serde_json::to_value(&ev).expect("evaluations serialise");
-            let done = match ev.decision.as_str() {
-                "rollback" => {
-                    tracing::warn!(model = %r.model, reason = %ev.reason, "canary degraded; rolling back");
-                    store
-                        .end_rollout(
-                            &r.model,
-                            "rollout.rollback",
-                            "keel (rollout judge)",
-                            evidence,
-                        )
-                        .await
-                        .map(|_| true)
-                }
-                "promote" if self.config.rollout.auto_promote => {
-                    tracing::info!(model = %r.model, reason = %ev.reason, "canary holds up; promoting");
-                    store
-                        .promote_canary(&r.model, "keel (rollout judge)", evidence)
-                        .await
-                        .map(|_| true)
-                }
-                _ => Ok(false),
-            };
-            match done {
-                Ok(true) => {
-                    if let Err(e) = self.cache.refresh().await {
-                        tracing::warn!(error = %e, "refresh after a rollout decision failed");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(model = %r.model, error = %e, "rollout decision failed"),
-            }
-            out.push(ev);
+        if judged.iter().any(|j| j.applied)
+            && let Err(e) = self.cache.refresh().await
+        {
+            tracing::warn!(error = %e, "refresh after a rollout decision failed");
         }
-        out
+        judged.into_iter().map(|j| j.evaluation).collect()
     }
 
     /// Whether this request's rows go to the prediction log (a hash of the request id against the rate).
@@ -557,23 +460,4 @@ impl AppState {
 
 pub use routes::router;
 
-/// Waits for SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutdown signal received; finishing in-flight requests");
-}
+pub use keel_app::shutdown_signal;

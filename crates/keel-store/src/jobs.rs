@@ -8,7 +8,7 @@
 //!
 //! Every rollout change (canary, shadow, promotion, rollback) is one transaction with its audit record.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
@@ -17,7 +17,7 @@ use crate::registry::{Store, set_alias_in};
 use crate::{Error, Result, failpoint};
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
@@ -58,7 +58,7 @@ impl JobState {
 }
 
 /// One job as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: i64,
     pub kind: String,
@@ -105,7 +105,7 @@ impl JobRecord {
 
 /// A live rollout of a model: a canary version taking a share of its champion's traffic and/or a shadow
 /// version scored on mirrored traffic without answering.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     pub model: String,
     pub canary_version: Option<i64>,

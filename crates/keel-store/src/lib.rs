@@ -24,7 +24,7 @@ pub use audit::{AuditEvent, AuditRecord, Verification};
 pub use jobs::{JobRecord, JobState, Rollout, worker_id};
 pub use registry::{
     ApiKeyRecord, CHAMPION, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, ModelListing,
-    NewVersion, Selector, Store, VersionRecord,
+    NewVersion, Selector, Store, VersionRecord, validate_alias,
 };
 
 use keel_core::ErrorClass;
@@ -101,10 +101,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Test hook: when the environment variable `KEEL_FAILPOINT` equals `name`, the process aborts on the spot,
 /// as a crash or `kill -9` would. Used by crash-consistency tests; inert otherwise.
 pub fn failpoint(name: &str) {
-    if std::env::var("KEEL_FAILPOINT").is_ok_and(|v| v == name) {
+    if failpoint_armed(name) {
         eprintln!("keel: failpoint '{name}' hit; aborting");
         std::process::abort();
     }
+}
+
+/// Whether [`failpoint`] `name` would abort (so a caller can first reach the state the crash test needs).
+pub fn failpoint_armed(name: &str) -> bool {
+    std::env::var("KEEL_FAILPOINT").is_ok_and(|v| v == name)
 }
 
 /// Test hook: when `KEEL_PANICPOINT` is `name:N`, the first N times this point is reached in the process

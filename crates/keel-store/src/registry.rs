@@ -1095,7 +1095,8 @@ fn registration_evidence(new: &NewVersion) -> serde_json::Value {
     ev
 }
 
-fn validate_alias(alias: &str) -> Result<()> {
+/// Checks an alias name (the rules of model names, and not starting with a digit, which would read as a version).
+pub fn validate_alias(alias: &str) -> Result<()> {
     validate_name("alias", alias)?;
     if alias.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(Error::Invalid {

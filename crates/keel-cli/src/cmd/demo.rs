@@ -12,8 +12,9 @@
 use anyhow::{Context, Result, bail};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use keel_app::retrain::RetrainSpec;
 use keel_data::read::RawTable;
-use keel_engine::rollout::{RetrainSpec, RolloutPolicy};
+use keel_engine::rollout::RolloutPolicy;
 use keel_server::{AppState, ServerConfig};
 use keel_store::{JobState, Selector, Store};
 use rand::SeedableRng;
@@ -295,10 +296,10 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             champion_if_none: true,
         },
     )?;
-    let v1 = trained["version"].as_i64().context("trained version")?;
+    let v1 = trained.version;
     say(format!(
         "trained {MODEL}@{v1} on 2015 (holdout ROC-AUC {:.4}); it is the champion",
-        trained["metrics"]["auc"].as_f64().unwrap_or(f64::NAN)
+        trained.metrics.get("auc").copied().unwrap_or(f64::NAN)
     ));
 
     // --- The server, in this process, on a free loopback port.
@@ -363,7 +364,7 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
                 gate: Default::default(),
                 trees: Some(a.trees),
             };
-            let job = run_retrain(home, &spec)?;
+            let job = h.block_on(run_retrain(&store, &spec))?;
             say(format!("retrain job {}: {}", job.id, job.message));
             if job.state != JobState::Succeeded || job.result["passed"] != json!(true) {
                 bail!(
@@ -476,7 +477,11 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
                 .into_iter()
                 .find(|e| e.model == MODEL)
                 .context("no rollout was judged")?;
-            say(format!("canary decision: {} ({})", ev.decision, ev.reason));
+            say(format!(
+                "canary decision: {} ({})",
+                ev.decision.as_str(),
+                ev.reason
+            ));
             canary_out = serde_json::to_value(&ev)?;
         }
         // Windows are one second long: the next year starts in a fresh one.
@@ -486,8 +491,8 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
     say(format!("{MODEL}@champion is now v{}", champion_now.version));
 
     // --- A challenger trained on shuffled labels: the gate must reject it.
-    let bad = run_retrain(
-        home,
+    let bad = h.block_on(run_retrain(
+        &store,
         &RetrainSpec {
             data: std::path::absolute(&p_shuffled)?,
             holdout: std::path::absolute(&p2017)?,
@@ -496,7 +501,7 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             gate: Default::default(),
             trees: Some(a.trees),
         },
-    )?;
+    ))?;
     say(format!(
         "retrain job {} (shuffled labels): {}",
         bad.id, bad.message
@@ -569,18 +574,20 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
 }
 
 /// Queues a retraining job and runs it here, as `keel retrain` does.
-fn run_retrain(home: &Path, spec: &RetrainSpec) -> Result<keel_store::JobRecord> {
-    let store = super::block_on(Store::open(home))?;
-    let job = super::block_on(store.enqueue_job(
-        "retrain",
+async fn run_retrain(store: &Store, spec: &RetrainSpec) -> Result<keel_store::JobRecord> {
+    let job = keel_app::jobs::enqueue(
+        store,
         MODEL,
-        &serde_json::to_value(spec)?,
+        &keel_app::jobs::JobSpec::Retrain(spec.clone()),
         &super::train::actor(),
-    ))?;
-    let job = super::block_on(store.claim_job_id(job.id, &keel_store::worker_id()))?
+        false,
+    )
+    .await?;
+    let job = store
+        .claim_job_id(job.id, &keel_store::worker_id())
+        .await?
         .context("the job was claimed elsewhere")?;
-    super::block_on(store.close());
-    super::rollout::run_job(home, job, true)
+    Ok(keel_app::jobs::run_job(store, job, None, None).await?)
 }
 
 /// Sends a year's records in batches to `NAME@champion`; returns (request id, row in request, record index).

@@ -17,7 +17,7 @@ use crate::output::print_json;
 /// Loads the guard model named by `reference` from the registry in `home`.
 pub fn load_guard(home: &Path, reference: &str) -> Result<Guard> {
     let store = block_on(Store::open(home))?;
-    let model = block_on(keel_server::guard::load_model(&store, reference))?;
+    let model = block_on(keel_app::guard::load_model(&store, reference))?;
     block_on(store.close());
     Ok(Guard::new(&model)?)
 }
@@ -150,7 +150,7 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     let cal_hash = keel_data::hash::file_sha256(&cal_path)?;
     let card = json!({
         "model": a.name,
-        "kind": keel_server::guard::GUARD_KIND,
+        "kind": keel_app::guard::GUARD_KIND,
         "intended_use": "Flags prompt injection and jailbreak attempts in text sent to an LLM; detects PII (with a word list for name context) and secrets. Runs offline in microseconds.",
         "data": {
             "train": {"path": train_path, "rows": train.len(), "positives": train.iter().filter(|e| e.label).count(), "sha256": dataset_hash},
@@ -178,7 +178,7 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     let new = NewVersion {
         model: a.name.clone(),
         description: "Keel guard: prompt-injection classifier and PII lexicon".into(),
-        kind: keel_server::guard::GUARD_KIND.into(),
+        kind: keel_app::guard::GUARD_KIND.into(),
         objective: "binary".into(),
         model_bytes: model.to_bytes(),
         params: serde_json::to_value(&params)?,

@@ -119,7 +119,7 @@ pub fn card(home: &Path, a: &CardArgs) -> Result<i32> {
     let (name, sel) = Selector::parse(&a.model)?;
     let store = block_on(Store::open(home))?;
     let v = block_on(store.get(&name, &sel))?;
-    if v.kind == keel_server::guard::GUARD_KIND {
+    if v.kind == keel_app::guard::GUARD_KIND {
         let html = match &a.out {
             Some(out) => {
                 super::train::write_atomic(

@@ -312,7 +312,7 @@ pub fn feedback(home: &Path, a: &FeedbackArgs) -> Result<i32> {
             println!("  {note}");
             println!(
                 "  (keel serve logs {} % of requests by default, --prediction-log-rate; only logged predictions take labels)",
-                keel_server::config::ServerConfig::default().prediction_log_rate * 100.0
+                keel_engine::monitor::DEFAULT_PREDICTION_LOG_RATE * 100.0
             );
         }
     }

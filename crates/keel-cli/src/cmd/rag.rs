@@ -121,8 +121,8 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
             Ok(g) => Some(g),
             Err(e)
                 if matches!(
-                    e.downcast_ref::<keel_server::guard::LoadError>(),
-                    Some(keel_server::guard::LoadError::Missing(_))
+                    e.downcast_ref::<keel_app::guard::LoadError>(),
+                    Some(keel_app::guard::LoadError::Missing(_))
                 ) =>
             {
                 screening = format!("off: {e}");

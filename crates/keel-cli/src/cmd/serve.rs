@@ -144,14 +144,24 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
         let limits = config.connection_limits();
         let state = AppState::new(store, config).await?;
         state.spawn_background();
-        // Retraining jobs (queued by alert rules or `keel retrain --queue`) run next to the server.
-        super::rollout::spawn_worker(home, state.worker.clone());
+        // Jobs (queued by alert rules, `keel retrain --queue` or the API) run next to the server, on its store.
+        let worker = state.start_worker();
         let app = keel_server::router(state.clone());
         tracing::info!(%addr, "keel serving");
         println!("listening on http://{addr}");
         keel_server::listen::serve(listener, app, limits, keel_server::shutdown_signal())
             .await
             .context("serving")?;
+        // A running job stops at its next progress report and is recorded as cancelled.
+        state.jobs.stop();
+        if tokio::time::timeout(std::time::Duration::from_secs(30), worker)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the job worker did not stop within 30 s; its job will be marked failed"
+            );
+        }
         state.flush_monitoring().await;
         tracing::info!("shut down cleanly");
         anyhow::Ok(0)

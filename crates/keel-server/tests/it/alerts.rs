@@ -102,14 +102,21 @@ async fn a_receiver_that_hangs_or_is_gone_costs_bounded_time() {
 #[tokio::test]
 async fn drift_fires_an_alert_once_with_audit_metric_and_webhook() {
     let (url, seen, _) = receiver(1, false).await;
+    let files = tempfile::tempdir().unwrap();
+    let (fresh, holdout) = (
+        files.path().join("fresh.parquet"),
+        files.path().join("holdout.parquet"),
+    );
+    std::fs::write(&fresh, b"").unwrap();
+    std::fs::write(&holdout, b"").unwrap();
     let rule = AlertRule {
         name: "age-drift".into(),
         model: Some("risk".into()),
         condition: Condition::DriftedFeatures { at_least: 1 },
         webhook: Some(url),
-        retrain: Some(keel_engine::rollout::RetrainSpec {
-            data: "/data/fresh.parquet".into(),
-            holdout: "/data/holdout.parquet".into(),
+        retrain: Some(keel_app::retrain::RetrainSpec {
+            data: fresh.clone(),
+            holdout: holdout.clone(),
             canary: Some(0.1),
             shadow: false,
             gate: Default::default(),
@@ -152,7 +159,7 @@ async fn drift_fires_an_alert_once_with_audit_metric_and_webhook() {
     let fires: Vec<_> = audit.iter().filter(|r| r.action == "alert.fire").collect();
     assert_eq!(fires.len(), 1);
     assert_eq!(fires[0].target, "risk@1");
-    // The rule queued one retraining job with its spec (the job worker of `keel serve` runs it).
+    // The rule queued one retraining job with its spec (no worker runs in this test; see closed_loop.rs).
     let jobs = s.state.cache.store().jobs(10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(

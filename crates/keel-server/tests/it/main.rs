@@ -3,6 +3,7 @@
 mod alerts;
 mod api;
 mod auth;
+mod closed_loop;
 mod guard;
 mod monitor;
 mod rag;

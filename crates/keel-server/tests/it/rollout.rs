@@ -118,10 +118,10 @@ async fn a_degraded_canary_is_rolled_back_from_delayed_labels() {
     assert_eq!(v["version"], 1);
     // Before labels arrive the judge waits.
     let ev = s.state.judge_rollouts().await;
-    assert_eq!(ev[0].decision, "wait", "{:?}", ev[0]);
+    assert_eq!(ev[0].decision.as_str(), "wait", "{:?}", ev[0]);
     label(&s, labels).await;
     let ev = s.state.judge_rollouts().await;
-    assert_eq!(ev[0].decision, "rollback", "{:?}", ev[0]);
+    assert_eq!(ev[0].decision.as_str(), "rollback", "{:?}", ev[0]);
     let champ = ev[0].champion.as_ref().unwrap().metric.unwrap();
     let canary = ev[0].canary.as_ref().unwrap().metric.unwrap();
     assert!(champ > 0.75 && canary < 0.65, "{champ} vs {canary}");
@@ -205,7 +205,7 @@ async fn a_shadow_scores_mirrored_traffic_without_answering() {
     )
     .await
     .unwrap();
-    assert_eq!(ev.decision, "none");
+    assert_eq!(ev.decision.as_str(), "none");
     assert_eq!(ev.shadow.as_ref().unwrap().labelled, 100);
     assert_eq!(ev.shadow_champion.as_ref().unwrap().labelled, 100);
     // Ending the rollout is audited and stops the mirroring.

@@ -1,0 +1,303 @@
+//! Retraining: train a challenger with the champion's stored settings on new data, gate it against the
+//! champion on a labelled holdout neither trained on, audit the decision, and start its canary or shadow
+//! when it passes. A rejected challenger is registered (for the record) but never made servable.
+
+use crate::train::{Progress, StoredParams, TrainSpec};
+use crate::{Error, Result};
+use keel_core::Schema;
+use keel_ml::gate::{GateOptions, GateReport};
+use keel_store::{AuditEvent, Selector, Store, VersionRecord};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::Path;
+
+/// What a retraining job does: train a challenger on `data` with the champion's settings, gate it against
+/// the champion on the labelled `holdout`, and, when it passes, start a canary and/or a shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainSpec {
+    /// Training data (CSV or Parquet), with the target column.
+    pub data: std::path::PathBuf,
+    /// Fresh labelled rows neither model trained on.
+    pub holdout: std::path::PathBuf,
+    /// Share of champion traffic for the canary of a passing challenger (e.g. 0.1).
+    #[serde(default)]
+    pub canary: Option<f64>,
+    /// Mirror traffic to a passing challenger.
+    #[serde(default)]
+    pub shadow: bool,
+    #[serde(default)]
+    pub gate: keel_ml::gate::GateOptions,
+    /// Override the champion's number of trees (others are kept).
+    #[serde(default)]
+    pub trees: Option<usize>,
+}
+
+/// What a retraining produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetrainOutcome {
+    pub champion: i64,
+    pub challenger: i64,
+    pub passed: bool,
+    /// Holdout rows that also occur in the training data (the comparison is optimistic when > 0).
+    pub holdout_rows_in_training_data: usize,
+    pub gate: GateReport,
+    /// What started for a passing challenger: `canary at 10 %`, `shadow`.
+    #[serde(default)]
+    pub rollout: Vec<String>,
+    /// The outcome in words.
+    pub message: String,
+}
+
+impl RetrainSpec {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = self.canary
+            && !(c > 0.0 && c <= 1.0)
+        {
+            return Err(Error::input(format!(
+                "canary {c} must be a share in (0, 1] (10 % is 0.1)"
+            )));
+        }
+        for (what, p) in [("data", &self.data), ("holdout", &self.holdout)] {
+            if !p.exists() {
+                return Err(Error::input(format!(
+                    "{what} {}: no such file",
+                    p.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The champion's training settings, applied to new data: exactly what it was trained with (declared schema,
+/// slices, sensitive columns, parameters), the same candidate kind, and the spec's overrides.
+pub fn challenger_spec(
+    champion: &VersionRecord,
+    spec: &RetrainSpec,
+    data_columns: &[String],
+) -> Result<TrainSpec> {
+    let stored: StoredParams = serde_json::from_value(champion.params.clone()).map_err(|e| {
+        Error::input(format!(
+            "{}@{}: its stored training settings cannot be read ({e}); train a new version with keel train",
+            champion.model, champion.version
+        ))
+    })?;
+    let mut settings = stored.settings;
+    if settings.target.is_empty() {
+        return Err(Error::input(format!(
+            "{}@{}: its stored settings name no target",
+            champion.model, champion.version
+        )));
+    }
+    if let Some(t) = spec.trees {
+        settings.gbdt.n_trees = t;
+    }
+    // The champion's kind, not a fresh choice: the gate compares like with like.
+    settings.model = match stored.model.as_deref().unwrap_or(champion.kind.as_str()) {
+        "linear" => keel_ml::select::Choice::Linear,
+        _ => keel_ml::select::Choice::Gbdt,
+    };
+    // Columns the champion dropped that the new data lacks need no dropping.
+    settings.drop.retain(|c| data_columns.contains(c));
+    Ok(TrainSpec {
+        data: spec.data.clone(),
+        name: champion.model.clone(),
+        settings,
+        test: Some(spec.holdout.clone()),
+        aliases: vec![],
+        champion_if_none: false,
+        description: Some(format!(
+            "Challenger to {}@{} retrained on {}.",
+            champion.model,
+            champion.version,
+            spec.data.display()
+        )),
+        reuse_identical: false,
+    })
+}
+
+/// Loads a labelled file with a model's training schema: (frame, labels as 0/1 or values).
+fn labelled_frame(
+    path: &Path,
+    record: &VersionRecord,
+    target: &str,
+    class_labels: &Option<[String; 2]>,
+) -> Result<(keel_core::Frame, Vec<f64>)> {
+    let schema: Schema = serde_json::from_value(record.schema.clone())
+        .map_err(|e| Error::Internal(format!("reading the champion's schema: {e}")))?;
+    let (frame, _) = crate::train::load_frame(path, None, Some(&schema))?;
+    let col = frame.column(target).ok_or_else(|| {
+        Error::input(format!(
+            "{}: the target column '{target}' is not in the holdout",
+            path.display()
+        ))
+    })?;
+    let mut y = Vec::with_capacity(col.len());
+    for i in 0..col.len() {
+        let v = col.display(i).ok_or_else(|| {
+            Error::input(format!(
+                "{}: row {}: the label '{target}' is missing; the gate needs every holdout row labelled",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        y.push(match class_labels {
+            Some(l) => {
+                if v == l[1] {
+                    1.0
+                } else if v == l[0] {
+                    0.0
+                } else {
+                    return Err(Error::input(format!(
+                        "{}: row {}: label '{v}' is neither '{}' nor '{}'",
+                        path.display(),
+                        i + 1,
+                        l[0],
+                        l[1]
+                    )));
+                }
+            }
+            None => v.parse().map_err(|_| {
+                Error::input(format!(
+                    "{}: row {}: '{v}' is not a number",
+                    path.display(),
+                    i + 1
+                ))
+            })?,
+        });
+    }
+    Ok((frame, y))
+}
+
+/// Retrains `model` as `actor` (job `job` when run by a worker, for the audit trail).
+pub async fn retrain(
+    store: &Store,
+    model: &str,
+    spec: &RetrainSpec,
+    actor: &str,
+    progress: Progress,
+) -> Result<RetrainOutcome> {
+    spec.validate()?;
+    let champion = store
+        .get(model, &Selector::Alias(keel_store::CHAMPION.into()))
+        .await?;
+    let data = spec.data.clone();
+    let columns: Vec<String> = tokio::task::spawn_blocking(move || {
+        keel_data::read::read_table(&data).map(|t| t.columns.into_iter().map(|c| c.name).collect())
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let train_spec = challenger_spec(&champion, spec, &columns)?;
+    let settings = train_spec.settings.clone();
+    let trained = crate::train::train(store, train_spec, actor, progress.clone()).await?;
+    let version = trained.version;
+    progress("gating", 0.0);
+    let challenger = store.get(model, &Selector::Version(version)).await?;
+    let (old_bytes, new_bytes) = (
+        store.model_bytes(&champion).await?,
+        store.model_bytes(&challenger).await?,
+    );
+    let (spec2, champion2) = (spec.clone(), champion.clone());
+    let (report, shared_rows, holdout_hash) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let m_old = keel_ml::Model::from_bytes(&old_bytes)?;
+        let m_new = keel_ml::Model::from_bytes(&new_bytes)?;
+        let (holdout, y) = labelled_frame(
+            &spec2.holdout,
+            &champion2,
+            &settings.target,
+            &m_old.class_labels,
+        )?;
+        let opts = GateOptions {
+            sensitive: if spec2.gate.sensitive.is_empty() {
+                settings.sensitive.clone()
+            } else {
+                spec2.gate.sensitive.clone()
+            },
+            threshold: settings.threshold,
+            ..spec2.gate.clone()
+        };
+        let report: GateReport = keel_ml::gate::compare(&m_old, &m_new, &holdout, &y, &opts)?;
+        let holdout_hash = keel_data::hash::file_sha256(&spec2.holdout)?;
+        // Holdout rows the challenger trained on make the gate optimistic; row hashes find them cheaply.
+        let shared_rows = keel_data::hash::shared_rows(
+            &keel_data::read::read_table(&spec2.data)?,
+            &keel_data::read::read_table(&spec2.holdout)?,
+        )?;
+        Ok((report, shared_rows, holdout_hash))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("gating task: {e}")))??;
+    let evidence = json!({
+        "champion": champion.version,
+        "challenger": version,
+        "holdout": spec.holdout,
+        "holdout_sha256": holdout_hash,
+        "data": spec.data,
+        "holdout_rows_in_training_data": shared_rows,
+        "gate": report,
+    });
+    store
+        .audit(
+            AuditEvent::new(actor, "retrain.decision", &format!("{model}@{version}"))
+                .after(json!({"passed": report.passed}))
+                .evidence(evidence.clone()),
+        )
+        .await?;
+    let comparison = format!(
+        "{} {:.4} vs champion v{} {:.4}, delta {:+.4} [{:+.4}, {:+.4}]",
+        report.metric,
+        report.challenger,
+        champion.version,
+        report.champion,
+        report.delta,
+        report.delta_lower,
+        report.delta_upper
+    );
+    let mut started = Vec::new();
+    let message = if report.passed {
+        store.set_alias(model, "challenger", version, actor).await?;
+        if let Some(w) = spec.canary {
+            store
+                .deploy(model, version, Some(w), actor, evidence.clone())
+                .await?;
+            started.push(format!("canary at {:.0} %", w * 100.0));
+        }
+        if spec.shadow {
+            store
+                .deploy(model, version, None, actor, evidence.clone())
+                .await?;
+            started.push("shadow".to_string());
+        }
+        format!(
+            "challenger {model}@{version} passed the gate ({comparison}){}",
+            if started.is_empty() {
+                String::new()
+            } else {
+                format!("; started {}", started.join(" and "))
+            }
+        )
+    } else {
+        format!(
+            "challenger {model}@{version} was rejected by the gate ({comparison}): {}",
+            report.reasons.join("; ")
+        )
+    };
+    let message = match shared_rows {
+        0 => message,
+        n => format!(
+            "{message}\nwarning: {n} rows of the holdout also occur in the training data {}: the gate's comparison is optimistic for the challenger; use a holdout the challenger never saw",
+            spec.data.display()
+        ),
+    };
+    progress("gating", 1.0);
+    Ok(RetrainOutcome {
+        champion: champion.version,
+        challenger: version,
+        passed: report.passed,
+        holdout_rows_in_training_data: shared_rows,
+        gate: report,
+        rollout: started,
+        message,
+    })
+}

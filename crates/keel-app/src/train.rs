@@ -1,0 +1,884 @@
+//! Training: a typed [`TrainSpec`] in, a registered version and its [`TrainOutcome`] out. Data → validated
+//! frame → GBDT and a linear baseline (the better one chosen on a validation split of the training rows, or
+//! the one asked for) → evaluation on the holdout → registered version with its model card and monitoring
+//! reference. The CPU work runs on the blocking pool; progress is reported to a hook that can cancel.
+
+use crate::{Error, Result};
+use keel_core::{ColumnType, Frame, Schema};
+use keel_data::infer::InferOptions;
+use keel_data::target::{TargetKind, extract_target};
+use keel_data::{read_table, schema_file};
+use keel_ml::card::{BaselineSummary, DataSummary, Lineage, ModelCard};
+use keel_ml::eval::{EvalOptions, Evaluation, MetricCi};
+use keel_ml::gbdt::GbdtParams;
+use keel_ml::linear::LinearParams;
+use keel_ml::select::{Candidate, Choice, Selection};
+use keel_ml::{Encoder, FeatureSpec, Model, ModelKind, Objective};
+use keel_store::{NewVersion, Selector, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The code version recorded in lineage: the crate version and the git revision it was built from.
+pub fn code_version() -> String {
+    format!(
+        "keel {} ({})",
+        keel_core::KEEL_VERSION,
+        env!("KEEL_GIT_REV")
+    )
+}
+
+/// How a model is trained, apart from which data and under which name. A version stores these (its
+/// `params`), so retraining reproduces the champion exactly: declared schema and slices included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    /// The column to predict.
+    pub target: String,
+    /// `None`: binary when the target has two values or is not numeric, else regression.
+    pub objective: Option<Objective>,
+    /// Share of rows held out for evaluation when there is no separate test file.
+    pub test_size: f64,
+    pub seed: u64,
+    /// Columns never used as features.
+    pub drop: Vec<String>,
+    /// Columns whose groups get fairness metrics.
+    pub sensitive: Vec<String>,
+    /// Columns whose groups get their own metrics.
+    pub slices: Vec<String>,
+    /// A declared schema laid over the inferred one (types, allowed values, ranges).
+    pub schema: Option<Schema>,
+    pub gbdt: GbdtParams,
+    /// Classification threshold for the threshold metrics.
+    pub threshold: f64,
+    /// Which candidate to register.
+    #[serde(rename = "model_requested")]
+    pub model: Choice,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            target: String::new(),
+            objective: None,
+            test_size: 0.2,
+            seed: 0,
+            drop: vec![],
+            sensitive: vec![],
+            slices: vec![],
+            schema: None,
+            gbdt: GbdtParams::default(),
+            threshold: 0.5,
+            model: Choice::Auto,
+        }
+    }
+}
+
+/// What a registered version stores as its parameters: the settings and the candidate that won.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredParams {
+    #[serde(flatten)]
+    pub settings: TrainSettings,
+    /// `gbdt` or `linear`.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// One training request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Training data: a CSV or Parquet file the process can read.
+    pub data: PathBuf,
+    /// The registered model's name.
+    pub name: String,
+    #[serde(flatten)]
+    pub settings: TrainSettings,
+    /// A separate labelled test file instead of a split.
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    /// Aliases to point at the new version.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Make the new version the champion when the model has none yet.
+    #[serde(default)]
+    pub champion_if_none: bool,
+    /// The intended use, shown on the model card.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Return the latest version instead of training when it was trained on the same data with the same
+    /// settings by the same code.
+    #[serde(default)]
+    pub reuse_identical: bool,
+}
+
+/// Fairness of the registered model on the holdout, per sensitive column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessSummary {
+    pub column: String,
+    pub demographic_parity_difference: f64,
+    pub equal_opportunity_difference: f64,
+}
+
+/// How many trees early stopping kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    pub trees_trained: usize,
+    pub best_iteration: usize,
+}
+
+/// What training registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOutcome {
+    pub model: String,
+    pub version: i64,
+    pub aliases: Vec<String>,
+    /// `gbdt` or `linear`.
+    pub kind: String,
+    pub objective: Objective,
+    /// Holdout metrics of the registered model.
+    pub metrics: BTreeMap<String, f64>,
+    /// The same with bootstrap intervals.
+    pub metrics_ci: BTreeMap<String, MetricCi>,
+    /// The other candidate's holdout metrics.
+    pub baseline_metrics: Option<BTreeMap<String, f64>>,
+    pub train_seconds: f64,
+    pub trees: Option<usize>,
+    pub selection: Option<Selection>,
+    pub limitations: Vec<String>,
+    pub rows_train: usize,
+    pub rows_test: usize,
+    pub dataset_hash: String,
+    pub model_sha256: String,
+    pub fairness: Vec<FairnessSummary>,
+    /// The five features with the largest mean |SHAP|.
+    pub top_features: Option<Vec<String>>,
+    pub card_html: PathBuf,
+    /// An identical version existed and was returned instead of training.
+    pub reused: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub early_stopping: Option<EarlyStopping>,
+}
+
+/// Training stages reported to the progress hook, in order.
+pub mod stage {
+    pub const READING: &str = "reading";
+    pub const CHOOSING: &str = "choosing";
+    pub const TRAINING: &str = "training";
+    pub const EVALUATING: &str = "evaluating";
+    pub const REGISTERING: &str = "registering";
+}
+
+/// Receives `(stage, fraction of the stage done)`; returning false cancels (nothing is registered). Shared,
+/// so one hook can follow a job through training and what comes after.
+pub type Progress = std::sync::Arc<dyn Fn(&str, f64) -> bool + Send + Sync>;
+
+/// A progress hook that never cancels and reports nowhere.
+pub fn no_progress() -> Progress {
+    std::sync::Arc::new(|_, _| true)
+}
+
+impl TrainSpec {
+    /// Checks what can be checked without reading the data.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.settings;
+        if s.target.trim().is_empty() {
+            return Err(Error::input("the target column is empty"));
+        }
+        if !(s.test_size > 0.0 && s.test_size < 1.0) && self.test.is_none() {
+            return Err(Error::input(format!(
+                "test_size must be between 0 and 1 (got {})",
+                s.test_size
+            )));
+        }
+        if !(0.0..=1.0).contains(&s.threshold) {
+            return Err(Error::input(format!(
+                "threshold must be between 0 and 1 (got {})",
+                s.threshold
+            )));
+        }
+        s.gbdt.validate()?;
+        Selector::parse(&self.name)?;
+        for a in &self.aliases {
+            keel_store::validate_alias(a)?;
+        }
+        Ok(())
+    }
+}
+
+/// Trains, evaluates and registers as `actor`; see the module docs.
+pub async fn train(
+    store: &Store,
+    spec: TrainSpec,
+    actor: &str,
+    progress: Progress,
+) -> Result<TrainOutcome> {
+    spec.validate()?;
+    if spec.reuse_identical
+        && let Some(out) = existing_identical(store, &spec).await?
+    {
+        return Ok(out);
+    }
+    let code = code_version();
+    let actor_owned = actor.to_string();
+    let hook = progress.clone();
+    let fitted = tokio::task::spawn_blocking(move || fit(&spec, &code, &actor_owned, &*hook))
+        .await
+        .map_err(|e| Error::Internal(format!("training task: {e}")))?;
+    let Fitted {
+        new,
+        mut card,
+        log,
+        chosen,
+    } = fitted?;
+    if !progress(stage::REGISTERING, 0.0) {
+        return Err(keel_ml::Error::Cancelled.into());
+    }
+    let record = store.register(new).await?;
+    card.version = record.version;
+    card.created_at = record.created_at.clone();
+    let home = store.home().to_path_buf();
+    let card2 = card.clone();
+    let html = tokio::task::spawn_blocking(move || crate::files::write_card_files(&home, &card2))
+        .await
+        .map_err(|e| Error::Internal(format!("writing the card: {e}")))??;
+    let mut out = outcome(&card, &record.aliases, html);
+    out.reused = false;
+    out.early_stopping = (chosen == Candidate::Gbdt).then_some(EarlyStopping {
+        trees_trained: log.trees_trained,
+        best_iteration: log.best_iteration,
+    });
+    progress(stage::REGISTERING, 1.0);
+    Ok(out)
+}
+
+/// The latest version, when it was trained on the same data with the same settings by the same code (its
+/// card files are rewritten, so they exist).
+pub async fn existing_identical(store: &Store, spec: &TrainSpec) -> Result<Option<TrainOutcome>> {
+    let latest = match store.get(&spec.name, &Selector::Latest).await {
+        Ok(v) => v,
+        Err(keel_store::Error::UnknownModel(_)) | Err(keel_store::Error::UnknownVersion { .. }) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let data = spec.data.clone();
+    let hash = tokio::task::spawn_blocking(move || keel_data::hash::file_sha256(&data))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let Ok(stored) = serde_json::from_value::<StoredParams>(latest.params.clone()) else {
+        return Ok(None);
+    };
+    let card: ModelCard = serde_json::from_value(latest.card.clone())
+        .map_err(|e| Error::Internal(format!("reading the stored model card: {e}")))?;
+    if latest.dataset_hash != hash
+        || stored.settings != spec.settings
+        || latest.code_version != code_version()
+        || (spec.test.is_some() != card.lineage.test_dataset_hash.is_some())
+    {
+        return Ok(None);
+    }
+    let html = crate::files::write_card_files(store.home(), &card)?;
+    let mut out = outcome(&card, &latest.aliases, html);
+    out.reused = true;
+    Ok(Some(out))
+}
+
+fn outcome(card: &ModelCard, aliases: &[String], card_html: PathBuf) -> TrainOutcome {
+    let ev = &card.evaluation;
+    TrainOutcome {
+        model: card.model.clone(),
+        version: card.version,
+        aliases: aliases.to_vec(),
+        kind: card
+            .selection
+            .as_ref()
+            .map_or("gbdt", |s| match s.chosen {
+                Candidate::Gbdt => "gbdt",
+                Candidate::Linear => "linear",
+            })
+            .to_string(),
+        objective: card.objective,
+        metrics: ev
+            .metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value))
+            .collect(),
+        metrics_ci: ev.metrics.clone(),
+        baseline_metrics: card.baseline.as_ref().map(|b| b.metrics.clone()),
+        train_seconds: card.train_seconds,
+        trees: card.trees,
+        selection: card.selection.clone(),
+        limitations: card.limitations.clone(),
+        rows_train: card.data.train_rows,
+        rows_test: card.data.test_rows,
+        dataset_hash: card.lineage.dataset_hash.clone(),
+        model_sha256: card.lineage.model_sha256.clone(),
+        fairness: ev
+            .fairness
+            .iter()
+            .map(|f| FairnessSummary {
+                column: f.column.clone(),
+                demographic_parity_difference: f.demographic_parity_difference,
+                equal_opportunity_difference: f.equal_opportunity_difference,
+            })
+            .collect(),
+        top_features: ev
+            .shap
+            .as_ref()
+            .map(|s| s.features.iter().take(5).map(|f| f.0.clone()).collect()),
+        card_html,
+        reused: false,
+        early_stopping: None,
+    }
+}
+
+/// Loads a training file: inferred schema, the declared overlay, and a classification target that keeps the
+/// file's own labels (`yes`/`no` stay words, not 0/1) unless the declared schema says otherwise.
+fn load_frame_for_target(
+    path: &Path,
+    declared: Option<&Schema>,
+    target: &str,
+) -> Result<(Frame, Schema)> {
+    let table = read_table(path)?;
+    let mut schema = keel_data::infer_schema(&table, &InferOptions::default());
+    keel_data::target::keep_target_labels(&mut schema, target);
+    if let Some(d) = declared {
+        schema = schema_file::overlay(&schema, d);
+    }
+    load_table(path, table, schema)
+}
+
+/// Loads a file with the given base schema (inferred when `None`), overlaid with a declared one; cells that do
+/// not match their column type are an input error naming rows and columns.
+pub fn load_frame(
+    path: &Path,
+    declared: Option<&Schema>,
+    base: Option<&Schema>,
+) -> Result<(Frame, Schema)> {
+    let table = read_table(path)?;
+    let mut schema = match base {
+        Some(b) => b.clone(),
+        None => keel_data::infer_schema(&table, &InferOptions::default()),
+    };
+    if let Some(d) = declared {
+        schema = schema_file::overlay(&schema, d);
+    }
+    load_table(path, table, schema)
+}
+
+fn load_table(path: &Path, table: keel_data::RawTable, schema: Schema) -> Result<(Frame, Schema)> {
+    let (frame, errors) = keel_data::to_frame(&table, &schema)?;
+    if !errors.is_empty() {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(5)
+            .map(|e| format!("row {}, column '{}': '{}'", e.row + 1, e.column, e.value))
+            .collect();
+        return Err(Error::input(format!(
+            "{}: {} cells do not match their column type ({}{}); run keel data validate for the full list",
+            path.display(),
+            errors.len(),
+            shown.join("; "),
+            if errors.len() > 5 { "; …" } else { "" }
+        )));
+    }
+    Ok((frame, schema))
+}
+
+fn objective_of(spec: &TrainSpec, frame: &Frame) -> Result<Objective> {
+    if let Some(o) = spec.settings.objective {
+        return Ok(o);
+    }
+    let target = &spec.settings.target;
+    let col = frame.column(target).ok_or_else(|| {
+        Error::input(format!(
+            "{}: target column '{target}' is not in the file",
+            spec.data.display()
+        ))
+    })?;
+    let distinct: std::collections::BTreeSet<String> =
+        (0..col.len()).filter_map(|i| col.display(i)).collect();
+    Ok(match col {
+        keel_core::ColumnData::Numeric(_) if distinct.len() > 2 => Objective::Regression,
+        _ => Objective::Binary,
+    })
+}
+
+struct Fitted {
+    new: NewVersion,
+    card: ModelCard,
+    log: keel_ml::gbdt::TrainLog,
+    chosen: Candidate,
+}
+
+/// The CPU part: read, split, train both candidates, choose, evaluate, build the version to register.
+fn fit(
+    spec: &TrainSpec,
+    code: &str,
+    actor: &str,
+    hook: &(dyn Fn(&str, f64) -> bool + Send + Sync),
+) -> Result<Fitted> {
+    let a = &spec.settings;
+    let params = a.gbdt.clone();
+    hook(stage::READING, 0.0);
+    let (frame, schema) = load_frame_for_target(&spec.data, a.schema.as_ref(), &a.target)?;
+    let dataset_hash = keel_data::hash::file_sha256(&spec.data)?;
+    let source = spec.data.display().to_string();
+    for c in a.drop.iter().chain(&a.sensitive).chain(&a.slices) {
+        if frame.index_of(c).is_none() {
+            return Err(Error::input(format!(
+                "{source}: column '{c}' is not in the file (columns: {})",
+                frame.names.join(", ")
+            )));
+        }
+    }
+    let objective = objective_of(spec, &frame)?;
+    let kind = match objective {
+        Objective::Binary => TargetKind::Binary,
+        Objective::Regression => TargetKind::Regression,
+    };
+    let target = extract_target(&frame, &a.target, kind, &source)?;
+
+    // Features: everything but the target, dropped columns, identifiers, text and timestamps.
+    let mut dropped: Vec<(String, String)> = Vec::new();
+    let mut features: Vec<String> = Vec::new();
+    for cs in &schema.columns {
+        let name = &cs.name;
+        if *name == a.target {
+            continue;
+        }
+        let reason = if a.drop.contains(name) {
+            Some("dropped by --drop")
+        } else if cs.unique {
+            Some("identifier (every value distinct)")
+        } else if cs.column_type == ColumnType::Text {
+            Some("free text")
+        } else if cs.column_type == ColumnType::Timestamp {
+            Some("timestamp")
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => dropped.push((name.clone(), r.into())),
+            None => features.push(name.clone()),
+        }
+    }
+    if features.is_empty() {
+        return Err(Error::input(format!(
+            "{source}: no feature columns left to train on"
+        )));
+    }
+    for f in &features {
+        let col = frame.column(f).expect("feature from schema");
+        let mut values = (0..col.len()).filter_map(|i| col.display(i));
+        match values.next() {
+            None => {
+                return Err(Error::input(format!(
+                    "{source}: feature column '{f}' is entirely empty; drop it with --drop {f}"
+                )));
+            }
+            Some(first) => {
+                if values.all(|v| v == first) {
+                    return Err(Error::input(format!(
+                        "{source}: feature column '{f}' has a single value ('{first}') and cannot inform a model; drop it with --drop {f}"
+                    )));
+                }
+            }
+        }
+    }
+    let specs = FeatureSpec::from_frame(&frame, &features)?;
+    let encoder = Encoder::new(&specs);
+
+    // Holdout: a separate file, or a (stratified) split.
+    let (train_frame, train_y, test_frame, test_y, split_desc, test_hash) = match &spec.test {
+        Some(test_path) => {
+            let needed = Schema {
+                target: None,
+                columns: schema
+                    .columns
+                    .iter()
+                    .filter(|c| {
+                        features.contains(&c.name)
+                            || c.name == a.target
+                            || a.sensitive.contains(&c.name)
+                            || a.slices.contains(&c.name)
+                    })
+                    .cloned()
+                    .collect(),
+            };
+            let (tf, _) = load_frame(test_path, None, Some(&needed))?;
+            let tsrc = test_path.display().to_string();
+            let tt = extract_target(&tf, &a.target, kind, &tsrc)?;
+            let ty = match (&target.class_labels, &tt.class_labels) {
+                (Some(train_labels), Some(test_labels)) => {
+                    for l in test_labels {
+                        if !train_labels.contains(l) {
+                            return Err(Error::input(format!(
+                                "{tsrc}: target label '{l}' does not occur in the training data ({} / {})",
+                                train_labels[0], train_labels[1]
+                            )));
+                        }
+                    }
+                    let col = tf.column(&a.target).expect("checked");
+                    (0..col.len())
+                        .map(|i| {
+                            if col.display(i).as_deref() == Some(train_labels[1].as_str()) {
+                                1.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                }
+                _ => tt.values,
+            };
+            let hash = keel_data::hash::file_sha256(test_path)?;
+            (
+                frame.clone(),
+                target.values.clone(),
+                tf,
+                ty,
+                format!("separate test file {tsrc}"),
+                Some(hash),
+            )
+        }
+        None => {
+            let stratify = objective == Objective::Binary;
+            let (tr, te) =
+                keel_ml::split::train_test_split(&target.values, a.test_size, a.seed, stratify);
+            let desc = format!(
+                "{}{:.0}/{:.0} split, seed {}",
+                if stratify { "stratified " } else { "random " },
+                (1.0 - a.test_size) * 100.0,
+                a.test_size * 100.0,
+                a.seed
+            );
+            (
+                frame.take(&tr),
+                tr.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
+                frame.take(&te),
+                te.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
+                desc,
+                None,
+            )
+        }
+    };
+    let x_train = encoder.encode(&train_frame)?;
+    let x_test = encoder.encode(&test_frame)?;
+    if !hook(stage::READING, 1.0) {
+        return Err(keel_ml::Error::Cancelled.into());
+    }
+
+    let nf = specs.len();
+    let choice = a.model;
+    let linear_params = LinearParams::default();
+    let model_of = |kind: ModelKind| Model {
+        objective,
+        target: a.target.clone(),
+        class_labels: target.class_labels.clone(),
+        features: specs.clone(),
+        kind,
+    };
+    // Auto: both candidates on 80 % of the training rows, compared on the other 20 % (the holdout plays no
+    // part in the choice).
+    let validation = if choice == Choice::Auto && train_y.len() >= 100 {
+        let (fit_rows, val) = keel_ml::split::train_test_split(
+            &train_y,
+            0.2,
+            a.seed.wrapping_add(2),
+            objective == Objective::Binary,
+        );
+        let (fx, fy) = take_rows(&x_train, &train_y, &fit_rows, nf);
+        let (vx, vy) = take_rows(&x_train, &train_y, &val, nf);
+        let (trees, _) = fit_gbdt(
+            &specs,
+            &fx,
+            &fy,
+            objective,
+            &params,
+            a.seed,
+            &mut |done, total| hook(stage::CHOOSING, done as f64 / total.max(1) as f64),
+        )?;
+        let linear = keel_ml::linear::train(&specs, &fx, &fy, objective, &linear_params)?;
+        let score = |m: &Model| {
+            let p = m.predict_rows(&vx);
+            match objective {
+                Objective::Binary => keel_ml::metrics::roc_auc(&vy, &p).unwrap_or(0.5),
+                Objective::Regression => keel_ml::metrics::rmse(&vy, &p, None),
+            }
+        };
+        let g = score(&model_of(ModelKind::Gbdt(trees)));
+        let l = score(&model_of(ModelKind::Linear(linear)));
+        Some(((g, l), vy.len()))
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    let (ensemble, log) = fit_gbdt(
+        &specs,
+        &x_train,
+        &train_y,
+        objective,
+        &params,
+        a.seed,
+        &mut |done, total| hook(stage::TRAINING, done as f64 / total.max(1) as f64),
+    )?;
+    let gbdt_seconds = started.elapsed().as_secs_f64();
+    let trees_model = model_of(ModelKind::Gbdt(ensemble));
+
+    if !hook(stage::EVALUATING, 0.0) {
+        return Err(keel_ml::Error::Cancelled.into());
+    }
+    let started = Instant::now();
+    let linear_model = model_of(ModelKind::Linear(keel_ml::linear::train(
+        &specs,
+        &x_train,
+        &train_y,
+        objective,
+        &linear_params,
+    )?));
+    let linear_seconds = started.elapsed().as_secs_f64();
+    let eval_opts = EvalOptions {
+        threshold: a.threshold,
+        seed: a.seed,
+        sensitive: a.sensitive.clone(),
+        slices: a.slices.clone(),
+        ..Default::default()
+    };
+    let brief = |m: &Model| {
+        keel_ml::eval::evaluate(
+            m,
+            &x_test,
+            &test_y,
+            &test_frame,
+            &EvalOptions {
+                bootstrap: 0,
+                sensitive: vec![],
+                slices: vec![],
+                ..eval_opts.clone()
+            },
+        )
+    };
+    let flat = |e: &Evaluation| -> BTreeMap<String, f64> {
+        e.metrics
+            .iter()
+            .map(|(k, v)| (k.clone(), v.value))
+            .collect()
+    };
+    let (gbdt_brief, linear_brief) = (brief(&trees_model)?, brief(&linear_model)?);
+    let selection = Selection::new(
+        choice,
+        objective,
+        validation,
+        flat(&gbdt_brief),
+        flat(&linear_brief),
+    );
+    let linear_kind = match objective {
+        Objective::Binary => "logistic regression (one-hot, L2)",
+        Objective::Regression => "ridge regression (one-hot)",
+    };
+    let trees_kind = format!(
+        "gradient-boosted trees ({} trees, {} leaves)",
+        trees_model.n_trees(),
+        params.num_leaves
+    );
+    let (model, model_kind, train_seconds, other_kind, other_eval) = match selection.chosen {
+        Candidate::Gbdt => (
+            trees_model,
+            trees_kind,
+            gbdt_seconds,
+            linear_kind.to_string(),
+            linear_brief,
+        ),
+        Candidate::Linear => (
+            linear_model,
+            linear_kind.to_string(),
+            linear_seconds,
+            trees_kind,
+            gbdt_brief,
+        ),
+    };
+    let evaluation: Evaluation =
+        keel_ml::eval::evaluate(&model, &x_test, &test_y, &test_frame, &eval_opts)?;
+    let profile = keel_data::profile(&frame, &schema);
+    if !hook(stage::EVALUATING, 1.0) {
+        return Err(keel_ml::Error::Cancelled.into());
+    }
+
+    let bytes = model.to_bytes()?;
+    let model_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    let params_value = serde_json::to_value(StoredParams {
+        settings: a.clone(),
+        model: Some(model.kind_name().to_string()),
+    })
+    .map_err(|e| Error::Internal(format!("serialising parameters: {e}")))?;
+    let mut card = ModelCard {
+        model: spec.name.clone(),
+        version: 0,
+        created_at: keel_core::time::now_rfc3339(),
+        created_by: actor.to_string(),
+        kind: model_kind,
+        objective,
+        target: a.target.clone(),
+        class_labels: target.class_labels.clone(),
+        intended_use: spec.description.clone().unwrap_or_else(|| {
+            format!(
+                "Predicts '{}' from {} features of {}. Describe the intended use with --description.",
+                a.target,
+                features.len(),
+                source
+            )
+        }),
+        features: features.clone(),
+        data: DataSummary {
+            source: source.clone(),
+            rows: frame.nrows(),
+            train_rows: train_y.len(),
+            test_rows: test_y.len(),
+            split: split_desc,
+            dropped: dropped.clone(),
+            profile: to_json(&profile)?,
+        },
+        params: params_value.clone(),
+        train_seconds,
+        evaluation: evaluation.clone(),
+        baseline: Some(BaselineSummary {
+            kind: other_kind,
+            metrics: flat(&other_eval),
+        }),
+        trees: (model.n_trees() > 0).then(|| model.n_trees()),
+        selection: Some(selection.clone()),
+        lineage: Lineage {
+            dataset_hash: dataset_hash.clone(),
+            test_dataset_hash: test_hash,
+            code_version: code.to_string(),
+            seed: a.seed,
+            model_sha256: model_sha,
+        },
+        limitations: keel_ml::card::derive_limitations(&evaluation, train_y.len()),
+    };
+    if let Some(l) = selection.limitation() {
+        card.limitations.push(l);
+    }
+    if selection.chosen == Candidate::Gbdt && log.best_iteration != log.trees_trained {
+        card.limitations.push(format!(
+            "Early stopping kept {} of {} trees (validation loss stopped improving).",
+            log.best_iteration, log.trees_trained
+        ));
+    }
+    let metrics_value: serde_json::Value = evaluation
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(v.value)))
+        .collect();
+    let profile = reference_profile(&model, &x_train, &x_test);
+    let new = NewVersion {
+        profile,
+        model: spec.name.clone(),
+        description: card.intended_use.clone(),
+        kind: model.kind_name().into(),
+        objective: match objective {
+            Objective::Binary => "binary",
+            Objective::Regression => "regression",
+        }
+        .into(),
+        model_bytes: bytes,
+        params: params_value,
+        metrics: metrics_value,
+        schema: to_json(&schema)?,
+        card: to_json(&card)?,
+        dataset_hash,
+        code_version: code.to_string(),
+        created_by: actor.to_string(),
+        aliases: spec.aliases.clone(),
+        champion_if_none: spec.champion_if_none,
+    };
+    Ok(Fitted {
+        new,
+        card,
+        log,
+        chosen: selection.chosen,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::Internal(format!("serialising: {e}")))
+}
+
+/// The monitoring reference of a new version: bins from the training rows (deciles of numeric features,
+/// the levels of categorical ones; tenths of the probability, or deciles of a regression's predictions) and the
+/// holdout rows' counts over them, predictions included.
+fn reference_profile(model: &Model, x_train: &[f64], x_test: &[f64]) -> serde_json::Value {
+    use keel_monitor::profile::{BinSpec, ProfileSpec, bin_edges};
+    let features: Vec<(String, Option<Vec<String>>)> = model
+        .features
+        .iter()
+        .map(|f| {
+            let levels = match &f.kind {
+                keel_ml::FeatureKind::Categorical { levels } => Some(levels.clone()),
+                keel_ml::FeatureKind::Numeric => None,
+            };
+            (f.name.clone(), levels)
+        })
+        .collect();
+    let predictions = model.predict_rows(x_test);
+    let prediction = match model.objective {
+        Objective::Binary => ProfileSpec::probability_bins(),
+        Objective::Regression => BinSpec::Numeric {
+            edges: bin_edges(&predictions, 10),
+        },
+    };
+    let spec = ProfileSpec::from_training(&features, x_train, 10, prediction);
+    let reference = spec.profile(x_test, &predictions);
+    serde_json::json!({"spec": spec, "reference": reference})
+}
+
+/// The rows `rows` of row-major `x` (`nf` columns) and their labels.
+fn take_rows(x: &[f64], y: &[f64], rows: &[usize], nf: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut out = Vec::with_capacity(rows.len() * nf);
+    for &r in rows {
+        out.extend_from_slice(&x[r * nf..(r + 1) * nf]);
+    }
+    (out, rows.iter().map(|&r| y[r]).collect())
+}
+
+/// Trains the trees on (x, y); with early stopping, 10 % of those rows are held out to decide when to stop.
+fn fit_gbdt(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    params: &GbdtParams,
+    seed: u64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<(keel_ml::gbdt::Ensemble, keel_ml::gbdt::TrainLog)> {
+    let nf = specs.len();
+    if params.early_stopping_rounds == 0 {
+        return Ok(keel_ml::gbdt::train(
+            specs, x, y, objective, params, None, progress,
+        )?);
+    }
+    let (tr, va) = keel_ml::split::train_test_split(
+        y,
+        0.1,
+        seed.wrapping_add(1),
+        objective == Objective::Binary,
+    );
+    let (fx, fy) = take_rows(x, y, &tr, nf);
+    let (vx, vy) = take_rows(x, y, &va, nf);
+    Ok(keel_ml::gbdt::train(
+        specs,
+        &fx,
+        &fy,
+        objective,
+        params,
+        Some((vx.as_slice(), vy.as_slice())),
+        progress,
+    )?)
+}
