@@ -7,25 +7,11 @@
 # Usage: bench/abuse.sh            (ABUSE_SECONDS=10 per scenario, LEGIT_THREADS=4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -j2 -p keel-cli >&2
-KEEL="$PWD/target/release/keel"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-abuse.XXXXXX")
-PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-export KEEL_HOME="$WORK/home"
-"$KEEL" quickstart --json > /dev/null
+. scripts/live-server.sh abuse
 KEY=$("$KEEL" keys create --role predictor --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 ADMIN=$("$KEEL" keys create --role admin --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 ulimit -n 20000 2>/dev/null || true
-"$KEEL" serve --port 0 > "$WORK/serve.out" 2> "$WORK/serve.err" &
-PID=$!
-for _ in $(seq 300); do
-  ADDR=$(sed -n 's#^listening on http://##p' "$WORK/serve.out")
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "keel serve did not start" >&2; exit 1; }
+start_server
 python3 bench/abuse.py "$ADDR" "$PID" "$KEY" "$ADMIN" > "$WORK/abuse.json"
 python3 - "$WORK/abuse.json" <<'PY' | tee -a BENCHMARKS.md
 import json, sys, subprocess, datetime, platform

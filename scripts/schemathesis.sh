@@ -13,25 +13,11 @@ if [ ! -x "$VENV/bin/st" ]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
 fi
-cargo build -q --release -j2 -p keel-cli
-KEEL="$PWD/target/release/keel"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/keel-schemathesis.XXXXXX")
-PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-export KEEL_HOME="$WORK/home"
-"$KEEL" quickstart --json > /dev/null
+. scripts/live-server.sh schemathesis
 KEY=$("$KEEL" keys create --role admin --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 # Short generations, so chat requests (the local SmolLM2) answer within the client's time limit.
 printf '[serve.llm]\nmax_tokens = 16\n' > "$WORK/keel.toml"
-"$KEEL" serve --port 0 --config "$WORK/keel.toml" > "$WORK/serve.out" 2> "$WORK/serve.err" &
-PID=$!
-for _ in $(seq 300); do
-  ADDR=$(sed -n 's#^listening on http://##p' "$WORK/serve.out")
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "keel serve did not start" >&2; cat "$WORK/serve.err" >&2; exit 1; }
+start_server --config "$WORK/keel.toml"
 set +e
 "$VENV/bin/st" run openapi.json --url "http://$ADDR" -H "Authorization: Bearer $KEY" \
   --checks all --max-examples "$MAX_EXAMPLES" --workers 2 --phases examples,coverage,fuzzing \

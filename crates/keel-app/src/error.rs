@@ -1,5 +1,5 @@
-//! The application layer's one error type. Each variant has a class (exit code) and a kind (HTTP status); the
-//! CLI maps it to an exit code once, keel-server to an HTTP status once.
+//! The application layer's one error type. Each variant has a class (the CLI's exit code, mapped once in
+//! `output::classify`); its variants are what an HTTP mapping will match on.
 
 use keel_core::ErrorClass;
 use std::path::PathBuf;
@@ -39,17 +39,6 @@ pub enum Error {
     Internal(String),
 }
 
-/// How a front end should answer an [`Error`]: the HTTP family it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Input,
-    NotFound,
-    Conflict,
-    Cancelled,
-    Unavailable,
-    Internal,
-}
-
 impl From<keel_ml::Error> for Error {
     fn from(e: keel_ml::Error) -> Self {
         match e {
@@ -86,37 +75,9 @@ impl Error {
         }
     }
 
-    /// The response family.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Input(_) => ErrorKind::Input,
-            Error::NotFound(_) => ErrorKind::NotFound,
-            Error::Conflict(_) => ErrorKind::Conflict,
-            Error::Cancelled(_) => ErrorKind::Cancelled,
-            Error::Io { .. } => ErrorKind::Unavailable,
-            Error::Store(s) | Error::Engine(keel_engine::Error::Store(s)) => store_kind(s),
-            Error::Internal(_) => ErrorKind::Internal,
-            e => match e.class() {
-                ErrorClass::Internal => ErrorKind::Internal,
-                ErrorClass::Io => ErrorKind::Unavailable,
-                _ => ErrorKind::Input,
-            },
-        }
-    }
-
     /// Whether this is a cancellation.
     pub fn is_cancelled(&self) -> bool {
         matches!(self, Error::Cancelled(_))
-    }
-}
-
-fn store_kind(s: &keel_store::Error) -> ErrorKind {
-    use keel_store::Error as S;
-    match s {
-        S::UnknownModel(_) | S::UnknownVersion { .. } | S::NoAlias { .. } => ErrorKind::NotFound,
-        S::LastAdmin(_) => ErrorKind::Conflict,
-        S::Invalid { .. } => ErrorKind::Input,
-        _ => ErrorKind::Unavailable,
     }
 }
 

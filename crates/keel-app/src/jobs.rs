@@ -310,6 +310,8 @@ pub struct Worker {
     stopping: Arc<AtomicBool>,
     wake: tokio::sync::Notify,
     poll: Duration,
+    /// How many jobs this worker has finished (whatever their final state).
+    finished: tokio::sync::watch::Sender<u64>,
 }
 
 impl Worker {
@@ -321,11 +323,17 @@ impl Worker {
             stopping: Arc::new(AtomicBool::new(false)),
             wake: tokio::sync::Notify::new(),
             poll: Duration::from_secs(1),
+            finished: tokio::sync::watch::Sender::new(0),
         })
     }
 
     pub fn health(&self) -> Arc<WorkerHealth> {
         self.health.clone()
+    }
+
+    /// The number of jobs this worker has finished, as it changes: await it instead of polling the queue.
+    pub fn finished(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.finished.subscribe()
     }
 
     /// Looks at the queue now instead of at the next poll (a job was just queued in this process).
@@ -355,6 +363,7 @@ impl Worker {
         tracing::info!(job = job.id, kind = %job.kind, model = %job.model, "job started");
         let done = run_job(&self.store, job, None, Some(self.stopping.clone())).await?;
         tracing::info!(job = done.id, state = done.state.as_str(), message = %done.message, "job finished");
+        self.finished.send_modify(|n| *n += 1);
         Ok(Some(done))
     }
 
@@ -420,5 +429,56 @@ impl Worker {
             _ = tokio::time::sleep(d) => {}
             _ = self.wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(spec: &JobSpec) -> JobRecord {
+        let (kind, value) = match spec {
+            JobSpec::Train(s) => ("train", serde_json::to_value(&**s).unwrap()),
+            JobSpec::Retrain(s) => ("retrain", serde_json::to_value(s).unwrap()),
+        };
+        serde_json::from_value(serde_json::json!({
+            "id": 7, "kind": kind, "model": "m", "spec": value, "state": "queued", "progress": 0.0,
+            "stage": "", "message": "", "result": null, "cancel_requested": false, "worker": null,
+            "created_by": "t", "created_at": "now", "started_at": null, "finished_at": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_queued_spec_reads_back_as_it_was_written() {
+        let train = JobSpec::Train(Box::new(TrainSpec {
+            data: "/d/train.csv".into(),
+            name: "m".into(),
+            settings: crate::train::TrainSettings {
+                target: "y".into(),
+                slices: vec!["region".into()],
+                ..Default::default()
+            },
+            test: Some("/d/test.csv".into()),
+            aliases: vec!["candidate".into()],
+            champion_if_none: true,
+            description: Some("d".into()),
+            reuse_identical: false,
+        }));
+        assert_eq!(JobSpec::of(&stored(&train)).unwrap(), train);
+        let retrain = JobSpec::Retrain(RetrainSpec {
+            data: "/d/new.csv".into(),
+            holdout: "/d/holdout.csv".into(),
+            canary: Some(0.1),
+            shadow: true,
+            gate: Default::default(),
+            trees: Some(50),
+        });
+        assert_eq!(JobSpec::of(&stored(&retrain)).unwrap(), retrain);
+        // A misspelt field is refused with the job named, not ignored.
+        let mut bad = stored(&train);
+        bad.spec["tset"] = serde_json::json!("/d/test.csv");
+        let e = JobSpec::of(&bad).unwrap_err().to_string();
+        assert!(e.contains("job 7") && e.contains("tset"), "{e}");
     }
 }

@@ -15,7 +15,7 @@ pub mod retrain;
 pub mod rollout;
 pub mod train;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, Result};
 
 /// Waits for SIGTERM or Ctrl-C (what `keel serve` and `keel jobs work --forever` stop on).
 pub async fn shutdown_signal() {

@@ -80,12 +80,6 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             ))
         })?),
     };
-    if !(a.test_size > 0.0 && a.test_size < 1.0) && a.test.is_none() {
-        return Err(input_error(format!(
-            "--test-size must be between 0 and 1 (got {})",
-            a.test_size
-        )));
-    }
     let schema = a
         .schema
         .as_deref()

@@ -11,7 +11,7 @@ use keel_store::{JobState, Store};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Labelled rows: below age 85 the label follows age and colour; above it, the score alone decides, a
 /// region the 2015 champion never saw (its ages end at 80).
@@ -137,23 +137,16 @@ async fn an_alert_queues_a_retrain_that_the_servers_own_worker_trains_gates_and_
     assert_eq!(st, 200, "{v}");
     assert!(v["version"] == 1 || v["predictions"].is_array(), "{v}");
 
+    let mut finished = state.jobs.finished();
     let fired = state.evaluate_alerts().await;
     assert_eq!(fired.len(), 1, "{fired:?}");
     // The worker task picks the job up (woken by the alert) and runs it to the end.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let job = loop {
-        let jobs = store.jobs(10).await.unwrap();
-        assert_eq!(jobs.len(), 1, "{jobs:?}");
-        if jobs[0].state.is_final() {
-            break jobs[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job did not finish: {:?}",
-            jobs[0]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let waited =
+        tokio::time::timeout(Duration::from_secs(180), finished.wait_for(|n| *n >= 1)).await;
+    let jobs = store.jobs(10).await.unwrap();
+    assert!(waited.is_ok(), "the job did not finish: {jobs:?}");
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = jobs[0].clone();
     assert_eq!(job.kind, "retrain");
     assert_eq!(job.created_by, "keel (alert age-drift)");
     assert_eq!(job.state, JobState::Succeeded, "{}", job.message);
