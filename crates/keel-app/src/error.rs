@@ -34,6 +34,26 @@ pub enum Error {
     Engine(#[from] keel_engine::Error),
     #[error(transparent)]
     Monitor(#[from] keel_monitor::Error),
+    #[error(transparent)]
+    Rag(#[from] keel_rag::Error),
+    /// A model or endpoint the use case needs is not there (weights not fetched, no upstream configured).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A shared resource (the local model) stayed busy past the wait; retry shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// Guards are on but no guard model can be loaded.
+    #[error("{0}")]
+    GuardUnavailable(String),
+    /// The input guards blocked the text; `detectors` say which, `reasons` why (shown only when configured).
+    #[error("Keel's input guards blocked this {what} (detector: {})", if detectors.is_empty() { "policy".to_string() } else { detectors.join(", ") })]
+    Blocked {
+        what: String,
+        detectors: Vec<String>,
+        reasons: Vec<String>,
+    },
+    #[error(transparent)]
+    GuardModel(#[from] keel_guard::Error),
     /// A bug in Keel (a task panicked, say).
     #[error("internal error: {0}")]
     Internal(String),
@@ -44,6 +64,17 @@ impl From<keel_ml::Error> for Error {
         match e {
             keel_ml::Error::Cancelled => Error::Cancelled("stopped at a progress report".into()),
             e => Error::Ml(e),
+        }
+    }
+}
+
+impl From<crate::guard::LoadError> for Error {
+    fn from(e: crate::guard::LoadError) -> Self {
+        use crate::guard::LoadError as L;
+        match e {
+            L::Store(e) => Error::Store(e),
+            L::Guard(e) => Error::GuardModel(e),
+            e @ (L::Missing(_) | L::WrongKind { .. }) => Error::GuardUnavailable(e.to_string()),
         }
     }
 }
@@ -71,6 +102,12 @@ impl Error {
             Error::Ml(e) => e.class(),
             Error::Engine(e) => e.class(),
             Error::Monitor(e) => e.class(),
+            Error::Rag(e) => e.class(),
+            Error::Unavailable(_) | Error::GuardUnavailable(_) | Error::Blocked { .. } => {
+                ErrorClass::Input
+            }
+            Error::Busy(_) => ErrorClass::Io,
+            Error::GuardModel(e) => e.class(),
             Error::Internal(_) => ErrorClass::Internal,
         }
     }

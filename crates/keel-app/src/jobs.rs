@@ -3,6 +3,8 @@
 //! `keel serve` runs next to the server on the same store and `keel jobs work` runs alone, claims it, reports
 //! progress (which is also how it learns of a cancellation) and records the final state and a typed result.
 
+use crate::guard::GuardConfig;
+use crate::rag::{IngestOutcome, IngestScreen, IngestSpec, RagState};
 use crate::retrain::{RetrainOutcome, RetrainSpec};
 use crate::train::{Progress, TrainOutcome, TrainSpec};
 use crate::{Error, Result};
@@ -24,6 +26,8 @@ pub enum JobKind {
     Train,
     /// Train a challenger with the champion's settings, gate it, start its rollout ([`RetrainSpec`]).
     Retrain,
+    /// Embed and index documents into a RAG collection ([`IngestSpec`]).
+    Ingest,
 }
 
 impl JobKind {
@@ -31,6 +35,7 @@ impl JobKind {
         match self {
             JobKind::Train => "train",
             JobKind::Retrain => "retrain",
+            JobKind::Ingest => "ingest",
         }
     }
 
@@ -38,8 +43,9 @@ impl JobKind {
         match s {
             "train" => Ok(JobKind::Train),
             "retrain" => Ok(JobKind::Retrain),
+            "ingest" => Ok(JobKind::Ingest),
             other => Err(Error::input(format!(
-                "unknown job kind '{other}' (train or retrain)"
+                "unknown job kind '{other}' (train, retrain or ingest)"
             ))),
         }
     }
@@ -51,6 +57,7 @@ impl JobKind {
 pub enum JobSpec {
     Train(Box<TrainSpec>),
     Retrain(RetrainSpec),
+    Ingest(IngestSpec),
 }
 
 /// A job's typed result.
@@ -59,6 +66,7 @@ pub enum JobSpec {
 pub enum JobResult {
     Retrain(Box<RetrainOutcome>),
     Train(Box<TrainOutcome>),
+    Ingest(Box<IngestOutcome>),
 }
 
 impl JobSpec {
@@ -66,7 +74,18 @@ impl JobSpec {
         match self {
             JobSpec::Train(_) => JobKind::Train,
             JobSpec::Retrain(_) => JobKind::Retrain,
+            JobSpec::Ingest(_) => JobKind::Ingest,
         }
+    }
+
+    /// The spec as a stored job keeps it (without the kind, which has its own column).
+    pub fn to_value(&self) -> Result<serde_json::Value> {
+        match self {
+            JobSpec::Train(s) => serde_json::to_value(&**s),
+            JobSpec::Retrain(s) => serde_json::to_value(s),
+            JobSpec::Ingest(s) => serde_json::to_value(s),
+        }
+        .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// Reads the spec of a stored job.
@@ -80,6 +99,9 @@ impl JobSpec {
             )),
             JobKind::Retrain => {
                 JobSpec::Retrain(serde_json::from_value(job.spec.clone()).map_err(bad)?)
+            }
+            JobKind::Ingest => {
+                JobSpec::Ingest(serde_json::from_value(job.spec.clone()).map_err(bad)?)
             }
         })
     }
@@ -96,6 +118,7 @@ impl JobSpec {
                 Ok(())
             }
             JobSpec::Retrain(s) => s.validate(),
+            JobSpec::Ingest(s) => s.check(),
         }
     }
 }
@@ -134,11 +157,7 @@ pub async fn enqueue(
     {
         return Ok(j);
     }
-    let value = match spec {
-        JobSpec::Train(s) => serde_json::to_value(&**s),
-        JobSpec::Retrain(s) => serde_json::to_value(s),
-    }
-    .map_err(|e| Error::Internal(e.to_string()))?;
+    let value = spec.to_value()?;
     Ok(store.enqueue_job(kind, model, &value, actor).await?)
 }
 
@@ -193,6 +212,7 @@ fn overall(kind: JobKind, stage: &str, f: f64) -> f64 {
     match kind {
         JobKind::Retrain => p,
         JobKind::Train => (p / 0.9).min(1.0),
+        JobKind::Ingest => f,
     }
 }
 
@@ -201,6 +221,68 @@ fn overall(kind: JobKind, stage: &str, f: f64) -> f64 {
 /// at its next progress report and is recorded as cancelled.
 pub async fn run_job(
     store: &Store,
+    job: JobRecord,
+    ui: Option<Progress>,
+    stopping: Option<Arc<AtomicBool>>,
+) -> Result<JobRecord> {
+    let rag = RagContext::defaults(store.home());
+    run_job_with(store, &rag, job, ui, stopping).await
+}
+
+/// What ingest jobs need: the collections with their embedding models, and the guard settings for the
+/// injection screen (`[serve.llm]` and `[serve.guard]`).
+pub struct RagContext {
+    pub rag: Arc<RagState>,
+    pub guard: GuardConfig,
+}
+
+impl RagContext {
+    /// The default settings on `home`'s collections.
+    pub fn defaults(home: &std::path::Path) -> RagContext {
+        RagContext {
+            rag: Arc::new(RagState::new(home, Default::default())),
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+/// Embeds and indexes an ingest job's documents, screening them per the collection's policy.
+async fn ingest(
+    store: &Store,
+    ctx: &RagContext,
+    spec: IngestSpec,
+    hook: Progress,
+) -> Result<IngestOutcome> {
+    let screen = if spec.screen {
+        IngestScreen::resolve(store, &ctx.guard, &spec.collection, true).await?
+    } else {
+        IngestScreen {
+            screening: "off (screen = false)".into(),
+            ..IngestScreen::resolve_none()
+        }
+    };
+    let embedder: Arc<dyn keel_rag::Embedder> = match ctx.rag.collection(&spec.collection) {
+        Ok(c) => ctx.rag.embedder_for(&c).await?,
+        Err(_) => ctx.rag.embedder().await?,
+    };
+    hook(crate::train::stage::READING, 0.0);
+    let progress = Box::new(move |done: usize, total: usize| {
+        hook("embedding", done as f64 / total.max(1) as f64);
+    });
+    crate::rag::ingest(
+        embedder,
+        ctx.rag.root().to_path_buf(),
+        spec,
+        screen,
+        progress,
+    )
+    .await
+}
+
+/// [`run_job`] with the RAG settings of the process (what `keel serve`'s worker uses).
+pub async fn run_job_with(
+    store: &Store,
+    rag: &RagContext,
     job: JobRecord,
     ui: Option<Progress>,
     stopping: Option<Arc<AtomicBool>>,
@@ -269,6 +351,9 @@ pub async fn run_job(
                     .await
                     .map(|o| JobResult::Retrain(Box::new(o)))
             }
+            Ok(JobSpec::Ingest(s)) => ingest(store, rag, s, hook.clone())
+                .await
+                .map(|o| JobResult::Ingest(Box::new(o))),
         };
         drop(hook);
         r
@@ -280,6 +365,10 @@ pub async fn run_job(
             let message = match &r {
                 JobResult::Train(o) => format!("registered {}@{}", o.model, o.version),
                 JobResult::Retrain(o) => o.message.clone(),
+                JobResult::Ingest(o) => format!(
+                    "{}: {} documents, {} chunks ({} embedded)",
+                    o.collection, o.report.documents, o.report.chunks, o.report.embedded_chunks
+                ),
             };
             (
                 JobState::Succeeded,
@@ -305,6 +394,7 @@ pub async fn run_job(
 /// The job worker: claims queued jobs one at a time and runs them on the store it was given.
 pub struct Worker {
     store: Arc<Store>,
+    rag: RagContext,
     health: Arc<WorkerHealth>,
     id: String,
     stopping: Arc<AtomicBool>,
@@ -316,8 +406,15 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(store: Arc<Store>) -> Arc<Worker> {
+        let rag = RagContext::defaults(store.home());
+        Self::with_rag(store, rag)
+    }
+
+    /// A worker whose ingest jobs use these RAG settings (`keel serve` passes its own).
+    pub fn with_rag(store: Arc<Store>, rag: RagContext) -> Arc<Worker> {
         Arc::new(Worker {
             store,
+            rag,
             health: Arc::new(WorkerHealth::default()),
             id: keel_store::worker_id(),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -361,7 +458,14 @@ impl Worker {
             return Ok(None);
         };
         tracing::info!(job = job.id, kind = %job.kind, model = %job.model, "job started");
-        let done = run_job(&self.store, job, None, Some(self.stopping.clone())).await?;
+        let done = run_job_with(
+            &self.store,
+            &self.rag,
+            job,
+            None,
+            Some(self.stopping.clone()),
+        )
+        .await?;
         tracing::info!(job = done.id, state = done.state.as_str(), message = %done.message, "job finished");
         self.finished.send_modify(|n| *n += 1);
         Ok(Some(done))
@@ -437,10 +541,7 @@ mod tests {
     use super::*;
 
     fn stored(spec: &JobSpec) -> JobRecord {
-        let (kind, value) = match spec {
-            JobSpec::Train(s) => ("train", serde_json::to_value(&**s).unwrap()),
-            JobSpec::Retrain(s) => ("retrain", serde_json::to_value(s).unwrap()),
-        };
+        let (kind, value) = (spec.kind().as_str(), spec.to_value().unwrap());
         serde_json::from_value(serde_json::json!({
             "id": 7, "kind": kind, "model": "m", "spec": value, "state": "queued", "progress": 0.0,
             "stage": "", "message": "", "result": null, "cancel_requested": false, "worker": null,
@@ -475,6 +576,12 @@ mod tests {
             trees: Some(50),
         });
         assert_eq!(JobSpec::of(&stored(&retrain)).unwrap(), retrain);
+        let ingest = JobSpec::Ingest(IngestSpec {
+            max_tokens: 120,
+            screen: false,
+            ..IngestSpec::new("kb", "/d/docs")
+        });
+        assert_eq!(JobSpec::of(&stored(&ingest)).unwrap(), ingest);
         // A misspelt field is refused with the job named, not ignored.
         let mut bad = stored(&train);
         bad.spec["tset"] = serde_json::json!("/d/test.csv");

@@ -2,15 +2,20 @@
 //!
 //! Each use case takes typed input and returns typed output or one [`Error`] with a class: training
 //! ([`train`]), retraining with the gate ([`retrain`]), jobs and the worker task that runs them ([`jobs`]),
-//! rollouts judged with one policy ([`rollout`]), and the files written next to the registry ([`files`]).
+//! rollouts judged with one policy ([`rollout`]), RAG collections and guarded answers ([`rag`], [`guard`],
+//! [`openai`] for remote endpoints), and the files written next to the registry ([`files`]).
 //! Nothing here parses flags or knows HTTP; CPU-heavy work runs on the blocking pool, never on the reactor.
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod error;
 pub mod files;
 pub mod guard;
 pub mod jobs;
+pub mod openai;
+pub mod rag;
+pub mod registry;
 pub mod retrain;
 pub mod rollout;
 pub mod train;

@@ -47,18 +47,7 @@ pub struct Judgement {
 /// `[serve.rollout]` of a configuration file: the one policy the server's judge and `keel deploy` use.
 /// Other keys of the file are the server's and are not read here.
 pub fn policy_from_toml(text: &str, source: &str) -> Result<RolloutPolicy> {
-    #[derive(Deserialize)]
-    struct File {
-        #[serde(default)]
-        serve: Option<Serve>,
-    }
-    #[derive(Deserialize)]
-    struct Serve {
-        #[serde(default)]
-        rollout: RolloutPolicy,
-    }
-    let f: File = toml::from_str(text).map_err(|e| Error::input(format!("{source}: {e}")))?;
-    Ok(f.serve.map(|s| s.rollout).unwrap_or_default())
+    crate::config::section(text, source, "rollout")
 }
 
 /// The policy in `path` (or the defaults when there is no file).

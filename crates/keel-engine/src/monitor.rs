@@ -430,12 +430,7 @@ pub async fn report(
     window_seconds: i64,
     opts: &DriftOptions,
 ) -> Result<MonitorReport> {
-    let reference = Reference::of(record).ok_or_else(|| {
-        Error::NoReference(format!(
-            "{}@{} has no monitoring reference (it was registered before Keel kept one); retrain it to monitor it",
-            record.model, record.version
-        ))
-    })?;
+    let reference = reference_of(record)?;
     let stored = store.profiles(&record.model, record.version, since).await?;
     let mut current = reference.spec.empty();
     let mut windows: Vec<WindowSummary> = Vec::new();
@@ -487,6 +482,83 @@ pub async fn report(
             &SensitiveColumn::of(record, &reference.spec),
         ),
     })
+}
+
+/// The version's monitoring reference, or why there is none.
+fn reference_of(record: &keel_store::VersionRecord) -> Result<Reference> {
+    Reference::of(record).ok_or_else(|| {
+        Error::NoReference(format!(
+            "{}@{} has no monitoring reference (it was registered before Keel kept one); retrain it to monitor it",
+            record.model, record.version
+        ))
+    })
+}
+
+/// Drift of one window against the training reference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowDrift {
+    /// Unix seconds at the window's start.
+    pub window_start: i64,
+    pub rows: u64,
+    pub drifted_columns: usize,
+    /// The columns that drifted in this window.
+    pub drifted: Vec<String>,
+    /// The largest population stability index of any column (absent when no column had one).
+    pub max_psi: Option<f64>,
+}
+
+/// Drift per stored window since `since` (unix seconds), oldest first, each window's replicas merged and
+/// compared with the version's training reference on its own.
+pub async fn drift_history(
+    store: &keel_store::Store,
+    record: &keel_store::VersionRecord,
+    since: i64,
+    opts: &DriftOptions,
+) -> Result<Vec<WindowDrift>> {
+    let reference = reference_of(record)?;
+    let stored = store.profiles(&record.model, record.version, since).await?;
+    let mut windows: Vec<(i64, Profile)> = Vec::new();
+    for (w, v) in stored {
+        let p: Profile = serde_json::from_value(v).map_err(|e| {
+            Error::Invalid(format!("stored profile of window {w} is unreadable: {e}"))
+        })?;
+        match windows.last_mut() {
+            Some((last, merged)) if *last == w => merged
+                .merge(&p)
+                .map_err(|e| Error::Invalid(format!("window {w}: {e}")))?,
+            _ => {
+                let mut merged = reference.spec.empty();
+                merged
+                    .merge(&p)
+                    .map_err(|e| Error::Invalid(format!("window {w}: {e}")))?;
+                windows.push((w, merged));
+            }
+        }
+    }
+    windows
+        .into_iter()
+        .map(|(w, p)| {
+            let d = keel_monitor::compare_profiles(&reference.spec, &reference.reference, &p, opts)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            Ok(WindowDrift {
+                window_start: w,
+                rows: p.rows,
+                drifted_columns: d.drifted_columns,
+                drifted: d
+                    .columns
+                    .iter()
+                    .filter(|c| c.drifted)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                max_psi: d
+                    .columns
+                    .iter()
+                    .filter_map(|c| c.psi)
+                    .filter(|p| p.is_finite())
+                    .reduce(f64::max),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -80,14 +80,14 @@ pub struct Manifest {
 }
 
 /// A file that was not ingested, and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
     pub path: String,
     pub reason: String,
 }
 
 /// What an ingest did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct IngestReport {
     /// Documents in the collection afterwards.
     pub documents: usize,
@@ -780,7 +780,7 @@ pub enum ScreenAction {
 }
 
 /// A chunk the screen distrusted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Screened {
     pub chunk_id: String,
     pub document: String,

@@ -153,3 +153,85 @@ impl From<keel_data::Error> for ApiError {
         }
     }
 }
+
+impl From<keel_rag::Error> for ApiError {
+    fn from(e: keel_rag::Error) -> Self {
+        use keel_rag::Error as E;
+        match &e {
+            E::UnknownCollection(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_collection", e.to_string())
+            }
+            E::Invalid(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+            }
+            E::Model(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_unavailable",
+                e.to_string(),
+            ),
+            E::Io { .. } | E::Corrupt(_) | E::Index(_) => {
+                tracing::error!(error = %e, "collection error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "collection_error",
+                    "the collection could not be read; the error was logged",
+                )
+            }
+        }
+    }
+}
+
+/// The application layer's errors as HTTP: the one mapping every route uses.
+impl From<keel_app::Error> for ApiError {
+    fn from(e: keel_app::Error) -> Self {
+        use keel_app::Error as E;
+        match e {
+            E::Input(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            E::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            E::Cancelled(m) => ApiError::new(StatusCode::CONFLICT, "cancelled", m),
+            E::Store(e) => e.into(),
+            E::Engine(e) => e.into(),
+            E::Data(e) => e.into(),
+            E::Rag(e) => e.into(),
+            E::Ml(e) => match e.class() {
+                ErrorClass::Input | ErrorClass::Usage | ErrorClass::CheckFailed => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+                }
+                _ => ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "model_error",
+                    e.to_string(),
+                ),
+            },
+            E::Monitor(e) => match e.class() {
+                ErrorClass::Input | ErrorClass::Usage | ErrorClass::CheckFailed => {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string())
+                }
+                _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            },
+            E::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_unavailable", m)
+            }
+            E::Busy(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "model_busy", m).retry_after(5)
+            }
+            E::GuardUnavailable(m) => ApiError::new(StatusCode::CONFLICT, "guard_unavailable", m),
+            e @ E::Blocked { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "content_blocked", e.to_string())
+            }
+            E::GuardModel(e) => {
+                ApiError::new(StatusCode::CONFLICT, "guard_unavailable", e.to_string())
+            }
+            e @ E::Io { .. } => {
+                tracing::error!(error = %e, "i/o error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "an i/o error was logged",
+                )
+            }
+            E::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m),
+        }
+    }
+}

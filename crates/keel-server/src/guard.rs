@@ -5,16 +5,14 @@
 //! blocking pool. Every decision other than allow is counted in `keel_guard_decisions_total`, logged with
 //! reasons only (never the text), and written to the audit log.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use keel_guard::policy::{Action, Decision, IngestPolicy, Policy, PolicyOverride};
-use keel_guard::{Guard, GuardModel, ScanOptions};
-use serde::{Deserialize, Serialize};
+use keel_guard::ScanOptions;
+use keel_guard::policy::{Action, Decision};
+use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -23,158 +21,15 @@ use crate::auth::AsPredictor;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
 
-/// Which model the gateway puts behind its guards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Upstream {
-    /// The local model (SmolLM2 from the asset cache).
-    #[default]
-    Local,
-    /// The OpenAI-compatible endpoint of `[serve.llm.remote]`.
-    Remote,
-}
-
-/// `[serve.guard]` in `keel.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuardConfig {
-    /// Guards on `/v1/chat/completions` (the gateway) and `/v1/rag/{collection}/query`. `/v1/guard/scan`
-    /// works either way.
-    pub enabled: bool,
-    /// The guard model reference in the registry (`keel guard train` registers `guard`, alias champion).
-    pub model: String,
-    /// The model behind `/v1/chat/completions`, guarded or not.
-    pub upstream: Upstream,
-    /// Plant a canary token in system prompts and stop any answer that repeats it.
-    pub canary: bool,
-    /// The policy every route uses unless `routes` names it.
-    pub policy: Policy,
-    /// Per-route changes to `policy`: `chat` (the gateway), `rag` (`/v1/rag/{collection}/query`), `scan`
-    /// (`/v1/guard/scan`); fields a route does not name keep the default policy's.
-    pub routes: BTreeMap<String, PolicyOverride>,
-    /// Per-collection ingest policies (indirect injection in documents), read by `keel rag ingest`.
-    pub collections: BTreeMap<String, IngestPolicy>,
-    /// Tell blocked callers the detectors' full reasons (scores, thresholds, rules). Off by default: a
-    /// caller learns only which detector blocked it.
-    pub expose_reasons: bool,
-    /// Put the (redacted) text of acting decisions in log lines. Off by default: logs carry detectors,
-    /// reasons, the text's length and a hash, never user text.
-    pub log_text: bool,
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        GuardConfig {
-            enabled: false,
-            model: "guard@champion".into(),
-            upstream: Upstream::Local,
-            canary: true,
-            policy: Policy::default(),
-            routes: BTreeMap::new(),
-            collections: BTreeMap::new(),
-            expose_reasons: false,
-            log_text: false,
-        }
-    }
-}
-
-impl GuardConfig {
-    pub fn policy(&self, route: &str) -> Policy {
-        match self.routes.get(route) {
-            Some(o) => self.policy.with(o),
-            None => self.policy.clone(),
-        }
-    }
-    pub fn ingest_policy(&self, collection: &str) -> IngestPolicy {
-        self.collections
-            .get(collection)
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-pub use keel_app::guard::{GUARD_KIND, LoadError, load_model, resolve};
-
-/// The server's guard: configuration and the model, loaded on first use and reloaded when the reference
-/// moves (`keel guard train` registers a new champion): the reference is re-resolved at most once per
-/// `refresh_interval_ms`, and a new version is loaded on the blocking pool while requests keep the old one.
-pub struct GuardState {
-    pub config: GuardConfig,
-    refresh: Duration,
-    current: RwLock<Option<(i64, Arc<Guard>)>>,
-    checked: Mutex<Option<Instant>>,
-    loading: tokio::sync::Mutex<()>,
-}
-
-impl GuardState {
-    pub fn new(config: GuardConfig, refresh: Duration) -> GuardState {
-        GuardState {
-            config,
-            refresh,
-            current: RwLock::new(None),
-            checked: Mutex::new(None),
-            loading: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    pub async fn guard(&self, store: &keel_store::Store) -> Result<Arc<Guard>, ApiError> {
-        Ok(self.current(store).await?.1)
-    }
-
-    /// The loaded guard with its registry version.
-    pub async fn current(&self, store: &keel_store::Store) -> Result<(i64, Arc<Guard>), ApiError> {
-        let due = {
-            let mut c = self.checked.lock().expect("guard check lock");
-            match *c {
-                Some(t) if t.elapsed() < self.refresh => false,
-                _ => {
-                    *c = Some(Instant::now());
-                    true
-                }
-            }
-        };
-        let loaded = || self.current.read().expect("guard lock").clone();
-        if !due && let Some(cur) = loaded() {
-            return Ok(cur);
-        }
-        let _one_loader = self.loading.lock().await;
-        let unavailable = |e: String| ApiError::new(StatusCode::CONFLICT, "guard_unavailable", e);
-        let v = match resolve(store, &self.config.model).await {
-            Ok(v) => v,
-            Err(e) => {
-                if let Some(cur) = loaded() {
-                    tracing::warn!(error = %e, "guard model reference did not resolve; keeping the loaded version");
-                    return Ok(cur);
-                }
-                return Err(unavailable(e.to_string()));
-            }
-        };
-        if let Some(cur) = loaded()
-            && cur.0 == v.version
-        {
-            return Ok(cur);
-        }
-        let bytes = store
-            .model_bytes(&v)
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let g = crate::rag::blocking(move || {
-            GuardModel::from_bytes(&bytes)
-                .and_then(|m| Guard::new(&m))
-                .map_err(|e| unavailable(e.to_string()))
-        })
-        .await?;
-        let cur = (v.version, Arc::new(g));
-        *self.current.write().expect("guard lock") = Some(cur.clone());
-        tracing::info!(reference = %self.config.model, version = v.version, "guard model loaded");
-        Ok(cur)
-    }
-}
+pub use keel_app::guard::{
+    BLOCKED_ANSWER, GUARD_KIND, GuardConfig, GuardStage, GuardState, LoadError, Stage, Upstream,
+    load_model, logged_text, resolve,
+};
 
 /// One guard decision to count, log and audit.
 pub struct Record<'a> {
     pub route: &'a str,
-    pub stage: &'a str,
+    pub stage: Stage,
     pub decision: &'a Decision,
     pub actor: String,
     pub request_id: &'a str,
@@ -184,32 +39,13 @@ pub struct Record<'a> {
     pub extra: Value,
 }
 
-/// Most characters of redacted text in one log line (only with `log_text`).
-const LOGGED_CHARS: usize = 200;
-
-/// What a guard decision's log line says about the text: by default only its length in characters and a
-/// hash (to correlate lines about one text), never the text: detectors miss things (an unrecognised passport
-/// number, a password in prose), so even redacted text can carry personal data. `log_text` adds the first 200
-/// characters as redacted for logs.
-pub fn logged_text(redacted: Option<&str>, log_text: bool) -> (usize, String, Option<String>) {
-    let Some(t) = redacted else {
-        return (0, String::new(), None);
-    };
-    let hash = {
-        use sha2::Digest;
-        hex::encode(&sha2::Sha256::digest(t.as_bytes())[..8])
-    };
-    let text = log_text.then(|| t.chars().take(LOGGED_CHARS).collect());
-    (t.chars().count(), hash, text)
-}
-
 /// Counts a decision; one that acted is logged (reasons, and the text only as redacted for logs) and
 /// audited (reasons, counts, request id, usage; never the text).
 pub fn record(st: &AppState, r: Record) {
     let d = r.decision;
     crate::metrics::METRICS
         .guard_decisions
-        .with_label_values(&[r.route, r.stage, d.action.as_str()])
+        .with_label_values(&[r.route, r.stage.as_str(), d.action.as_str()])
         .inc();
     for (detector, n) in &d.counts {
         crate::metrics::METRICS
@@ -223,7 +59,7 @@ pub fn record(st: &AppState, r: Record) {
     let (chars, hash, text) = logged_text(r.redacted.as_deref(), st.guard.config.log_text);
     tracing::info!(
         route = r.route,
-        stage = r.stage,
+        stage = r.stage.as_str(),
         action = d.action.as_str(),
         detectors = ?d.counts,
         reasons = ?d.reasons,
@@ -235,7 +71,7 @@ pub fn record(st: &AppState, r: Record) {
     );
     let store = st.cache.store().clone();
     let mut evidence = serde_json::json!({
-        "route": r.route, "stage": r.stage, "action": d.action.as_str(), "reasons": d.reasons,
+        "route": r.route, "stage": r.stage.as_str(), "action": d.action.as_str(), "reasons": d.reasons,
         "counts": d.counts.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
         "request_id": r.request_id,
     });
@@ -243,7 +79,7 @@ pub fn record(st: &AppState, r: Record) {
         e.extend(extra.clone());
     }
     let action = format!("guard.{}", d.action.as_str());
-    let target = format!("{}:{}", r.route, r.stage);
+    let target = format!("{}:{}", r.route, r.stage.as_str());
     let actor = r.actor;
     tokio::spawn(async move {
         if let Err(e) = store
@@ -278,7 +114,7 @@ pub struct ScanRequest {
 /// Scans a text with every detector and applies the route's policy.
 #[utoipa::path(post, path = "/v1/guard/scan", tag = "guard",
     request_body = ScanRequest,
-    responses((status = 200, description = "Findings (character offsets), the injection score and the policy decision, with the redacted text when something was redacted"),
+    responses((status = 200, description = "Findings (character offsets), the injection score and the policy decision, with the redacted text when something was redacted", body = crate::schemas::ScanReport),
               (status = 413, description = "Text over 1 MiB", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid request", body = crate::error::ErrorBody),
               (status = 409, description = "No guard model registered (train one with keel guard train)", body = crate::error::ErrorBody)),
@@ -334,7 +170,7 @@ pub async fn scan(
         &st,
         Record {
             route: "scan",
-            stage: "input",
+            stage: Stage::Input,
             decision: &decision,
             actor: caller.0.actor(),
             request_id: &rid.0.0,
@@ -345,106 +181,24 @@ pub async fn scan(
     Ok(axum::Json(report_json))
 }
 
-/// Input guards over chat messages: each user and tool message is scanned; injection anywhere blocks (by
-/// policy), PII and secrets are redacted in place. Returns the decision over all messages and their text as
-/// redacted for logs.
-pub fn guard_messages(
-    guard: &Guard,
-    policy: &Policy,
-    messages: &mut [keel_rag::llm::ChatMessage],
-) -> (Decision, String) {
-    let mut logged = String::new();
-    let mut all = Decision {
-        action: Action::Allow,
-        blocked: false,
-        reasons: Vec::new(),
-        text: String::new(),
-        counts: Vec::new(),
-        blocked_by: Vec::new(),
-    };
-    for m in messages
-        .iter_mut()
-        .filter(|m| m.role == "user" || m.role == "tool")
-    {
-        let (d, redacted) = guard_input(guard, policy, &m.content);
-        if !logged.is_empty() {
-            logged.push_str(" | ");
-        }
-        logged.push_str(&redacted);
-        if d.action >= Action::Redact && !d.blocked {
-            m.content = d.text.clone();
-        }
-        all.action = all.action.max(d.action);
-        all.blocked |= d.blocked;
-        all.reasons.extend(d.reasons);
-        for b in d.blocked_by {
-            if !all.blocked_by.contains(&b) {
-                all.blocked_by.push(b);
-            }
-        }
-        for (k, n) in d.counts {
-            match all.counts.iter_mut().find(|(c, _)| *c == k) {
-                Some(e) => e.1 += n,
-                None => all.counts.push((k, n)),
-            }
-        }
-    }
-    (all, logged)
-}
-
-/// Input guards over one text (every input detector) with the policy's decision; also the text as redacted
-/// for logs.
-pub fn guard_input(guard: &Guard, policy: &Policy, text: &str) -> (Decision, String) {
-    let report = guard.scan(text, &ScanOptions::input());
-    (
-        policy.decide(text, &report),
-        keel_guard::policy::redacted_for_log(text, &report),
-    )
-}
-
 /// The answer to a request the input guards blocked: the detectors that blocked it, never the text, and by
 /// default never scores, thresholds or rule names (an attacker would tune against them); `expose_reasons`
 /// adds the full reasons.
-pub fn blocked(what: &str, d: &Decision, expose_reasons: bool) -> ApiError {
-    let detectors = if d.blocked_by.is_empty() {
-        "policy".to_string()
-    } else {
-        d.blocked_by.join(", ")
-    };
-    let mut message = format!("Keel's input guards blocked this {what} (detector: {detectors})");
-    if expose_reasons {
+pub fn blocked(e: keel_app::Error, expose_reasons: bool) -> ApiError {
+    let mut message = e.to_string();
+    if let keel_app::Error::Blocked { reasons, .. } = &e
+        && expose_reasons
+    {
         message.push_str(": ");
-        message.push_str(&d.reasons.join("; "));
+        message.push_str(&reasons.join("; "));
     }
-    ApiError::new(StatusCode::BAD_REQUEST, "content_blocked", message)
+    match e {
+        keel_app::Error::Blocked { .. } => {
+            ApiError::new(StatusCode::BAD_REQUEST, "content_blocked", message)
+        }
+        e => e.into(),
+    }
 }
-
-/// Output guards over a whole answer: PII/secret redaction, canary and system-prompt leak checks. Returns the
-/// decision and the answer as redacted for logs.
-pub fn guard_output(
-    guard: &Guard,
-    policy: &Policy,
-    text: &str,
-    canaries: &[String],
-    system_prompt: Option<&str>,
-) -> (Decision, String) {
-    let opts = ScanOptions {
-        injection: false,
-        pii: true,
-        secrets: true,
-        canaries,
-        system_prompt,
-    };
-    let report = guard.scan(text, &opts);
-    (
-        policy.decide(text, &report),
-        keel_guard::policy::redacted_for_log(text, &report),
-    )
-}
-
-/// What a blocked answer says instead.
-pub const BLOCKED_ANSWER: &str =
-    "[Keel blocked this answer: it would have disclosed protected content.]";
 
 #[cfg(test)]
 mod tests {
@@ -476,9 +230,17 @@ mod tests {
         assert_eq!(text.as_deref(), Some(t));
     }
 
+    fn stage() -> GuardStage {
+        GuardStage {
+            stage: Stage::Input,
+            decision: decision(),
+            logged: String::new(),
+        }
+    }
+
     #[test]
     fn a_blocked_caller_learns_the_detector_not_the_score() {
-        let e = blocked("request", &decision(), false);
+        let e = blocked(stage().blocked("request"), false);
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("detector: injection"), "{}", e.message);
         assert!(
@@ -488,7 +250,7 @@ mod tests {
             "{}",
             e.message
         );
-        let e = blocked("request", &decision(), true);
+        let e = blocked(stage().blocked("request"), true);
         assert!(e.message.contains("score 1.000 > 0.422"), "{}", e.message);
     }
 }

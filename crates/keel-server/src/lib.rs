@@ -8,17 +8,25 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
+pub(crate) mod body;
+pub mod collections;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod jobs;
 pub mod listen;
 pub mod metrics;
 pub mod middleware;
-pub mod openai;
 pub mod openapi;
 pub mod rag;
+pub mod rollouts;
 pub mod routes;
+pub mod schemas;
+pub mod versions;
+
+pub use keel_app::openai;
 
 use keel_engine::ModelCache;
 use keel_engine::keys::KeyVerifier;
@@ -105,7 +113,13 @@ impl AppState {
             Duration::from_millis(config.refresh_interval_ms),
         ));
         let keys = Arc::new(KeyVerifier::load(store.clone()).await?);
-        let jobs = keel_app::jobs::Worker::new(store);
+        let jobs = keel_app::jobs::Worker::with_rag(
+            store,
+            keel_app::jobs::RagContext {
+                rag: rag.clone(),
+                guard: config.guard.clone(),
+            },
+        );
         Ok(AppState(Arc::new(Shared {
             cache,
             keys,
@@ -286,6 +300,13 @@ impl AppState {
             tracing::warn!(error = %e, "refresh after a rollout decision failed");
         }
         judged.into_iter().map(|j| j.evaluation).collect()
+    }
+
+    /// Where the last `windows` monitoring windows (the current one included) start, in unix seconds.
+    pub fn windows_since(&self, windows: i64) -> i64 {
+        let window = self.config.monitor_window_seconds as i64;
+        let now = keel_engine::monitor::now_unix();
+        now - now.rem_euclid(window) - (windows - 1) * window
     }
 
     /// Whether this request's rows go to the prediction log (a hash of the request id against the rate).

@@ -10,8 +10,18 @@ use crate::routes::*;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Keel", description = "Keel's HTTP API: predictions, monitoring, registry, keys, retrieval-augmented answers, embeddings, a guarded chat-completions gateway, guard scans, operations."),
-    paths(predict, crate::rag::rag_query, crate::rag::embeddings, crate::rag::chat_completions, crate::guard::scan, monitor, feedback, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi),
-    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail)),
+    paths(predict, crate::rag::rag_query, crate::rag::embeddings, crate::rag::chat_completions, crate::guard::scan, monitor, feedback, list_models, show_model, set_alias, create_key, list_keys, revoke_key, healthz, readyz, metrics, openapi,
+        crate::jobs::train, crate::jobs::retrain, crate::jobs::list, crate::jobs::get, crate::jobs::cancel,
+        crate::versions::list, crate::versions::show, crate::versions::card, crate::versions::lineage, crate::versions::aliases, crate::versions::rollback,
+        crate::rollouts::deploy, crate::rollouts::status, crate::rollouts::promote, crate::rollouts::stop, crate::rollouts::drift,
+        crate::audit::list, crate::audit::verify,
+        crate::collections::list, crate::collections::ingest, crate::collections::chunks, crate::collections::delete),
+    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail,
+        crate::jobs::Job, crate::jobs::JobList, crate::jobs::TrainRequest, crate::jobs::RetrainRequest,
+        crate::versions::VersionList, crate::versions::VersionDetail, crate::versions::CardResponse, crate::versions::Lineage, crate::versions::AuditEntry, crate::versions::AliasList, crate::versions::RollbackRequest, crate::versions::AliasMove,
+        crate::rollouts::Rollout, crate::rollouts::RolloutStatus, crate::rollouts::DeployRequest, crate::rollouts::Promotion, crate::rollouts::DriftHistory, crate::rollouts::WindowDrift,
+        crate::audit::AuditPage, crate::audit::Verification,
+        crate::collections::Collection, crate::collections::CollectionList, crate::collections::IngestForm, crate::collections::Chunk, crate::collections::ChunkPage, crate::collections::Deleted)),
     modifiers(&BearerAuth, &CommonResponses)
 )]
 pub struct ApiDoc;

@@ -4,208 +4,34 @@
 //! Models load on first use, on the blocking pool; every embedding, retrieval and generation runs there too,
 //! never on the reactor. Collections are cached open and reopened when their `CURRENT` generation changes.
 
-use std::collections::HashMap;
-use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use keel_rag::collection::{Collection, Mode};
+use keel_rag::Embedder;
+use keel_rag::collection::Mode;
 use keel_rag::llm::{ChatMessage, Finish, GenOptions, LocalLlm};
-use keel_rag::query::{QueryOptions, QueryResult};
-use keel_rag::{Embedder, MiniLm};
+use keel_rag::query::QueryOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::AsPredictor;
 use crate::error::ApiError;
 use crate::middleware::RequestId;
-use crate::openai::{
-    REMOTE_EMBEDDER_PREFIX, RemoteConfig, RemoteEmbedder, RemoteEmbeddingsConfig, RemoteError,
-    RemoteLlm,
+use crate::openai::{RemoteError, RemoteLlm};
+
+pub use keel_app::rag::{
+    AnswerMode, GENERATION_WAIT, LOCAL_MODEL_ALIAS, LlmConfig, RagState, TextSink, Wanted,
 };
 
-/// Generative settings (`[serve.llm]` in `keel.toml`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LlmConfig {
-    /// Where the local models are (default: the asset cache, `$KEEL_CACHE` or `~/.cache/keel`).
-    pub assets_dir: Option<PathBuf>,
-    /// Most tokens generated for one answer unless the request asks for fewer.
-    pub max_tokens: usize,
-    /// Longest a generative request (RAG query, embeddings, chat) may take before it is answered with 503;
-    /// a streamed answer only until its first byte.
-    pub timeout_ms: u64,
-    /// The upstream OpenAI-compatible endpoint for `mode = "remote"`.
-    pub remote: RemoteConfig,
-    /// An OpenAI-compatible embeddings endpoint to build collections with instead of the local MiniLM.
-    pub embeddings: RemoteEmbeddingsConfig,
-}
-
-impl Default for LlmConfig {
-    fn default() -> Self {
-        LlmConfig {
-            assets_dir: None,
-            max_tokens: 256,
-            timeout_ms: 120_000,
-            remote: RemoteConfig::default(),
-            embeddings: RemoteEmbeddingsConfig::default(),
-        }
-    }
-}
-
-impl LlmConfig {
-    pub fn assets(&self) -> PathBuf {
-        self.assets_dir.clone().unwrap_or_else(keel_core::cache_dir)
-    }
-    pub fn minilm_dir(&self) -> PathBuf {
-        self.assets().join("all-MiniLM-L6-v2")
-    }
-    pub fn llm_path(&self) -> PathBuf {
-        self.assets()
-            .join("smollm2")
-            .join("SmolLM2-135M-Instruct.Q4_1.gguf")
-    }
-}
-
-/// The server's generative state.
-pub struct RagState {
-    root: PathBuf,
-    pub config: LlmConfig,
-    embedder: OnceCell<Arc<MiniLm>>,
-    llm: OnceCell<Arc<LocalLlm>>,
-    pub remote: Option<RemoteLlm>,
-    remote_embedder: Option<Arc<RemoteEmbedder>>,
-    collections: Mutex<HashMap<String, (String, Arc<Collection>)>>,
-    /// One local generation at a time (it uses every core); others wait at most [`GENERATION_WAIT`].
-    generation: Arc<tokio::sync::Semaphore>,
-}
-
-/// Longest a request waits for the local model before it is told the model is busy (429).
-pub const GENERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The id under which Keel's local chat model answers besides its own name.
-pub const LOCAL_MODEL_ALIAS: &str = "keel-local";
-
-/// The chat models `/v1/chat/completions` answers as (id, owner), for `GET /v1/models`: the remote upstream's
-/// model when one is configured, and the local model when its weights are in the asset cache (by its alias, and
-/// by its own name once loaded).
+/// The chat models `/v1/chat/completions` answers as (id, owner), for `GET /v1/models`.
 pub fn chat_models(rag: &RagState) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Some(r) = &rag.remote {
-        out.push((r.model().to_string(), "upstream".to_string()));
-    }
-    if rag.config.llm_path().exists() {
-        out.push((LOCAL_MODEL_ALIAS.to_string(), "keel".to_string()));
-        if let Some(llm) = rag.llm.get() {
-            out.push((llm.id().to_string(), "keel".to_string()));
-        }
-    }
-    out
-}
-
-impl RagState {
-    /// Collections under `home/rag`; models from `config`.
-    pub fn new(home: &FsPath, config: LlmConfig) -> RagState {
-        let remote = RemoteLlm::new(&config.remote).ok();
-        let remote_embedder = RemoteEmbedder::new(&config.embeddings).ok().map(Arc::new);
-        RagState {
-            remote_embedder,
-            root: home.join("rag"),
-            config,
-            embedder: OnceCell::new(),
-            llm: OnceCell::new(),
-            remote,
-            collections: Mutex::new(HashMap::new()),
-            generation: Arc::new(tokio::sync::Semaphore::new(1)),
-        }
-    }
-
-    pub async fn embedder(&self) -> Result<Arc<MiniLm>, ApiError> {
-        let dir = self.config.minilm_dir();
-        self.embedder
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || MiniLm::load(&dir).map(Arc::new))
-                    .await
-                    .map_err(|e| model_unavailable(e.to_string()))?
-                    .map_err(|e| model_unavailable(e.to_string()))
-            })
-            .await
-            .cloned()
-    }
-
-    /// A turn at the local model: generations run one at a time, and a request that cannot get a turn within
-    /// [`GENERATION_WAIT`] is answered 429 `model_busy` (with `Retry-After`) instead of queueing into the
-    /// time limit.
-    pub async fn generation_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        match tokio::time::timeout(GENERATION_WAIT, self.generation.clone().acquire_owned()).await {
-            Ok(p) => Ok(p.expect("the semaphore is never closed")),
-            Err(_) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "model_busy",
-                "the local model is busy with other requests; retry shortly",
-            )
-            .retry_after(5)),
-        }
-    }
-
-    pub async fn llm(&self) -> Result<Arc<LocalLlm>, ApiError> {
-        let path = self.config.llm_path();
-        self.llm
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || LocalLlm::load(&path).map(Arc::new))
-                    .await
-                    .map_err(|e| model_unavailable(e.to_string()))?
-                    .map_err(|e| model_unavailable(e.to_string()))
-            })
-            .await
-            .cloned()
-    }
-
-    /// The embedder a collection was built with: the local MiniLM, or the configured remote endpoint.
-    pub async fn embedder_for(&self, c: &Collection) -> Result<Arc<dyn Embedder>, ApiError> {
-        let id = &c.manifest.embedder;
-        if !id.starts_with(REMOTE_EMBEDDER_PREFIX) {
-            return Ok(self.embedder().await?);
-        }
-        match &self.remote_embedder {
-            Some(r) if r.id() == *id => Ok(r.clone()),
-            _ => Err(model_unavailable(format!(
-                "collection '{}' was built with {id}; configure [serve.llm.embeddings] (base_url, model) to query it",
-                c.manifest.name
-            ))),
-        }
-    }
-
-    /// The collection's current generation, opened once and reopened after each ingest.
-    pub fn collection(&self, name: &str) -> Result<Arc<Collection>, ApiError> {
-        keel_rag::collection::validate_name(name).map_err(rag_error)?;
-        let current = std::fs::read_to_string(self.root.join(name).join("CURRENT"))
-            .map(|s| s.trim().to_string())
-            .map_err(|_| rag_error(keel_rag::Error::UnknownCollection(name.into())))?;
-        if let Some((g, c)) = self
-            .collections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            && *g == current
-        {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(Collection::open(&self.root, name).map_err(rag_error)?);
-        let generation = c.manifest.generation.clone();
-        self.collections
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), (generation, c.clone()));
-        Ok(c)
-    }
+    rag.chat_models()
 }
 
 fn model_unavailable(message: String) -> ApiError {
@@ -216,24 +42,9 @@ fn model_unavailable(message: String) -> ApiError {
     )
 }
 
-/// keel-rag errors as HTTP, exhaustively.
+/// keel-rag errors as HTTP (mapped once, in `error.rs`).
 pub fn rag_error(e: keel_rag::Error) -> ApiError {
-    use keel_rag::Error as E;
-    match &e {
-        E::UnknownCollection(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_collection", e.to_string())
-        }
-        E::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()),
-        E::Model(_) => model_unavailable(e.to_string()),
-        E::Io { .. } | E::Corrupt(_) | E::Index(_) => {
-            tracing::error!(error = %e, "collection error");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "collection_error",
-                "the collection could not be read; the error was logged",
-            )
-        }
-    }
+    e.into()
 }
 
 fn invalid_body(what: &str, e: impl std::fmt::Display) -> ApiError {
@@ -280,137 +91,20 @@ pub struct RagQueryRequest {
     pub k: Option<usize>,
 }
 
-/// How an answer is produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AnswerMode {
-    Extractive,
-    Local,
-    Remote,
-}
-
-impl std::str::FromStr for AnswerMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<AnswerMode, String> {
-        match s {
-            "extractive" => Ok(AnswerMode::Extractive),
-            "local" => Ok(AnswerMode::Local),
-            "remote" => Ok(AnswerMode::Remote),
-            _ => Err(format!(
-                "answer mode '{s}' must be extractive, local or remote"
-            )),
-        }
-    }
-}
-
-/// An answer with its evidence.
+/// An answer with its evidence, as `POST /v1/rag/{collection}/query` returns it.
 #[derive(Debug, Serialize)]
 pub struct RagAnswer {
     #[serde(flatten)]
-    pub result: QueryResult,
-    pub mode: AnswerMode,
-    /// Why a generated answer fell back to the extractive one (an unreachable upstream, say).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Value>,
+    pub answer: keel_app::rag::Answer,
     pub trace_id: String,
     pub seconds: f64,
-}
-
-/// Receives a local model's answer piece by piece as it is generated (returning `false` stops it).
-pub type TextSink = Box<dyn FnMut(&str) -> bool + Send>;
-
-/// Answers `question` from `c` in `mode`; a failing remote falls back to the extractive answer. `on_text`
-/// sees a local model's text as it is generated.
-pub async fn answer(
-    rag: &Arc<RagState>,
-    c: Arc<Collection>,
-    question: String,
-    mode: AnswerMode,
-    opts: QueryOptions,
-    max_tokens: usize,
-    mut on_text: Option<TextSink>,
-) -> Result<(QueryResult, AnswerMode, Option<String>, Option<Value>), ApiError> {
-    let embedder = rag.embedder_for(&c).await?;
-    let cc = c.clone();
-    let q = question.clone();
-    if mode == AnswerMode::Extractive {
-        let r = blocking(move || {
-            keel_rag::query::answer(&cc, embedder.as_ref(), &q, &opts).map_err(rag_error)
-        })
-        .await?;
-        return Ok((r, mode, None, None));
-    }
-    let (citations, confident) = blocking(move || {
-        keel_rag::query::retrieve(&cc, embedder.as_ref(), &q, &opts).map_err(rag_error)
-    })
-    .await?;
-    if !confident {
-        return Ok((
-            keel_rag::query::not_found(citations, opts.retrieval),
-            mode,
-            None,
-            None,
-        ));
-    }
-    let messages =
-        keel_rag::llm::rag_messages(&question, &keel_rag::query::passages(&c, &citations));
-    let gen_opts = GenOptions {
-        max_tokens,
-        ..GenOptions::default()
-    };
-    let generation = match mode {
-        AnswerMode::Local => {
-            let llm = rag.llm().await?;
-            let slot = rag.generation_slot().await?;
-            let wanted = Wanted::new();
-            let flag = wanted.0.clone();
-            let g = blocking(move || {
-                let _slot = slot;
-                let mut sink = |piece: &str| {
-                    flag.load(std::sync::atomic::Ordering::Relaxed)
-                        && on_text.as_mut().is_none_or(|f| f(piece))
-                };
-                llm.chat(&messages, &gen_opts, &mut sink).map_err(rag_error)
-            })
-            .await?;
-            drop(wanted);
-            g
-        }
-        _ => {
-            let remote = match &rag.remote {
-                Some(r) => r.chat(&messages, &gen_opts).await,
-                None => Err(RemoteError::NotConfigured),
-            };
-            match remote {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::warn!(error = %e, "remote LLM failed; answering extractively");
-                    let embedder = rag.embedder_for(&c).await?;
-                    let r = blocking(move || {
-                        keel_rag::query::answer(&c, embedder.as_ref(), &question, &opts)
-                            .map_err(rag_error)
-                    })
-                    .await?;
-                    return Ok((r, AnswerMode::Extractive, Some(e.to_string()), None));
-                }
-            }
-        }
-    };
-    let usage = json!({
-        "prompt_tokens": generation.prompt_tokens,
-        "completion_tokens": generation.completion_tokens,
-    });
-    let r = keel_rag::query::generated(&c, &generation.text, citations, &opts);
-    Ok((r, mode, None, Some(usage)))
 }
 
 /// Answer a question from a collection, with citations and a groundedness check per sentence.
 #[utoipa::path(post, path = "/v1/rag/{collection}/query", tag = "rag",
     params(("collection" = String, Path, description = "Collection name")),
     request_body = RagQueryRequest,
-    responses((status = 200, description = "Answer, citations, groundedness per sentence, trace id"),
+    responses((status = 200, description = "Answer, citations, groundedness per sentence, trace id", body = crate::schemas::RagAnswer),
               (status = 404, description = "Unknown collection", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid question or options", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -461,76 +155,39 @@ pub async fn rag_query(
     keel_rag::query::check_question(&req.question).map_err(rag_error)?;
     let rag = st.rag.clone();
     let c = rag.collection(&collection)?;
-    let opts = QueryOptions {
-        retrieval,
-        k,
-        ..QueryOptions::default()
+    let q = keel_app::rag::Question {
+        question: req.question,
+        mode,
+        options: QueryOptions {
+            retrieval,
+            k,
+            ..QueryOptions::default()
+        },
+        max_tokens: rag.config.max_tokens,
     };
     // With guards on, the question passes the `rag` route's input guards and the answer its output guards.
-    let mut question = req.question;
-    let guard = match st.guard.config.enabled {
-        true => Some((
-            st.guard.guard(st.cache.store()).await?,
-            st.guard.config.policy("rag"),
-        )),
-        false => None,
+    let guard = st.guard.for_route(st.cache.store(), "rag").await?;
+    let actor = caller.0.actor();
+    let on_stage = |g: &keel_app::guard::GuardStage| {
+        crate::guard::record(
+            &st,
+            crate::guard::Record {
+                route: "rag",
+                stage: g.stage,
+                decision: &g.decision,
+                actor: actor.clone(),
+                request_id: &rid.0.0,
+                redacted: Some(g.logged.clone()),
+                extra: json!({"collection": collection}),
+            },
+        )
     };
-    if let Some((g, policy)) = &guard {
-        let (g, policy, q) = (g.clone(), policy.clone(), question.clone());
-        let (d, logged) = blocking(move || Ok(crate::guard::guard_input(&g, &policy, &q))).await?;
-        crate::guard::record(
-            &st,
-            crate::guard::Record {
-                route: "rag",
-                stage: "input",
-                decision: &d,
-                actor: caller.0.actor(),
-                request_id: &rid.0.0,
-                redacted: Some(logged),
-                extra: json!({"collection": collection}),
-            },
-        );
-        if d.blocked {
-            return Err(crate::guard::blocked(
-                "question",
-                &d,
-                st.guard.config.expose_reasons,
-            ));
-        }
-        if d.action >= keel_guard::policy::Action::Redact {
-            question = d.text;
-        }
-    }
-    let (mut result, mode, fallback, usage) =
-        answer(&rag, c, question, mode, opts, rag.config.max_tokens, None).await?;
-    if let Some((g, policy)) = guard {
-        let text = result.answer.clone();
-        let (d, logged) =
-            blocking(move || Ok(crate::guard::guard_output(&g, &policy, &text, &[], None))).await?;
-        crate::guard::record(
-            &st,
-            crate::guard::Record {
-                route: "rag",
-                stage: "output",
-                decision: &d,
-                actor: caller.0.actor(),
-                request_id: &rid.0.0,
-                redacted: Some(logged),
-                extra: json!({"collection": collection}),
-            },
-        );
-        if d.blocked {
-            result.answer = crate::guard::BLOCKED_ANSWER.to_string();
-        } else if d.action >= keel_guard::policy::Action::Redact {
-            result.answer = d.text;
-        }
-    }
+    let answer = keel_app::rag::guarded_answer(&rag, c, q, guard, &on_stage)
+        .await
+        .map_err(|e| crate::guard::blocked(e, st.guard.config.expose_reasons))?;
     crate::metrics::METRICS.rag_queries.inc();
     Ok(axum::Json(RagAnswer {
-        result,
-        mode,
-        fallback,
-        usage,
+        answer,
         trace_id: rid.0.0.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -639,7 +296,7 @@ const EMBED_STEP: usize = 16;
 /// Sentence embeddings from the local all-MiniLM-L6-v2 (OpenAI-compatible).
 #[utoipa::path(post, path = "/v1/embeddings", tag = "rag",
     request_body = EmbeddingsRequest,
-    responses((status = 200, description = "`{object: list, data: [{object: embedding, index, embedding}], model, usage}`"),
+    responses((status = 200, description = "OpenAI embeddings list", body = crate::schemas::EmbeddingList),
               (status = 404, description = "The named model is not served here", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid input", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -725,7 +382,7 @@ pub async fn embeddings(
     // Embedded a few texts at a time; when the request is dropped (client gone, time limit), the flag stops
     // the work at the next step instead of computing vectors nobody will read.
     let wanted = Wanted::new();
-    let flag = wanted.0.clone();
+    let flag = wanted.flag();
     let e2 = embedder.clone();
     let vectors = blocking(move || {
         let mut out = Vec::with_capacity(texts.len());
@@ -757,24 +414,6 @@ pub async fn embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }))
     .into_response())
-}
-
-/// True while the request that started some blocking work is still being served; dropping it (the handler's
-/// future dropped by a timeout or a closed connection) turns the flag off.
-struct Wanted(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Wanted {
-    fn new() -> Self {
-        Wanted(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
-            true,
-        )))
-    }
-}
-
-impl Drop for Wanted {
-    fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -928,7 +567,8 @@ fn unix_now() -> u64 {
 /// OpenAI-compatible chat completions from Keel's local model; `stream: true` answers with server-sent events.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "rag",
     request_body(content = ChatCompletionRequest, description = "OpenAI chat completion request: model, messages, stream, max_tokens, temperature, top_p, seed"),
-    responses((status = 200, description = "`chat.completion`, or `text/event-stream` of `chat.completion.chunk` ending in `data: [DONE]`"),
+    responses((status = 200, description = "`chat.completion`, or `text/event-stream` of `chat.completion.chunk` ending in `data: [DONE]`",
+        content((crate::schemas::ChatCompletion = "application/json"), (String = "text/event-stream"))),
               (status = 404, description = "Unknown model", body = crate::error::ErrorBody),
               (status = 422, description = "Invalid request", body = crate::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -1000,12 +640,12 @@ pub async fn chat_completions(
         let guard = st.guard.guard(st.cache.store()).await?;
         let policy = gcfg.policy("chat");
         let started = Instant::now();
-        let (msgs, (d, logged)) = blocking({
+        let (msgs, input) = blocking({
             let (guard, policy) = (guard.clone(), policy.clone());
             move || {
                 let mut m = messages;
-                let (d, logged) = crate::guard::guard_messages(&guard, &policy, &mut m);
-                Ok((m, (d, logged)))
+                let stage = keel_app::guard::GuardStage::messages(&guard, &policy, &mut m);
+                Ok((m, stage))
             }
         })
         .await?;
@@ -1017,18 +657,21 @@ pub async fn chat_completions(
             &st,
             crate::guard::Record {
                 route: "chat",
-                stage: "input",
-                decision: &d,
+                stage: input.stage,
+                decision: &input.decision,
                 actor: actor.clone(),
                 request_id: &request_id,
-                redacted: Some(logged),
+                redacted: Some(input.logged.clone()),
                 extra: Value::Null,
             },
         );
-        if d.blocked {
-            return Err(crate::guard::blocked("request", &d, gcfg.expose_reasons));
+        if input.decision.blocked {
+            return Err(crate::guard::blocked(
+                input.blocked("request"),
+                gcfg.expose_reasons,
+            ));
         }
-        action = Some(d.action);
+        action = Some(input.decision.action);
         messages = msgs;
         let mut canaries = Vec::new();
         let mut system_prompt = None;
@@ -1060,7 +703,7 @@ pub async fn chat_completions(
                 // connection) stops at its next token.
                 let slot = st.rag.generation_slot().await?;
                 let wanted = Wanted::new();
-                let flag = wanted.0.clone();
+                let flag = wanted.flag();
                 let g = blocking(move || {
                     let _slot = slot;
                     llm.chat(&messages, &opts, &mut |_| {
@@ -1079,8 +722,8 @@ pub async fn chat_completions(
         let mut finish = finish_reason(g.finish);
         if let Some(og) = out_guard {
             let started = Instant::now();
-            let (d, logged) = blocking(move || {
-                Ok(crate::guard::guard_output(
+            let output = blocking(move || {
+                Ok(keel_app::guard::GuardStage::output(
                     &og.guard,
                     &og.policy,
                     &text,
@@ -1089,6 +732,7 @@ pub async fn chat_completions(
                 ))
             })
             .await?;
+            let d = &output.decision;
             crate::metrics::METRICS
                 .guard_seconds
                 .with_label_values(&["output"])
@@ -1097,11 +741,11 @@ pub async fn chat_completions(
                 &st,
                 crate::guard::Record {
                     route: "chat",
-                    stage: "output",
-                    decision: &d,
+                    stage: output.stage,
+                    decision: d,
                     actor,
                     request_id: &request_id,
-                    redacted: Some(logged),
+                    redacted: Some(output.logged.clone()),
                     extra: json!({
                         "upstream": upstream_name,
                         "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens},
@@ -1110,12 +754,11 @@ pub async fn chat_completions(
                 },
             );
             action = action.max(Some(d.action));
-            text = if d.blocked {
+            if d.blocked {
                 finish = "content_filter";
-                crate::guard::BLOCKED_ANSWER.to_string()
-            } else {
-                d.text
-            };
+            }
+            text = output.decision.text.clone();
+            keel_app::rag::apply_output(&output.decision, &mut text);
         }
         let mut resp = axum::Json(json!({
             "id": id,
@@ -1231,7 +874,7 @@ pub async fn chat_completions(
                         &st2,
                         crate::guard::Record {
                             route: "chat",
-                            stage: "output",
+                            stage: keel_app::guard::Stage::Output,
                             decision: &d,
                             actor,
                             request_id: &request_id,

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{AsAdmin, AsDeployer, AsPredictor, AsReader};
+pub(crate) use crate::body::{integer_of, json_type, read_body};
 use crate::error::{ApiError, Detail, ErrorBody};
 use crate::metrics::METRICS;
 use crate::middleware::{RequestId, request_context};
@@ -51,6 +52,14 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/embeddings", post(crate::rag::embeddings))
         .route("/v1/chat/completions", post(crate::rag::chat_completions))
         .layer(time_limit(st.config.llm.timeout_ms));
+    // Uploads stream files to disk; they get at least five minutes.
+    let uploads = Router::new()
+        .route("/v1/jobs/train", post(crate::jobs::train))
+        .route(
+            "/v1/rag/collections/{collection}/documents",
+            post(crate::collections::ingest),
+        )
+        .layer(time_limit(st.config.timeout_ms.max(300_000)));
     Router::new()
         .route("/v1/models", get(list_models))
         .route("/v1/models/{name}", get(show_model))
@@ -65,7 +74,54 @@ pub fn router(st: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/guard/scan", post(crate::guard::scan))
+        .route("/v1/models/{name}/retrain", post(crate::jobs::retrain))
+        .route("/v1/jobs", get(crate::jobs::list))
+        .route("/v1/jobs/{id}", get(crate::jobs::get))
+        .route("/v1/jobs/{id}/cancel", post(crate::jobs::cancel))
+        .route("/v1/models/{name}/versions", get(crate::versions::list))
+        .route(
+            "/v1/models/{name}/versions/{version}",
+            get(crate::versions::show),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/card",
+            get(crate::versions::card),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/lineage",
+            get(crate::versions::lineage),
+        )
+        .route("/v1/models/{name}/aliases", get(crate::versions::aliases))
+        .route(
+            "/v1/models/{name}/rollback",
+            post(crate::versions::rollback),
+        )
+        .route(
+            "/v1/models/{name}/rollout",
+            post(crate::rollouts::deploy).get(crate::rollouts::status),
+        )
+        .route(
+            "/v1/models/{name}/rollout/promote",
+            post(crate::rollouts::promote),
+        )
+        .route(
+            "/v1/models/{name}/rollout/stop",
+            post(crate::rollouts::stop),
+        )
+        .route("/v1/models/{name}/drift", get(crate::rollouts::drift))
+        .route("/v1/audit", get(crate::audit::list))
+        .route("/v1/audit/verify", get(crate::audit::verify))
+        .route("/v1/rag/collections", get(crate::collections::list))
+        .route(
+            "/v1/rag/collections/{collection}/chunks",
+            get(crate::collections::chunks),
+        )
+        .route(
+            "/v1/rag/collections/{collection}/documents/{*document}",
+            axum::routing::delete(crate::collections::delete),
+        )
         .layer(time_limit(st.config.timeout_ms))
+        .merge(uploads)
         .merge(generative)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -124,8 +180,8 @@ async fn method_not_allowed() -> ApiError {
 /// Liveness: 200 while the process serves and its job worker (when it runs one) is alive; 503 when the
 /// worker has stopped, so an orchestrator restarts the process instead of leaving queued jobs unrun.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses(
-    (status = 200, description = "The process is alive: `{status, worker}`"),
-    (status = 503, description = "The job worker has stopped: `{status, worker}`")))]
+    (status = 200, description = "The process is alive", body = crate::schemas::Health),
+    (status = 503, description = "The job worker has stopped", body = crate::schemas::Health)))]
 pub async fn healthz(State(st): State<AppState>) -> Response {
     let worker = st.worker.get();
     let status = match worker {
@@ -141,7 +197,7 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
 
 /// Readiness: 200 once the champion models are loaded.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Models are loaded"),
+    (status = 200, description = "Models are loaded", body = crate::schemas::Ready),
     (status = 503, description = "Still loading", body = ErrorBody)))]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if st.ready.load(Ordering::Acquire) {
@@ -173,7 +229,7 @@ pub async fn metrics(_: AsReader, State(st): State<AppState>) -> Response {
 }
 
 /// The OpenAPI document of this API.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -305,42 +361,6 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
             ),
         )),
     }
-}
-
-pub(crate) async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is larger than {limit} bytes"),
-        )
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > limit
-    {
-        return Err(too_large());
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        // Only a body over the limit is a 413; a connection that broke mid-body is the client's 400.
-        let over = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
-            .any(|e| e.is::<http_body_util::LengthLimitError>());
-        if over {
-            too_large()
-        } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "body_unreadable",
-                format!("the request body could not be read: {e}"),
-            )
-        }
-    })
 }
 
 fn schema_error(errors: Vec<FieldError>) -> ApiError {
@@ -685,7 +705,7 @@ pub struct ModelSummary {
     pub created_by: String,
 }
 
-fn summary(v: keel_store::VersionRecord) -> ModelSummary {
+pub(crate) fn summary(v: keel_store::VersionRecord) -> ModelSummary {
     ModelSummary {
         model: v.model,
         version: v.version,
@@ -820,16 +840,6 @@ impl AliasRequest {
     }
 }
 
-/// A JSON number that is an integer, also when written with a fraction (`38.0`), as JSON Schema's `integer`
-/// allows; magnitudes up to 2^53 (where doubles still hold every integer).
-pub(crate) fn integer_of(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|x| x.fract() == 0.0 && x.abs() <= 9_007_199_254_740_992.0)
-            .map(|x| x as i64)
-    })
-}
-
 /// `?format=` of the monitoring report.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -906,7 +916,7 @@ fn refuse_without_auth(st: &AppState) -> Result<(), ApiError> {
 
 /// Creates an API key; the key is returned once.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = KeyRequest,
-    responses((status = 201, description = "Created: {id, key, role}"), (status = 401, body = ErrorBody),
+    responses((status = 201, description = "Created; the key is shown once", body = crate::schemas::NewKey), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, description = "Body over 16 KiB", body = ErrorBody),
         (status = 422, description = "Invalid role or description", body = ErrorBody)))]
 pub async fn create_key(
@@ -946,7 +956,7 @@ pub async fn create_key(
 }
 
 /// Lists API keys (never their secrets).
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, description = "Keys")))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, description = "Keys", body = Vec<crate::schemas::KeyInfo>)))]
 pub async fn list_keys(_: AsAdmin, State(st): State<AppState>) -> Result<Response, ApiError> {
     Ok(Json(st.cache.store().keys().await?).into_response())
 }
@@ -977,7 +987,8 @@ pub async fn revoke_key(
         ("windows" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "How many recent windows to include (1–10000, default 24)"),
         ("format" = Option<ReportFormat>, Query, description = "json (default) or html")),
     responses(
-        (status = 200, description = "The report: windows, rows, and per-feature and prediction drift"),
+        (status = 200, description = "The report: windows, rows, and per-feature and prediction drift (HTML with format=html)",
+            content((crate::schemas::MonitorReport = "application/json"), (String = "text/html"))),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The version has no monitoring reference", body = ErrorBody)))]
 pub async fn monitor(
@@ -1026,8 +1037,7 @@ pub async fn monitor(
         .get(&model.name, &keel_store::Selector::Version(model.version))
         .await?;
     let window = st.config.monitor_window_seconds as i64;
-    let now = keel_engine::monitor::now_unix();
-    let since = now - now.rem_euclid(window) - (windows - 1) * window;
+    let since = st.windows_since(windows);
     st.flush_log().await;
     let report = keel_engine::monitor::report(
         st.cache.store(),
@@ -1058,7 +1068,7 @@ pub struct FeedbackRequest {
     params(("name" = String, Path, description = "Model name (NAME, NAME@ALIAS or NAME@VERSION: labels belong to the model)")),
     request_body = FeedbackRequest,
     responses(
-        (status = 200, description = "{stored, replaced, unknown, unknown_ids, log_rate, note}: labels join only logged predictions (a sampled share, `prediction_log_rate`, default 0.02); `note` explains unknown ids"),
+        (status = 200, description = "Labels join only logged predictions (a sampled share, `prediction_log_rate`, default 0.02); `note` explains unknown ids", body = crate::schemas::FeedbackOutcome),
         (status = 404, body = ErrorBody),
         (status = 413, description = "More than 10,000 labels", body = ErrorBody),
         (status = 422, description = "Labels of the wrong type", body = ErrorBody)))]
@@ -1148,16 +1158,4 @@ pub async fn feedback(
         .await?;
     out.explain(Some(st.config.prediction_log_rate), false);
     Ok(Json(out).into_response())
-}
-
-/// The JSON type of a value, as error messages name it.
-pub(crate) fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }

@@ -72,8 +72,7 @@ pub fn scan(home: &Path, a: &GuardScanArgs) -> Result<i32> {
         (None, Some(f)) => read_texts(f)?,
         _ => return Err(input_error("give a TEXT or --file FILE")),
     };
-    let config = super::serve::file_config(a.config.as_deref())?;
-    let policy = config.guard.policy(&a.route);
+    let policy = keel_app::config::guard(a.config.as_deref())?.policy(&a.route);
     let guard = load_guard(home, &a.model)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -186,27 +186,8 @@ pub async fn rollback_alias(
     alias: &str,
     actor: &str,
 ) -> Result<(Option<i64>, i64)> {
-    let target = format!("{model}@{alias}");
-    let records = store.audit_records().await?;
-    let last = records
-        .iter()
-        .rev()
-        .find(|r| r.action == "alias.set" && r.target == target)
-        .ok_or_else(|| {
-            super::input_error(format!(
-                "'{target}' has never been moved; nothing to roll back"
-            ))
-        })?;
-    let before: serde_json::Value =
-        serde_json::from_str(&last.before).context("reading the audit record")?;
-    let previous = before["version"].as_i64().ok_or_else(|| {
-        super::input_error(format!(
-            "'{target}' had no version before its last move (audit record {}); nothing to roll back to",
-            last.seq
-        ))
-    })?;
-    let now = store.set_alias(model, alias, previous, actor).await?;
-    Ok((now, previous))
+    let m = keel_app::registry::rollback(store, model, alias, actor).await?;
+    Ok((m.before, m.after))
 }
 
 fn report_move(model: &str, alias: &str, before: Option<i64>, after: i64, json: bool) {

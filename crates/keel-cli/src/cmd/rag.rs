@@ -1,12 +1,12 @@
 //! `keel rag ingest | query | list | chunks | delete | tune`, `keel eval retrieval`.
 
 use anyhow::{Context, Result};
-use keel_rag::collection::{Collection, CollectionConfig, Mode, Screen, ScreenAction};
+use keel_app::openai::{REMOTE_EMBEDDER_PREFIX, RemoteEmbedder, RemoteEmbeddingsConfig};
+use keel_app::rag::{AnswerMode, IngestScreen, IngestSpec, Question, RagState, TextSink};
+use keel_rag::collection::{Collection, Mode};
 use keel_rag::eval::{Metrics, judged, mean, parse_qrels, score};
 use keel_rag::query::QueryOptions;
 use keel_rag::{Embedder, MiniLm};
-use keel_server::openai::{REMOTE_EMBEDDER_PREFIX, RemoteEmbedder, RemoteEmbeddingsConfig};
-use keel_server::rag::{AnswerMode, RagState};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,9 +34,7 @@ pub fn embedder(quiet: bool) -> Result<MiniLm> {
 
 /// The remote embeddings settings: `[serve.llm.embeddings]` with the flags over it.
 fn embeddings_config(a: &crate::cli::EmbeddingsArgs) -> Result<RemoteEmbeddingsConfig> {
-    let mut c = super::serve::file_config(a.config.as_deref())?
-        .llm
-        .embeddings;
+    let mut c = keel_app::config::llm(a.config.as_deref())?.embeddings;
     if let Some(u) = &a.embeddings_url {
         c.base_url = Some(u.clone());
     }
@@ -83,97 +81,47 @@ fn collection_embedder(
 }
 
 pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
-    if !a.path.exists() {
-        return Err(input_error(format!(
-            "{}: no such file or folder",
-            a.path.display()
-        )));
-    }
-    let started = Instant::now();
-    let e = ingest_embedder(&a.embeddings, a.json)?;
-    let config = CollectionConfig {
-        chunk: keel_rag::chunk::ChunkOptions {
-            max_tokens: a.max_tokens,
-            overlap_tokens: a.overlap,
-        },
-        ..Default::default()
+    let spec = IngestSpec {
+        collection: a.collection.clone(),
+        path: a.path.clone(),
+        max_tokens: a.max_tokens,
+        overlap: a.overlap,
+        screen: !a.no_screen,
     };
+    spec.check()?;
+    let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(&a.embeddings, a.json)?);
     // Indirect injection: new chunks are screened by the registered guard model, per the collection's policy.
-    let gcfg = super::serve::file_config(a.embeddings.config.as_deref())?.guard;
-    let policy = gcfg.ingest_policy(&a.collection);
-    let action = match policy.injection {
-        keel_guard::policy::IngestAction::Flag => Some(ScreenAction::Flag),
-        keel_guard::policy::IngestAction::Quarantine => Some(ScreenAction::Quarantine),
-        keel_guard::policy::IngestAction::Exclude => Some(ScreenAction::Exclude),
-        keel_guard::policy::IngestAction::Allow => None,
-    };
-    let mut screening = "off (--no-screen)".to_string();
-    let guard = match (a.no_screen, action) {
-        (true, _) => None,
-        (false, None) => {
-            screening = format!(
-                "off ([serve.guard.collections.{}] injection = \"allow\")",
-                a.collection
-            );
-            None
-        }
-        (false, Some(_)) => match super::guard::load_guard(home, &gcfg.model) {
-            Ok(g) => Some(g),
-            Err(e)
-                if matches!(
-                    e.downcast_ref::<keel_app::guard::LoadError>(),
-                    Some(keel_app::guard::LoadError::Missing(_))
-                ) =>
-            {
-                screening = format!("off: {e}");
-                None
-            }
-            Err(e) => return Err(e),
-        },
-    };
-    let check = |text: &str| -> Option<String> {
-        let g = guard.as_ref()?;
-        let v = g.document_injection(text);
-        let t = policy.threshold.unwrap_or(v.threshold);
-        (v.score > t).then(|| {
-            format!(
-                "prompt injection (score {:.2}; {})",
-                v.score,
-                v.reasons.join("; ")
-            )
-        })
-    };
-    let screen = guard.as_ref().zip(action).map(|(_, action)| Screen {
-        check: &check,
-        action,
-    });
-    if let Some(s) = &screen {
-        screening = format!(
-            "on ({})",
-            serde_json::to_value(s.action)?.as_str().unwrap_or("")
-        );
-    }
+    let gcfg = keel_app::config::guard(a.embeddings.config.as_deref())?;
     let pb = bar(0, "embedding chunks", a.json);
-    let report = Collection::ingest(
-        &root(home),
-        &a.collection,
-        &a.path,
-        e.as_ref(),
-        Some(config),
-        screen.as_ref(),
-        &mut |done, total| {
+    let progress = {
+        let pb = pb.clone();
+        Box::new(move |done: usize, total: usize| {
             pb.set_length(total as u64);
             pb.set_position(done as u64);
-        },
-    )?;
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = rt.block_on(async {
+        let screen = if a.no_screen {
+            IngestScreen {
+                screening: "off (--no-screen)".into(),
+                ..IngestScreen::resolve_none()
+            }
+        } else {
+            let store = keel_store::Store::open(home).await?;
+            let screen = IngestScreen::resolve(&store, &gcfg, &spec.collection, true).await;
+            store.close().await;
+            screen?
+        };
+        keel_app::rag::ingest(e, root(home), spec, screen, progress).await
+    })?;
+    let (report, screening) = (&outcome.report, &outcome.screening);
     pb.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = outcome.seconds;
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["collection"] = json!(a.collection);
-        v["seconds"] = json!(seconds);
-        v["screening"] = json!(screening);
-        print_json(&v);
+        print_json(&outcome);
     } else {
         println!(
             "{}: {} documents, {} chunks ({} added, {} updated, {} unchanged, {} removed; {} chunks embedded) in {seconds:.1} s",
@@ -207,7 +155,7 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
     let mode: AnswerMode = a.mode.parse().map_err(input_error)?;
     keel_rag::query::check_question(&a.question)?;
     let started = Instant::now();
-    let mut llm = super::serve::file_config(a.embeddings.config.as_deref())?.llm;
+    let mut llm = keel_app::config::llm(a.embeddings.config.as_deref())?;
     llm.embeddings = embeddings_config(&a.embeddings)?;
     if let Some(u) = &a.remote_url {
         llm.remote.base_url = Some(u.clone());
@@ -225,32 +173,34 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
         crate::assets::fetch("smollm2", a.json)?;
     }
     let max_tokens = a.max_tokens.unwrap_or(llm.max_tokens);
-    let rag = Arc::new(RagState::new(home, llm));
-    let opts = QueryOptions {
-        retrieval,
-        k: a.k.clamp(1, 50),
-        ..Default::default()
+    let rag = RagState::new(home, llm);
+    let q = Question {
+        question: a.question.clone(),
+        mode,
+        options: QueryOptions {
+            retrieval,
+            k: a.k.clamp(1, 50),
+            ..Default::default()
+        },
+        max_tokens,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (r, used, fallback, usage) = rt
-        .block_on(async {
-            let c = rag.collection(&a.collection)?;
-            // In a terminal, a local model's answer appears as it is generated.
-            let stream: Option<keel_server::rag::TextSink> = (mode == AnswerMode::Local && !a.json)
-                .then(|| {
-                    Box::new(|piece: &str| {
-                        use std::io::Write;
-                        print!("{piece}");
-                        let _ = std::io::stdout().flush();
-                        true
-                    }) as keel_server::rag::TextSink
-                });
-            keel_server::rag::answer(&rag, c, a.question.clone(), mode, opts, max_tokens, stream)
-                .await
-        })
-        .map_err(api_error)?;
+    let answer = rt.block_on(async {
+        let c = rag.collection(&a.collection)?;
+        // In a terminal, a local model's answer appears as it is generated.
+        let stream: Option<TextSink> = (mode == AnswerMode::Local && !a.json).then(|| {
+            Box::new(|piece: &str| {
+                use std::io::Write;
+                print!("{piece}");
+                let _ = std::io::stdout().flush();
+                true
+            }) as TextSink
+        });
+        keel_app::rag::answer(&rag, c, q, stream).await
+    })?;
+    let (r, used, fallback) = (&answer.result, answer.mode, &answer.fallback);
     let trace_id = format!(
         "{:016x}",
         keel_core::time::now_unix_ms() as u64 ^ u64::from(std::process::id()) << 40
@@ -261,16 +211,9 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
         eprintln!("keel: {f}; answering extractively");
     }
     if a.json {
-        let mut v = serde_json::to_value(&r)?;
-        v["mode"] = json!(used);
+        let mut v = serde_json::to_value(&answer)?;
         v["trace_id"] = json!(trace_id);
         v["seconds"] = json!(started.elapsed().as_secs_f64());
-        if let Some(f) = fallback {
-            v["fallback"] = json!(f);
-        }
-        if let Some(u) = usage {
-            v["usage"] = u;
-        }
         print_json(&v);
     } else {
         if used == AnswerMode::Local && r.confident {
@@ -297,16 +240,6 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// An API error from the shared answer path, as the CLI reports it: bad input (404, 422) and a model that is
-/// missing or not configured are the caller's to fix (exit 2).
-fn api_error(e: keel_server::error::ApiError) -> anyhow::Error {
-    if e.status.is_client_error() || e.code == "model_unavailable" {
-        input_error(e.message)
-    } else {
-        anyhow::anyhow!(e.message)
-    }
 }
 
 pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {

@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod closed_loop;
 mod guard;
+mod lifecycle;
 mod monitor;
 mod rag;
 mod rollout;

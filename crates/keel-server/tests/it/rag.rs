@@ -436,20 +436,19 @@ async fn remote_mode_answers_through_a_real_keel_server_and_falls_back_when_it_i
     config.remote.model = "keel-local".into();
     let rag = Arc::new(RagState::new(home, config.clone()));
     let c = rag.collection("kb").unwrap();
-    let (r, mode, fallback, usage) = keel_server::rag::answer(
-        &rag,
-        c.clone(),
-        "Why are the leaves green?".into(),
-        AnswerMode::Remote,
-        Default::default(),
-        24,
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(mode, AnswerMode::Remote);
-    assert!(fallback.is_none());
-    assert!(usage.unwrap()["completion_tokens"].as_u64().unwrap() > 0);
+    let question = keel_app::rag::Question {
+        question: "Why are the leaves green?".into(),
+        mode: AnswerMode::Remote,
+        options: Default::default(),
+        max_tokens: 24,
+    };
+    let a = keel_app::rag::answer(&rag, c.clone(), question.clone(), None)
+        .await
+        .unwrap();
+    let r = &a.result;
+    assert_eq!(a.mode, AnswerMode::Remote);
+    assert!(a.fallback.is_none());
+    assert!(a.usage.unwrap().completion_tokens > 0);
     assert!(!r.answer.is_empty() && r.answer != keel_rag::query::NOT_FOUND);
     assert_eq!(r.citations[0].document, "trees.rst");
     assert!(!r.sentences.is_empty());
@@ -458,19 +457,12 @@ async fn remote_mode_answers_through_a_real_keel_server_and_falls_back_when_it_i
     config.remote.base_url = Some("http://127.0.0.1:9/v1".into());
     config.remote.timeout_ms = 2000;
     let rag = Arc::new(RagState::new(home, config));
-    let (r, mode, fallback, _) = keel_server::rag::answer(
-        &rag,
-        c,
-        "Why are the leaves green?".into(),
-        AnswerMode::Remote,
-        Default::default(),
-        24,
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(mode, AnswerMode::Extractive);
-    let f = fallback.unwrap();
+    let a = keel_app::rag::answer(&rag, c, question, None)
+        .await
+        .unwrap();
+    let r = &a.result;
+    assert_eq!(a.mode, AnswerMode::Extractive);
+    let f = a.fallback.unwrap();
     assert!(
         f.contains("unreachable") && f.contains("127.0.0.1:9"),
         "{f}"

@@ -1,0 +1,353 @@
+//! Jobs over HTTP: long writes (train, retrain, ingest) answer `202 Accepted` with a job resource that
+//! the server's worker runs; `GET /v1/jobs`, `GET /v1/jobs/{id}` and `POST /v1/jobs/{id}/cancel` follow it.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keel_app::jobs::JobSpec;
+use keel_store::JobRecord;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::auth::{AsDeployer, AsReader, Authorized};
+use crate::body::{json, page_limit, query, read_body, upload};
+use crate::error::{ApiError, ErrorBody};
+
+/// A job: what was asked, where it stands, and what it produced.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    pub id: i64,
+    /// `train`, `retrain` or `ingest`.
+    #[schema(pattern = "^(train|retrain|ingest)$")]
+    pub kind: String,
+    /// The model (train, retrain) or the collection (ingest).
+    pub model: String,
+    /// The request as queued.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[schema(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
+    pub state: String,
+    /// 0–1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub progress: f64,
+    /// What it is doing now (`reading`, `training`, `embedding`, …).
+    pub stage: String,
+    /// The outcome in words, or why it failed.
+    pub message: String,
+    /// What it produced (the registered version, the gate report, the ingest report); null until it succeeded.
+    #[schema(value_type = Option<Object>)]
+    pub result: Value,
+    pub cancel_requested: bool,
+    /// The worker that claimed it (`host:pid`).
+    pub worker: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl From<JobRecord> for Job {
+    fn from(j: JobRecord) -> Self {
+        Job {
+            id: j.id,
+            kind: j.kind,
+            model: j.model,
+            spec: j.spec,
+            state: j.state.as_str().to_string(),
+            progress: j.progress.clamp(0.0, 1.0),
+            stage: j.stage,
+            message: j.message,
+            result: j.result,
+            cancel_requested: j.cancel_requested,
+            worker: j.worker,
+            created_by: j.created_by,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+/// Jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<Job>,
+}
+
+/// `202 Accepted` with the job and `Location: /v1/jobs/{id}`.
+pub(crate) fn accepted(j: JobRecord) -> Response {
+    let location = format!("/v1/jobs/{}", j.id);
+    let mut r = (StatusCode::ACCEPTED, Json(Job::from(j))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Queues a job on this server's store and wakes its worker.
+pub(crate) async fn queue(
+    st: &AppState,
+    model: &str,
+    spec: &JobSpec,
+    actor: &str,
+) -> Result<JobRecord, ApiError> {
+    let j = keel_app::jobs::enqueue(st.cache.store(), model, spec, actor, false).await?;
+    st.jobs.wake();
+    Ok(j)
+}
+
+/// A training request (the same fields as `keel train`'s flags). `data` and `test` are paths the server can
+/// read; upload the files instead with `multipart/form-data` (`data`, optional `test`, and `spec` holding
+/// the other fields as JSON).
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TrainRequest {
+    /// Training data (CSV or Parquet) on the server.
+    pub data: String,
+    /// The registered model's name.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    pub name: String,
+    /// The column to predict.
+    pub target: String,
+    /// `binary` or `regression` (default: inferred from the target).
+    pub objective: Option<String>,
+    /// Share of rows held out (default 0.2).
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    pub test_size: Option<f64>,
+    pub seed: Option<u64>,
+    pub drop: Option<Vec<String>>,
+    pub sensitive: Option<Vec<String>>,
+    pub slices: Option<Vec<String>>,
+    /// A declared schema laid over the inferred one.
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<Value>,
+    /// Tree settings (`trees`, `learning_rate`, `max_leaves`, …).
+    #[schema(value_type = Option<Object>)]
+    pub gbdt: Option<Value>,
+    pub threshold: Option<f64>,
+    /// `auto` (default), `gbdt` or `linear`.
+    pub model_requested: Option<String>,
+    /// A separate labelled test file on the server.
+    pub test: Option<String>,
+    /// Aliases to point at the new version.
+    pub aliases: Option<Vec<String>>,
+    /// Make the new version the champion when the model has none yet.
+    pub champion_if_none: Option<bool>,
+    pub description: Option<String>,
+    /// Return the latest version when it was trained on the same data and settings by the same code.
+    pub reuse_identical: Option<bool>,
+}
+
+const TRAIN_EXPECTED: &str = "a training request ({\"data\", \"name\", \"target\", ...})";
+
+/// Trains and registers a new version, as a job.
+#[utoipa::path(post, path = "/v1/jobs/train", tag = "jobs", security(("bearer" = [])),
+    request_body(content = TrainRequest, description = "JSON with paths on the server, or multipart/form-data with files `data` (and `test`) and a `spec` field holding the other fields as JSON"),
+    responses((status = 202, description = "Queued; follow it at the Location", body = Job),
+              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn train(
+    Authorized(caller): AsDeployer,
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("multipart/"));
+    let spec: keel_app::train::TrainSpec = if multipart {
+        let up = upload(st.cache.store().home(), &headers, body).await?;
+        let parsed = (|| {
+            let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), TRAIN_EXPECTED)?;
+            let Some(o) = v.as_object_mut() else {
+                return Err(invalid("spec: expected a JSON object"));
+            };
+            let data = up
+                .file("data")
+                .ok_or_else(|| invalid("a multipart training request needs a file field `data`"))?;
+            o.insert("data".into(), data.display().to_string().into());
+            if let Some(t) = up.file("test") {
+                o.insert("test".into(), t.display().to_string().into());
+            }
+            json(&serde_json::to_vec(&v).unwrap_or_default(), TRAIN_EXPECTED)
+        })();
+        if parsed.is_err() {
+            let _ = tokio::fs::remove_dir_all(&up.dir).await;
+        }
+        parsed?
+    } else {
+        let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+        json(&bytes, TRAIN_EXPECTED)?
+    };
+    let name = spec.name.clone();
+    let j = queue(&st, &name, &JobSpec::Train(Box::new(spec)), &caller.actor()).await?;
+    Ok(accepted(j))
+}
+
+fn invalid(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+}
+
+/// A retraining: a challenger trained with the champion's settings on new data, gated on fresh labelled
+/// rows, and rolled out when it passes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct RetrainRequest {
+    /// Training data (CSV or Parquet) on the server, with the target column.
+    pub data: String,
+    /// Fresh labelled rows neither model trained on.
+    pub holdout: String,
+    /// Share of champion traffic for a passing challenger's canary (0–1].
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    pub canary: Option<f64>,
+    /// Mirror traffic to a passing challenger.
+    pub shadow: Option<bool>,
+    /// Gate options (`max_degradation`, `metric`, …).
+    #[schema(value_type = Option<Object>)]
+    pub gate: Option<Value>,
+    /// Override the champion's number of trees.
+    #[schema(minimum = 1)]
+    pub trees: Option<u64>,
+}
+
+/// Retrains a model against its champion, as a job.
+#[utoipa::path(post, path = "/v1/models/{name}/retrain", tag = "jobs", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The model (its champion is the baseline)")),
+    request_body = RetrainRequest,
+    responses((status = 202, description = "Queued; follow it at the Location", body = Job),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn retrain(
+    Authorized(caller): AsDeployer,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+    let spec: keel_app::retrain::RetrainSpec = json(
+        &bytes,
+        "a retraining request ({\"data\", \"holdout\", ...})",
+    )?;
+    keel_store::Selector::parse(&name)?;
+    st.cache
+        .store()
+        .get(&name, &keel_store::Selector::Latest)
+        .await?;
+    let j = queue(&st, &name, &JobSpec::Retrain(spec), &caller.actor()).await?;
+    Ok(accepted(j))
+}
+
+/// Which jobs to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// Only this model's (or collection's) jobs.
+    pub model: Option<String>,
+    /// Only jobs in this state.
+    #[param(pattern = "^(queued|running|succeeded|failed|cancelled)$")]
+    pub state: Option<String>,
+    /// Only jobs of this kind.
+    #[param(pattern = "^(train|retrain|ingest)$")]
+    pub kind: Option<String>,
+    /// At most this many (1–1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(JobQuery),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn list(
+    _: AsReader,
+    State(st): State<AppState>,
+    uri: axum::http::Uri,
+) -> Result<Json<JobList>, ApiError> {
+    let q: JobQuery = query(&uri)?;
+    let limit = page_limit(q.limit, 100)?;
+    let jobs = st.cache.store().jobs(10_000).await?;
+    Ok(Json(JobList {
+        jobs: jobs
+            .into_iter()
+            .filter(|j| q.model.as_ref().is_none_or(|m| j.model == *m))
+            .filter(|j| q.state.as_ref().is_none_or(|s| j.state.as_str() == s))
+            .filter(|j| q.kind.as_ref().is_none_or(|k| j.kind == *k))
+            .take(limit)
+            .map(Job::from)
+            .collect(),
+    }))
+}
+
+/// One job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    _: AsReader,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    Ok(Json(
+        st.cache.store().job(id).await.map_err(job_error)?.into(),
+    ))
+}
+
+/// Asks a job to stop: a queued job is cancelled at once, a running one at its next progress report.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Job id")),
+    responses((status = 200, description = "The job after the request (cancelled, or running with cancel_requested)", body = Job),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, description = "The job already finished", body = ErrorBody)))]
+pub async fn cancel(
+    Authorized(caller): AsDeployer,
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = job_id(&id)?;
+    let store = st.cache.store();
+    let j = store.job(id).await.map_err(job_error)?;
+    if j.state.is_final() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_finished",
+            format!("job {id} already {}", j.state.as_str()),
+        ));
+    }
+    let j = store
+        .cancel_job(id, &caller.actor())
+        .await
+        .map_err(|e| match e {
+            // It finished between the read and the cancel.
+            keel_store::Error::Invalid { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "job_finished", e.to_string())
+            }
+            e => e.into(),
+        })?;
+    Ok(Json(j.into()))
+}
+
+fn job_id(s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_job_id",
+            format!("'{s}' is not a job id (a positive integer)"),
+        )
+    })
+}
+
+fn job_error(e: keel_store::Error) -> ApiError {
+    match e {
+        keel_store::Error::Invalid { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_job", e.to_string())
+        }
+        e => e.into(),
+    }
+}
