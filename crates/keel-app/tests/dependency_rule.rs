@@ -20,6 +20,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("keel-app", 4),
     ("keel-server", 5),
     ("keel-cli", 6),
+    // Test fixtures: a dev-dependency of the front ends' tests, never a normal dependency of anything.
+    ("keel-testkit", 7),
 ];
 
 /// Pure crates: no I/O runtime, HTTP, database or flag parsing anywhere in their dependency tree.

@@ -36,15 +36,6 @@ pub fn stdout_json(o: &Output) -> serde_json::Value {
     })
 }
 
-/// Frees a port by binding port 0 and letting it go.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `keel serve --no-auth` on a free port with `args`, waits until it listens; killed on drop.
 pub struct Served {
     pub child: std::process::Child,
@@ -62,28 +53,27 @@ pub fn serve(home: &Path, args: &[&str]) -> Served {
     serve_env(home, args, &[])
 }
 
-/// [`serve`] with extra environment variables.
+/// [`serve`] with extra environment variables. The server binds port 0 and reports the port it got on
+/// stdout (`listening on http://ADDR`), so no two tests can race for one port.
 pub fn serve_env(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Served {
-    let port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["serve", "--port", &port.to_string(), "--no-auth"])
+        .args(["serve", "--port", "0", "--no-auth"])
         .args(args)
         .envs(env.iter().copied())
         .env("KEEL_HOME", home)
         .env("KEEL_CACHE", cache_dir())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start keel serve");
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Served { child, port };
+    match keel_testkit::bound_port(&mut child) {
+        Some(port) => Served { child, port },
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("keel serve exited before it reported its address");
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("keel serve did not start on port {port}");
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::{cache_dir, free_port, keel, stderr, stdout_json, write};
+use crate::{cache_dir, keel, stderr, stdout_json, write};
 
 fn docs(dir: &Path) -> std::path::PathBuf {
     let d = dir.join("docs");
@@ -320,25 +320,8 @@ fn local_and_remote_modes_answer_and_remote_falls_back_when_unreachable() {
 
     // A real `keel serve` (its own home, no auth) is the OpenAI-compatible upstream.
     let server_home = tmp.path().join("server");
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["serve", "--port", &port.to_string(), "--no-auth"])
-        .env("KEEL_HOME", &server_home)
-        .env("KEEL_CACHE", cache_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert!(up, "keel serve did not start");
+    let served = crate::serve(&server_home, &[]);
+    let url = format!("http://127.0.0.1:{}", served.port);
     let o = keel(
         &home,
         &[
@@ -404,8 +387,7 @@ fn local_and_remote_modes_answer_and_remote_falls_back_when_unreachable() {
             "--json",
         ],
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     assert!(ing.status.success(), "{}", stderr(&ing));
     assert_eq!(stdout_json(&ing)["documents"], 2);
     let (rv, lv) = (stdout_json(&remote_vectors), stdout_json(&local));

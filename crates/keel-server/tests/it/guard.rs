@@ -13,25 +13,10 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-/// The guard model, trained once per test binary on the S-Labs splits (a few seconds).
+/// The guard model trained on the committed S-Labs sample, once per run (shared by every test process).
 pub fn guard_model_bytes() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| {
-        let cache = keel_core::cache_dir();
-        let path = |p: &str| {
-            let f = cache.join(p);
-            assert!(f.exists(), "{} is missing: run scripts/fetch-assets.sh guard", f.display());
-            f
-        };
-        let train = keel_guard::read_labelled(&path("s-labs/train.csv")).unwrap();
-        let val = keel_guard::read_labelled(&path("s-labs/validation.csv")).unwrap();
-        let words = std::fs::read_to_string(path("wamerican/american-english")).unwrap();
-        let docs: Vec<String> = (0..400)
-            .map(|i| format!("The function returns a new list of {i} items and leaves the original sequence unchanged."))
-            .collect();
-        let (m, _) = keel_guard::train_model(&train, &val, &docs, &words, &Default::default()).unwrap();
-        m.to_bytes()
-    })
+    BYTES.get_or_init(keel_testkit::guard_model_bytes)
 }
 
 pub async fn register_guard(t: &TestServer) {
@@ -406,8 +391,13 @@ async fn gateway_blocks_injections_redacts_pii_and_stops_leaks() {
         count(r#"keel_gateway_tokens_total{kind="completion",upstream="remote"}"#) >= 7,
         "{m}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let audit = t.state.cache.store().audit_records().await.unwrap();
+    // Decisions are audited after the response; wait for the three blocks.
+    let audit = crate::eventually("three guard.block audit records", || async {
+        let audit = t.state.cache.store().audit_records().await.unwrap();
+        let blocks = audit.iter().filter(|r| r.action == "guard.block").count();
+        (blocks >= 3).then_some(audit)
+    })
+    .await;
     let blocks: Vec<_> = audit.iter().filter(|r| r.action == "guard.block").collect();
     assert_eq!(blocks.len(), 3, "{audit:?}");
     let all = format!("{audit:?}");
@@ -422,7 +412,6 @@ async fn gateway_bounds_bad_upstreams_and_bad_requests() {
     let up = upstream().await;
     let (t, addr) = gateway(true, up).await;
     let key = t.keys[&Role::Predictor].clone();
-    let started = std::time::Instant::now();
     let (s, _, body) = post_json(
         addr,
         &key,
@@ -434,8 +423,8 @@ async fn gateway_bounds_bad_upstreams_and_bad_requests() {
         ),
     )
     .await;
+    // The upstream's time limit answered (504), not the hang.
     assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let (s, _, body) = post_json(
         addr,
         &key,
@@ -635,14 +624,14 @@ async fn rag_questions_pass_the_input_guards() {
         v["answer"].as_str().unwrap().contains("copy.deepcopy"),
         "{v}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let audit = t.state.cache.store().audit_records().await.unwrap();
-    assert!(
+    crate::eventually("the rag:input block in the audit log", || async {
+        let audit = t.state.cache.store().audit_records().await.unwrap();
         audit
             .iter()
-            .any(|r| r.action == "guard.block" && r.target == "rag:input"),
-        "{audit:?}"
-    );
+            .any(|r| r.action == "guard.block" && r.target == "rag:input")
+            .then_some(())
+    })
+    .await;
 }
 
 /// A new guard version under the reference (what `keel guard train` registers) is picked up by a running
@@ -667,7 +656,10 @@ async fn a_retrained_guard_is_picked_up_without_a_restart() {
     let (_, _, v) = t.call(scan()).await;
     assert_eq!(v["model_version"], 1, "{v}");
     register_guard(&t).await;
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let (_, _, v) = t.call(scan()).await;
-    assert_eq!(v["model_version"], 2, "{v}");
+    // Picked up once the refresh interval has passed: poll with a deadline.
+    crate::eventually("the server to scan with version 2", || async {
+        let (_, _, v) = t.call(scan()).await;
+        (v["model_version"] == 2).then_some(())
+    })
+    .await;
 }

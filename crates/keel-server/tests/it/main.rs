@@ -252,9 +252,4 @@ impl TestServer {
     }
 }
 
-/// Resident set size of this process in bytes.
-pub fn rss_bytes() -> usize {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: usize = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+pub use keel_testkit::eventually;
