@@ -112,7 +112,7 @@ impl JobSpec {
                 s.validate()?;
                 for p in std::iter::once(&s.data).chain(&s.test) {
                     if !p.exists() {
-                        return Err(Error::input(format!("{}: no such file", p.display())));
+                        return Err(Error::NotFound(format!("{}: no such file", p.display())));
                     }
                 }
                 Ok(())

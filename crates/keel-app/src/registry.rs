@@ -26,12 +26,11 @@ pub struct Card {
 /// The card of the version `reference` names, rendered.
 pub async fn card(store: &Store, reference: &str) -> Result<Card> {
     let v = version(store, reference).await?;
-    let html = if v.kind == crate::guard::GUARD_KIND {
-        guard_card_html(&v)
-    } else {
-        let card: keel_ml::card::ModelCard = serde_json::from_value(v.card.clone())
-            .map_err(|e| Error::Internal(format!("the stored card is unreadable: {e}")))?;
-        keel_ml::card::render_html(&card)
+    // Versions trained here carry a full model card; others (guard models, versions registered without
+    // training) show what their card holds.
+    let html = match serde_json::from_value::<keel_ml::card::ModelCard>(v.card.clone()) {
+        Ok(card) if v.kind != crate::guard::GUARD_KIND => keel_ml::card::render_html(&card),
+        _ => plain_card_html(&v),
     };
     Ok(Card {
         model: v.model,
@@ -41,8 +40,8 @@ pub async fn card(store: &Store, reference: &str) -> Result<Card> {
     })
 }
 
-/// A guard model's card as a plain HTML page (its evaluation as a table).
-fn guard_card_html(v: &VersionRecord) -> String {
+/// A card that is not a trained model's as a plain HTML page (its JSON, escaped).
+fn plain_card_html(v: &VersionRecord) -> String {
     let esc = |s: &str| {
         s.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -50,11 +49,12 @@ fn guard_card_html(v: &VersionRecord) -> String {
     };
     let pretty = serde_json::to_string_pretty(&v.card).unwrap_or_default();
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{m}@{n} guard card</title></head>\
-         <body><h1>{m}@{n} (guard model)</h1><pre>{}</pre></body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{m}@{n} model card</title></head>\
+         <body><h1>{m}@{n} ({k})</h1><pre>{}</pre></body></html>",
         esc(&pretty),
         m = esc(&v.model),
-        n = v.version
+        n = v.version,
+        k = esc(&v.kind)
     )
 }
 

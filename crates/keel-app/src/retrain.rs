@@ -60,7 +60,7 @@ impl RetrainSpec {
         }
         for (what, p) in [("data", &self.data), ("holdout", &self.holdout)] {
             if !p.exists() {
-                return Err(Error::input(format!(
+                return Err(Error::NotFound(format!(
                     "{what} {}: no such file",
                     p.display()
                 )));

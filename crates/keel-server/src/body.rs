@@ -68,22 +68,48 @@ pub(crate) fn integer_of(v: &Value) -> Option<i64> {
     })
 }
 
-/// A JSON body as `T`: errors name what was expected and where (`$.field`, line and column).
+/// A JSON body as `T`, read the way the OpenAPI document describes it: a top-level `null` field is the same
+/// as an absent one, and an integral number written with a fraction (`3.0`) is that integer. Errors name what
+/// was expected and where (`$.field`).
 pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let invalid = |at: String, e: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("expected {expected}: {at}: {e}"),
+        )
+    };
+    let mut v: Value = serde_json::from_slice(bytes).map_err(|e| invalid("$".into(), &e))?;
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, x| !x.is_null());
+    }
+    integral(&mut v);
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." {
             "$".to_string()
         } else {
             format!("$.{path}")
         };
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            format!("expected {expected}: {at}: {}", e.inner()),
-        )
+        invalid(at, e.inner())
     })
+}
+
+/// Numbers with no fractional part (up to 2^53) become integers, as JSON Schema's `integer` reads them.
+fn integral(v: &mut Value) {
+    match v {
+        Value::Number(_) => {
+            if v.as_i64().is_none()
+                && v.as_u64().is_none()
+                && let Some(i) = integer_of(v)
+            {
+                *v = Value::from(i);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(integral),
+        Value::Object(o) => o.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// The query string as `T` (unknown parameters refused when `T` denies them): 400 `invalid_query`.
@@ -118,11 +144,13 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
+    /// A text field; `null` (what a form encodes for an absent optional value) is absent.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+            .filter(|v| *v != "null")
     }
     pub fn file(&self, name: &str) -> Option<&Path> {
         self.files

@@ -68,13 +68,16 @@ pub async fn list(
 #[allow(dead_code)]
 pub struct IngestForm {
     /// One or more files (Markdown, HTML, text, PDF); repeat the field for more.
-    #[schema(value_type = Vec<String>, format = Binary)]
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     pub file: Vec<String>,
-    /// Most tokens per chunk (default 200).
+    /// Most tokens per chunk (default 200; the server takes any count above `overlap`).
+    #[schema(nullable = false, minimum = 64, maximum = 100000)]
     pub max_tokens: Option<u32>,
-    /// Tokens shared by consecutive chunks (default 32).
+    /// Tokens shared by consecutive chunks (default 32; fewer than `max_tokens`).
+    #[schema(nullable = false, minimum = 0, maximum = 63)]
     pub overlap: Option<u32>,
     /// `false` to skip the injection screen (default `true`).
+    #[schema(nullable = false)]
     pub screen: Option<bool>,
 }
 

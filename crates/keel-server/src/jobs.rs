@@ -101,45 +101,64 @@ pub(crate) async fn queue(
     Ok(j)
 }
 
-/// A training request (the same fields as `keel train`'s flags). `data` and `test` are paths the server can
-/// read; upload the files instead with `multipart/form-data` (`data`, optional `test`, and `spec` holding
-/// the other fields as JSON).
+/// A model or alias name as the registry accepts it.
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z_-][A-Za-z0-9_.-]{0,99}$")]
+pub struct AliasName(#[allow(dead_code)] String);
+
+/// A training request (the same fields as `keel train`'s flags; `gbdt` tree settings and a declared `schema`
+/// are accepted too, as in `keel.toml`). `data` and `test` are paths the server can read (404 when they are
+/// not there); upload the files instead with `multipart/form-data` (`data`, optional `test`, and `spec`
+/// holding the other fields as JSON). The job reads and checks the data.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct TrainRequest {
     /// Training data (CSV or Parquet) on the server.
+    #[schema(min_length = 1)]
     pub data: String,
     /// The registered model's name.
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")]
     pub name: String,
-    /// The column to predict.
+    /// The column to predict (not blank).
+    #[schema(pattern = "\\S")]
     pub target: String,
     /// `binary` or `regression` (default: inferred from the target).
+    #[schema(nullable = false, pattern = "^(binary|regression)$")]
     pub objective: Option<String>,
     /// Share of rows held out (default 0.2).
-    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    #[schema(nullable = false, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub test_size: Option<f64>,
+    #[schema(nullable = false)]
     pub seed: Option<u64>,
+    /// Columns never used as features.
+    #[schema(nullable = false)]
     pub drop: Option<Vec<String>>,
+    /// Columns whose groups get fairness metrics.
+    #[schema(nullable = false)]
     pub sensitive: Option<Vec<String>>,
+    /// Columns whose groups get their own metrics.
+    #[schema(nullable = false)]
     pub slices: Option<Vec<String>>,
-    /// A declared schema laid over the inferred one.
-    #[schema(value_type = Option<Object>)]
-    pub schema: Option<Value>,
-    /// Tree settings (`trees`, `learning_rate`, `max_leaves`, …).
-    #[schema(value_type = Option<Object>)]
-    pub gbdt: Option<Value>,
+    /// Classification threshold for the threshold metrics (default 0.5).
+    #[schema(nullable = false, minimum = 0.0, maximum = 1.0)]
     pub threshold: Option<f64>,
     /// `auto` (default), `gbdt` or `linear`.
+    #[schema(nullable = false, pattern = "^(auto|gbdt|linear)$")]
     pub model_requested: Option<String>,
     /// A separate labelled test file on the server.
+    #[schema(nullable = false, min_length = 1)]
     pub test: Option<String>,
     /// Aliases to point at the new version.
+    #[schema(nullable = false, value_type = Option<Vec<AliasName>>)]
     pub aliases: Option<Vec<String>>,
     /// Make the new version the champion when the model has none yet.
+    #[schema(nullable = false)]
     pub champion_if_none: Option<bool>,
+    #[schema(nullable = false)]
     pub description: Option<String>,
     /// Return the latest version when it was trained on the same data and settings by the same code.
+    #[schema(nullable = false)]
     pub reuse_identical: Option<bool>,
 }
 
@@ -195,24 +214,26 @@ fn invalid(message: &str) -> ApiError {
 }
 
 /// A retraining: a challenger trained with the champion's settings on new data, gated on fresh labelled
-/// rows, and rolled out when it passes.
+/// rows, and rolled out when it passes (`gate` options are accepted too, as in `keel retrain`). Paths are on
+/// the server (404 when they are not there).
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RetrainRequest {
     /// Training data (CSV or Parquet) on the server, with the target column.
+    #[schema(min_length = 1)]
     pub data: String,
     /// Fresh labelled rows neither model trained on.
+    #[schema(min_length = 1)]
     pub holdout: String,
     /// Share of champion traffic for a passing challenger's canary (0–1].
-    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    #[schema(nullable = false, exclusive_minimum = 0.0, maximum = 1.0)]
     pub canary: Option<f64>,
     /// Mirror traffic to a passing challenger.
+    #[schema(nullable = false)]
     pub shadow: Option<bool>,
-    /// Gate options (`max_degradation`, `metric`, …).
-    #[schema(value_type = Option<Object>)]
-    pub gate: Option<Value>,
     /// Override the champion's number of trees.
-    #[schema(minimum = 1)]
+    #[schema(nullable = false, minimum = 1, maximum = 100000)]
     pub trees: Option<u64>,
 }
 
@@ -270,6 +291,20 @@ pub async fn list(
     uri: axum::http::Uri,
 ) -> Result<Json<JobList>, ApiError> {
     let q: JobQuery = query(&uri)?;
+    let one_of = |what: &str, v: &Option<String>, allowed: &[&str]| match v {
+        Some(x) if !allowed.contains(&x.as_str()) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{what} '{x}' must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    };
+    one_of(
+        "state",
+        &q.state,
+        &["queued", "running", "succeeded", "failed", "cancelled"],
+    )?;
+    one_of("kind", &q.kind, &["train", "retrain", "ingest"])?;
     let limit = page_limit(q.limit, 100)?;
     let jobs = st.cache.store().jobs(10_000).await?;
     Ok(Json(JobList {
@@ -286,7 +321,7 @@ pub async fn list(
 
 /// One job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     _: AsReader,
@@ -301,7 +336,7 @@ pub async fn get(
 
 /// Asks a job to stop: a queued job is cancelled at once, a running one at its next progress report.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, description = "Job id")),
+    params(("id" = i64, Path, minimum = 1, description = "Job id")),
     responses((status = 200, description = "The job after the request (cancelled, or running with cancel_requested)", body = Job),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, description = "The job already finished", body = ErrorBody)))]

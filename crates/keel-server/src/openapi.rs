@@ -103,11 +103,18 @@ impl utoipa::Modify for CommonResponses {
                         "Overloaded or over the time limit (retry after Retry-After)",
                     );
                 }
+                // Routes about a model as a whole take its bare name; the others a reference.
+                let bare = ["/versions", "/aliases", "/rollback", "/retrain", "/rollout"]
+                    .iter()
+                    .any(|s| path.contains(s));
                 for p in op.parameters.iter_mut().flatten() {
                     let pattern = match p.name.as_str() {
+                        "name" if bare => Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"),
                         "name" => {
                             Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}(@[A-Za-z0-9_.-]{1,100})?$")
                         }
+                        // A version number or an alias.
+                        "version" => Some("^([1-9][0-9]{0,15}|[A-Za-z_-][A-Za-z0-9_.-]{0,99})$"),
                         "alias" => Some("^[A-Za-z_-][A-Za-z0-9_.-]{0,99}$"),
                         "collection" => Some("^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$"),
                         _ => None,

@@ -61,8 +61,8 @@ pub struct DeployRequest {
     /// `canary` (answers a share of the champion's requests) or `shadow` (scored on mirrored requests).
     #[schema(pattern = "^(canary|shadow)$")]
     pub mode: String,
-    /// The canary's share of traffic, (0, 1] (default 0.1).
-    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
+    /// The canary's share of traffic, (0, 1] (default 0.1); a shadow answers no traffic and ignores it.
+    #[schema(nullable = false, exclusive_minimum = 0.0, maximum = 1.0)]
     pub weight: Option<f64>,
 }
 
@@ -85,14 +85,7 @@ pub async fn deploy(
         "canary" => keel_app::rollout::DeployMode::Canary {
             weight: req.weight.unwrap_or(0.1),
         },
-        "shadow" if req.weight.is_none() => keel_app::rollout::DeployMode::Shadow,
-        "shadow" => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_body",
-                "$.weight: a shadow answers no traffic; leave weight out",
-            ));
-        }
+        "shadow" => keel_app::rollout::DeployMode::Shadow,
         other => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

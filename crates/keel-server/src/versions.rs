@@ -163,11 +163,11 @@ pub struct AuditEntry {
     pub actor: String,
     pub action: String,
     pub target: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub before: Value,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub after: Value,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub evidence: Value,
     pub prev_hash: String,
     pub hash: String,
@@ -275,7 +275,7 @@ pub async fn aliases(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
-    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+    #[schema(nullable = false, pattern = "^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub alias: Option<String>,
 }
 
@@ -306,7 +306,9 @@ pub async fn rollback(
 ) -> Result<Json<AliasMove>, ApiError> {
     bare(&name)?;
     let bytes = read_body(body, &headers, 64 * 1024).await?;
-    let req: RollbackRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+    let blank = bytes.iter().all(u8::is_ascii_whitespace)
+        || serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.is_null());
+    let req: RollbackRequest = if blank {
         RollbackRequest::default()
     } else {
         json(&bytes, "{\"alias\": \"champion\"}")?
