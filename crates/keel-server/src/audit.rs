@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -50,6 +51,13 @@ pub async fn list(
     uri: axum::http::Uri,
 ) -> Result<Json<AuditPage>, ApiError> {
     let q: AuditQuery = query(&uri)?;
+    if let Some(b) = q.before.filter(|b| *b < 1) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("before {b} must be a sequence number (1 or more)"),
+        ));
+    }
     let page = keel_app::registry::audit(
         st.cache.store(),
         &keel_app::registry::AuditQuery {

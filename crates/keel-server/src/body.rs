@@ -144,13 +144,40 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    /// A text field; `null` (what a form encodes for an absent optional value) is absent.
     pub fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
-            .filter(|v| *v != "null")
+    }
+
+    /// Refuses (422) text fields and file fields the route does not read, naming the first one.
+    pub fn only(&self, fields: &[&str], files: &[&str]) -> Result<(), ApiError> {
+        let stray = self
+            .fields
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| !fields.contains(&n.as_str()))
+            .map(|n| format!("text field '{n}'"))
+            .or_else(|| {
+                self.files
+                    .iter()
+                    .map(|(n, _)| n)
+                    .find(|n| !files.contains(&n.as_str()))
+                    .map(|n| format!("file field '{n}'"))
+            });
+        match stray {
+            None => Ok(()),
+            Some(s) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!(
+                    "{s} is not read here (fields: {}; files: {})",
+                    fields.join(", "),
+                    files.join(", ")
+                ),
+            )),
+        }
     }
     pub fn file(&self, name: &str) -> Option<&Path> {
         self.files

@@ -64,7 +64,8 @@ pub async fn list(
 }
 
 /// Documents to ingest, as `multipart/form-data` (documentation of the form).
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct IngestForm {
     /// One or more files (Markdown, HTML, text, PDF); repeat the field for more.
@@ -99,6 +100,7 @@ pub async fn ingest(
     keel_rag::collection::validate_name(&collection)?;
     let up = upload(st.cache.store().home(), &headers, body).await?;
     let spec = (|| {
+        up.only(&["max_tokens", "overlap", "screen"], &["file"])?;
         if up.files.is_empty() {
             return Err(invalid("upload at least one file (multipart field `file`)"));
         }

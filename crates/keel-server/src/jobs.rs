@@ -168,8 +168,8 @@ const TRAIN_EXPECTED: &str = "a training request ({\"data\", \"name\", \"target\
 #[utoipa::path(post, path = "/v1/jobs/train", tag = "jobs", security(("bearer" = [])),
     request_body(content = TrainRequest, description = "JSON with paths on the server, or multipart/form-data with files `data` (and `test`) and a `spec` field holding the other fields as JSON"),
     responses((status = 202, description = "Queued; follow it at the Location", body = Job),
-              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, description = "A data or test file is not there", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn train(
     Authorized(caller): AsDeployer,
     State(st): State<AppState>,
@@ -183,6 +183,7 @@ pub async fn train(
     let spec: keel_app::train::TrainSpec = if multipart {
         let up = upload(st.cache.store().home(), &headers, body).await?;
         let parsed = (|| {
+            up.only(&["spec"], &["data", "test"])?;
             let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), TRAIN_EXPECTED)?;
             let Some(o) = v.as_object_mut() else {
                 return Err(invalid("spec: expected a JSON object"));
