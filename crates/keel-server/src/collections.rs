@@ -71,10 +71,10 @@ pub struct IngestForm {
     /// One or more files (Markdown, HTML, text, PDF); repeat the field for more.
     #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     pub file: Vec<String>,
-    /// Most tokens per chunk (default 200; the server takes any count above `overlap`).
+    /// Most tokens per chunk (default 200).
     #[schema(nullable = false, minimum = 64, maximum = 100000)]
     pub max_tokens: Option<u32>,
-    /// Tokens shared by consecutive chunks (default 32; fewer than `max_tokens`).
+    /// Tokens shared by consecutive chunks (default 32).
     #[schema(nullable = false, minimum = 0, maximum = 63)]
     pub overlap: Option<u32>,
     /// `false` to skip the injection screen (default `true`).
@@ -114,11 +114,19 @@ pub async fn ingest(
                 })
                 .transpose()
         };
+        // The documented ranges, so any two values the document allows make valid chunks.
+        let within = |name: &str, n: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(invalid(&format!("{name}: {n} must be {lo}–{hi}")))
+            }
+        };
         if let Some(n) = number("max_tokens")? {
-            spec.max_tokens = n;
+            spec.max_tokens = within("max_tokens", n, 64, 100_000)?;
         }
         if let Some(n) = number("overlap")? {
-            spec.overlap = n;
+            spec.overlap = within("overlap", n, 0, 63)?;
         }
         if let Some(v) = up.field("screen") {
             spec.screen = match v.trim() {
