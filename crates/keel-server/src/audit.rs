@@ -24,7 +24,7 @@ pub struct AuditQuery {
     /// Records by this actor (`key:ab12…`, a user name, `keel (rollout judge)`).
     pub actor: Option<String>,
     /// Records older than this sequence number (the previous page's `next_before`).
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1000000000000000_i64)]
     pub before: Option<i64>,
     /// Records per page (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -51,11 +51,14 @@ pub async fn list(
     uri: axum::http::Uri,
 ) -> Result<Json<AuditPage>, ApiError> {
     let q: AuditQuery = query(&uri)?;
-    if let Some(b) = q.before.filter(|b| *b < 1) {
+    if let Some(b) = q
+        .before
+        .filter(|b| !(1..=1_000_000_000_000_000).contains(b))
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
-            format!("before {b} must be a sequence number (1 or more)"),
+            format!("before {b} must be a sequence number (1–10^15)"),
         ));
     }
     let page = keel_app::registry::audit(

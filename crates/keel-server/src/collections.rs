@@ -169,9 +169,9 @@ fn invalid(message: &str) -> ApiError {
 pub struct ChunkQuery {
     /// Only this document's chunks.
     pub document: Option<String>,
-    /// Skip this many (default 0).
-    #[param(minimum = 0)]
-    pub offset: Option<usize>,
+    /// Skip this many (0–1000000000, default 0).
+    #[param(minimum = 0, maximum = 1000000000)]
+    pub offset: Option<i64>,
     /// At most this many (1–1000, default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
@@ -213,6 +213,14 @@ pub async fn chunks(
 ) -> Result<Json<ChunkPage>, ApiError> {
     let q: ChunkQuery = query(&uri)?;
     let limit = page_limit(q.limit, 100)?;
+    let offset = q.offset.unwrap_or(0);
+    if !(0..=1_000_000_000).contains(&offset) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("offset {offset} must be 0–1000000000"),
+        ));
+    }
     let rag = st.rag.clone();
     let c = keel_app::rag::blocking(move || rag.collection(&collection)).await?;
     let matching: Vec<&keel_rag::chunk::Chunk> = c
@@ -225,7 +233,7 @@ pub async fn chunks(
         total: matching.len() as u64,
         chunks: matching
             .into_iter()
-            .skip(q.offset.unwrap_or(0))
+            .skip(offset as usize)
             .take(limit)
             .map(|ch| Chunk {
                 id: ch.id.clone(),

@@ -322,7 +322,7 @@ pub async fn list(
 
 /// One job.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    params(("id" = i64, Path, minimum = 1, maximum = 1000000000000000_i64, description = "Job id")),
     responses((status = 200, body = Job), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     _: AsReader,
@@ -337,7 +337,7 @@ pub async fn get(
 
 /// Asks a job to stop: a queued job is cancelled at once, a running one at its next progress report.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, description = "Job id")),
+    params(("id" = i64, Path, minimum = 1, maximum = 1000000000000000_i64, description = "Job id")),
     responses((status = 200, description = "The job after the request (cancelled, or running with cancel_requested)", body = Job),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 409, description = "The job already finished", body = ErrorBody)))]
@@ -370,13 +370,16 @@ pub async fn cancel(
 }
 
 fn job_id(s: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_job_id",
-            format!("'{s}' is not a job id (a positive integer)"),
-        )
-    })
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| (1..=1_000_000_000_000_000).contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_job_id",
+                format!("'{s}' is not a job id (a positive integer)"),
+            )
+        })
 }
 
 fn job_error(e: keel_store::Error) -> ApiError {

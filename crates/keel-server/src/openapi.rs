@@ -16,7 +16,7 @@ use crate::routes::*;
         crate::rollouts::deploy, crate::rollouts::status, crate::rollouts::promote, crate::rollouts::stop, crate::rollouts::drift,
         crate::audit::list, crate::audit::verify,
         crate::collections::list, crate::collections::ingest, crate::collections::chunks, crate::collections::delete),
-    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ErrorBody, ErrorDetail, Detail,
+    components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ReportFormat, ErrorBody, ErrorDetail, Detail,
         crate::jobs::Job, crate::jobs::JobList, crate::jobs::TrainRequest, crate::jobs::RetrainRequest,
         crate::versions::VersionList, crate::versions::VersionDetail, crate::versions::CardResponse, crate::versions::Lineage, crate::versions::AuditEntry, crate::versions::AliasList, crate::versions::RollbackRequest, crate::versions::AliasMove,
         crate::rollouts::Rollout, crate::rollouts::RolloutStatus, crate::rollouts::DeployRequest, crate::rollouts::Promotion, crate::rollouts::DriftHistory, crate::rollouts::WindowDrift,
