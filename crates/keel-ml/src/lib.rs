@@ -18,6 +18,7 @@ pub mod features;
 pub mod forest;
 pub mod gate;
 pub mod gbdt;
+pub mod import;
 pub mod linear;
 pub mod metrics;
 pub mod model;
@@ -62,6 +63,12 @@ pub enum Error {
     Internal(String),
     #[error("training was cancelled")]
     Cancelled,
+    /// A model file from another library that cannot be imported; the message names the place.
+    #[error("cannot import this {format} model: {message}")]
+    Import {
+        format: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
@@ -69,7 +76,9 @@ impl Error {
         match self {
             Error::InvalidParams(_) => ErrorClass::Usage,
             Error::InvalidInput(_) | Error::MissingColumn(_) => ErrorClass::Input,
-            Error::BadModelFile(_) | Error::UnsupportedFormat { .. } => ErrorClass::Input,
+            Error::BadModelFile(_) | Error::UnsupportedFormat { .. } | Error::Import { .. } => {
+                ErrorClass::Input
+            }
             Error::Internal(_) => ErrorClass::Internal,
             Error::Cancelled => ErrorClass::Input,
         }

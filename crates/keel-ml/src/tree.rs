@@ -40,9 +40,10 @@ impl Node {
         if self.flags & FLAG_CATEGORICAL == 0 {
             x <= self.threshold
         } else {
+            // Codes truncate toward zero (as LightGBM's `int` cast): -0.5 is code 0, -1 and below are none.
             let code = x as u64;
             let word = (code / 64) as usize;
-            if x < 0.0 || word >= self.cat_words as usize {
+            if x <= -1.0 || word >= self.cat_words as usize {
                 return self.flags & FLAG_DEFAULT_LEFT != 0;
             }
             cat_bits[self.cat_offset as usize + word] >> (code % 64) & 1 == 1

@@ -3,6 +3,7 @@
 mod fairness;
 mod gate;
 mod gbdt;
+mod import;
 
 use keel_ml::{FeatureKind, FeatureSpec};
 use rand::{Rng, SeedableRng};

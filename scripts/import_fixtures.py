@@ -1,0 +1,78 @@
+"""Writes the model-import fixtures: small LightGBM models (text format v4) trained here with pinned
+libraries, rows that probe every split (thresholds, their float neighbours, NaN, ±inf, negative, huge and
+unseen category codes), and the library's own outputs as IEEE-754 bit patterns (hex), so Keel's import is
+tested bit for bit against the source library. Run by scripts/import-fixtures.sh; the outputs are committed."""
+import json, math, struct, sys
+import numpy as np
+import lightgbm as lgb
+
+out = sys.argv[1]
+rng = np.random.default_rng(7)
+
+def bits(x):
+    return struct.pack(">d", float(x)).hex()
+
+def edge_rows(model, n_features, categorical):
+    """Rows on and around every numeric threshold, plus NaN/inf/category edge values, plus random rows."""
+    dump = model.dump_model()
+    thresholds = {i: set() for i in range(n_features)}
+    def walk(node):
+        if "split_feature" in node:
+            if node.get("decision_type") == "<=":
+                thresholds[node["split_feature"]].add(float(node["threshold"]))
+            walk(node["left_child"]); walk(node["right_child"])
+    for t in dump["tree_info"]:
+        walk(t["tree_structure"])
+    rows = []
+    base = rng.normal(size=(400, n_features))
+    for j in categorical:
+        base[:, j] = rng.integers(0, 6, size=400)
+    rows.extend(base.tolist())
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-36, -1e-36, 1e300]
+    for j in range(n_features):
+        vals = set(specials)
+        if j in categorical:
+            vals |= {-1.0, -3.0, -0.5, 0.5, 5.0, 6.0, 63.0, 64.0, 1000.0, 2.5, 1e12}
+        for t in thresholds[j]:
+            vals |= {t, np.nextafter(t, math.inf), np.nextafter(t, -math.inf),
+                     float(np.float32(t)), float(np.nextafter(np.float32(t), np.float32(math.inf)))}
+        for v in vals:
+            r = list(base[len(rows) % 400])
+            r[j] = v
+            rows.append(r)
+    return rows
+
+def write(name, model, rows, objective):
+    X = np.array(rows, dtype=np.float64)
+    raw = model.predict(X, raw_score=True)
+    out_ = model.predict(X)
+    model.save_model(f"{out}/{name}.txt")
+    with open(f"{out}/{name}.rows.jsonl", "w") as f:
+        for r, m, p in zip(rows, raw, out_):
+            f.write(json.dumps({"x": [bits(v) for v in r], "raw": bits(m), "out": bits(p)}) + "\n")
+    print(name, len(rows), "rows", objective)
+
+# 1. Binary, numeric, NaN in training (missing type NaN, learned default directions).
+n = 3000
+X = rng.normal(size=(n, 4))
+X[rng.random(n) < 0.1, 1] = np.nan
+y = ((X[:, 0] + np.nan_to_num(X[:, 1], nan=1.5) - X[:, 2] * X[:, 3]) > 0).astype(int)
+m = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "seed": 1},
+              lgb.Dataset(X, y), num_boost_round=40)
+write("lgb_binary_nan", m, edge_rows(m, 4, []), "binary")
+
+# 2. Regression, no missing values in training (missing type None: NaN reads as 0).
+X = rng.normal(size=(n, 3))
+y = 2 * X[:, 0] - X[:, 1] ** 2 + 0.1 * rng.normal(size=n)
+m = lgb.train({"objective": "regression", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "seed": 2},
+              lgb.Dataset(X, y), num_boost_round=40)
+write("lgb_regression_none", m, edge_rows(m, 3, []), "regression")
+
+# 3. Binary with a categorical feature (integer codes; bitsets send listed codes left).
+X = rng.normal(size=(n, 3))
+X[:, 2] = rng.integers(0, 6, size=n)
+y = ((X[:, 0] + np.isin(X[:, 2], [1, 4]) * 2 - 1) > 0).astype(int)
+m = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "seed": 3,
+               "min_data_per_group": 5, "cat_smooth": 1},
+              lgb.Dataset(X, y, categorical_feature=[2]), num_boost_round=40)
+write("lgb_binary_categorical", m, edge_rows(m, 3, [2]), "binary")
