@@ -118,8 +118,8 @@ impl Classes {
                 levels,
             } => {
                 let x = row[*feature];
-                // NaN and negative values fail `x >= 0` alike.
-                let in_range = x >= 0.0 && (x as u64) < u64::from(*levels);
+                // NaN and values of -1 or less fail `x > -1` alike; (-1, 0) truncates to code 0.
+                let in_range = x > -1.0 && (x as u64) < u64::from(*levels);
                 let c = if !in_range {
                     *levels as usize
                 } else {

@@ -187,7 +187,8 @@ impl Forest {
         }
         let nan = u32::from(x.is_nan());
         let numeric_left = u32::from(x <= f64::from_bits(n.bits)) | (nan & dl);
-        let inline_ok = u32::from(x >= 0.0) & u32::from(x < 64.0);
+        // A category value truncates toward zero to its code (-0.5 is code 0), as `Node::goes_left` reads it.
+        let inline_ok = u32::from(x > -1.0) & u32::from(x < 64.0);
         let bit = ((n.bits >> ((x as u64) & 63)) & 1) as u32;
         let cat_left = (bit & inline_ok) | (dl & (inline_ok ^ 1));
         let is_cat = u32::from(n.kind == CAT_INLINE);
@@ -197,7 +198,7 @@ impl Forest {
     #[cold]
     fn wide_left(&self, n: &FlatNode, x: f64, dl: bool) -> bool {
         let (off, words) = ((n.bits >> 32) as usize, (n.bits & 0xffff_ffff) as usize);
-        if x.is_nan() || x < 0.0 || (x as usize) / 64 >= words {
+        if x.is_nan() || x <= -1.0 || (x as usize) / 64 >= words {
             return dl;
         }
         let code = x as usize;

@@ -179,6 +179,10 @@ fn layouts_match(trees: usize, leaves: usize, layout: &str) {
     rows.push(vec![0.5, -1.0, 1.0, 1e300]);
     rows.push(vec![0.5, 2.7, 1.0, -0.0]);
     rows.push(vec![f64::INFINITY, 3.0, f64::NEG_INFINITY, 0.0]);
+    // Category values truncate toward zero: -0.5 and -0.99 are code 0, -1 is none.
+    for c in [-0.5, -0.99, -0.0, -1.0, -1.5, 0.99, 63.5, 64.0] {
+        rows.push(vec![0.5, c, 1.0, 7.0]);
+    }
     // Every threshold, and its neighbours, on each numeric feature.
     for t in &ens.trees {
         for n in t
