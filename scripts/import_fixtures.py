@@ -28,7 +28,9 @@ def edge_rows(model, n_features, categorical):
     for j in categorical:
         base[:, j] = rng.integers(0, 6, size=400)
     rows.extend(base.tolist())
-    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-36, -1e-36, 1e300]
+    kz = float(np.float32(1e-35))
+    specials = [math.nan, math.inf, -math.inf, 0.0, -0.0, 1e-36, -1e-36, 1e300, kz, -kz,
+                np.nextafter(kz, math.inf), np.nextafter(-kz, -math.inf), 1e-30, -1e-30]
     for j in range(n_features):
         vals = set(specials)
         if j in categorical:
@@ -76,3 +78,12 @@ m = lgb.train({"objective": "binary", "num_leaves": 15, "learning_rate": 0.1, "v
                "min_data_per_group": 5, "cat_smooth": 1},
               lgb.Dataset(X, y, categorical_feature=[2]), num_boost_round=40)
 write("lgb_binary_categorical", m, edge_rows(m, 3, [2]), "binary")
+
+# 4. Regression with zero_as_missing (missing type Zero: NaN and values within 1e-35 of zero are missing).
+X = rng.normal(size=(n, 3))
+X[rng.random(n) < 0.15, 0] = 0.0
+y = np.where(X[:, 0] == 0.0, 3.0, X[:, 0]) + X[:, 1] + 0.1 * rng.normal(size=n)
+m = lgb.train({"objective": "regression", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "seed": 4,
+               "zero_as_missing": True},
+              lgb.Dataset(X, y), num_boost_round=40)
+write("lgb_regression_zero", m, edge_rows(m, 3, []), "regression")

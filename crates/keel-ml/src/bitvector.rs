@@ -253,6 +253,14 @@ impl<M: LeafMask> Bitvector<M> {
                 if th.iter().any(|t| t.is_nan()) {
                     return None;
                 }
+                // Splits that count values near zero as missing: the zero interval is a class of its own.
+                if nodes
+                    .iter()
+                    .any(|x| node(x).flags & crate::tree::FLAG_ZERO_MISSING != 0)
+                {
+                    th.push((-crate::tree::ZERO_THRESHOLD).next_down());
+                    th.push(crate::tree::ZERO_THRESHOLD);
+                }
                 th.sort_by(f64::total_cmp);
                 th.dedup();
                 let mut reps = th.clone();

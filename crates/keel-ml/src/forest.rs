@@ -6,12 +6,16 @@
 //! order, so either result is bit-identical to summing [`Tree::predict`] tree by tree.
 
 use crate::bitvector::Scorer;
-use crate::tree::{FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, NodeRef, Tree};
+use crate::tree::{
+    FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_ZERO_MISSING, NodeRef, Tree, ZERO_THRESHOLD,
+};
 
 const NUMERIC: u8 = 0;
 const CAT_INLINE: u8 = 1;
 const CAT_WIDE: u8 = 2;
 const LEAF: u8 = 3;
+/// Numeric with values near zero counted as missing (imported LightGBM trees).
+const NUMERIC_ZERO: u8 = 4;
 const LANES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,7 +89,11 @@ impl Forest {
                 let n = &t.nodes[i as usize];
                 let default_left = u8::from(n.flags & FLAG_DEFAULT_LEFT != 0);
                 let (kind, bits) = if n.flags & FLAG_CATEGORICAL == 0 {
-                    (NUMERIC, n.threshold.to_bits())
+                    let zero = n.flags & FLAG_ZERO_MISSING != 0;
+                    (
+                        if zero { NUMERIC_ZERO } else { NUMERIC },
+                        n.threshold.to_bits(),
+                    )
                 } else if n.cat_words == 1 {
                     (CAT_INLINE, t.cat_bits[n.cat_offset as usize])
                 } else {
@@ -185,6 +193,9 @@ impl Forest {
         if n.kind == CAT_WIDE {
             return u32::from(self.wide_left(n, x, dl == 1));
         }
+        if n.kind == NUMERIC_ZERO {
+            return u32::from(zero_left(n, x, dl == 1));
+        }
         let nan = u32::from(x.is_nan());
         let numeric_left = u32::from(x <= f64::from_bits(n.bits)) | (nan & dl);
         // A category value truncates toward zero to its code (-0.5 is code 0), as `Node::goes_left` reads it.
@@ -204,4 +215,13 @@ impl Forest {
         let code = x as usize;
         self.wide_bits[off + code / 64] >> (code % 64) & 1 == 1
     }
+}
+
+/// A numeric split whose values within [`ZERO_THRESHOLD`] of zero (and NaN) go the default way.
+#[cold]
+fn zero_left(n: &FlatNode, x: f64, dl: bool) -> bool {
+    if x.is_nan() || (-ZERO_THRESHOLD..=ZERO_THRESHOLD).contains(&x) {
+        return dl;
+    }
+    x <= f64::from_bits(n.bits)
 }

@@ -12,6 +12,11 @@ pub const FLAG_DEFAULT_LEFT: u8 = 2;
 pub const FLAG_LEFT_LEAF: u8 = 4;
 /// `right` indexes a leaf, not a node.
 pub const FLAG_RIGHT_LEAF: u8 = 8;
+/// Numeric splits: values within [`ZERO_THRESHOLD`] of zero count as missing (LightGBM's missing type Zero).
+pub const FLAG_ZERO_MISSING: u8 = 16;
+
+/// What LightGBM calls zero (`kZeroThreshold`, the f32 `1e-35`, read as f64).
+pub const ZERO_THRESHOLD: f64 = 1.0000000180025095e-35;
 
 /// One internal node.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -38,6 +43,11 @@ impl Node {
             return self.flags & FLAG_DEFAULT_LEFT != 0;
         }
         if self.flags & FLAG_CATEGORICAL == 0 {
+            if self.flags & FLAG_ZERO_MISSING != 0
+                && (-ZERO_THRESHOLD..=ZERO_THRESHOLD).contains(&x)
+            {
+                return self.flags & FLAG_DEFAULT_LEFT != 0;
+            }
             x <= self.threshold
         } else {
             // Codes truncate toward zero (as LightGBM's `int` cast): -0.5 is code 0, -1 and below are none.

@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use crate::tree::{
-    FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_LEFT_LEAF, FLAG_RIGHT_LEAF, Node, Tree,
+    FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_LEFT_LEAF, FLAG_RIGHT_LEAF, FLAG_ZERO_MISSING, Node,
+    Tree,
 };
 use crate::{Error, Objective};
 
@@ -265,10 +266,10 @@ fn tree(
                 0 => 0.0 <= th,
                 // NaN: NaN goes the default way.
                 2 => default_left,
+                // Zero: NaN reads as 0.0, and values within kZeroThreshold of zero go the default way.
                 1 => {
-                    return Err(bad(format!(
-                        "Tree={t}: split {i}: missing type Zero (zero_as_missing) is not supported yet"
-                    )));
+                    flags |= FLAG_ZERO_MISSING;
+                    default_left
                 }
                 _ => {
                     return Err(bad(format!(

@@ -26,6 +26,11 @@ fn check_lightgbm(name: &str, objective: Objective, categorical: &[usize]) {
         assert_eq!(*c, categorical.contains(&j), "{name}: feature {j}");
     }
     let e = Ensemble::new(objective, 0.0, m.trees.clone());
+    assert!(
+        e.forest().layout().starts_with("bitvector"),
+        "{name}: {}",
+        e.forest().layout()
+    );
     let rows = std::fs::read_to_string(fixture(&format!("{name}.rows.jsonl"))).unwrap();
     let mut n = 0;
     for (i, line) in rows.lines().enumerate() {
@@ -43,6 +48,12 @@ fn check_lightgbm(name: &str, objective: Objective, categorical: &[usize]) {
             fast.to_bits(),
             raw.to_bits(),
             "{name} row {i} {x:?}: scorer {fast} vs {raw}"
+        );
+        let arena = e.forest().predict_arena(&x, 0.0);
+        assert_eq!(
+            arena.to_bits(),
+            raw.to_bits(),
+            "{name} row {i} {x:?}: arena {arena} vs {raw}"
         );
         let out = match objective {
             Objective::Binary => 1.0 / (1.0 + (-(m.sigmoid * raw)).exp()),
@@ -66,6 +77,21 @@ fn lightgbm_binary_with_nan_missing_type_is_bit_exact() {
 #[test]
 fn lightgbm_regression_with_no_missing_type_reads_nan_as_zero() {
     check_lightgbm("lgb_regression_none", Objective::Regression, &[]);
+}
+
+#[test]
+fn lightgbm_zero_as_missing_sends_values_near_zero_the_default_way() {
+    let text = std::fs::read_to_string(fixture("lgb_regression_zero.txt")).unwrap();
+    assert!(
+        lightgbm::parse(&text)
+            .unwrap()
+            .trees
+            .iter()
+            .flat_map(|t| &t.nodes)
+            .any(|n| n.flags & keel_ml::tree::FLAG_ZERO_MISSING != 0),
+        "the fixture has zero-missing splits"
+    );
+    check_lightgbm("lgb_regression_zero", Objective::Regression, &[]);
 }
 
 #[test]
