@@ -198,20 +198,9 @@ pub struct AuditEntry {
 }
 
 impl From<&AuditRecord> for AuditEntry {
+    /// The record as the store exports it (`AuditRecord::to_json`: its JSON fields parsed back).
     fn from(r: &AuditRecord) -> Self {
-        let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.into()));
-        AuditEntry {
-            seq: r.seq,
-            at: r.at.clone(),
-            actor: r.actor.clone(),
-            action: r.action.clone(),
-            target: r.target.clone(),
-            before: parse(&r.before),
-            after: parse(&r.after),
-            evidence: parse(&r.evidence),
-            prev_hash: r.prev_hash.clone(),
-            hash: r.hash.clone(),
-        }
+        serde_json::from_value(r.to_json()).expect("an exported audit record has every field")
     }
 }
 

@@ -95,6 +95,11 @@ pub(crate) fn json<T: DeserializeOwned>(bytes: &[u8], expected: &str) -> Result<
     })
 }
 
+/// 422 `invalid_body` with `message` (a request body that parsed but says something the route cannot take).
+pub(crate) fn invalid_body(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
+}
+
 /// Numbers with no fractional part (up to 2^53) become integers, as JSON Schema's `integer` reads them.
 fn integral(v: &mut Value) {
     match v {

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{AsDeployer, AsReader, Authorized};
-use crate::body::{page_limit, query, upload};
+use crate::body::{invalid_body, page_limit, query, upload};
 use crate::error::{ApiError, ErrorBody};
 
 /// One collection at a glance.
@@ -102,7 +102,9 @@ pub async fn ingest(
     let spec = (|| {
         up.only(&["max_tokens", "overlap", "screen"], &["file"])?;
         if up.files.is_empty() {
-            return Err(invalid("upload at least one file (multipart field `file`)"));
+            return Err(invalid_body(
+                "upload at least one file (multipart field `file`)",
+            ));
         }
         let mut spec = keel_app::rag::IngestSpec::new(&collection, &up.dir);
         let number = |name: &str| -> Result<Option<usize>, ApiError> {
@@ -110,7 +112,7 @@ pub async fn ingest(
                 .map(|v| {
                     v.trim()
                         .parse::<usize>()
-                        .map_err(|_| invalid(&format!("{name}: '{v}' is not a whole number")))
+                        .map_err(|_| invalid_body(&format!("{name}: '{v}' is not a whole number")))
                 })
                 .transpose()
         };
@@ -119,7 +121,7 @@ pub async fn ingest(
             if (lo..=hi).contains(&n) {
                 Ok(n)
             } else {
-                Err(invalid(&format!("{name}: {n} must be {lo}–{hi}")))
+                Err(invalid_body(&format!("{name}: {n} must be {lo}–{hi}")))
             }
         };
         if let Some(n) = number("max_tokens")? {
@@ -132,7 +134,11 @@ pub async fn ingest(
             spec.screen = match v.trim() {
                 "true" => true,
                 "false" => false,
-                other => return Err(invalid(&format!("screen: '{other}' must be true or false"))),
+                other => {
+                    return Err(invalid_body(&format!(
+                        "screen: '{other}' must be true or false"
+                    )));
+                }
             };
         }
         Ok(spec)
@@ -156,10 +162,6 @@ pub async fn ingest(
             Err(e)
         }
     }
-}
-
-fn invalid(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
 }
 
 /// Which chunks to read.

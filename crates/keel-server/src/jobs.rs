@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{AsDeployer, AsReader, Authorized};
-use crate::body::{json, page_limit, query, read_body, upload};
+use crate::body::{invalid_body, json, page_limit, query, read_body, upload};
 use crate::error::{ApiError, ErrorBody};
 
 /// A job: what was asked, where it stands, and what it produced.
@@ -186,11 +186,11 @@ pub async fn train(
             up.only(&["spec"], &["data", "test"])?;
             let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), TRAIN_EXPECTED)?;
             let Some(o) = v.as_object_mut() else {
-                return Err(invalid("spec: expected a JSON object"));
+                return Err(invalid_body("spec: expected a JSON object"));
             };
-            let data = up
-                .file("data")
-                .ok_or_else(|| invalid("a multipart training request needs a file field `data`"))?;
+            let data = up.file("data").ok_or_else(|| {
+                invalid_body("a multipart training request needs a file field `data`")
+            })?;
             o.insert("data".into(), data.display().to_string().into());
             if let Some(t) = up.file("test") {
                 o.insert("test".into(), t.display().to_string().into());
@@ -208,10 +208,6 @@ pub async fn train(
     let name = spec.name.clone();
     let j = queue(&st, &name, &JobSpec::Train(Box::new(spec)), &caller.actor()).await?;
     Ok(accepted(j))
-}
-
-fn invalid(message: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message)
 }
 
 /// A retraining: a challenger trained with the champion's settings on new data, gated on fresh labelled

@@ -29,24 +29,6 @@ pub use keel_app::rag::{
     AnswerMode, GENERATION_WAIT, LOCAL_MODEL_ALIAS, LlmConfig, RagState, TextSink, Wanted,
 };
 
-/// The chat models `/v1/chat/completions` answers as (id, owner), for `GET /v1/models`.
-pub fn chat_models(rag: &RagState) -> Vec<(String, String)> {
-    rag.chat_models()
-}
-
-fn model_unavailable(message: String) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "model_unavailable",
-        message,
-    )
-}
-
-/// keel-rag errors as HTTP (mapped once, in `error.rs`).
-pub fn rag_error(e: keel_rag::Error) -> ApiError {
-    e.into()
-}
-
 fn invalid_body(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -152,7 +134,7 @@ pub async fn rag_query(
             format!("$.k: {k} must be between 1 and 50"),
         ));
     }
-    keel_rag::query::check_question(&req.question).map_err(rag_error)?;
+    keel_rag::query::check_question(&req.question).map_err(ApiError::from)?;
     let rag = st.rag.clone();
     let c = rag.collection(&collection)?;
     let q = keel_app::rag::Question {
@@ -396,7 +378,7 @@ pub async fn embeddings(
                 ));
             }
             let refs: Vec<&str> = step.iter().map(String::as_str).collect();
-            out.extend(e2.embed(&refs).map_err(rag_error)?);
+            out.extend(e2.embed(&refs).map_err(ApiError::from)?);
         }
         Ok(out)
     })
@@ -593,11 +575,10 @@ pub async fn chat_completions(
     let stream = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let gcfg = &st.guard.config;
     let upstream = if gcfg.upstream == crate::guard::Upstream::Remote {
-        let r = st
-            .rag
-            .remote
-            .clone()
-            .ok_or_else(|| model_unavailable(RemoteError::NotConfigured.to_string()))?;
+        let r =
+            st.rag.remote.clone().ok_or_else(|| {
+                keel_app::Error::Unavailable(RemoteError::NotConfigured.to_string())
+            })?;
         Engine::Remote(r)
     } else {
         Engine::Local(st.rag.llm().await?)
@@ -709,7 +690,7 @@ pub async fn chat_completions(
                     llm.chat(&messages, &opts, &mut |_| {
                         flag.load(std::sync::atomic::Ordering::Relaxed)
                     })
-                    .map_err(rag_error)
+                    .map_err(ApiError::from)
                 })
                 .await?;
                 drop(wanted);

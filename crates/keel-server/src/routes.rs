@@ -786,7 +786,8 @@ pub async fn list_models(
         })
         .collect();
     data.extend(
-        crate::rag::chat_models(&st.rag)
+        st.rag
+            .chat_models()
             .into_iter()
             .map(|(id, owner)| ModelEntry {
                 id,
