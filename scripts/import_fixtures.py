@@ -35,10 +35,11 @@ def edge_rows(model, n_features, categorical):
         vals = set(specials)
         if j in categorical:
             vals |= {-1.0, -3.0, -0.5, 0.5, 5.0, 6.0, 63.0, 64.0, 1000.0, 2.5, 1e12}
-        for t in thresholds[j]:
+        for t in sorted(thresholds[j]):
             vals |= {t, np.nextafter(t, math.inf), np.nextafter(t, -math.inf),
                      float(np.float32(t)), float(np.nextafter(np.float32(t), np.float32(math.inf)))}
-        for v in vals:
+        # Sorted (NaN last): a set's order of NaN depends on object identity, and the fixtures must reproduce.
+        for v in sorted(vals, key=lambda v: (math.isnan(v), 0.0 if math.isnan(v) else v)):
             r = list(base[len(rows) % 400])
             r[j] = v
             rows.append(r)
@@ -87,3 +88,32 @@ m = lgb.train({"objective": "regression", "num_leaves": 15, "learning_rate": 0.1
                "zero_as_missing": True},
               lgb.Dataset(X, y), num_boost_round=40)
 write("lgb_regression_zero", m, edge_rows(m, 3, []), "regression")
+
+# 5. Poisson regression (exp link) with NaN in training.
+X = rng.normal(size=(n, 3))
+X[rng.random(n) < 0.1, 2] = np.nan
+lam = np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1])
+y = rng.poisson(lam)
+m = lgb.train({"objective": "poisson", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1, "seed": 5},
+              lgb.Dataset(X, y), num_boost_round=40)
+write("lgb_poisson", m, edge_rows(m, 3, []), "poisson")
+
+# 6. The real employment data (nannyml's ACS employment reference, 2015) with pandas categories: trained on
+# the rows whose id is not a multiple of 5; 3,000 of the others are written as a CSV with LightGBM's
+# probabilities, for the end-to-end import test (labels in, categories by name, bit-exact outputs).
+if len(sys.argv) > 2:
+    import pandas as pd
+    d = pd.read_parquet(sys.argv[2])
+    features = [c for c in d.columns if c not in ("id", "employed", "year", "prediction", "predicted_probability")]
+    train = d[d.id % 5 != 0]
+    rest = d[d.id % 5 == 0].head(3000)
+    m = lgb.train({"objective": "binary", "num_leaves": 31, "learning_rate": 0.1, "verbose": -1, "seed": 6,
+                   "min_data_per_group": 20},
+                  lgb.Dataset(train[features], train["employed"]), num_boost_round=60)
+    m.save_model(f"{out}/lgb_employment.txt")
+    rest[features + ["employed"]].to_csv(f"{out}/employment_holdout.csv", index=False)
+    p = m.predict(rest[features])
+    with open(f"{out}/lgb_employment.expected.txt", "w") as f:
+        for v in p:
+            f.write(bits(v) + "\n")
+    print("lgb_employment", len(rest), "rows")

@@ -4,6 +4,7 @@
 //! progress (which is also how it learns of a cancellation) and records the final state and a typed result.
 
 use crate::guard::GuardConfig;
+use crate::import::{ImportOutcome, ImportSpec};
 use crate::rag::{IngestOutcome, IngestScreen, IngestSpec, RagState};
 use crate::retrain::{RetrainOutcome, RetrainSpec};
 use crate::train::{Progress, TrainOutcome, TrainSpec};
@@ -28,6 +29,8 @@ pub enum JobKind {
     Retrain,
     /// Embed and index documents into a RAG collection ([`IngestSpec`]).
     Ingest,
+    /// Import a model trained elsewhere and register it ([`ImportSpec`]).
+    Import,
 }
 
 impl JobKind {
@@ -36,6 +39,7 @@ impl JobKind {
             JobKind::Train => "train",
             JobKind::Retrain => "retrain",
             JobKind::Ingest => "ingest",
+            JobKind::Import => "import",
         }
     }
 
@@ -44,8 +48,9 @@ impl JobKind {
             "train" => Ok(JobKind::Train),
             "retrain" => Ok(JobKind::Retrain),
             "ingest" => Ok(JobKind::Ingest),
+            "import" => Ok(JobKind::Import),
             other => Err(Error::input(format!(
-                "unknown job kind '{other}' (train, retrain or ingest)"
+                "unknown job kind '{other}' (train, retrain, ingest or import)"
             ))),
         }
     }
@@ -58,12 +63,14 @@ pub enum JobSpec {
     Train(Box<TrainSpec>),
     Retrain(RetrainSpec),
     Ingest(IngestSpec),
+    Import(Box<ImportSpec>),
 }
 
 /// A job's typed result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum JobResult {
+    Import(Box<ImportOutcome>),
     Retrain(Box<RetrainOutcome>),
     Train(Box<TrainOutcome>),
     Ingest(Box<IngestOutcome>),
@@ -75,6 +82,7 @@ impl JobSpec {
             JobSpec::Train(_) => JobKind::Train,
             JobSpec::Retrain(_) => JobKind::Retrain,
             JobSpec::Ingest(_) => JobKind::Ingest,
+            JobSpec::Import(_) => JobKind::Import,
         }
     }
 
@@ -84,6 +92,7 @@ impl JobSpec {
             JobSpec::Train(s) => serde_json::to_value(&**s),
             JobSpec::Retrain(s) => serde_json::to_value(s),
             JobSpec::Ingest(s) => serde_json::to_value(s),
+            JobSpec::Import(s) => serde_json::to_value(&**s),
         }
         .map_err(|e| Error::Internal(e.to_string()))
     }
@@ -103,6 +112,9 @@ impl JobSpec {
             JobKind::Ingest => {
                 JobSpec::Ingest(serde_json::from_value(job.spec.clone()).map_err(bad)?)
             }
+            JobKind::Import => JobSpec::Import(Box::new(
+                serde_json::from_value(job.spec.clone()).map_err(bad)?,
+            )),
         })
     }
 
@@ -119,6 +131,7 @@ impl JobSpec {
             }
             JobSpec::Retrain(s) => s.validate(),
             JobSpec::Ingest(s) => s.check(),
+            JobSpec::Import(s) => s.validate(),
         }
     }
 }
@@ -213,6 +226,11 @@ fn overall(kind: JobKind, stage: &str, f: f64) -> f64 {
         JobKind::Retrain => p,
         JobKind::Train => (p / 0.9).min(1.0),
         JobKind::Ingest => f,
+        JobKind::Import => match stage {
+            READING => 0.1 * f,
+            EVALUATING => 0.1 + 0.7 * f,
+            _ => 0.8 + 0.2 * f,
+        },
     }
 }
 
@@ -354,6 +372,12 @@ pub async fn run_job_with(
             Ok(JobSpec::Ingest(s)) => ingest(store, rag, s, hook.clone())
                 .await
                 .map(|o| JobResult::Ingest(Box::new(o))),
+            Ok(JobSpec::Import(s)) => {
+                let actor = format!("{} (job {id})", job.created_by);
+                crate::import::import(store, *s, &actor, hook.clone())
+                    .await
+                    .map(|o| JobResult::Import(Box::new(o)))
+            }
         };
         drop(hook);
         r
@@ -364,6 +388,10 @@ pub async fn run_job_with(
         Ok(r) => {
             let message = match &r {
                 JobResult::Train(o) => format!("registered {}@{}", o.model, o.version),
+                JobResult::Import(o) => match &o.gate {
+                    Some(g) => format!("imported {}@{}; {}", o.model, o.version, g.message),
+                    None => format!("imported {}@{}", o.model, o.version),
+                },
                 JobResult::Retrain(o) => o.message.clone(),
                 JobResult::Ingest(o) => format!(
                     "{}: {} documents, {} chunks ({} embedded)",

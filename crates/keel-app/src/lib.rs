@@ -1,7 +1,7 @@
 //! keel-app: Keel's use cases as typed services, shared by the CLI, the HTTP server and the job worker.
 //!
 //! Each use case takes typed input and returns typed output or one [`Error`] with a class: training
-//! ([`train`]), retraining with the gate ([`retrain`]), jobs and the worker task that runs them ([`jobs`]),
+//! ([`train`]), importing models trained elsewhere ([`import`]), retraining with the gate ([`retrain`]), jobs and the worker task that runs them ([`jobs`]),
 //! rollouts judged with one policy ([`rollout`]), RAG collections and guarded answers ([`rag`], [`guard`],
 //! [`openai`] for remote endpoints), and the files written next to the registry ([`files`]).
 //! Nothing here parses flags or knows HTTP; CPU-heavy work runs on the blocking pool, never on the reactor.
@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod guard;
+pub mod import;
 pub mod jobs;
 pub mod openai;
 pub mod rag;

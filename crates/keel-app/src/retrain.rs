@@ -51,22 +51,23 @@ pub struct RetrainOutcome {
 
 impl RetrainSpec {
     pub fn validate(&self) -> Result<()> {
-        if let Some(c) = self.canary
-            && !(c > 0.0 && c <= 1.0)
-        {
-            return Err(Error::input(format!(
-                "canary {c} must be a share in (0, 1] (10 % is 0.1)"
+        if !self.data.exists() {
+            return Err(Error::NotFound(format!(
+                "data {}: no such file",
+                self.data.display()
             )));
         }
-        for (what, p) in [("data", &self.data), ("holdout", &self.holdout)] {
-            if !p.exists() {
-                return Err(Error::NotFound(format!(
-                    "{what} {}: no such file",
-                    p.display()
-                )));
-            }
+        self.gate_spec().validate()
+    }
+
+    /// How the challenger is gated and rolled out.
+    pub fn gate_spec(&self) -> GateSpec {
+        GateSpec {
+            holdout: self.holdout.clone(),
+            canary: self.canary,
+            shadow: self.shadow,
+            gate: self.gate.clone(),
         }
-        Ok(())
     }
 }
 
@@ -189,41 +190,108 @@ pub async fn retrain(
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
     let train_spec = challenger_spec(&champion, spec, &columns)?;
-    let settings = train_spec.settings.clone();
     let trained = crate::train::train(store, train_spec, actor, progress.clone()).await?;
-    let version = trained.version;
     progress("gating", 0.0);
+    let outcome = gate_challenger(
+        store,
+        &champion,
+        trained.version,
+        &spec.gate_spec(),
+        Some(&spec.data),
+        actor,
+    )
+    .await?;
+    progress("gating", 1.0);
+    Ok(outcome)
+}
+
+/// How a challenger is gated against the champion, and what starts when it passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// Labelled rows neither model trained on.
+    pub holdout: std::path::PathBuf,
+    /// Share of champion traffic for the canary of a passing challenger (e.g. 0.1).
+    #[serde(default)]
+    pub canary: Option<f64>,
+    /// Mirror traffic to a passing challenger.
+    #[serde(default)]
+    pub shadow: bool,
+    #[serde(default)]
+    pub gate: keel_ml::gate::GateOptions,
+}
+
+impl GateSpec {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(c) = self.canary
+            && !(c > 0.0 && c <= 1.0)
+        {
+            return Err(Error::input(format!(
+                "canary {c} must be a share in (0, 1] (10 % is 0.1)"
+            )));
+        }
+        if !self.holdout.exists() {
+            return Err(Error::NotFound(format!(
+                "holdout {}: no such file",
+                self.holdout.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Gates registered version `version` against `champion` on the spec's holdout, audits the decision, and
+/// for a passing challenger points the `challenger` alias at it and starts its canary and/or shadow. The
+/// champion's stored schema reads the holdout; `training_data`, when known, is checked for holdout rows the
+/// challenger trained on. Used by retraining and by imports that name a holdout.
+pub async fn gate_challenger(
+    store: &Store,
+    champion: &VersionRecord,
+    version: i64,
+    spec: &GateSpec,
+    training_data: Option<&Path>,
+    actor: &str,
+) -> Result<RetrainOutcome> {
+    spec.validate()?;
+    let model = champion.model.as_str();
     let challenger = store.get(model, &Selector::Version(version)).await?;
     let (old_bytes, new_bytes) = (
-        store.model_bytes(&champion).await?,
+        store.model_bytes(champion).await?,
         store.model_bytes(&challenger).await?,
     );
+    // The champion's own threshold and sensitive columns, when it stored training settings.
+    let settings = serde_json::from_value::<StoredParams>(champion.params.clone())
+        .ok()
+        .map(|p| p.settings);
     let (spec2, champion2) = (spec.clone(), champion.clone());
+    let data = training_data.map(Path::to_path_buf);
     let (report, shared_rows, holdout_hash) = tokio::task::spawn_blocking(move || -> Result<_> {
         let m_old = keel_ml::Model::from_bytes(&old_bytes)?;
         let m_new = keel_ml::Model::from_bytes(&new_bytes)?;
         let (holdout, y) = labelled_frame(
             &spec2.holdout,
             &champion2,
-            &settings.target,
+            &m_old.target,
             &m_old.class_labels,
         )?;
         let opts = GateOptions {
-            sensitive: if spec2.gate.sensitive.is_empty() {
-                settings.sensitive.clone()
-            } else {
-                spec2.gate.sensitive.clone()
+            sensitive: match (&settings, spec2.gate.sensitive.is_empty()) {
+                (Some(s), true) => s.sensitive.clone(),
+                _ => spec2.gate.sensitive.clone(),
             },
-            threshold: settings.threshold,
+            threshold: settings.as_ref().map_or(0.5, |s| s.threshold),
             ..spec2.gate.clone()
         };
         let report: GateReport = keel_ml::gate::compare(&m_old, &m_new, &holdout, &y, &opts)?;
         let holdout_hash = keel_data::hash::file_sha256(&spec2.holdout)?;
         // Holdout rows the challenger trained on make the gate optimistic; row hashes find them cheaply.
-        let shared_rows = keel_data::hash::shared_rows(
-            &keel_data::read::read_table(&spec2.data)?,
-            &keel_data::read::read_table(&spec2.holdout)?,
-        )?;
+        let shared_rows = match &data {
+            Some(d) => keel_data::hash::shared_rows(
+                &keel_data::read::read_table(d)?,
+                &keel_data::read::read_table(&spec2.holdout)?,
+            )?,
+            None => 0,
+        };
         Ok((report, shared_rows, holdout_hash))
     })
     .await
@@ -233,7 +301,7 @@ pub async fn retrain(
         "challenger": version,
         "holdout": spec.holdout,
         "holdout_sha256": holdout_hash,
-        "data": spec.data,
+        "data": training_data,
         "holdout_rows_in_training_data": shared_rows,
         "gate": report,
     });
@@ -283,14 +351,13 @@ pub async fn retrain(
             report.reasons.join("; ")
         )
     };
-    let message = match shared_rows {
-        0 => message,
-        n => format!(
+    let message = match (shared_rows, training_data) {
+        (0, _) | (_, None) => message,
+        (n, Some(d)) => format!(
             "{message}\nwarning: {n} rows of the holdout also occur in the training data {}: the gate's comparison is optimistic for the challenger; use a holdout the challenger never saw",
-            spec.data.display()
+            d.display()
         ),
     };
-    progress("gating", 1.0);
     Ok(RetrainOutcome {
         champion: champion.version,
         challenger: version,

@@ -580,6 +580,8 @@ fn fit(
         class_labels: target.class_labels.clone(),
         features: specs.clone(),
         kind,
+        link: keel_ml::model::Link::of(objective),
+        numerics: keel_ml::model::Numerics::F64,
     };
     // Auto: both candidates on 80 % of the training rows, compared on the other 20 % (the holdout plays no
     // part in the choice).
@@ -762,6 +764,7 @@ fn fit(
             model_sha256: model_sha,
         },
         limitations: keel_ml::card::derive_limitations(&evaluation, train_y.len()),
+        imported: None,
     };
     if let Some(l) = selection.limitation() {
         card.limitations.push(l);
@@ -807,14 +810,18 @@ fn fit(
     })
 }
 
-fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::Internal(format!("serialising: {e}")))
 }
 
 /// The monitoring reference of a new version: bins from the training rows (deciles of numeric features,
 /// the levels of categorical ones; tenths of the probability, or deciles of a regression's predictions) and the
 /// holdout rows' counts over them, predictions included.
-fn reference_profile(model: &Model, x_train: &[f64], x_test: &[f64]) -> serde_json::Value {
+pub(crate) fn reference_profile(
+    model: &Model,
+    x_train: &[f64],
+    x_test: &[f64],
+) -> serde_json::Value {
     use keel_monitor::profile::{BinSpec, ProfileSpec, bin_edges};
     let features: Vec<(String, Option<Vec<String>>)> = model
         .features

@@ -46,6 +46,7 @@ impl Cli {
                 ModelsCommand::Card(a) => a.json,
                 ModelsCommand::Alias(a) => a.json,
                 ModelsCommand::Rollback(a) => a.json,
+                ModelsCommand::Import(a) => a.json,
             },
             Command::Assets(a) => a.json,
             Command::Serve(_) => false,
@@ -1145,6 +1146,61 @@ pub enum ModelsCommand {
     ///
     /// Example: keel models rollback employment        (restores the previous champion)
     Rollback(RollbackArgs),
+    /// Register a model trained elsewhere (LightGBM text, v4) as a normal version: served by Keel's own
+    /// scorer with the library's exact decisions, explained with TreeSHAP, monitored, gated, canaried.
+    ///
+    /// With labelled reference data (--reference, --target) the card gets holdout metrics with intervals,
+    /// calibration, fairness and SHAP, and drift is measured against it; without, drift is measured against
+    /// the first served window. With --holdout the version is gated against the champion like a retrained
+    /// challenger (and canaried with --canary when it passes).
+    ///
+    /// Example: keel models import model.txt --name churn --reference holdout.csv --target churned --alias champion
+    Import(Box<ImportArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The model file (LightGBM `model.save_model("model.txt")`).
+    pub file: PathBuf,
+    /// The registered model's name.
+    #[arg(long)]
+    pub name: String,
+    /// The file's format (auto: recognised from its first bytes).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "lightgbm"])]
+    pub format: String,
+    /// Labelled rows the model did not train on (CSV or Parquet): evaluation, SHAP, fairness, monitoring reference.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// The label column of the reference data.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Columns whose groups get fairness metrics (repeatable).
+    #[arg(long)]
+    pub sensitive: Vec<String>,
+    /// Columns whose groups get their own metrics (repeatable).
+    #[arg(long)]
+    pub slice: Vec<String>,
+    /// Probability at or above which a row is the positive class.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+    /// Point this alias at the new version (repeatable; `champion` makes it what a bare name serves).
+    #[arg(long)]
+    pub alias: Vec<String>,
+    /// The intended use, shown on the model card.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Gate the imported version against the champion on these labelled rows (as keel retrain does).
+    #[arg(long)]
+    pub holdout: Option<PathBuf>,
+    /// With --holdout: start a canary with this share of champion traffic (percent) when it passes.
+    #[arg(long, requires = "holdout")]
+    pub canary: Option<f64>,
+    /// With --holdout: mirror traffic to it when it passes.
+    #[arg(long, requires = "holdout")]
+    pub shadow: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

@@ -53,6 +53,8 @@ fn employment_model() -> (Model, keel_core::Schema, keel_core::Frame) {
         class_labels: None,
         features: specs,
         kind: ModelKind::Gbdt(ens),
+        link: keel_ml::model::Link::of(Objective::Binary),
+        numerics: keel_ml::model::Numerics::F64,
     };
     (model, schema, frame)
 }

@@ -147,11 +147,15 @@ impl ModelCache {
                 .await
                 .map_err(|e| crate::Error::Invalid(format!("model load task failed: {e}")))??;
         loaded.monitor = monitor;
-        let m = Arc::new(loaded);
-        self.versions
+        // Two requests (or a request and the rollout loader) may load one version at once: the first one in
+        // is kept and both get it, so every request records into the profile that is flushed.
+        let m = self
+            .versions
             .write()
             .expect("cache lock")
-            .insert(id, m.clone());
+            .entry(id)
+            .or_insert_with(|| Arc::new(loaded))
+            .clone();
         Ok(m)
     }
 

@@ -430,11 +430,14 @@ pub async fn report(
     window_seconds: i64,
     opts: &DriftOptions,
 ) -> Result<MonitorReport> {
-    let reference = reference_of(record)?;
+    let (reference, first) = effective_reference(store, record).await?;
     let stored = store.profiles(&record.model, record.version, since).await?;
     let mut current = reference.spec.empty();
     let mut windows: Vec<WindowSummary> = Vec::new();
     for (w, v) in stored {
+        if Some(w) == first {
+            continue;
+        }
         let p: Profile = serde_json::from_value(v).map_err(|e| {
             Error::Invalid(format!("stored profile of window {w} is unreadable: {e}"))
         })?;
@@ -484,6 +487,37 @@ pub async fn report(
     })
 }
 
+/// The reference drift is measured against, and the window it was taken from when it is the version's first
+/// served window (a model imported without reference data stores bins but no counts: its first window of
+/// traffic becomes the reference, and later windows are compared with it).
+async fn effective_reference(
+    store: &keel_store::Store,
+    record: &keel_store::VersionRecord,
+) -> Result<(Reference, Option<i64>)> {
+    let mut reference = reference_of(record)?;
+    if reference.reference.rows > 0 {
+        return Ok((reference, None));
+    }
+    let stored = store.profiles(&record.model, record.version, 0).await?;
+    let Some(first) = stored.first().map(|(w, _)| *w) else {
+        return Err(Error::NoReference(format!(
+            "{}@{} was registered without reference data: its first served window becomes the reference, and it has served none yet",
+            record.model, record.version
+        )));
+    };
+    let mut merged = reference.spec.empty();
+    for (w, v) in stored.into_iter().take_while(|(w, _)| *w == first) {
+        let p: Profile = serde_json::from_value(v).map_err(|e| {
+            Error::Invalid(format!("stored profile of window {w} is unreadable: {e}"))
+        })?;
+        merged
+            .merge(&p)
+            .map_err(|e| Error::Invalid(format!("window {w}: {e}")))?;
+    }
+    reference.reference = merged;
+    Ok((reference, Some(first)))
+}
+
 /// The version's monitoring reference, or why there is none.
 fn reference_of(record: &keel_store::VersionRecord) -> Result<Reference> {
     Reference::of(record).ok_or_else(|| {
@@ -515,10 +549,13 @@ pub async fn drift_history(
     since: i64,
     opts: &DriftOptions,
 ) -> Result<Vec<WindowDrift>> {
-    let reference = reference_of(record)?;
+    let (reference, first) = effective_reference(store, record).await?;
     let stored = store.profiles(&record.model, record.version, since).await?;
     let mut windows: Vec<(i64, Profile)> = Vec::new();
     for (w, v) in stored {
+        if Some(w) == first {
+            continue;
+        }
         let p: Profile = serde_json::from_value(v).map_err(|e| {
             Error::Invalid(format!("stored profile of window {w} is unreadable: {e}"))
         })?;

@@ -36,6 +36,17 @@ pub struct ModelCard {
     pub trees: Option<usize>,
     pub lineage: Lineage,
     pub limitations: Vec<String>,
+    /// Where an imported model came from (absent for models Keel trained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedFrom>,
+}
+
+/// The file an imported model was read from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImportedFrom {
+    pub file: String,
+    #[serde(flatten)]
+    pub source: crate::import::Source,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +254,42 @@ th{{background:#f5f5f5}}td:first-child,th:first-child{{text-align:left}}.muted{{
         by = esc(&card.created_by),
     );
     let _ = write!(h, "<h2>Intended use</h2><p>{}</p>", esc(&card.intended_use));
+    if let Some(i) = &card.imported {
+        let s = &i.source;
+        let _ = write!(
+            h,
+            "<h2>Imported model</h2><table><tr><td>library</td><td>{}{}</td></tr><tr><td>file format</td><td>{}{}</td></tr>\
+             <tr><td>objective</td><td>{}</td></tr><tr><td>trees</td><td>{}</td></tr><tr><td>file</td><td><code>{}</code></td></tr>\
+             <tr><td>file SHA-256</td><td><code>{}</code></td></tr></table><p class=\"muted\">Keel compiled the file's trees into its own \
+             layout with the library's decision rules kept, so predictions agree with the library bit for bit; it did not train \
+             the model and cannot say what it was trained on.</p>",
+            esc(&s.library),
+            s.library_version
+                .as_deref()
+                .map_or(String::new(), |v| format!(" {}", esc(v))),
+            esc(s.format.as_str()),
+            s.format_version
+                .as_deref()
+                .map_or(String::new(), |v| format!(" ({})", esc(v))),
+            esc(&s.objective),
+            s.trees,
+            esc(&i.file),
+            esc(&s.sha256)
+        );
+    }
+    if ev.rows == 0 {
+        h.push_str(
+            "<h2>Holdout metrics</h2><p class=\"warn\">Not measured: the model was registered without labelled reference data, \
+             so this card has no metrics, intervals, calibration, fairness or SHAP summary, and drift is measured against the \
+             first served window. Import again with <code>--reference DATA --target COL</code> to get them.</p>",
+        );
+        let _ = write!(h, "<h2>Limitations</h2><ul>");
+        for l in &card.limitations {
+            let _ = write!(h, "<li>{}</li>", esc(l));
+        }
+        h.push_str("</ul></body></html>");
+        return h;
+    }
     if let Some(s) = &card.selection {
         let _ = write!(
             h,

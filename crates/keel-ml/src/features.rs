@@ -2,6 +2,9 @@
 //!
 //! Numeric, integer and boolean columns pass through (`NaN` = missing). A categorical value becomes the index
 //! of its label in the model's own level list, as `f64`; a label the model never saw becomes `NaN` (missing).
+//! Files whose type inference disagrees with the model are read the model's way: a numeric column feeding a
+//! categorical feature is looked up by each number's text (`16` → level "16"), and a categorical column
+//! feeding a numeric feature must hold numbers.
 
 use keel_core::{ColumnData, Frame, MISSING_CODE};
 use serde::{Deserialize, Serialize};
@@ -116,17 +119,42 @@ impl Encoder {
                         };
                     }
                 }
-                (ColumnData::Numeric(_), FeatureKind::Categorical { .. }) => {
-                    return Err(Error::InvalidInput(format!(
-                        "feature '{}' is categorical in the model but numeric in the data",
-                        spec.name
-                    )));
+                // Levels that look like numbers (codes such as "16") read from a file where the column was
+                // inferred numeric: a whole number is looked up by its integer text, others by their text.
+                (ColumnData::Numeric(v), FeatureKind::Categorical { .. }) => {
+                    for (i, &x) in v.iter().enumerate() {
+                        out[i * f + j] = if x.is_nan() {
+                            f64::NAN
+                        } else {
+                            let label = if x.fract() == 0.0 && x.abs() < 1e15 {
+                                format!("{}", x as i64)
+                            } else {
+                                format!("{x}")
+                            };
+                            self.level_code(j, &label).map_or(f64::NAN, |c| c as f64)
+                        };
+                    }
                 }
-                (ColumnData::Categorical { .. }, FeatureKind::Numeric) => {
-                    return Err(Error::InvalidInput(format!(
-                        "feature '{}' is numeric in the model but categorical in the data",
-                        spec.name
-                    )));
+                // Numbers read as categories (a code column with few values): each label must be a number.
+                (ColumnData::Categorical { codes, levels }, FeatureKind::Numeric) => {
+                    let values: Vec<f64> = levels
+                        .iter()
+                        .map(|l| {
+                            l.trim().parse::<f64>().map_err(|_| {
+                                Error::InvalidInput(format!(
+                                    "feature '{}' is numeric in the model but the data has the label '{l}'",
+                                    spec.name
+                                ))
+                            })
+                        })
+                        .collect::<Result<_>>()?;
+                    for (i, &c) in codes.iter().enumerate() {
+                        out[i * f + j] = if c == MISSING_CODE {
+                            f64::NAN
+                        } else {
+                            values[c as usize]
+                        };
+                    }
                 }
                 (ColumnData::Other(_), _) => {
                     return Err(Error::InvalidInput(format!(

@@ -173,6 +173,15 @@ impl Ensemble {
         s
     }
 
+    /// The margin in f32, as XGBoost sums it: the initial score as f32, then each tree's leaf as f32, in order.
+    pub fn predict_margin_f32(&self, row: &[f64]) -> f32 {
+        let mut s = self.init_score as f32;
+        for t in &self.trees {
+            s += t.predict(row) as f32;
+        }
+        s
+    }
+
     /// SHAP values of one row (one per feature) and the expected value they are relative to.
     pub fn shap(&self, row: &[f64], n_features: usize) -> (Vec<f64>, f64) {
         let mut phi = vec![0.0; n_features];

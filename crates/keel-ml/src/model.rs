@@ -4,6 +4,10 @@
 //! (postcard-encoded [`Model`]), and the SHA-256 of the payload. Loading checks all four, so a truncated or
 //! edited file is refused rather than half-read. Floats are stored bit-exactly: a saved model reloads to
 //! bit-identical predictions.
+//!
+//! Versions: 1 had no [`Link`] or [`Numerics`] (the link followed the objective, sums were f64); 2 adds both,
+//! for models imported from other libraries. This build reads 1 and 2 and writes 2, so a Keel that only reads
+//! version 1 refuses an imported model instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -15,7 +19,46 @@ use crate::{Error, Objective, Result};
 
 const MAGIC: &[u8; 8] = b"KEELMDL\0";
 /// The model format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// How the raw margin becomes the output.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Link {
+    /// The margin is the output (regression).
+    Identity,
+    /// `1 / (1 + exp(-scale * margin))`: the probability of class 1 (LightGBM's `sigmoid:` is the scale).
+    Logistic { scale: f64 },
+    /// `exp(margin)` (Poisson, gamma and Tweedie regression).
+    Exp,
+}
+
+impl Link {
+    /// The link Keel's own training uses for an objective.
+    pub fn of(objective: Objective) -> Link {
+        match objective {
+            Objective::Binary => Link::Logistic { scale: 1.0 },
+            Objective::Regression => Link::Identity,
+        }
+    }
+
+    #[inline]
+    pub fn apply(self, m: f64) -> f64 {
+        match self {
+            Link::Identity => m,
+            Link::Logistic { scale } => 1.0 / (1.0 + (-(scale * m)).exp()),
+            Link::Exp => m.exp(),
+        }
+    }
+}
+
+/// The arithmetic the margin is computed in, as the source library does it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Numerics {
+    /// Leaves summed in f64 from the initial score (Keel, LightGBM).
+    F64,
+    /// The initial score and the leaves summed in f32 in tree order, the link in f32 (XGBoost, ONNX).
+    F32,
+}
 
 /// The learner inside a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +76,18 @@ pub struct Model {
     pub class_labels: Option<[String; 2]>,
     pub features: Vec<FeatureSpec>,
     pub kind: ModelKind,
+    pub link: Link,
+    pub numerics: Numerics,
+}
+
+/// Version 1's payload: a model without link or numerics.
+#[derive(Deserialize)]
+struct ModelV1 {
+    objective: Objective,
+    target: String,
+    class_labels: Option<[String; 2]>,
+    features: Vec<FeatureSpec>,
+    kind: ModelKind,
 }
 
 impl Model {
@@ -43,19 +98,21 @@ impl Model {
     /// Raw margin of one encoded row (log-odds for classification).
     #[inline]
     pub fn predict_margin(&self, row: &[f64]) -> f64 {
-        match &self.kind {
-            ModelKind::Gbdt(e) => e.predict_margin(row),
-            ModelKind::Linear(l) => l.predict_margin(row),
+        match (&self.kind, self.numerics) {
+            (ModelKind::Gbdt(e), Numerics::F64) => e.predict_margin(row),
+            (ModelKind::Gbdt(e), Numerics::F32) => f64::from(e.predict_margin_f32(row)),
+            (ModelKind::Linear(l), _) => l.predict_margin(row),
         }
     }
 
     /// The prediction on the output scale: probability of class 1, or the regression value.
     #[inline]
     pub fn predict(&self, row: &[f64]) -> f64 {
-        let m = self.predict_margin(row);
-        match self.objective {
-            Objective::Binary => crate::sigmoid(m),
-            Objective::Regression => m,
+        match (&self.kind, self.numerics) {
+            (ModelKind::Gbdt(e), Numerics::F32) => {
+                f64::from(link_f32(self.link, e.predict_margin_f32(row)))
+            }
+            _ => self.link.apply(self.predict_margin(row)),
         }
     }
 
@@ -103,7 +160,7 @@ impl Model {
             return Err(Error::BadModelFile("missing the KEELMDL header".into()));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version == 0 || version > FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedFormat {
                 found: version,
                 supported: FORMAT_VERSION,
@@ -123,6 +180,32 @@ impl Model {
                 "checksum mismatch (the file was modified or corrupted)".into(),
             ));
         }
-        postcard::from_bytes(payload).map_err(|e| Error::BadModelFile(format!("decode: {e}")))
+        let decode = |e: postcard::Error| Error::BadModelFile(format!("decode: {e}"));
+        if version == 1 {
+            let v1: ModelV1 = postcard::from_bytes(payload).map_err(decode)?;
+            return Ok(Model {
+                link: Link::of(v1.objective),
+                numerics: Numerics::F64,
+                objective: v1.objective,
+                target: v1.target,
+                class_labels: v1.class_labels,
+                features: v1.features,
+                kind: v1.kind,
+            });
+        }
+        postcard::from_bytes(payload).map_err(decode)
+    }
+}
+
+/// A link in f32, as XGBoost applies it (its sigmoid clamps the exponent at 88.7 and adds 1e-16).
+#[inline]
+fn link_f32(link: Link, m: f32) -> f32 {
+    match link {
+        Link::Identity => m,
+        Link::Logistic { .. } => {
+            let e = (-m).min(88.7f32).exp();
+            1.0f32 / (e + 1.0f32 + 1e-16f32)
+        }
+        Link::Exp => m.exp(),
     }
 }

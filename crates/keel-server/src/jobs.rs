@@ -1,4 +1,4 @@
-//! Jobs over HTTP: long writes (train, retrain, ingest) answer `202 Accepted` with a job resource that
+//! Jobs over HTTP: long writes (train, retrain, import, ingest) answer `202 Accepted` with a job resource that
 //! the server's worker runs; `GET /v1/jobs`, `GET /v1/jobs/{id}` and `POST /v1/jobs/{id}/cancel` follow it.
 
 use axum::Json;
@@ -21,8 +21,8 @@ use crate::error::{ApiError, ErrorBody};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Job {
     pub id: i64,
-    /// `train`, `retrain` or `ingest`.
-    #[schema(pattern = "^(train|retrain|ingest)$")]
+    /// `train`, `retrain`, `ingest` or `import`.
+    #[schema(pattern = "^(train|retrain|ingest|import)$")]
     pub kind: String,
     /// The model (train, retrain) or the collection (ingest).
     pub model: String,
@@ -258,6 +258,136 @@ pub async fn retrain(
         .get(&name, &keel_store::Selector::Latest)
         .await?;
     let j = queue(&st, &name, &JobSpec::Retrain(spec), &caller.actor()).await?;
+    Ok(accepted(j))
+}
+
+/// An import: a model file trained elsewhere registered as a version of `name`. JSON names files on the
+/// server; multipart uploads them (file fields `model`, and optionally `reference` and `holdout`, plus a
+/// `spec` field with the other fields as JSON).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ImportRequest {
+    /// The model file on the server (multipart: the `model` file field instead).
+    #[schema(min_length = 1)]
+    pub file: String,
+    /// `lightgbm`; recognised from the file when absent.
+    #[schema(nullable = false, pattern = "^(lightgbm)$")]
+    pub format: Option<String>,
+    /// Labelled rows the model did not train on (evaluation, SHAP, fairness, monitoring reference).
+    #[schema(nullable = false, min_length = 1)]
+    pub reference: Option<String>,
+    /// The label column of the reference data.
+    #[schema(nullable = false, min_length = 1)]
+    pub target: Option<String>,
+    #[schema(nullable = false)]
+    pub sensitive: Option<Vec<String>>,
+    #[schema(nullable = false)]
+    pub slices: Option<Vec<String>>,
+    /// Probability at or above which a row is the positive class (default 0.5).
+    #[schema(nullable = false, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    pub threshold: Option<f64>,
+    /// Aliases to point at the new version.
+    #[schema(nullable = false, value_type = Option<Vec<AliasName>>)]
+    pub aliases: Option<Vec<String>>,
+    /// Make the new version the champion when the model has none yet.
+    #[schema(nullable = false)]
+    pub champion_if_none: Option<bool>,
+    #[schema(nullable = false)]
+    pub description: Option<String>,
+    /// Gate the version against the champion on a holdout (and roll it out when it passes).
+    #[schema(nullable = false)]
+    pub gate: Option<ImportGate>,
+}
+
+/// The gate of an import, as a retraining's.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ImportGate {
+    /// Labelled rows on the server (multipart: the `holdout` file field instead).
+    #[schema(min_length = 1)]
+    pub holdout: String,
+    /// Share of champion traffic for a passing version's canary (0–1].
+    #[schema(nullable = false, exclusive_minimum = 0.0, maximum = 1.0)]
+    pub canary: Option<f64>,
+    #[schema(nullable = false)]
+    pub shadow: Option<bool>,
+}
+
+const IMPORT_EXPECTED: &str = "an import request ({\"file\", \"reference\", \"target\", ...})";
+
+/// Imports a model trained elsewhere and registers it as a version, as a job.
+#[utoipa::path(post, path = "/v1/models/{name}/import", tag = "jobs", security(("bearer" = [])),
+    params(("name" = String, Path, description = "The model to register the version under")),
+    request_body(content = ImportRequest, description = "JSON with paths on the server, or multipart/form-data with files `model` (and `reference`, `holdout`) and a `spec` field holding the other fields as JSON"),
+    responses((status = 202, description = "Queued; follow it at the Location", body = Job),
+              (status = 403, body = ErrorBody), (status = 404, description = "A file is not there", body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn import(
+    Authorized(caller): AsDeployer,
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    keel_store::Selector::parse(&name)?;
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("multipart/"));
+    let mut v: Value = if multipart {
+        let up = upload(st.cache.store().home(), &headers, body).await?;
+        let parsed = (|| {
+            up.only(&["spec"], &["model", "reference", "holdout"])?;
+            let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), IMPORT_EXPECTED)?;
+            let Some(o) = v.as_object_mut() else {
+                return Err(invalid_body("spec: expected a JSON object"));
+            };
+            let file = up
+                .file("model")
+                .ok_or_else(|| invalid_body("a multipart import needs a file field `model`"))?;
+            o.insert("file".into(), file.display().to_string().into());
+            if let Some(r) = up.file("reference") {
+                o.insert("reference".into(), r.display().to_string().into());
+            }
+            if let Some(h) = up.file("holdout") {
+                let gate = o
+                    .entry("gate")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                let Some(g) = gate.as_object_mut() else {
+                    return Err(invalid_body("spec.gate: expected a JSON object"));
+                };
+                g.insert("holdout".into(), h.display().to_string().into());
+            }
+            Ok(v)
+        })();
+        if parsed.is_err() {
+            let _ = tokio::fs::remove_dir_all(&up.dir).await;
+        }
+        parsed?
+    } else {
+        let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
+        json(&bytes, IMPORT_EXPECTED)?
+    };
+    // The path names the model; a body may not name another.
+    if let Some(o) = v.as_object_mut() {
+        if o.contains_key("name") {
+            return Err(invalid_body(
+                "name: the model is named by the path (/v1/models/{name}/import), not the body",
+            ));
+        }
+        o.insert("name".into(), name.clone().into());
+    }
+    let spec: keel_app::import::ImportSpec =
+        json(&serde_json::to_vec(&v).unwrap_or_default(), IMPORT_EXPECTED)?;
+    let j = queue(
+        &st,
+        &name,
+        &JobSpec::Import(Box::new(spec)),
+        &caller.actor(),
+    )
+    .await?;
     Ok(accepted(j))
 }
 

@@ -75,6 +75,7 @@ pub fn router(st: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/guard/scan", post(crate::guard::scan))
         .route("/v1/models/{name}/retrain", post(crate::jobs::retrain))
+        .route("/v1/models/{name}/import", post(crate::jobs::import))
         .route("/v1/jobs", get(crate::jobs::list))
         .route("/v1/jobs/{id}", get(crate::jobs::get))
         .route("/v1/jobs/{id}/cancel", post(crate::jobs::cancel))

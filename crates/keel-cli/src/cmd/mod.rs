@@ -58,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ModelsCommand::Card(a) => models::card(&home, &a),
             ModelsCommand::Alias(a) => models::alias(&home, &a),
             ModelsCommand::Rollback(a) => models::rollback(&home, &a),
+            ModelsCommand::Import(a) => models::import(&home, &a),
         },
         Command::Serve(a) => serve::serve(&home, &a),
         Command::Keys { command } => match command {

@@ -202,3 +202,91 @@ fn report_move(model: &str, alias: &str, before: Option<i64>, after: i64, json: 
         }
     }
 }
+
+/// `keel models import`: flags → a typed [`keel_app::import::ImportSpec`], the import use case with a
+/// progress display, and the outcome for a person or as JSON.
+pub fn import(home: &Path, a: &crate::cli::ImportArgs) -> Result<i32> {
+    if let Some(c) = a.canary
+        && !(c > 0.0 && c <= 100.0)
+    {
+        return Err(super::input_error(format!(
+            "--canary {c} must be a percentage in (0, 100]"
+        )));
+    }
+    let absolute = |p: &Path| std::path::absolute(p).with_context(|| p.display().to_string());
+    let spec = keel_app::import::ImportSpec {
+        file: absolute(&a.file)?,
+        name: a.name.clone(),
+        format: keel_ml::import::Format::parse(&a.format)?,
+        reference: a.reference.as_deref().map(absolute).transpose()?,
+        target: a.target.clone(),
+        sensitive: a.sensitive.clone(),
+        slices: a.slice.clone(),
+        threshold: a.threshold,
+        aliases: a.alias.clone(),
+        champion_if_none: false,
+        description: a.description.clone(),
+        gate: match &a.holdout {
+            Some(h) => Some(keel_app::retrain::GateSpec {
+                holdout: absolute(h)?,
+                canary: a.canary.map(|c| c / 100.0),
+                shadow: a.shadow,
+                gate: Default::default(),
+            }),
+            None => None,
+        },
+    };
+    let ui = super::train::TerminalProgress::new(0, a.json);
+    let out = block_on(async {
+        let store = Store::open(home).await?;
+        let r = keel_app::import::import(&store, spec, &super::train::actor(), ui.hook()).await;
+        store.close().await;
+        anyhow::Ok(r?)
+    });
+    ui.finish();
+    let out = out?;
+    if a.json {
+        print_json(&out);
+        return Ok(0);
+    }
+    let s = &out.source;
+    println!(
+        "imported {}@{} from {} {} ({} trees, objective {}){}",
+        out.model,
+        out.version,
+        s.library,
+        s.format_version.as_deref().unwrap_or(""),
+        s.trees,
+        s.objective,
+        if out.aliases.is_empty() {
+            String::new()
+        } else {
+            format!("; aliases: {}", out.aliases.join(", "))
+        }
+    );
+    println!("  features: {}", out.features.join(", "));
+    println!("  file sha256: {}", s.sha256);
+    if out.evaluated_rows > 0 {
+        let metrics: Vec<String> = out
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.4}"))
+            .collect();
+        println!(
+            "  on {} reference rows: {}",
+            out.evaluated_rows,
+            metrics.join(", ")
+        );
+    }
+    for m in &out.missing {
+        println!("  missing (no reference data): {m}");
+    }
+    println!("  card: {}", out.card_html.display());
+    if let Some(g) = &out.gate {
+        println!("{}", g.message);
+        for r in &g.gate.reasons {
+            println!("  - {r}");
+        }
+    }
+    Ok(0)
+}

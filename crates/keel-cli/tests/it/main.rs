@@ -6,6 +6,7 @@ mod bad_input;
 mod closed_loop;
 mod guard;
 mod hostile;
+mod import;
 mod newcomer;
 mod quickstart;
 mod rag;

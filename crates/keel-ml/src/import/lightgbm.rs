@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::model::Link;
 use crate::tree::{
     FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_LEFT_LEAF, FLAG_RIGHT_LEAF, FLAG_ZERO_MISSING, Node,
     Tree,
@@ -19,11 +20,15 @@ const MAX_LEAVES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct LightGbm {
     pub objective: Objective,
-    /// `sigmoid:` of a binary objective (the margin is scaled by it before the logistic).
-    pub sigmoid: f64,
+    /// The objective as the file names it (`binary`, `poisson`, ...).
+    pub objective_name: String,
+    /// How the raw score becomes the output (`sigmoid:` of a binary objective scales the margin).
+    pub link: Link,
     pub feature_names: Vec<String>,
     /// Which features are split categorically anywhere.
     pub categorical: Vec<bool>,
+    /// `pandas_categorical`: for each feature that was a pandas category, its categories in code order.
+    pub levels: Vec<Option<Vec<String>>>,
     pub trees: Vec<Tree>,
 }
 
@@ -87,20 +92,30 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
     let mut words = objective_line.split_whitespace();
     let name = words.next().unwrap_or("");
     let params: HashMap<&str, &str> = words.filter_map(|w| w.split_once(':')).collect();
-    let (objective, sigmoid) = match name {
-        "binary" => (
-            Objective::Binary,
-            params
+    let (objective, link) = match name {
+        "binary" => {
+            let scale: f64 = params
                 .get("sigmoid")
                 .and_then(|s| s.parse().ok())
-                .unwrap_or(1.0),
-        ),
-        "regression" | "regression_l1" | "huber" | "fair" | "quantile" | "mape" => {
-            (Objective::Regression, 1.0)
+                .unwrap_or(1.0);
+            if !(scale > 0.0 && scale.is_finite()) {
+                return Err(bad(format!("binary objective with sigmoid:{scale}")));
+            }
+            (Objective::Binary, Link::Logistic { scale })
+        }
+        // Cross-entropy on probability labels: the output is the logistic of the raw score.
+        "cross_entropy" | "xentropy" => (Objective::Binary, Link::Logistic { scale: 1.0 }),
+        "regression" | "regression_l2" | "regression_l1" | "huber" | "fair" | "quantile"
+        | "mape" => (Objective::Regression, Link::Identity),
+        "poisson" | "gamma" | "tweedie" => (Objective::Regression, Link::Exp),
+        "multiclass" | "multiclassova" => {
+            return Err(bad(format!(
+                "objective '{name}': multiclass models need multiclass serving, which Keel does not have yet"
+            )));
         }
         other => {
             return Err(bad(format!(
-                "objective '{other}' is not supported yet (binary and the regression family are)"
+                "objective '{other}' is not supported (binary, cross_entropy, the regression family, poisson, gamma and tweedie are)"
             )));
         }
     };
@@ -132,13 +147,98 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
     if trees.is_empty() {
         return Err(bad("the model has no trees"));
     }
+    // A file cut short can still end on a whole tree: the trees must end where the file says they do.
+    if !text.contains("\nend of trees") {
+        return Err(bad("the file ends before 'end of trees' (truncated?)"));
+    }
+    if let Some(sizes) = h.get("tree_sizes") {
+        let declared = sizes.split_whitespace().count();
+        if declared != trees.len() {
+            return Err(bad(format!(
+                "the header declares {declared} trees (tree_sizes) but the file has {} (truncated?)",
+                trees.len()
+            )));
+        }
+    }
+    let infos: Vec<&str> = h
+        .get("feature_infos")
+        .map(|v| v.split_whitespace().collect())
+        .unwrap_or_default();
+    let levels = pandas_levels(text, &infos, feature_names.len())?;
+    for (j, l) in levels.iter().enumerate() {
+        if l.is_some() && !categorical[j] && infos.get(j).is_some_and(|i| i.starts_with('[')) {
+            return Err(bad(format!(
+                "pandas_categorical maps feature '{}', which is numeric",
+                feature_names[j]
+            )));
+        }
+    }
     Ok(LightGbm {
         objective,
-        sigmoid,
+        objective_name: name.to_string(),
+        link,
         feature_names,
         categorical,
+        levels,
         trees,
     })
+}
+
+/// Reads the trailing `pandas_categorical:` line: one list of categories per categorical feature, in feature
+/// order (the features whose `feature_infos` list categories rather than a `[min:max]` range).
+fn pandas_levels(
+    text: &str,
+    infos: &[&str],
+    n_features: usize,
+) -> Result<Vec<Option<Vec<String>>>, Error> {
+    let mut out = vec![None; n_features];
+    let Some(line) = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("pandas_categorical:"))
+    else {
+        return Ok(out);
+    };
+    let lists: Option<Vec<Vec<serde_json::Value>>> =
+        serde_json::from_str(line.trim()).map_err(|e| {
+            bad(format!(
+                "pandas_categorical is not a JSON list of lists: {e}"
+            ))
+        })?;
+    let Some(lists) = lists else {
+        return Ok(out);
+    };
+    let cat_features: Vec<usize> = (0..n_features)
+        .filter(|&j| {
+            infos
+                .get(j)
+                .is_some_and(|i| !i.starts_with('[') && *i != "none")
+        })
+        .collect();
+    if cat_features.len() != lists.len() {
+        return Err(bad(format!(
+            "pandas_categorical has {} category lists but {} features are categorical",
+            lists.len(),
+            cat_features.len()
+        )));
+    }
+    for (j, list) in cat_features.into_iter().zip(lists) {
+        let labels = list
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>();
+        let distinct: std::collections::HashSet<&String> = labels.iter().collect();
+        if distinct.len() != labels.len() {
+            return Err(bad(format!(
+                "pandas_categorical lists a category twice for feature {j}"
+            )));
+        }
+        out[j] = Some(labels);
+    }
+    Ok(out)
 }
 
 fn tree(
@@ -180,8 +280,15 @@ fn tree(
     let decision_type: Vec<u8> = list(f, "decision_type", t)?;
     let left: Vec<i64> = list(f, "left_child", t)?;
     let right: Vec<i64> = list(f, "right_child", t)?;
-    let internal_count: Vec<f64> = list(f, "internal_count", t).unwrap_or_else(|_| vec![1.0; n]);
-    let leaf_count: Vec<f64> = list(f, "leaf_count", t).unwrap_or_else(|_| vec![1.0; num_leaves]);
+    // Counts are optional (covers for TreeSHAP); present, they must parse.
+    let internal_count: Vec<f64> = match f.contains_key("internal_count") {
+        true => list(f, "internal_count", t)?,
+        false => vec![1.0; n],
+    };
+    let leaf_count: Vec<f64> = match f.contains_key("leaf_count") {
+        true => list(f, "leaf_count", t)?,
+        false => vec![1.0; num_leaves],
+    };
     for (name, len) in [
         ("split_feature", split_feature.len()),
         ("threshold", threshold.len()),

@@ -1,5 +1,145 @@
 //! Models trained elsewhere, compiled into Keel's own trees so the scorer, TreeSHAP and everything after
 //! them work unchanged. Each parser keeps its library's decision rules exactly (tested bit for bit against
 //! the library on fixture rows, `scripts/import-fixtures.sh`).
+//!
+//! [`import`] takes a file's bytes and returns a [`Model`] plus where it came from ([`Source`]); it does no
+//! I/O, so the application layer decides where files live and what is registered.
 
 pub mod lightgbm;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::features::{FeatureKind, FeatureSpec};
+use crate::gbdt::Ensemble;
+use crate::model::{Model, ModelKind, Numerics};
+use crate::{Error, Objective};
+
+/// Largest model file accepted (a 500-tree, 255-leaf LightGBM text model is about 10 MiB).
+pub const MAX_FILE_BYTES: usize = 512 << 20;
+
+/// A model file format Keel imports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// LightGBM's text model (`model.save_model("m.txt")`, format v4).
+    Lightgbm,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Lightgbm => "lightgbm",
+        }
+    }
+
+    /// Parses a format name as the command line and the API spell it; `auto` is `None`.
+    pub fn parse(s: &str) -> Result<Option<Format>, Error> {
+        match s {
+            "auto" => Ok(None),
+            "lightgbm" => Ok(Some(Format::Lightgbm)),
+            other => Err(Error::InvalidInput(format!(
+                "unknown model format '{other}' (auto or lightgbm)"
+            ))),
+        }
+    }
+
+    /// Recognises a format from a file's first bytes.
+    pub fn detect(bytes: &[u8]) -> Option<Format> {
+        let head = &bytes[..bytes.len().min(64)];
+        if head.starts_with(b"tree\n") || head.starts_with(b"tree\r\n") {
+            return Some(Format::Lightgbm);
+        }
+        None
+    }
+}
+
+/// Where an imported model came from (shown on its card and stored with the version).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Source {
+    pub format: Format,
+    /// The library that trained it, in words (`LightGBM`).
+    pub library: String,
+    /// The library's version, when the file records it.
+    pub library_version: Option<String>,
+    /// The file format's own version, when it has one (`v4`).
+    pub format_version: Option<String>,
+    /// The objective as the file names it.
+    pub objective: String,
+    pub trees: usize,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// A parsed model file.
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub model: Model,
+    pub source: Source,
+}
+
+/// Parses `bytes` as `format` (detected from the first bytes when `None`) into a Keel model that predicts
+/// `target`. Binary models get the class labels `0` and `1`.
+pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Imported, Error> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "the model file is {} bytes; the most Keel imports is {MAX_FILE_BYTES}",
+            bytes.len()
+        )));
+    }
+    let format = match format.or_else(|| Format::detect(bytes)) {
+        Some(f) => f,
+        None => {
+            return Err(Error::InvalidInput(
+                "the file is not a model format Keel recognises (a LightGBM text model starts with 'tree'); name the format with --format".into(),
+            ));
+        }
+    };
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    match format {
+        Format::Lightgbm => {
+            let text = std::str::from_utf8(bytes).map_err(|e| Error::Import {
+                format: "lightgbm",
+                message: format!("the file is not UTF-8 text (byte {})", e.valid_up_to()),
+            })?;
+            let m = lightgbm::parse(text)?;
+            let features = m
+                .feature_names
+                .iter()
+                .zip(&m.levels)
+                .map(|(name, levels)| FeatureSpec {
+                    name: name.clone(),
+                    kind: match levels {
+                        Some(l) => FeatureKind::Categorical { levels: l.clone() },
+                        None => FeatureKind::Numeric,
+                    },
+                })
+                .collect();
+            let source = Source {
+                format,
+                library: "LightGBM".into(),
+                library_version: None,
+                format_version: Some("v4".into()),
+                objective: m.objective_name.clone(),
+                trees: m.trees.len(),
+                sha256,
+            };
+            Ok(Imported {
+                model: Model {
+                    objective: m.objective,
+                    target: target.to_string(),
+                    class_labels: class_labels(m.objective),
+                    features,
+                    kind: ModelKind::Gbdt(Ensemble::new(m.objective, 0.0, m.trees)),
+                    link: m.link,
+                    numerics: Numerics::F64,
+                },
+                source,
+            })
+        }
+    }
+}
+
+fn class_labels(objective: Objective) -> Option<[String; 2]> {
+    (objective == Objective::Binary).then(|| ["0".to_string(), "1".to_string()])
+}

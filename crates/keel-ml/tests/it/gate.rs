@@ -33,6 +33,8 @@ fn fit(specs: &[FeatureSpec], x: &[f64], y: &[f64], trees: usize) -> Model {
         class_labels: Some(["0".into(), "1".into()]),
         features: specs.to_vec(),
         kind: ModelKind::Gbdt(ens),
+        link: keel_ml::model::Link::of(Objective::Binary),
+        numerics: keel_ml::model::Numerics::F64,
     }
 }
 

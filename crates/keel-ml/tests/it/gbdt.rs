@@ -22,6 +22,8 @@ fn fit(n: usize, params: &GbdtParams) -> (Model, Vec<f64>, Vec<f64>) {
         class_labels: Some(["0".into(), "1".into()]),
         features: specs,
         kind: ModelKind::Gbdt(ens),
+        link: keel_ml::model::Link::of(Objective::Binary),
+        numerics: keel_ml::model::Numerics::F64,
     };
     (model, x, y)
 }

@@ -4,7 +4,7 @@
 
 use keel_ml::Objective;
 use keel_ml::gbdt::Ensemble;
-use keel_ml::import::lightgbm;
+use keel_ml::import::{self, lightgbm};
 use std::path::Path;
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -26,6 +26,12 @@ fn check_lightgbm(name: &str, objective: Objective, categorical: &[usize]) {
         assert_eq!(*c, categorical.contains(&j), "{name}: feature {j}");
     }
     let e = Ensemble::new(objective, 0.0, m.trees.clone());
+    let imported = import::import(text.as_bytes(), None, "y").unwrap();
+    assert_eq!(imported.source.format, import::Format::Lightgbm);
+    assert_eq!(imported.source.trees, m.trees.len());
+    // A model file round-trips through Keel's own format (version 2) bit for bit.
+    let model = keel_ml::Model::from_bytes(&imported.model.to_bytes().unwrap()).unwrap();
+    assert_eq!(model, imported.model);
     assert!(
         e.forest().layout().starts_with("bitvector"),
         "{name}: {}",
@@ -55,14 +61,18 @@ fn check_lightgbm(name: &str, objective: Objective, categorical: &[usize]) {
             raw.to_bits(),
             "{name} row {i} {x:?}: arena {arena} vs {raw}"
         );
-        let out = match objective {
-            Objective::Binary => 1.0 / (1.0 + (-(m.sigmoid * raw)).exp()),
-            Objective::Regression => raw,
-        };
+        // The registered form: the whole model, link included.
+        assert_eq!(
+            model.predict_margin(&x).to_bits(),
+            raw.to_bits(),
+            "{name} row {i}: model margin"
+        );
+        let out = model.predict(&x);
         assert_eq!(
             out.to_bits(),
             f64_of(&v["out"]).to_bits(),
-            "{name} row {i}: output"
+            "{name} row {i}: output {out} vs {}",
+            f64_of(&v["out"])
         );
         n += 1;
     }
@@ -133,6 +143,13 @@ fn hostile_lightgbm_files_are_refused_with_the_place_named() {
             "Tree=0",
         ),
     ];
+    let mut cases = cases;
+    // Cut short: mid-tree, and exactly at a tree boundary (every remaining tree whole).
+    cases.push((good[..good.len() / 2].to_string(), "lightgbm"));
+    let boundary = good.find("\nTree=3\n").unwrap();
+    cases.push((good[..boundary].to_string(), "truncated"));
+    let fewer = format!("{}\nend of trees\n", &good[..boundary]);
+    cases.push((fewer, "declares 40 trees"));
     for (text, want) in cases {
         let e = lightgbm::parse(&text).unwrap_err().to_string();
         assert!(
@@ -146,4 +163,144 @@ fn hostile_lightgbm_files_are_refused_with_the_place_named() {
     let cyclic = format!("{}0{}", &good[..at], &good[end..]);
     let e = lightgbm::parse(&cyclic).unwrap_err().to_string();
     assert!(e.contains("child 0 out of range or reused"), "{e}");
+}
+
+#[test]
+fn a_version_1_model_file_still_loads_and_predicts_as_before() {
+    // Written by the build before format version 2: five trees of lgb_binary_categorical, init 0.25.
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_v1.keel"))
+            .unwrap();
+    assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+    let m = keel_ml::Model::from_bytes(&bytes).unwrap();
+    assert_eq!(m.link, keel_ml::model::Link::Logistic { scale: 1.0 });
+    assert_eq!(m.numerics, keel_ml::model::Numerics::F64);
+    let text = std::fs::read_to_string(fixture("lgb_binary_categorical.txt")).unwrap();
+    let trees: Vec<_> = lightgbm::parse(&text)
+        .unwrap()
+        .trees
+        .into_iter()
+        .take(5)
+        .collect();
+    for x in [[0.0, 0.0, 1.0], [1.5, -2.0, 3.0], [f64::NAN, 0.3, f64::NAN]] {
+        let margin = trees.iter().fold(0.25, |s, t| s + t.predict(&x));
+        assert_eq!(m.predict(&x).to_bits(), keel_ml::sigmoid(margin).to_bits());
+    }
+    // Written again, it is version 2 and reads back equal.
+    let again = m.to_bytes().unwrap();
+    assert_eq!(u32::from_le_bytes(again[8..12].try_into().unwrap()), 2);
+    assert_eq!(keel_ml::Model::from_bytes(&again).unwrap(), m);
+    // A version from the future is refused by name.
+    let mut future = again.clone();
+    future[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let e = keel_ml::Model::from_bytes(&future).unwrap_err().to_string();
+    assert!(e.contains("version 3"), "{e}");
+}
+
+#[test]
+fn lightgbm_objectives_links_and_pandas_categories_are_read() {
+    let good = std::fs::read_to_string(fixture("lgb_regression_none.txt")).unwrap();
+    let poisson = good.replacen("objective=regression", "objective=poisson", 1);
+    let m = import::import(poisson.as_bytes(), None, "count")
+        .unwrap()
+        .model;
+    assert_eq!(m.link, keel_ml::model::Link::Exp);
+    let x = [0.1, -0.2, 0.3];
+    assert_eq!(
+        m.predict(&x).to_bits(),
+        m.predict_margin(&x).exp().to_bits()
+    );
+    let scaled = std::fs::read_to_string(fixture("lgb_binary_nan.txt"))
+        .unwrap()
+        .replacen("sigmoid:1", "sigmoid:0.5", 1);
+    let m = import::import(scaled.as_bytes(), None, "y").unwrap().model;
+    let x = [0.1, -0.2, 0.3, 0.4];
+    let want = 1.0 / (1.0 + (-(0.5 * m.predict_margin(&x))).exp());
+    assert_eq!(m.predict(&x).to_bits(), want.to_bits());
+    let multi = good.replacen(
+        "objective=regression",
+        "objective=multiclass num_class:3",
+        1,
+    );
+    let e = import::import(multi.as_bytes(), None, "y")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("multiclass"), "{e}");
+
+    // pandas categories name the codes of the categorical feature.
+    let cat = std::fs::read_to_string(fixture("lgb_binary_categorical.txt")).unwrap();
+    let with_pandas = cat.replacen(
+        "pandas_categorical:null",
+        r#"pandas_categorical:[["a", "b", "c", "d", "e", "f"]]"#,
+        1,
+    );
+    let m = import::import(with_pandas.as_bytes(), None, "y")
+        .unwrap()
+        .model;
+    assert_eq!(
+        m.features[2].kind,
+        keel_ml::FeatureKind::Categorical {
+            levels: ["a", "b", "c", "d", "e", "f"].map(String::from).to_vec()
+        }
+    );
+    assert_eq!(m.features[0].kind, keel_ml::FeatureKind::Numeric);
+    let wrong = cat.replacen(
+        "pandas_categorical:null",
+        r#"pandas_categorical:[["a"], ["b"]]"#,
+        1,
+    );
+    let e = import::import(wrong.as_bytes(), None, "y")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 category lists but 1 features"), "{e}");
+    let e = import::import(b"\x00\x01garbage", None, "y")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a model format Keel recognises"), "{e}");
+}
+
+#[test]
+fn lightgbm_poisson_outputs_the_exp_of_the_margin_bit_for_bit() {
+    check_lightgbm("lgb_poisson", Objective::Regression, &[]);
+}
+
+/// The real employment data: 15 pandas categories named by their labels, read from a CSV as a user's rows
+/// are, predict what LightGBM predicted on the same rows, bit for bit.
+#[test]
+fn lightgbm_with_pandas_categories_predicts_real_rows_by_label_bit_for_bit() {
+    let text = std::fs::read(fixture("lgb_employment.txt")).unwrap();
+    let m = import::import(&text, None, "employed").unwrap().model;
+    let cats = m
+        .features
+        .iter()
+        .filter(|f| matches!(f.kind, keel_ml::FeatureKind::Categorical { .. }))
+        .count();
+    assert_eq!((m.features.len(), cats), (16, 15));
+    let csv = std::fs::read_to_string(fixture("employment_holdout.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let expected = std::fs::read_to_string(fixture("lgb_employment.expected.txt")).unwrap();
+    let enc = m.encoder();
+    let mut n = 0;
+    for (line, want) in lines.zip(expected.lines()) {
+        let cells: Vec<&str> = line.split(',').collect();
+        let row: Vec<f64> = m
+            .features
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                let cell = cells[header.iter().position(|h| *h == f.name).unwrap()];
+                match &f.kind {
+                    keel_ml::FeatureKind::Numeric => cell.parse().unwrap(),
+                    keel_ml::FeatureKind::Categorical { .. } => {
+                        enc.level_code(j, cell).map_or(f64::NAN, f64::from)
+                    }
+                }
+            })
+            .collect();
+        let want = f64::from_bits(u64::from_str_radix(want, 16).unwrap());
+        assert_eq!(m.predict(&row).to_bits(), want.to_bits(), "row {n}: {line}");
+        n += 1;
+    }
+    assert_eq!(n, 3000);
 }

@@ -560,3 +560,131 @@ async fn uploaded_documents_become_a_collection_that_answers_and_forgets() {
         .expect("the worker stops")
         .unwrap();
 }
+
+/// An import over HTTP: the model file and its reference rows uploaded, a job that registers the version
+/// with the card of an evaluated model, the predictions of the library; a broken file fails the job and
+/// registers nothing; a body naming another model is refused.
+#[tokio::test]
+async fn an_uploaded_lightgbm_model_becomes_a_version_through_an_import_job() {
+    let t = server(ServerConfig::default()).await;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../keel-ml/tests/fixtures/import");
+    let model = std::fs::read_to_string(fixtures.join("lgb_employment.txt")).unwrap();
+    let csv = std::fs::read_to_string(fixtures.join("employment_holdout.csv")).unwrap();
+    let reference: String = csv.lines().take(801).collect::<Vec<_>>().join("\n");
+    let worker = t.state.start_worker();
+    let spec = json!({"target": "employed", "sensitive": ["SEX"], "aliases": ["champion"]});
+    let form = multipart(
+        &[("spec", &spec.to_string())],
+        &[
+            ("model", "model.txt", &model),
+            ("reference", "reference.csv", &reference),
+        ],
+    );
+    let req = t.req(
+        "POST",
+        "/v1/models/employment/import",
+        Some(Role::Deployer),
+        &multipart_type(),
+        form,
+    );
+    let (s, _, job) = t.call(req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], "import");
+    finished(&t, 1).await;
+    let (_, job) = send(
+        &t,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"]),
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    assert_eq!(job["result"]["evaluated_rows"], 800, "{job}");
+    let (_, card) = send(
+        &t,
+        "GET",
+        "/v1/models/employment/versions/1/card",
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(card["card"]["imported"]["library"], "LightGBM", "{card}");
+    assert!(
+        card["card"]["evaluation"]["metrics"]["auc"]["value"]
+            .as_f64()
+            .unwrap()
+            > 0.8
+    );
+    // The champion now answers with LightGBM's probability for row 0, bit for bit.
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let mut record = serde_json::Map::new();
+    for (n, c) in header.iter().zip(&row) {
+        if *n != "employed" {
+            let v = if *n == "AGEP" {
+                json!(c.parse::<f64>().unwrap())
+            } else {
+                json!(c)
+            };
+            record.insert(n.to_string(), v);
+        }
+    }
+    let (s, v) = t.predict("employment", Value::Object(record)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let want = std::fs::read_to_string(fixtures.join("lgb_employment.expected.txt")).unwrap();
+    let want = f64::from_bits(u64::from_str_radix(want.lines().next().unwrap(), 16).unwrap());
+    assert_eq!(
+        v["probability"].as_f64().unwrap().to_bits(),
+        want.to_bits(),
+        "{v}"
+    );
+
+    // A truncated file: the job fails naming the problem, and no version 2 appears.
+    let form = multipart(&[], &[("model", "cut.txt", &model[..model.len() / 3])]);
+    let req = t.req(
+        "POST",
+        "/v1/models/employment/import",
+        Some(Role::Deployer),
+        &multipart_type(),
+        form,
+    );
+    let (s, _, job) = t.call(req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    finished(&t, 2).await;
+    let (_, job) = send(
+        &t,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"]),
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["message"].as_str().unwrap().contains("lightgbm"),
+        "{job}"
+    );
+    let (_, v) = send(
+        &t,
+        "GET",
+        "/v1/models/employment/versions",
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(v["versions"].as_array().unwrap().len(), 1, "{v}");
+    // The path names the model; a body naming another is refused before anything is queued.
+    let (s, v) = send(
+        &t,
+        "POST",
+        "/v1/models/employment/import",
+        Role::Deployer,
+        Some(json!({"file": "/nonexistent", "name": "other"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    drop(worker);
+}

@@ -485,3 +485,32 @@ async fn the_prediction_log_is_bounded_and_its_losses_are_exported() {
         .unwrap();
     assert_eq!((out.stored, out.unknown), (1, 1));
 }
+
+/// Version 2 is not preloaded: several first requests for it at once load it concurrently. They must end
+/// up sharing the one instance whose profile is flushed (before, the last load replaced the cache's version
+/// entry while the reference kept the first, so the counts recorded into the first were never written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_loads_of_a_version_share_the_flushed_profile() {
+    let s = server(ServerConfig::default()).await;
+    let c = &s.state.cache;
+    let (a, b, d, e) = tokio::join!(
+        c.get("risk@2"),
+        c.get("risk@2"),
+        c.route("risk@2", "r1"),
+        c.get("risk@2")
+    );
+    let (a, b, d, e) = (a.unwrap(), b.unwrap(), d.unwrap().0, e.unwrap());
+    for other in [&b, &d, &e] {
+        assert!(
+            std::sync::Arc::ptr_eq(&a, other),
+            "one instance per version"
+        );
+    }
+    let monitored: Vec<_> = c
+        .monitored()
+        .into_iter()
+        .filter(|m| m.version == 2)
+        .collect();
+    assert_eq!(monitored.len(), 1);
+    assert!(std::sync::Arc::ptr_eq(&a, &monitored[0]));
+}

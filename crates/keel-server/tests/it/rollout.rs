@@ -33,6 +33,8 @@ fn noise_model() -> Model {
         class_labels: Some(["0".into(), "1".into()]),
         features: specs(),
         kind: ModelKind::Gbdt(ens),
+        link: keel_ml::model::Link::of(Objective::Binary),
+        numerics: keel_ml::model::Numerics::F64,
     }
 }
 

@@ -1,0 +1,270 @@
+//! A model trained elsewhere, end to end: a LightGBM model trained on the real employment data (fixture from
+//! `scripts/import-fixtures.sh`) is imported with labelled reference rows, gated against a Keel-trained
+//! champion on a holdout, canaried, served bit for bit as LightGBM predicts, monitored, promoted and rolled
+//! back; a hostile file registers nothing.
+
+use crate::serve::http;
+use crate::*;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../keel-ml/tests/fixtures/import")
+        .join(name)
+}
+
+fn champion(home: &Path) -> i64 {
+    let o = keel(home, &["models", "show", "emp@champion", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout_json(&o)["version"].as_i64().unwrap()
+}
+
+#[test]
+fn an_imported_lightgbm_model_is_carded_gated_canaried_served_monitored_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // 3,000 employment rows LightGBM did not train on: Keel's champion trains on the first 1,500, the import
+    // is evaluated on the next 750 and gated on the last 750.
+    let csv = std::fs::read_to_string(fixture("employment_holdout.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3000);
+    let part = |name: &str, r: std::ops::Range<usize>| {
+        write(
+            dir.path(),
+            name,
+            &format!("{header}\n{}\n", rows[r].join("\n")),
+        )
+    };
+    let (train, reference, holdout) = (
+        part("train.csv", 0..1500),
+        part("reference.csv", 1500..2250),
+        part("holdout.csv", 2250..3000),
+    );
+    let o = keel(
+        &home,
+        &[
+            "train",
+            "--data",
+            train.to_str().unwrap(),
+            "--target",
+            "employed",
+            "--name",
+            "emp",
+            "--trees",
+            "5",
+            "--model",
+            "gbdt",
+            "--alias",
+            "champion",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(champion(&home), 1);
+
+    let model_file = fixture("lgb_employment.txt");
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            model_file.to_str().unwrap(),
+            "--name",
+            "emp",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--target",
+            "employed",
+            "--sensitive",
+            "SEX",
+            "--holdout",
+            holdout.to_str().unwrap(),
+            "--canary",
+            "50",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(out["version"], 2, "{out}");
+    assert_eq!(out["source"]["library"], "LightGBM");
+    assert_eq!(out["source"]["trees"], 60);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&model_file).unwrap()))
+    };
+    assert_eq!(out["source"]["sha256"], sha.as_str());
+    assert_eq!(out["evaluated_rows"], 750);
+    assert!(out["metrics"]["auc"].as_f64().unwrap() > 0.8, "{out}");
+    assert_eq!(out["missing"].as_array().unwrap().len(), 0);
+    // The gate compared it with Keel's 5-tree champion on the holdout, and it passed into a canary.
+    let gate = &out["gate"];
+    assert_eq!(gate["champion"], 1, "{gate}");
+    assert_eq!(gate["passed"], true, "{gate}");
+    assert_eq!(gate["rollout"][0], "canary at 50 %", "{gate}");
+    assert!(
+        gate["gate"]["challenger"].as_f64().unwrap() > gate["gate"]["champion"].as_f64().unwrap()
+    );
+    assert_eq!(champion(&home), 1, "a canary is not the champion");
+
+    // The card: where it came from, metrics with intervals, SHAP over its features, fairness by SEX.
+    let o = keel(&home, &["models", "card", "emp@2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = stdout_json(&o);
+    assert_eq!(
+        card["imported"]["sha256"],
+        sha.as_str(),
+        "{}",
+        card["imported"]
+    );
+    assert_eq!(card["imported"]["format"], "lightgbm");
+    let auc = &card["evaluation"]["metrics"]["auc"];
+    assert!(
+        auc["lower"].as_f64() < auc["value"].as_f64()
+            && auc["value"].as_f64() < auc["upper"].as_f64(),
+        "{auc}"
+    );
+    let shap = card["evaluation"]["shap"]["features"].as_array().unwrap();
+    assert_eq!(shap.len(), 16);
+    assert_eq!(card["evaluation"]["fairness"][0]["column"], "SEX");
+    let html = std::fs::read_to_string(home.join("cards/emp/v2.html")).unwrap();
+    assert!(
+        html.contains("Imported model") && html.contains(&sha),
+        "the HTML card names the file"
+    );
+
+    // Served: the version answers with LightGBM's own probabilities, bit for bit, from labels in JSON.
+    let expected: Vec<f64> = std::fs::read_to_string(fixture("lgb_employment.expected.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| f64::from_bits(u64::from_str_radix(l, 16).unwrap()))
+        .collect();
+    let names: Vec<&str> = header.split(',').collect();
+    let server = serve(&home, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    for i in 2250..2350 {
+        let cells: Vec<&str> = rows[i].split(',').collect();
+        let mut record = serde_json::Map::new();
+        for (n, c) in names.iter().zip(&cells) {
+            if *n == "employed" {
+                continue;
+            }
+            let v = if *n == "AGEP" {
+                serde_json::json!(c.parse::<f64>().unwrap())
+            } else {
+                serde_json::json!(c)
+            };
+            record.insert(n.to_string(), v);
+        }
+        let (st, body) = http(
+            &addr,
+            "POST",
+            "/v1/models/emp@2/predict",
+            None,
+            &serde_json::Value::Object(record).to_string(),
+        );
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["probability"].as_f64().unwrap().to_bits(),
+            expected[i].to_bits(),
+            "row {i}: {v}"
+        );
+    }
+    // Monitored against the reference data's bins and counts.
+    let (st, body) = http(&addr, "GET", "/v1/models/emp@2/monitor", None, "");
+    assert_eq!(st, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["rows"], 100, "{report}");
+    let columns: Vec<&str> = report["drift"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        columns.contains(&"SCHL") && columns.contains(&"prediction"),
+        "{columns:?}"
+    );
+    drop(server);
+
+    // Promoted, then rolled back: the champion moves to the import and back to Keel's model.
+    let o = keel(&home, &["deploy", "emp", "--promote", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(champion(&home), 2);
+    let o = keel(&home, &["rollback", "emp", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(champion(&home), 1);
+}
+
+#[test]
+fn hostile_model_files_are_refused_and_register_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let good = std::fs::read_to_string(fixture("lgb_binary_nan.txt")).unwrap();
+    // The first tree's first threshold made NaN.
+    let at = good.find("\nthreshold=").unwrap() + "\nthreshold=".len();
+    let end = at + good[at..].find(' ').unwrap();
+    let nan = format!("{}nan{}", &good[..at], &good[end..]);
+    let cases = [
+        (
+            "garbage.bin",
+            "\u{0}\u{1}PK not a model".to_string(),
+            "not a model format Keel recognises",
+        ),
+        (
+            "truncated.txt",
+            good[..good.len() / 2].to_string(),
+            "lightgbm",
+        ),
+        (
+            "cyclic.txt",
+            good.replacen("\nleft_child=", "\nleft_child=0 ", 1),
+            "Tree=0",
+        ),
+        ("nan.txt", nan, "NaN"),
+        (
+            "huge.txt",
+            good.replacen("num_leaves=", "num_leaves=99999999", 1),
+            "leaves",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let f = write(dir.path(), name, &text);
+        let o = keel(
+            &home,
+            &["models", "import", f.to_str().unwrap(), "--name", "bad"],
+        );
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains(want) && e.contains(name), "{name}: {e}");
+    }
+    let o = keel(&home, &["models", "list", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout_json(&o)["models"], serde_json::json!([]));
+    // Without reference data: registered, the card says what is missing.
+    let f = write(dir.path(), "ok.txt", &good);
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            f.to_str().unwrap(),
+            "--name",
+            "plain",
+            "--alias",
+            "champion",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(out["evaluated_rows"], 0);
+    assert_eq!(out["missing"].as_array().unwrap().len(), 3, "{out}");
+    let html = std::fs::read_to_string(home.join("cards/plain/v1.html")).unwrap();
+    assert!(
+        html.contains("Not measured"),
+        "the card says what is missing"
+    );
+}
