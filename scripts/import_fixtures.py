@@ -117,3 +117,80 @@ if len(sys.argv) > 2:
         for v in p:
             f.write(bits(v) + "\n")
     print("lgb_employment", len(rest), "rows")
+
+# XGBoost 3.2.0 (JSON and UBJSON): inputs are rounded to f32, `x < split_condition`, margins summed in f32.
+import xgboost as xgb
+
+def xgb_rows(model, n_features, categorical):
+    """Rows on and around every split condition: the f32 value, its f32 neighbours, and the f64 midpoints
+    between it and its f32 neighbours (where f32 rounding flips) with their f64 neighbours."""
+    j = json.loads(model.save_raw("json"))
+    conds = {i: set() for i in range(n_features)}
+    for t in j["learner"]["gradient_booster"]["model"]["trees"]:
+        for k, l in enumerate(t["left_children"]):
+            if l != -1 and t["split_type"][k] == 0:
+                conds[t["split_indices"][k]].add(float(np.float32(t["split_conditions"][k])))
+    rows = []
+    base = rng.normal(size=(300, n_features))
+    for c in categorical:
+        base[:, c] = rng.integers(0, 6, size=300)
+    rows.extend(base.tolist())
+    specials = [math.nan, 0.0, -0.0, 1e-40, -1e-40, 1e-50, -1e-50, 3e38, -3e38]
+    for f in range(n_features):
+        vals = set(specials)
+        if f in categorical:
+            vals |= {-1.0, -0.5, -1e-50, 0.5, 2.9999999999, 3.0000001, 5.0, 6.0, 63.0, 64.0, 1000.0,
+                     16777215.0, 16777216.0, 16777217.0, 1e12}
+        for t in sorted(conds[f]):
+            t32 = np.float32(t)
+            lo = np.nextafter(t32, np.float32(-np.inf))
+            hi = np.nextafter(t32, np.float32(np.inf))
+            for a, b in ((lo, t32), (t32, hi)):
+                mid = (float(a) + float(b)) / 2
+                vals |= {mid, np.nextafter(mid, math.inf), np.nextafter(mid, -math.inf)}
+            vals |= {float(t32), float(lo), float(hi)}
+        for v in sorted(vals, key=lambda v: (math.isnan(v), 0.0 if math.isnan(v) else v)):
+            r = list(base[len(rows) % 300])
+            r[f] = v
+            rows.append(r)
+    return rows
+
+def write_xgb(name, model, rows, categorical, n_features):
+    X = np.array(rows, dtype=np.float64)
+    types = ["c" if i in categorical else "q" for i in range(n_features)]
+    d = xgb.DMatrix(X, feature_types=types, enable_categorical=bool(categorical))
+    raw = model.predict(d, output_margin=True)
+    out_ = model.predict(d)
+    model.save_model(f"{out}/{name}.json")
+    model.save_model(f"{out}/{name}.ubj")
+    with open(f"{out}/{name}.rows.jsonl", "w") as f:
+        for r, m, p in zip(rows, raw, out_):
+            f.write(json.dumps({"x": [bits(v) for v in r], "raw": bits(float(m)), "out": bits(float(p))}) + "\n")
+    print(name, len(rows), "rows")
+
+# 7. Binary with NaN in two features (learned default directions both ways).
+X = rng.normal(size=(n, 4))
+X[rng.random(n) < 0.15, 1] = np.nan
+X[rng.random(n) < 0.15, 3] = np.nan
+y = ((X[:, 0] + np.nan_to_num(X[:, 1], nan=-2.0) - np.nan_to_num(X[:, 3], nan=2.0) * X[:, 2]) > 0).astype(int)
+m = xgb.train({"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 7},
+              xgb.DMatrix(X, y), num_boost_round=30)
+write_xgb("xgb_binary_nan", m, xgb_rows(m, 4, []), [], 4)
+
+# 8. Regression and Poisson.
+X = rng.normal(size=(n, 3))
+y = 2 * X[:, 0] - X[:, 1] ** 2 + 0.1 * rng.normal(size=n)
+m = xgb.train({"objective": "reg:squarederror", "max_depth": 4, "seed": 8}, xgb.DMatrix(X, y), num_boost_round=30)
+write_xgb("xgb_regression", m, xgb_rows(m, 3, []), [], 3)
+y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+m = xgb.train({"objective": "count:poisson", "max_depth": 4, "seed": 9}, xgb.DMatrix(X, y), num_boost_round=30)
+write_xgb("xgb_poisson", m, xgb_rows(m, 3, []), [], 3)
+
+# 9. A categorical feature (codes; sets in the node go right, unseen and invalid codes left).
+X = rng.normal(size=(n, 3))
+X[:, 2] = rng.integers(0, 6, size=n)
+X[rng.random(n) < 0.1, 2] = np.nan
+y = ((X[:, 0] + np.isin(X[:, 2], [1, 4]) * 2 - 1) > 0).astype(int)
+m = xgb.train({"objective": "binary:logistic", "max_depth": 4, "seed": 10, "max_cat_to_onehot": 1},
+              xgb.DMatrix(X, y, feature_types=["q", "q", "c"], enable_categorical=True), num_boost_round=30)
+write_xgb("xgb_categorical", m, xgb_rows(m, 3, [2]), [2], 3)

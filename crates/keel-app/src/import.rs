@@ -23,7 +23,7 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportSpec {
-    /// The model file (LightGBM text).
+    /// The model file (LightGBM text, XGBoost JSON or UBJSON).
     pub file: PathBuf,
     /// The registered model's name.
     pub name: String,

@@ -1146,7 +1146,7 @@ pub enum ModelsCommand {
     ///
     /// Example: keel models rollback employment        (restores the previous champion)
     Rollback(RollbackArgs),
-    /// Register a model trained elsewhere (LightGBM text, v4) as a normal version: served by Keel's own
+    /// Register a model trained elsewhere (LightGBM text v4, XGBoost JSON or UBJSON) as a normal version: served by Keel's own
     /// scorer with the library's exact decisions, explained with TreeSHAP, monitored, gated, canaried.
     ///
     /// With labelled reference data (--reference, --target) the card gets holdout metrics with intervals,
@@ -1160,13 +1160,13 @@ pub enum ModelsCommand {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The model file (LightGBM `model.save_model("model.txt")`).
+    /// The model file: LightGBM text (`booster.save_model("m.txt")`) or XGBoost JSON/UBJSON (`save_model("m.json")`, `"m.ubj"`).
     pub file: PathBuf,
     /// The registered model's name.
     #[arg(long)]
     pub name: String,
     /// The file's format (auto: recognised from its first bytes).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "lightgbm"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "lightgbm", "xgboost-json", "xgboost-ubj"])]
     pub format: String,
     /// Labelled rows the model did not train on (CSV or Parquet): evaluation, SHAP, fairness, monitoring reference.
     #[arg(long)]

@@ -172,6 +172,14 @@ impl Scorer {
         }
     }
 
+    #[inline]
+    pub fn predict_f32(&self, row: &[f64], init: f32) -> f32 {
+        match self {
+            Scorer::Narrow(b) => b.predict_f32(row, init),
+            Scorer::Wide(b) => b.predict_f32(row, init),
+        }
+    }
+
     /// Stored (tree, mask) entries, for sizing.
     pub fn entries(&self) -> usize {
         match self {
@@ -242,6 +250,13 @@ impl<M: LeafMask> Bitvector<M> {
                 continue;
             }
             let node = |&(t, n): &(u32, u32)| &trees[t as usize].nodes[n as usize];
+            // XGBoost's categorical rule rounds to f32 first; its classes are not integer codes.
+            if nodes
+                .iter()
+                .any(|x| node(x).flags & crate::tree::FLAG_CAT_F32 != 0)
+            {
+                return None;
+            }
             let categorical = nodes
                 .iter()
                 .map(|x| node(x).flags & FLAG_CATEGORICAL != 0)
@@ -331,8 +346,39 @@ impl<M: LeafMask> Bitvector<M> {
         }
     }
 
+    /// The same leaves summed in f32 from `init`, in tree order (XGBoost's arithmetic).
+    #[inline]
+    pub fn predict_f32(&self, row: &[f64], init: f32) -> f32 {
+        const STACK: usize = 512;
+        let mut stack = [M::ONES; STACK];
+        let mut heap = Vec::new();
+        let bits: &mut [M] = if self.n_trees <= STACK {
+            &mut stack[..self.n_trees]
+        } else {
+            heap.resize(self.n_trees, M::ONES);
+            &mut heap
+        };
+        self.select(row, bits);
+        let mut sum = init;
+        for (b, &start) in bits.iter().zip(&self.leaf_start) {
+            sum += self.leaf_values[start as usize + b.lowest() as usize] as f32;
+        }
+        sum
+    }
+
     #[inline(always)]
     fn score(&self, row: &[f64], init: f64, bits: &mut [M]) -> f64 {
+        self.select(row, bits);
+        let mut sum = init;
+        for (b, &start) in bits.iter().zip(&self.leaf_start) {
+            sum += self.leaf_values[start as usize + b.lowest() as usize];
+        }
+        sum
+    }
+
+    /// Clears, in each tree's mask, the leaves the row cannot reach; the lowest set bit is its leaf.
+    #[inline(always)]
+    fn select(&self, row: &[f64], bits: &mut [M]) {
         for c in &self.features {
             let (class, base) = c.class_of(row);
             let k = base as usize + class;
@@ -341,10 +387,5 @@ impl<M: LeafMask> Bitvector<M> {
                 bits[e.tree as usize] &= e.mask;
             }
         }
-        let mut sum = init;
-        for (b, &start) in bits.iter().zip(&self.leaf_start) {
-            sum += self.leaf_values[start as usize + b.lowest() as usize];
-        }
-        sum
     }
 }

@@ -7,7 +7,8 @@
 
 use crate::bitvector::Scorer;
 use crate::tree::{
-    FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_ZERO_MISSING, NodeRef, Tree, ZERO_THRESHOLD,
+    FLAG_CAT_F32, FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_ZERO_MISSING, Node, NodeRef, Tree,
+    ZERO_THRESHOLD,
 };
 
 const NUMERIC: u8 = 0;
@@ -16,6 +17,8 @@ const CAT_WIDE: u8 = 2;
 const LEAF: u8 = 3;
 /// Numeric with values near zero counted as missing (imported LightGBM trees).
 const NUMERIC_ZERO: u8 = 4;
+/// Categorical read as XGBoost does (imported XGBoost trees), bitset stored wide.
+const CAT_F32: u8 = 5;
 const LANES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,14 +97,19 @@ impl Forest {
                         if zero { NUMERIC_ZERO } else { NUMERIC },
                         n.threshold.to_bits(),
                     )
-                } else if n.cat_words == 1 {
+                } else if n.cat_words == 1 && n.flags & FLAG_CAT_F32 == 0 {
                     (CAT_INLINE, t.cat_bits[n.cat_offset as usize])
                 } else {
                     let off = self.wide_bits.len() as u64;
                     self.wide_bits.extend_from_slice(
                         &t.cat_bits[n.cat_offset as usize..(n.cat_offset + n.cat_words) as usize],
                     );
-                    (CAT_WIDE, off << 32 | n.cat_words as u64)
+                    let kind = if n.flags & FLAG_CAT_F32 != 0 {
+                        CAT_F32
+                    } else {
+                        CAT_WIDE
+                    };
+                    (kind, off << 32 | n.cat_words as u64)
                 };
                 self.nodes.push(FlatNode {
                     bits,
@@ -139,9 +147,33 @@ impl Forest {
     /// the next unwalked tree, so no step is spent waiting on a deeper neighbour.
     #[inline]
     pub fn predict_arena(&self, row: &[f64], init: f64) -> f64 {
+        let mut sum = init;
+        for v in &self.arena_leaves(row) {
+            sum += v;
+        }
+        sum
+    }
+
+    /// The margin summed in f32 from `init`, in tree order (XGBoost's arithmetic).
+    #[inline]
+    pub fn predict_f32(&self, row: &[f64], init: f32) -> f32 {
+        match &self.bitvector {
+            Some(b) => b.predict_f32(row, init),
+            None => {
+                let mut sum = init;
+                for v in &self.arena_leaves(row) {
+                    sum += *v as f32;
+                }
+                sum
+            }
+        }
+    }
+
+    /// The leaf value each tree gives the row, in tree order, by the arena walk.
+    fn arena_leaves(&self, row: &[f64]) -> Vec<f64> {
         let n = self.n_trees;
         if n == 0 {
-            return init;
+            return Vec::new();
         }
         // One slot per tree plus a sink for parked lanes.
         let mut values = vec![0.0f64; n + 1];
@@ -178,11 +210,8 @@ impl Forest {
                 idx[k] = node.right ^ ((node.right ^ (i + 1)) & left);
             }
         }
-        let mut sum = init;
-        for v in &values[..n] {
-            sum += v;
-        }
-        sum
+        values.truncate(n);
+        values
     }
 
     /// 1 when the row goes left at `n`, else 0 (leaves answer anything; their caller ignores it).
@@ -192,6 +221,9 @@ impl Forest {
         let dl = u32::from(n.default_left);
         if n.kind == CAT_WIDE {
             return u32::from(self.wide_left(n, x, dl == 1));
+        }
+        if n.kind == CAT_F32 {
+            return u32::from(self.f32_cat_left(n, x, dl == 1));
         }
         if n.kind == NUMERIC_ZERO {
             return u32::from(zero_left(n, x, dl == 1));
@@ -204,6 +236,23 @@ impl Forest {
         let cat_left = (bit & inline_ok) | (dl & (inline_ok ^ 1));
         let is_cat = u32::from(n.kind == CAT_INLINE);
         (cat_left & is_cat) | (numeric_left & (is_cat ^ 1))
+    }
+
+    /// An XGBoost categorical split: the node's own rule, on its bitset in `wide_bits`.
+    #[cold]
+    fn f32_cat_left(&self, n: &FlatNode, x: f64, dl: bool) -> bool {
+        let (off, words) = ((n.bits >> 32) as usize, (n.bits & 0xffff_ffff) as u32);
+        let node = Node {
+            threshold: 0.0,
+            cover: 0.0,
+            feature: 0,
+            left: 0,
+            right: 0,
+            cat_offset: 0,
+            cat_words: words,
+            flags: FLAG_CATEGORICAL | FLAG_CAT_F32 | if dl { FLAG_DEFAULT_LEFT } else { 0 },
+        };
+        node.goes_left(x, &self.wide_bits[off..off + words as usize])
     }
 
     #[cold]

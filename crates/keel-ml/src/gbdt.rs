@@ -174,7 +174,13 @@ impl Ensemble {
     }
 
     /// The margin in f32, as XGBoost sums it: the initial score as f32, then each tree's leaf as f32, in order.
+    #[inline]
     pub fn predict_margin_f32(&self, row: &[f64]) -> f32 {
+        self.forest().predict_f32(row, self.init_score as f32)
+    }
+
+    /// The same f32 margin, tree by tree on the node layout.
+    pub fn predict_margin_f32_by_tree(&self, row: &[f64]) -> f32 {
         let mut s = self.init_score as f32;
         for t in &self.trees {
             s += t.predict(row) as f32;

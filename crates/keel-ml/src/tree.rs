@@ -15,6 +15,13 @@ pub const FLAG_RIGHT_LEAF: u8 = 8;
 /// Numeric splits: values within [`ZERO_THRESHOLD`] of zero count as missing (LightGBM's missing type Zero).
 pub const FLAG_ZERO_MISSING: u8 = 16;
 
+/// Categorical splits read as XGBoost does: the value is rounded to f32 first, NaN goes the default way, and a
+/// negative value, one of 2^24 or more, or a code past the set counts as not in the set (goes right).
+pub const FLAG_CAT_F32: u8 = 32;
+
+/// XGBoost's largest category code plus one (`OutOfRangeCat`).
+const MAX_CAT_F32: f32 = 16_777_216.0;
+
 /// What LightGBM calls zero (`kZeroThreshold`, the f32 `1e-35`, read as f64).
 pub const ZERO_THRESHOLD: f64 = 1.0000000180025095e-35;
 
@@ -49,6 +56,15 @@ impl Node {
                 return self.flags & FLAG_DEFAULT_LEFT != 0;
             }
             x <= self.threshold
+        } else if self.flags & FLAG_CAT_F32 != 0 {
+            let xf = x as f32;
+            if !(0.0..MAX_CAT_F32).contains(&xf) {
+                return false;
+            }
+            let code = xf as u64;
+            let word = (code / 64) as usize;
+            word < self.cat_words as usize
+                && cat_bits[self.cat_offset as usize + word] >> (code % 64) & 1 == 1
         } else {
             // Codes truncate toward zero (as LightGBM's `int` cast): -0.5 is code 0, -1 and below are none.
             let code = x as u64;

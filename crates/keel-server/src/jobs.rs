@@ -271,8 +271,8 @@ pub struct ImportRequest {
     /// The model file on the server (multipart: the `model` file field instead).
     #[schema(min_length = 1)]
     pub file: String,
-    /// `lightgbm`; recognised from the file when absent.
-    #[schema(nullable = false, pattern = "^(lightgbm)$")]
+    /// `lightgbm`, `xgboost-json` or `xgboost-ubj`; recognised from the file when absent.
+    #[schema(nullable = false, pattern = "^(lightgbm|xgboost-json|xgboost-ubj)$")]
     pub format: Option<String>,
     /// Labelled rows the model did not train on (evaluation, SHAP, fairness, monitoring reference).
     #[schema(nullable = false, min_length = 1)]

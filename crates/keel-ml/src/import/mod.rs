@@ -6,6 +6,8 @@
 //! I/O, so the application layer decides where files live and what is registered.
 
 pub mod lightgbm;
+pub mod ubjson;
+pub mod xgboost;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,12 +26,18 @@ pub const MAX_FILE_BYTES: usize = 512 << 20;
 pub enum Format {
     /// LightGBM's text model (`model.save_model("m.txt")`, format v4).
     Lightgbm,
+    /// XGBoost's JSON model (`save_model("m.json")`).
+    XgboostJson,
+    /// XGBoost's UBJSON model (`save_model("m.ubj")`, the default since 2.1).
+    XgboostUbj,
 }
 
 impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Lightgbm => "lightgbm",
+            Format::XgboostJson => "xgboost-json",
+            Format::XgboostUbj => "xgboost-ubj",
         }
     }
 
@@ -38,8 +46,10 @@ impl Format {
         match s {
             "auto" => Ok(None),
             "lightgbm" => Ok(Some(Format::Lightgbm)),
+            "xgboost-json" => Ok(Some(Format::XgboostJson)),
+            "xgboost-ubj" => Ok(Some(Format::XgboostUbj)),
             other => Err(Error::InvalidInput(format!(
-                "unknown model format '{other}' (auto or lightgbm)"
+                "unknown model format '{other}' (auto, lightgbm, xgboost-json or xgboost-ubj)"
             ))),
         }
     }
@@ -49,6 +59,14 @@ impl Format {
         let head = &bytes[..bytes.len().min(64)];
         if head.starts_with(b"tree\n") || head.starts_with(b"tree\r\n") {
             return Some(Format::Lightgbm);
+        }
+        // UBJSON: an object whose first key's length is a typed integer.
+        if head.len() > 2 && head[0] == b'{' && b"iUIlL".contains(&head[1]) {
+            return Some(Format::XgboostUbj);
+        }
+        let mut text = head.iter().filter(|b| !b.is_ascii_whitespace());
+        if text.next() == Some(&b'{') && text.next() == Some(&b'"') {
+            return Some(Format::XgboostJson);
         }
         None
     }
@@ -91,7 +109,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         Some(f) => f,
         None => {
             return Err(Error::InvalidInput(
-                "the file is not a model format Keel recognises (a LightGBM text model starts with 'tree'); name the format with --format".into(),
+                "the file is not a model format Keel recognises (a LightGBM text model starts with 'tree', an XGBoost model is a JSON or UBJSON object); name the format with --format".into(),
             ));
         }
     };
@@ -133,6 +151,46 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
                     kind: ModelKind::Gbdt(Ensemble::new(m.objective, 0.0, m.trees)),
                     link: m.link,
                     numerics: Numerics::F64,
+                },
+                source,
+            })
+        }
+        Format::XgboostJson | Format::XgboostUbj => {
+            let m = xgboost::parse(bytes, format == Format::XgboostUbj)?;
+            let features = m
+                .feature_names
+                .iter()
+                .zip(&m.levels)
+                .map(|(name, levels)| FeatureSpec {
+                    name: name.clone(),
+                    kind: match levels {
+                        Some(l) => FeatureKind::Categorical { levels: l.clone() },
+                        None => FeatureKind::Numeric,
+                    },
+                })
+                .collect();
+            let source = Source {
+                format,
+                library: "XGBoost".into(),
+                library_version: m.version.clone(),
+                format_version: None,
+                objective: m.objective_name.clone(),
+                trees: m.trees.len(),
+                sha256,
+            };
+            Ok(Imported {
+                model: Model {
+                    objective: m.objective,
+                    target: target.to_string(),
+                    class_labels: class_labels(m.objective),
+                    features,
+                    kind: ModelKind::Gbdt(Ensemble::new(
+                        m.objective,
+                        f64::from(m.base_margin),
+                        m.trees,
+                    )),
+                    link: m.link,
+                    numerics: Numerics::F32,
                 },
                 source,
             })

@@ -304,3 +304,170 @@ fn lightgbm_with_pandas_categories_predicts_real_rows_by_label_bit_for_bit() {
     }
     assert_eq!(n, 3000);
 }
+
+/// XGBoost's arithmetic: both files (JSON and UBJSON) import to the same model, and the f32 margin and
+/// output agree bit for bit with XGBoost on every fixture row, by the compiled scorer and tree by tree.
+fn check_xgboost(name: &str, objective: Objective, layout: &str) {
+    let json = std::fs::read(fixture(&format!("{name}.json"))).unwrap();
+    let ubj = std::fs::read(fixture(&format!("{name}.ubj"))).unwrap();
+    let a = import::import(&json, None, "y").unwrap();
+    let b = import::import(&ubj, None, "y").unwrap();
+    assert_eq!(a.source.format, import::Format::XgboostJson);
+    assert_eq!(b.source.format, import::Format::XgboostUbj);
+    assert_eq!(a.source.library_version.as_deref(), Some("3.2.0"));
+    assert_eq!(a.model, b.model, "{name}: JSON and UBJSON differ");
+    let model = keel_ml::Model::from_bytes(&a.model.to_bytes().unwrap()).unwrap();
+    assert_eq!(model.objective, objective);
+    let keel_ml::ModelKind::Gbdt(e) = &model.kind else {
+        panic!("trees")
+    };
+    assert_eq!(e.forest().layout(), layout, "{name}");
+    let rows = std::fs::read_to_string(fixture(&format!("{name}.rows.jsonl"))).unwrap();
+    let mut n = 0;
+    for (i, line) in rows.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let x: Vec<f64> = v["x"].as_array().unwrap().iter().map(f64_of).collect();
+        let raw = f64_of(&v["raw"]);
+        let by_tree = f64::from(e.predict_margin_f32_by_tree(&x));
+        assert_eq!(
+            by_tree.to_bits(),
+            raw.to_bits(),
+            "{name} row {i} {x:?}: tree walk {by_tree} vs {raw}"
+        );
+        let m = model.predict_margin(&x);
+        assert_eq!(
+            m.to_bits(),
+            raw.to_bits(),
+            "{name} row {i} {x:?}: scorer {m} vs {raw}"
+        );
+        let out = model.predict(&x);
+        let want = f64_of(&v["out"]);
+        assert_eq!(
+            out.to_bits(),
+            want.to_bits(),
+            "{name} row {i} {x:?}: output {out} vs {want}"
+        );
+        n += 1;
+    }
+    assert!(n > 500, "{name}: {n} rows");
+}
+
+#[test]
+fn xgboost_binary_with_missing_values_both_ways_is_bit_exact() {
+    check_xgboost("xgb_binary_nan", Objective::Binary, "bitvector-32");
+}
+
+#[test]
+fn xgboost_regression_and_poisson_are_bit_exact() {
+    check_xgboost("xgb_regression", Objective::Regression, "bitvector-32");
+    check_xgboost("xgb_poisson", Objective::Regression, "bitvector-32");
+}
+
+#[test]
+fn xgboost_categorical_sets_go_right_and_invalid_codes_left() {
+    check_xgboost("xgb_categorical", Objective::Binary, "arena");
+}
+
+#[test]
+fn the_f32_boundary_is_where_rounding_flips() {
+    use keel_ml::import::xgboost::below_f32;
+    for t in [
+        0.5f32,
+        -0.5,
+        1.0,
+        0.1,
+        -3.3e-39,
+        1e-45,
+        f32::MAX,
+        -f32::MAX,
+        0.0,
+        -0.0,
+        3.0e38,
+    ] {
+        let b = below_f32(t);
+        assert!((b as f32) < t, "{t}: {b} rounds to {}", b as f32);
+        assert!(b.next_up() as f32 >= t, "{t}: {} rounds below", b.next_up());
+    }
+}
+
+#[test]
+fn hostile_xgboost_files_are_refused_with_the_place_named() {
+    let good = std::fs::read_to_string(fixture("xgb_regression.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = v.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    fn tree0(v: &mut serde_json::Value) -> &mut serde_json::Value {
+        &mut v["learner"]["gradient_booster"]["model"]["trees"][0]
+    }
+    let cases: Vec<(String, &str)> = vec![
+        (good[..good.len() / 2].to_string(), "not valid JSON"),
+        (
+            edit(&|v| v["learner"]["gradient_booster"]["name"] = "gblinear".into()),
+            "gblinear",
+        ),
+        (
+            edit(&|v| v["learner"]["objective"]["name"] = "multi:softprob".into()),
+            "multi:softprob",
+        ),
+        (
+            edit(&|v| v["learner"]["learner_model_param"]["num_class"] = "3".into()),
+            "multiclass",
+        ),
+        (
+            edit(&|v| tree0(v)["left_children"][0] = 0.into()),
+            "reached twice",
+        ),
+        (
+            edit(&|v| tree0(v)["left_children"][0] = 99999.into()),
+            "out of range",
+        ),
+        (
+            edit(&|v| tree0(v)["split_conditions"][0] = serde_json::Value::Null),
+            "split_conditions[0] is not a finite number",
+        ),
+        (
+            edit(&|v| tree0(v)["split_indices"][0] = 77.into()),
+            "feature 77",
+        ),
+        (
+            edit(&|v| tree0(v)["tree_param"]["size_leaf_vector"] = "3".into()),
+            "vector leaves",
+        ),
+        (
+            edit(&|v| tree0(v)["right_children"] = serde_json::json!([1])),
+            "right_children",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = import::import(text.as_bytes(), Some(import::Format::XgboostJson), "y")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains("xgboost"),
+            "want '{want}': {e}"
+        );
+    }
+    // UBJSON: cut short, a count larger than the file, a wrong marker.
+    let ubj = std::fs::read(fixture("xgb_regression.ubj")).unwrap();
+    let mut huge = ubj[..40].to_vec();
+    huge.extend_from_slice(b"[#L\x7f\xff\xff\xff\xff\xff\xff\xff");
+    for (bytes, want) in [
+        (ubj[..ubj.len() - 7].to_vec(), "left"),
+        (huge, "count of"),
+        (
+            [&b"{L\x00\x00\x00\x00\x00\x00\x00\x01aQ"[..]].concat(),
+            "unknown marker",
+        ),
+    ] {
+        let e = import::import(&bytes, Some(import::Format::XgboostUbj), "y")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(want) && e.contains("UBJSON"),
+            "want '{want}': {e}"
+        );
+    }
+}
