@@ -194,3 +194,43 @@ y = ((X[:, 0] + np.isin(X[:, 2], [1, 4]) * 2 - 1) > 0).astype(int)
 m = xgb.train({"objective": "binary:logistic", "max_depth": 4, "seed": 10, "max_cat_to_onehot": 1},
               xgb.DMatrix(X, y, feature_types=["q", "q", "c"], enable_categorical=True), num_boost_round=30)
 write_xgb("xgb_categorical", m, xgb_rows(m, 3, [2]), [2], 3)
+
+# 10. Property sets: 10,000 rows per model whose every cell is drawn at random from that feature's edge values
+# (split points and their f32/f64 neighbours and midpoints, NaN, ±0, tiny, huge, negative, fractional and unseen
+# codes) or a random value, pre-scored by the library. Little-endian binary: u32 rows, u32 features, the rows
+# (f64), the raw margins (f64), the outputs (f64).
+def property_set(name, model, edge, n_features, categorical, predict_raw, predict_out):
+    pool = [sorted({v for r in edge for v in [r[f]] if not math.isnan(v)}) + [math.nan] for f in range(n_features)]
+    rows = []
+    for _ in range(10000):
+        r = []
+        for f in range(n_features):
+            u = rng.random()
+            if u < 0.7:
+                r.append(pool[f][rng.integers(0, len(pool[f]))])
+            elif f in categorical:
+                r.append(float(rng.integers(-3, 70)) + (0.5 if u > 0.95 else 0.0))
+            else:
+                r.append(float(rng.normal() * 3))
+        rows.append(r)
+    X = np.array(rows, dtype=np.float64)
+    raw = np.asarray(predict_raw(X), dtype=np.float64)
+    outp = np.asarray(predict_out(X), dtype=np.float64)
+    with open(f"{out}/{name}.property.bin", "wb") as f:
+        f.write(struct.pack("<II", len(rows), n_features))
+        f.write(X.astype("<f8").tobytes())
+        f.write(raw.astype("<f8").tobytes())
+        f.write(outp.astype("<f8").tobytes())
+    print(name, "property set", len(rows))
+
+lgb_cat = lgb.Booster(model_file=f"{out}/lgb_binary_categorical.txt")
+lgb_edge = [[struct.unpack(">d", bytes.fromhex(x))[0] for x in json.loads(l)["x"]]
+            for l in open(f"{out}/lgb_binary_categorical.rows.jsonl")]
+property_set("lgb_binary_categorical", lgb_cat, lgb_edge, 3, [2],
+             lambda X: lgb_cat.predict(X, raw_score=True), lambda X: lgb_cat.predict(X))
+xgb_cat = xgb.Booster(model_file=f"{out}/xgb_categorical.ubj")
+xgb_edge = [[struct.unpack(">d", bytes.fromhex(x))[0] for x in json.loads(l)["x"]]
+            for l in open(f"{out}/xgb_categorical.rows.jsonl")]
+xgb_dm = lambda X: xgb.DMatrix(X, feature_types=["q", "q", "c"], enable_categorical=True)
+property_set("xgb_categorical", xgb_cat, xgb_edge, 3, [2],
+             lambda X: xgb_cat.predict(xgb_dm(X), output_margin=True), lambda X: xgb_cat.predict(xgb_dm(X)))

@@ -471,3 +471,43 @@ fn hostile_xgboost_files_are_refused_with_the_place_named() {
         );
     }
 }
+
+/// The property sets: 10,000 rows per model, every cell drawn at random from the feature's edge values or at
+/// random, pre-scored by the library (`*.property.bin`); Keel's margin and output agree on every row.
+fn check_property_set(file: &str, model: &str) {
+    let b = std::fs::read(fixture(file)).unwrap();
+    let n = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+    let nf = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+    assert_eq!(b.len(), 8 + 8 * (n * nf + 2 * n));
+    let f = |k: usize| f64::from_le_bytes(b[8 + 8 * k..16 + 8 * k].try_into().unwrap());
+    let m = import::import(&std::fs::read(fixture(model)).unwrap(), None, "y")
+        .unwrap()
+        .model;
+    let mut edge_cells = 0;
+    for i in 0..n {
+        let x: Vec<f64> = (0..nf).map(|j| f(i * nf + j)).collect();
+        edge_cells += x.iter().filter(|v| v.is_nan() || v.fract() != 0.0).count();
+        let (raw, out) = (f(n * nf + i), f(n * nf + n + i));
+        assert_eq!(
+            m.predict_margin(&x).to_bits(),
+            raw.to_bits(),
+            "{model} row {i} {x:?}"
+        );
+        assert_eq!(
+            m.predict(&x).to_bits(),
+            out.to_bits(),
+            "{model} row {i} {x:?}"
+        );
+    }
+    assert_eq!(n, 10_000);
+    assert!(edge_cells > 5_000, "{edge_cells}");
+}
+
+#[test]
+fn ten_thousand_random_edge_rows_agree_with_lightgbm_and_xgboost() {
+    check_property_set(
+        "lgb_binary_categorical.property.bin",
+        "lgb_binary_categorical.txt",
+    );
+    check_property_set("xgb_categorical.property.bin", "xgb_categorical.ubj");
+}
