@@ -304,6 +304,77 @@ async fn read_parts(dir: &Path, body: Body, boundary: String) -> Result<Upload, 
     Ok(up)
 }
 
+/// A file a multipart job request may upload: its form field, where its path goes in the spec, and whether
+/// the request needs it.
+pub(crate) struct UploadedFile {
+    pub field: &'static str,
+    pub at: &'static [&'static str],
+    pub required: bool,
+}
+
+/// A job request's body: JSON (paths on the server), or `multipart/form-data` with a `spec` field holding the
+/// other fields as JSON and uploaded files whose paths are written into the spec at their places. `finish`
+/// turns the JSON into the typed request; when it (or anything before it) refuses the request, the uploaded
+/// files are removed.
+pub(crate) async fn job_request<T>(
+    home: &Path,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    expected: &str,
+    files: &[UploadedFile],
+    finish: impl FnOnce(Value) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("multipart/"));
+    if !multipart {
+        let bytes = read_body(body, headers, limit).await?;
+        return finish(json(&bytes, expected)?);
+    }
+    let up = upload(home, headers, body).await?;
+    let parsed = (|| {
+        let names: Vec<&str> = files.iter().map(|f| f.field).collect();
+        up.only(&["spec"], &names)?;
+        let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), expected)?;
+        if !v.is_object() {
+            return Err(invalid_body("spec: expected a JSON object"));
+        }
+        for f in files {
+            let Some(path) = up.file(f.field) else {
+                if f.required {
+                    return Err(invalid_body(&format!(
+                        "this multipart request needs a file field `{}`",
+                        f.field
+                    )));
+                }
+                continue;
+            };
+            let (last, parents) = f.at.split_last().expect("a place in the spec");
+            let mut o = &mut v;
+            for p in parents {
+                o = o
+                    .as_object_mut()
+                    .expect("objects all the way down")
+                    .entry(*p)
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if !o.is_object() {
+                    return Err(invalid_body(&format!("spec.{p}: expected a JSON object")));
+                }
+            }
+            o.as_object_mut()
+                .expect("checked")
+                .insert((*last).into(), path.display().to_string().into());
+        }
+        finish(v)
+    })();
+    if parsed.is_err() {
+        let _ = tokio::fs::remove_dir_all(&up.dir).await;
+    }
+    parsed
+}
+
 #[cfg(test)]
 mod tests {
     use super::safe_name;

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{AsDeployer, AsReader, Authorized};
-use crate::body::{invalid_body, json, page_limit, query, read_body, upload};
+use crate::body::{UploadedFile, invalid_body, job_request, json, page_limit, query, read_body};
 use crate::error::{ApiError, ErrorBody};
 
 /// A job: what was asked, where it stands, and what it produced.
@@ -176,35 +176,28 @@ pub async fn train(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("multipart/"));
-    let spec: keel_app::train::TrainSpec = if multipart {
-        let up = upload(st.cache.store().home(), &headers, body).await?;
-        let parsed = (|| {
-            up.only(&["spec"], &["data", "test"])?;
-            let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), TRAIN_EXPECTED)?;
-            let Some(o) = v.as_object_mut() else {
-                return Err(invalid_body("spec: expected a JSON object"));
-            };
-            let data = up.file("data").ok_or_else(|| {
-                invalid_body("a multipart training request needs a file field `data`")
-            })?;
-            o.insert("data".into(), data.display().to_string().into());
-            if let Some(t) = up.file("test") {
-                o.insert("test".into(), t.display().to_string().into());
-            }
-            json(&serde_json::to_vec(&v).unwrap_or_default(), TRAIN_EXPECTED)
-        })();
-        if parsed.is_err() {
-            let _ = tokio::fs::remove_dir_all(&up.dir).await;
-        }
-        parsed?
-    } else {
-        let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
-        json(&bytes, TRAIN_EXPECTED)?
-    };
+    const FILES: &[UploadedFile] = &[
+        UploadedFile {
+            field: "data",
+            at: &["data"],
+            required: true,
+        },
+        UploadedFile {
+            field: "test",
+            at: &["test"],
+            required: false,
+        },
+    ];
+    let spec: keel_app::train::TrainSpec = job_request(
+        st.cache.store().home(),
+        &headers,
+        body,
+        st.config.body_limit_bytes,
+        TRAIN_EXPECTED,
+        FILES,
+        |v| json(&serde_json::to_vec(&v).unwrap_or_default(), TRAIN_EXPECTED),
+    )
+    .await?;
     let name = spec.name.clone();
     let j = queue(&st, &name, &JobSpec::Train(Box::new(spec)), &caller.actor()).await?;
     Ok(accepted(j))
@@ -332,55 +325,45 @@ pub async fn import(
     body: Body,
 ) -> Result<Response, ApiError> {
     keel_store::Selector::parse(&name)?;
-    let multipart = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("multipart/"));
-    let mut v: Value = if multipart {
-        let up = upload(st.cache.store().home(), &headers, body).await?;
-        let parsed = (|| {
-            up.only(&["spec"], &["model", "reference", "holdout"])?;
-            let mut v: Value = json(up.field("spec").unwrap_or("{}").as_bytes(), IMPORT_EXPECTED)?;
+    const FILES: &[UploadedFile] = &[
+        UploadedFile {
+            field: "model",
+            at: &["file"],
+            required: true,
+        },
+        UploadedFile {
+            field: "reference",
+            at: &["reference"],
+            required: false,
+        },
+        UploadedFile {
+            field: "holdout",
+            at: &["gate", "holdout"],
+            required: false,
+        },
+    ];
+    let spec: keel_app::import::ImportSpec = job_request(
+        st.cache.store().home(),
+        &headers,
+        body,
+        st.config.body_limit_bytes,
+        IMPORT_EXPECTED,
+        FILES,
+        |mut v| {
+            // The path names the model; a body may not name another.
             let Some(o) = v.as_object_mut() else {
-                return Err(invalid_body("spec: expected a JSON object"));
+                return Err(invalid_body("expected a JSON object"));
             };
-            let file = up
-                .file("model")
-                .ok_or_else(|| invalid_body("a multipart import needs a file field `model`"))?;
-            o.insert("file".into(), file.display().to_string().into());
-            if let Some(r) = up.file("reference") {
-                o.insert("reference".into(), r.display().to_string().into());
+            if o.contains_key("name") {
+                return Err(invalid_body(
+                    "name: the model is named by the path (/v1/models/{name}/import), not the body",
+                ));
             }
-            if let Some(h) = up.file("holdout") {
-                let gate = o
-                    .entry("gate")
-                    .or_insert_with(|| Value::Object(Default::default()));
-                let Some(g) = gate.as_object_mut() else {
-                    return Err(invalid_body("spec.gate: expected a JSON object"));
-                };
-                g.insert("holdout".into(), h.display().to_string().into());
-            }
-            Ok(v)
-        })();
-        if parsed.is_err() {
-            let _ = tokio::fs::remove_dir_all(&up.dir).await;
-        }
-        parsed?
-    } else {
-        let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
-        json(&bytes, IMPORT_EXPECTED)?
-    };
-    // The path names the model; a body may not name another.
-    if let Some(o) = v.as_object_mut() {
-        if o.contains_key("name") {
-            return Err(invalid_body(
-                "name: the model is named by the path (/v1/models/{name}/import), not the body",
-            ));
-        }
-        o.insert("name".into(), name.clone().into());
-    }
-    let spec: keel_app::import::ImportSpec =
-        json(&serde_json::to_vec(&v).unwrap_or_default(), IMPORT_EXPECTED)?;
+            o.insert("name".into(), name.clone().into());
+            json(&serde_json::to_vec(&v).unwrap_or_default(), IMPORT_EXPECTED)
+        },
+    )
+    .await?;
     let j = queue(
         &st,
         &name,
