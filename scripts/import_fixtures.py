@@ -126,7 +126,8 @@ def xgb_rows(model, n_features, categorical):
     between it and its f32 neighbours (where f32 rounding flips) with their f64 neighbours."""
     j = json.loads(model.save_raw("json"))
     conds = {i: set() for i in range(n_features)}
-    for t in j["learner"]["gradient_booster"]["model"]["trees"]:
+    gb = j["learner"]["gradient_booster"]
+    for t in gb.get("gbtree", gb)["model"]["trees"]:
         for k, l in enumerate(t["left_children"]):
             if l != -1 and t["split_type"][k] == 0:
                 conds[t["split_indices"][k]].add(float(np.float32(t["split_conditions"][k])))
@@ -234,3 +235,10 @@ xgb_edge = [[struct.unpack(">d", bytes.fromhex(x))[0] for x in json.loads(l)["x"
 xgb_dm = lambda X: xgb.DMatrix(X, feature_types=["q", "q", "c"], enable_categorical=True)
 property_set("xgb_categorical", xgb_cat, xgb_edge, 3, [2],
              lambda X: xgb_cat.predict(xgb_dm(X), output_margin=True), lambda X: xgb_cat.predict(xgb_dm(X)))
+
+# 11. XGBoost dart (leaves scaled by each tree's weight at prediction).
+X = rng.normal(size=(n, 3))
+y = ((X[:, 0] - X[:, 1] * X[:, 2]) > 0).astype(int)
+m = xgb.train({"objective": "binary:logistic", "booster": "dart", "max_depth": 4, "rate_drop": 0.3, "seed": 11},
+              xgb.DMatrix(X, y), num_boost_round=30)
+write_xgb("xgb_dart", m, xgb_rows(m, 3, []), [], 3)

@@ -2,7 +2,8 @@
 //! XGBoost's arithmetic kept: inputs are rounded to f32 and split as `x < split_condition`, which becomes
 //! Keel's `x <= T` with `T` the largest f64 whose f32 rounding is below the condition; categorical splits send
 //! the codes **in** the node's set right (Keel stores the set and swaps the children), and NaN by
-//! `default_left`; the base margin and the leaves are summed in f32 in tree order ([`Numerics::F32`]).
+//! `default_left`; the base margin and the leaves are summed in f32 in tree order ([`Numerics::F32`]); a dart
+//! model's leaves are scaled by their tree's weight in f32.
 
 use serde_json::Value;
 
@@ -73,13 +74,33 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
             .collect::<Vec<_>>()
             .join(".")
     });
-    let booster = get(learner, &["gradient_booster"])?;
-    let booster_name = booster.get("name").and_then(Value::as_str).unwrap_or("");
-    if booster_name != "gbtree" {
-        return Err(bad(format!(
-            "booster '{booster_name}' is not supported (gbtree is; gblinear and dart are not)"
-        )));
-    }
+    let outer = get(learner, &["gradient_booster"])?;
+    let booster_name = outer.get("name").and_then(Value::as_str).unwrap_or("");
+    // Dart predicts with each tree's leaves scaled by its weight (in f32); the trees sit in `gbtree`.
+    let (booster, weights): (&Value, Option<Vec<f32>>) = match booster_name {
+        "gbtree" => (outer, None),
+        "dart" => {
+            let w = outer
+                .get("weight_drop")
+                .and_then(Value::as_array)
+                .ok_or_else(|| bad("a dart model without weight_drop"))?
+                .iter()
+                .enumerate()
+                .map(|(k, x)| {
+                    x.as_f64()
+                        .filter(|x| x.is_finite())
+                        .map(|x| x as f32)
+                        .ok_or_else(|| bad(format!("weight_drop[{k}] is not a finite number")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (get(outer, &["gbtree"])?, Some(w))
+        }
+        other => {
+            return Err(bad(format!(
+                "booster '{other}' is not supported (gbtree and dart are; gblinear is not)"
+            )));
+        }
+    };
     let param = get(learner, &["learner_model_param"])?;
     let num_class: i64 = param
         .get("num_class")
@@ -187,11 +208,25 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
         )));
     };
     let levels = categories(model, num_feature)?;
-    let trees = trees_v
+    let mut trees = trees_v
         .iter()
         .enumerate()
         .map(|(i, t)| tree(t, i, num_feature))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(w) = weights {
+        if w.len() != trees.len() {
+            return Err(bad(format!(
+                "weight_drop has {} weights for {} trees",
+                w.len(),
+                trees.len()
+            )));
+        }
+        for (t, w) in trees.iter_mut().zip(w) {
+            for v in &mut t.leaf_values {
+                *v = f64::from(*v as f32 * w);
+            }
+        }
+    }
     Ok(Xgboost {
         objective,
         objective_name,

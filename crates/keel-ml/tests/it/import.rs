@@ -409,6 +409,10 @@ fn hostile_xgboost_files_are_refused_with_the_place_named() {
             "gblinear",
         ),
         (
+            edit(&|v| v["learner"]["gradient_booster"]["name"] = "dart".into()),
+            "dart model without weight_drop",
+        ),
+        (
             edit(&|v| v["learner"]["objective"]["name"] = "multi:softprob".into()),
             "multi:softprob",
         ),
@@ -510,4 +514,9 @@ fn ten_thousand_random_edge_rows_agree_with_lightgbm_and_xgboost() {
         "lgb_binary_categorical.txt",
     );
     check_property_set("xgb_categorical.property.bin", "xgb_categorical.ubj");
+}
+
+#[test]
+fn xgboost_dart_scales_each_tree_by_its_weight_bit_for_bit() {
+    check_xgboost("xgb_dart", Objective::Binary, "bitvector-32");
 }
