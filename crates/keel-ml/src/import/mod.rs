@@ -114,88 +114,88 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         }
     };
     let sha256 = hex::encode(Sha256::digest(bytes));
-    match format {
+    // What every parser yields, assembled into one model below.
+    let (p, numerics, init, library, library_version, format_version) = match format {
         Format::Lightgbm => {
             let text = std::str::from_utf8(bytes).map_err(|e| Error::Import {
                 format: "lightgbm",
                 message: format!("the file is not UTF-8 text (byte {})", e.valid_up_to()),
             })?;
             let m = lightgbm::parse(text)?;
-            let features = m
-                .feature_names
-                .iter()
-                .zip(&m.levels)
-                .map(|(name, levels)| FeatureSpec {
-                    name: name.clone(),
-                    kind: match levels {
-                        Some(l) => FeatureKind::Categorical { levels: l.clone() },
-                        None => FeatureKind::Numeric,
-                    },
-                })
-                .collect();
-            let source = Source {
-                format,
-                library: "LightGBM".into(),
-                library_version: None,
-                format_version: Some("v4".into()),
-                objective: m.objective_name.clone(),
-                trees: m.trees.len(),
-                sha256,
+            let p = Parsed {
+                objective: m.objective,
+                objective_name: m.objective_name,
+                link: m.link,
+                feature_names: m.feature_names,
+                levels: m.levels,
+                trees: m.trees,
             };
-            Ok(Imported {
-                model: Model {
-                    objective: m.objective,
-                    target: target.to_string(),
-                    class_labels: class_labels(m.objective),
-                    features,
-                    kind: ModelKind::Gbdt(Ensemble::new(m.objective, 0.0, m.trees)),
-                    link: m.link,
-                    numerics: Numerics::F64,
-                },
-                source,
-            })
+            (
+                p,
+                Numerics::F64,
+                0.0,
+                "LightGBM",
+                None,
+                Some("v4".to_string()),
+            )
         }
         Format::XgboostJson | Format::XgboostUbj => {
             let m = xgboost::parse(bytes, format == Format::XgboostUbj)?;
-            let features = m
-                .feature_names
-                .iter()
-                .zip(&m.levels)
-                .map(|(name, levels)| FeatureSpec {
-                    name: name.clone(),
-                    kind: match levels {
-                        Some(l) => FeatureKind::Categorical { levels: l.clone() },
-                        None => FeatureKind::Numeric,
-                    },
-                })
-                .collect();
-            let source = Source {
-                format,
-                library: "XGBoost".into(),
-                library_version: m.version.clone(),
-                format_version: None,
-                objective: m.objective_name.clone(),
-                trees: m.trees.len(),
-                sha256,
+            let init = f64::from(m.base_margin);
+            let p = Parsed {
+                objective: m.objective,
+                objective_name: m.objective_name,
+                link: m.link,
+                feature_names: m.feature_names,
+                levels: m.levels,
+                trees: m.trees,
             };
-            Ok(Imported {
-                model: Model {
-                    objective: m.objective,
-                    target: target.to_string(),
-                    class_labels: class_labels(m.objective),
-                    features,
-                    kind: ModelKind::Gbdt(Ensemble::new(
-                        m.objective,
-                        f64::from(m.base_margin),
-                        m.trees,
-                    )),
-                    link: m.link,
-                    numerics: Numerics::F32,
-                },
-                source,
-            })
+            (p, Numerics::F32, init, "XGBoost", m.version, None)
         }
-    }
+    };
+    let features = p
+        .feature_names
+        .into_iter()
+        .zip(p.levels)
+        .map(|(name, levels)| FeatureSpec {
+            name,
+            kind: match levels {
+                Some(levels) => FeatureKind::Categorical { levels },
+                None => FeatureKind::Numeric,
+            },
+        })
+        .collect();
+    let source = Source {
+        format,
+        library: library.into(),
+        library_version,
+        format_version,
+        objective: p.objective_name,
+        trees: p.trees.len(),
+        sha256,
+    };
+    Ok(Imported {
+        model: Model {
+            objective: p.objective,
+            target: target.to_string(),
+            class_labels: class_labels(p.objective),
+            features,
+            kind: ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
+            link: p.link,
+            numerics,
+        },
+        source,
+    })
+}
+
+/// The parts of a parsed file every format has.
+struct Parsed {
+    objective: Objective,
+    objective_name: String,
+    link: crate::model::Link,
+    feature_names: Vec<String>,
+    levels: Vec<Option<Vec<String>>>,
+    trees: Vec<crate::tree::Tree>,
 }
 
 fn class_labels(objective: Objective) -> Option<[String; 2]> {

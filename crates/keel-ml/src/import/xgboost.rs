@@ -80,19 +80,10 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
     let (booster, weights): (&Value, Option<Vec<f32>>) = match booster_name {
         "gbtree" => (outer, None),
         "dart" => {
-            let w = outer
-                .get("weight_drop")
-                .and_then(Value::as_array)
-                .ok_or_else(|| bad("a dart model without weight_drop"))?
-                .iter()
-                .enumerate()
-                .map(|(k, x)| {
-                    x.as_f64()
-                        .filter(|x| x.is_finite())
-                        .map(|x| x as f32)
-                        .ok_or_else(|| bad(format!("weight_drop[{k}] is not a finite number")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            if outer.get("weight_drop").is_none() {
+                return Err(bad("a dart model without weight_drop"));
+            }
+            let w = f32s(outer, "weight_drop", "")?;
             (get(outer, &["gbtree"])?, Some(w))
         }
         other => {
@@ -315,16 +306,21 @@ fn ints(t: &Value, key: &str, i: usize) -> Result<Vec<i64>, Error> {
 }
 
 fn floats(t: &Value, key: &str, i: usize) -> Result<Vec<f32>, Error> {
-    t.get(key)
+    f32s(t, key, &format!("tree {i}: "))
+}
+
+/// A list of finite numbers read as f32; `place` prefixes the messages.
+fn f32s(v: &Value, key: &str, place: &str) -> Result<Vec<f32>, Error> {
+    v.get(key)
         .and_then(Value::as_array)
-        .ok_or_else(|| bad(format!("tree {i}: {key} is missing")))?
+        .ok_or_else(|| bad(format!("{place}{key} is missing")))?
         .iter()
         .enumerate()
         .map(|(k, x)| {
             x.as_f64()
                 .filter(|x| x.is_finite())
                 .map(|x| x as f32)
-                .ok_or_else(|| bad(format!("tree {i}: {key}[{k}] is not a finite number")))
+                .ok_or_else(|| bad(format!("{place}{key}[{k}] is not a finite number")))
         })
         .collect()
 }
