@@ -36,6 +36,11 @@ pub struct ImportSpec {
     /// The label column of the reference data (and the name of what the model predicts).
     #[serde(default)]
     pub target: Option<String>,
+    /// The model's feature names in input order, for files that store none (ONNX reads a positional tensor).
+    /// By default an ONNX model's features are the reference data's columns other than the target, in file
+    /// order (`f0`, `f1`, … without reference data).
+    #[serde(default)]
+    pub feature_names: Vec<String>,
     /// Columns whose groups get fairness metrics.
     #[serde(default)]
     pub sensitive: Vec<String>,
@@ -116,6 +121,15 @@ impl ImportSpec {
         }
         if let Some(g) = &self.gate {
             g.validate()?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for n in &self.feature_names {
+            if n.trim().is_empty() {
+                return Err(Error::input("--features: a feature name is empty"));
+            }
+            if !seen.insert(n) {
+                return Err(Error::input(format!("--features: '{n}' is named twice")));
+            }
         }
         Ok(())
     }
@@ -235,11 +249,23 @@ fn prepare(
         .map_err(|e| Error::input(format!("{file_name}: {e}")))?;
     let mut model = imported.model;
     let source = imported.source;
+    let positional = source.format == keel_ml::import::Format::Onnx;
+    if !spec.feature_names.is_empty() {
+        name_features(&mut model, &spec.feature_names, "--features")
+            .map_err(|e| Error::input(format!("{file_name}: {e}")))?;
+    }
     if !hook(STAGE_EVALUATING, 0.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
     let (evaluation, schema, data, profile, dataset_hash) = match &spec.reference {
-        Some(path) => evaluate_reference(spec, &mut model, path, &target)?,
+        Some(path) => evaluate_reference(
+            spec,
+            &mut model,
+            path,
+            &target,
+            positional && spec.feature_names.is_empty(),
+            positional,
+        )?,
         None => (
             empty_evaluation(model.objective, spec.threshold),
             schema_of(&model),
@@ -295,10 +321,17 @@ fn prepare(
         version: 0,
         created_at: keel_core::time::now_rfc3339(),
         created_by: actor.to_string(),
-        kind: format!(
-            "{} gradient-boosted trees ({} trees, imported)",
-            source.library, source.trees
-        ),
+        kind: if positional {
+            format!(
+                "ONNX tree ensemble ({}, {} trees, imported)",
+                source.objective, source.trees
+            )
+        } else {
+            format!(
+                "{} gradient-boosted trees ({} trees, imported)",
+                source.library, source.trees
+            )
+        },
         objective: model.objective,
         target: target.clone(),
         class_labels: model.class_labels.clone(),
@@ -368,12 +401,23 @@ fn evaluate_reference(
     model: &mut Model,
     path: &Path,
     target: &str,
+    names_from_data: bool,
+    recount_covers: bool,
 ) -> Result<Reference> {
     let source = path.display().to_string();
     let table = keel_data::read::read_table(path)?;
     let mut schema = keel_data::infer_schema(&table, &keel_data::InferOptions::default());
     keel_data::target::keep_target_labels(&mut schema, target);
     let columns: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+    if names_from_data {
+        // A positional model (ONNX): its inputs are the data's columns other than the target, in order.
+        let names: Vec<String> = columns.iter().filter(|c| *c != target).cloned().collect();
+        name_features(model, &names, &source).map_err(|e| {
+            Error::input(format!(
+                "{e}; name the model's inputs in order with --features A,B,…"
+            ))
+        })?;
+    }
     let absent: Vec<&str> = model
         .features
         .iter()
@@ -421,6 +465,15 @@ fn evaluate_reference(
         model.class_labels = labels.class_labels.clone();
     }
     let x = model.encoder().encode(&frame)?;
+    if recount_covers && let keel_ml::ModelKind::Gbdt(e) = &mut model.kind {
+        // The file has no training counts; TreeSHAP weighs paths by how the reference rows flow.
+        let nf = model.features.len();
+        let mut trees = std::mem::take(&mut e.trees);
+        for t in &mut trees {
+            t.recount_covers(&x, nf);
+        }
+        *e = keel_ml::gbdt::Ensemble::new(e.objective, e.init_score, trees);
+    }
     let evaluation = keel_ml::eval::evaluate(
         model,
         &x,
@@ -558,4 +611,24 @@ fn empty_evaluation(objective: Objective, threshold: f64) -> Evaluation {
         fairness: vec![],
         shap: None,
     }
+}
+
+/// Renames a model's features (in input order) to `names`, which must be as many.
+fn name_features(
+    model: &mut Model,
+    names: &[String],
+    from: &str,
+) -> std::result::Result<(), String> {
+    if names.len() != model.features.len() {
+        return Err(format!(
+            "the model reads {} features but {from} names {} ({})",
+            model.features.len(),
+            names.len(),
+            names.join(", ")
+        ));
+    }
+    for (f, n) in model.features.iter_mut().zip(names) {
+        f.name = n.clone();
+    }
+    Ok(())
 }

@@ -1146,28 +1146,37 @@ pub enum ModelsCommand {
     ///
     /// Example: keel models rollback employment        (restores the previous champion)
     Rollback(RollbackArgs),
-    /// Register a model trained elsewhere (LightGBM text v4, XGBoost JSON or UBJSON) as a normal version: served by Keel's own
-    /// scorer with the library's exact decisions, explained with TreeSHAP, monitored, gated, canaried.
+    /// Register a model trained elsewhere (LightGBM text v4, XGBoost JSON or UBJSON, an ONNX-ML tree ensemble from
+    /// skl2onnx or onnxmltools) as a normal version: served by Keel's own scorer with the library's exact decisions,
+    /// explained with TreeSHAP, monitored, gated, canaried.
     ///
     /// With labelled reference data (--reference, --target) the card gets holdout metrics with intervals,
     /// calibration, fairness and SHAP, and drift is measured against it; without, drift is measured against
     /// the first served window. With --holdout the version is gated against the champion like a retrained
     /// challenger (and canaried with --canary when it passes).
     ///
+    /// An ONNX model reads a positional tensor: its features take the reference data's column names (all but
+    /// --target, in file order), or the names given with --features.
+    ///
     /// Example: keel models import model.txt --name churn --reference holdout.csv --target churned --alias champion
+    /// Example: keel models import gbm.onnx --name churn --features tenure,plan,spend
     Import(Box<ImportArgs>),
 }
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// The model file: LightGBM text (`booster.save_model("m.txt")`) or XGBoost JSON/UBJSON (`save_model("m.json")`, `"m.ubj"`).
+    /// The model file: LightGBM text (`booster.save_model("m.txt")`), XGBoost JSON/UBJSON (`save_model("m.json")`, `"m.ubj"`)
+    /// or ONNX (`skl2onnx.to_onnx(model, X[:1])`, `onnxmltools.convert_lightgbm(...)`).
     pub file: PathBuf,
     /// The registered model's name.
     #[arg(long)]
     pub name: String,
     /// The file's format (auto: recognised from its first bytes).
-    #[arg(long, default_value = "auto", value_parser = ["auto", "lightgbm", "xgboost-json", "xgboost-ubj"])]
+    #[arg(long, default_value = "auto", value_parser = ["auto", "lightgbm", "xgboost-json", "xgboost-ubj", "onnx"])]
     pub format: String,
+    /// The model's feature names in input order, comma-separated (ONNX models store none).
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
     /// Labelled rows the model did not train on (CSV or Parquet): evaluation, SHAP, fairness, monitoring reference.
     #[arg(long)]
     pub reference: Option<PathBuf>,

@@ -179,6 +179,13 @@ impl Ensemble {
         self.forest().predict_f32(row, self.init_score as f32)
     }
 
+    /// The margin as ONNX Runtime sums a tree ensemble: leaves in f32 from zero in tree order, the initial
+    /// score (the base value) added last.
+    #[inline]
+    pub fn predict_margin_onnx(&self, row: &[f64]) -> f32 {
+        self.forest().predict_f32(row, 0.0) + self.init_score as f32
+    }
+
     /// The same f32 margin, tree by tree on the node layout.
     pub fn predict_margin_f32_by_tree(&self, row: &[f64]) -> f32 {
         let mut s = self.init_score as f32;

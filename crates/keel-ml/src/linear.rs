@@ -333,3 +333,33 @@ mod tests {
         }
     }
 }
+
+/// A linear model imported from ONNX (LinearRegressor, LinearClassifier), evaluated in f32 as ONNX Runtime's
+/// batched path computes it: a Scaler in front applied as `(x - offset) * scale`, then the dot product as a
+/// chain of fused multiply-adds in feature order from zero (MLAS's GEMM kernel), then the intercept.
+/// (ONNX Runtime's single-row path sums in another order and differs from its own batched result in the last
+/// bit on about half the rows; Keel matches the batched result.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportedLinear {
+    pub coefficients: Vec<f32>,
+    pub intercept: f32,
+    /// Per feature `(offset, scale)` of a Scaler before the model.
+    pub scaler: Option<Vec<(f32, f32)>>,
+}
+
+impl ImportedLinear {
+    /// The score of one row, in f32.
+    #[inline]
+    pub fn margin_f32(&self, row: &[f64]) -> f32 {
+        let mut acc = 0f32;
+        for (j, (&c, &x)) in self.coefficients.iter().zip(row).enumerate() {
+            let mut v = x as f32;
+            if let Some(s) = &self.scaler {
+                let (offset, scale) = s[j];
+                v = (v - offset) * scale;
+            }
+            acc = v.mul_add(c, acc);
+        }
+        acc + self.intercept
+    }
+}

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::features::{Encoder, FeatureSpec};
 use crate::gbdt::Ensemble;
-use crate::linear::LinearModel;
+use crate::linear::{ImportedLinear, LinearModel};
 use crate::{Error, Objective, Result};
 
 const MAGIC: &[u8; 8] = b"KEELMDL\0";
@@ -30,6 +30,9 @@ pub enum Link {
     Logistic { scale: f64 },
     /// `exp(margin)` (Poisson, gamma and Tweedie regression).
     Exp,
+    /// ONNX Runtime's vectorised logistic (MLAS's rational approximation, in f32 with fused multiply-adds), which
+    /// its linear classifiers apply to a two-row score.
+    LogisticMlas,
 }
 
 impl Link {
@@ -47,8 +50,32 @@ impl Link {
             Link::Identity => m,
             Link::Logistic { scale } => 1.0 / (1.0 + (-(scale * m)).exp()),
             Link::Exp => m.exp(),
+            Link::LogisticMlas => f64::from(logistic_mlas(m as f32)),
         }
     }
+}
+
+/// MLAS's logistic (`MlasComputeLogistic`, the FMA kernel): the input clamped to ±18, an odd degree-9 over even
+/// degree-10 rational function with Eigen's coefficients, plus one half, clamped to [0, 1].
+#[inline]
+#[allow(clippy::excessive_precision)] // the coefficients as MLAS writes them, rounded to f32 by the compiler as there
+pub fn logistic_mlas(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let v = x.clamp(-18.0, 18.0);
+    let v2 = v * v;
+    let mut p = v2.mul_add(4.37031012579801e-11_f32, 1.15627324459942e-07_f32);
+    p = p.mul_add(v2, 6.08574864600143e-05_f32);
+    p = p.mul_add(v2, 8.51377133304701e-03_f32);
+    p = p.mul_add(v2, 2.48287947061529e-01_f32);
+    p *= v;
+    let mut q = v2.mul_add(6.10247389755681e-13_f32, 5.76102136993427e-09_f32);
+    q = q.mul_add(v2, 6.29106785017040e-06_f32);
+    q = q.mul_add(v2, 1.70198817374094e-03_f32);
+    q = q.mul_add(v2, 1.16817656904453e-01_f32);
+    q = q.mul_add(v2, 9.93151921023180e-01_f32);
+    (p / q + 0.5).clamp(0.0, 1.0)
 }
 
 /// The arithmetic the margin is computed in, as the source library does it.
@@ -56,8 +83,11 @@ impl Link {
 pub enum Numerics {
     /// Leaves summed in f64 from the initial score (Keel, LightGBM).
     F64,
-    /// The initial score and the leaves summed in f32 in tree order, the link in f32 (XGBoost, ONNX).
+    /// The initial score and the leaves summed in f32 in tree order, the link in f32 (XGBoost).
     F32,
+    /// The leaves summed in f32 from zero in tree order, the initial score added last, the link in f32 as ONNX
+    /// Runtime computes it (ONNX-ML tree ensembles).
+    Onnx,
 }
 
 /// The learner inside a model.
@@ -65,6 +95,8 @@ pub enum Numerics {
 pub enum ModelKind {
     Gbdt(Ensemble),
     Linear(LinearModel),
+    /// A linear model imported from ONNX, evaluated in f32 as ONNX Runtime does.
+    ImportedLinear(ImportedLinear),
 }
 
 /// A trained model with everything needed to score raw records.
@@ -101,7 +133,9 @@ impl Model {
         match (&self.kind, self.numerics) {
             (ModelKind::Gbdt(e), Numerics::F64) => e.predict_margin(row),
             (ModelKind::Gbdt(e), Numerics::F32) => f64::from(e.predict_margin_f32(row)),
+            (ModelKind::Gbdt(e), Numerics::Onnx) => f64::from(e.predict_margin_onnx(row)),
             (ModelKind::Linear(l), _) => l.predict_margin(row),
+            (ModelKind::ImportedLinear(l), _) => f64::from(l.margin_f32(row)),
         }
     }
 
@@ -112,6 +146,10 @@ impl Model {
             (ModelKind::Gbdt(e), Numerics::F32) => {
                 f64::from(link_f32(self.link, e.predict_margin_f32(row)))
             }
+            (ModelKind::Gbdt(e), Numerics::Onnx) => {
+                f64::from(link_onnx(self.link, e.predict_margin_onnx(row)))
+            }
+            (ModelKind::ImportedLinear(l), _) => f64::from(link_onnx(self.link, l.margin_f32(row))),
             _ => self.link.apply(self.predict_margin(row)),
         }
     }
@@ -125,7 +163,7 @@ impl Model {
     pub fn n_trees(&self) -> usize {
         match &self.kind {
             ModelKind::Gbdt(e) => e.trees.len(),
-            ModelKind::Linear(_) => 0,
+            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) => 0,
         }
     }
 
@@ -137,7 +175,7 @@ impl Model {
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             ModelKind::Gbdt(_) => "gbdt",
-            ModelKind::Linear(_) => "linear",
+            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) => "linear",
         }
     }
 
@@ -207,5 +245,70 @@ fn link_f32(link: Link, m: f32) -> f32 {
             1.0f32 / (e + 1.0f32 + 1e-16f32)
         }
         Link::Exp => m.exp(),
+        Link::LogisticMlas => logistic_mlas(m),
     }
+}
+
+/// A link in f32, as ONNX Runtime applies it: its logistic is `1 / (1 + exp(-|m|))`, mirrored for negative
+/// margins (`ComputeLogistic`).
+#[inline]
+fn link_onnx(link: Link, m: f32) -> f32 {
+    match link {
+        Link::Identity => m,
+        Link::Logistic { .. } => {
+            let v = 1.0f32 / (1.0f32 + (-m.abs()).exp());
+            if m < 0.0 { 1.0f32 - v } else { v }
+        }
+        Link::Exp => exp_mlas(m),
+        Link::LogisticMlas => logistic_mlas(m),
+    }
+}
+
+/// MLAS's exponential (`MlasComputeExp`, as ONNX Runtime's `Exp` operator computes it): the input clamped to
+/// [-103.97, 88.78], reduced by `m·ln 2` in two parts, a degree-5 polynomial with fused multiply-adds, and
+/// `2^m` rebuilt from two exponent pieces so subnormal results and overflow come out as the kernel's.
+#[inline]
+#[allow(clippy::excessive_precision)] // the constants as MLAS writes them
+pub fn exp_mlas(x: f32) -> f32 {
+    const LOWER: f32 = -103.9720840454;
+    const UPPER: f32 = 88.7762626647950;
+    const BIAS: f32 = 12582912.0;
+    // MLAS spells it 1.44269504088896341f, which rounds to exactly LOG2_E.
+    const LOG2_RECIPROCAL: f32 = std::f32::consts::LOG2_E;
+    const LOG2_HIGH: f32 = -6.93145752e-1;
+    const LOG2_LOW: f32 = -1.42860677e-6;
+    // 0x1.694000p-10, 0x1.125edcp-7, 0x1.555b5ap-5, 0x1.555450p-3, 0x1.fffff6p-2, 0x1.000000p+0
+    let hex = |frac24: u32, exp: i32| f32::from_bits((((127 + exp) as u32) << 23) | (frac24 >> 1));
+    let (p0, p1, p2, p3, p4, p56) = (
+        hex(0x694000, -10),
+        hex(0x125edc, -7),
+        hex(0x555b5a, -5),
+        hex(0x555450, -3),
+        hex(0xfffff6, -2),
+        hex(0x000000, 0),
+    );
+    const MIN_EXPONENT: i32 = 0xC100_0000_u32 as i32;
+    const MAX_EXPONENT: i32 = 0x3F80_0000;
+    if x.is_nan() {
+        return x;
+    }
+    let v = x.clamp(LOWER, UPPER);
+    let biased = v.mul_add(LOG2_RECIPROCAL, BIAS);
+    let m = biased - BIAS;
+    let r = m.mul_add(LOG2_HIGH, v);
+    let r = m.mul_add(LOG2_LOW, r);
+    let shifted = (biased.to_bits() as i32).wrapping_shl(23);
+    let normal = shifted.clamp(MIN_EXPONENT, MAX_EXPONENT);
+    let overflow = shifted.wrapping_sub(normal).wrapping_add(MAX_EXPONENT);
+    let normal = normal.wrapping_add(MAX_EXPONENT);
+    let mut p = p0;
+    p = p.mul_add(r, p1);
+    p = p.mul_add(r, p2);
+    p = p.mul_add(r, p3);
+    p = p.mul_add(r, p4);
+    p = p.mul_add(r, p56);
+    let over = f32::from_bits(overflow as u32);
+    let r = r * over;
+    p = p.mul_add(r, over);
+    p * f32::from_bits(normal as u32)
 }

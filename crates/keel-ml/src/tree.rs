@@ -151,6 +151,35 @@ impl Tree {
         }
     }
 
+    /// Sets the covers from data, for trees whose file records none (ONNX): each node and leaf counts the rows
+    /// of `x` (row-major, `n_features` wide) that reach it, plus one per leaf below it, so no path has zero
+    /// weight in TreeSHAP.
+    pub fn recount_covers(&mut self, x: &[f64], n_features: usize) {
+        for c in &mut self.leaf_covers {
+            *c = 1.0;
+        }
+        if n_features > 0 {
+            for row in x.chunks_exact(n_features) {
+                let leaf = self.leaf_index(row);
+                self.leaf_covers[leaf] += 1.0;
+            }
+        }
+        // Children come after their parent in every layout Keel builds; sum bottom-up by recursion to be safe.
+        fn sum(t: &mut Tree, r: NodeRef) -> f64 {
+            match r {
+                NodeRef::Leaf(i) => t.leaf_covers[i as usize],
+                NodeRef::Node(i) => {
+                    let (l, rr) = t.children(i);
+                    let c = sum(t, l) + sum(t, rr);
+                    t.nodes[i as usize].cover = c;
+                    c
+                }
+            }
+        }
+        let root = self.root();
+        sum(self, root);
+    }
+
     /// Mean output over the training rows (cover-weighted leaf values).
     pub fn expected_value(&self) -> f64 {
         let total: f64 = self.leaf_covers.iter().sum();

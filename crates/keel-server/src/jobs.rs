@@ -264,9 +264,16 @@ pub struct ImportRequest {
     /// The model file on the server (multipart: the `model` file field instead).
     #[schema(min_length = 1)]
     pub file: String,
-    /// `lightgbm`, `xgboost-json` or `xgboost-ubj`; recognised from the file when absent.
-    #[schema(nullable = false, pattern = "^(lightgbm|xgboost-json|xgboost-ubj)$")]
+    /// `lightgbm`, `xgboost-json`, `xgboost-ubj` or `onnx`; recognised from the file when absent.
+    #[schema(
+        nullable = false,
+        pattern = "^(lightgbm|xgboost-json|xgboost-ubj|onnx)$"
+    )]
     pub format: Option<String>,
+    /// The model's feature names in input order, for ONNX files (which store none); by default the reference
+    /// data's columns other than the target, in file order.
+    #[schema(nullable = false)]
+    pub feature_names: Option<Vec<String>>,
     /// Labelled rows the model did not train on (evaluation, SHAP, fairness, monitoring reference).
     #[schema(nullable = false, min_length = 1)]
     pub reference: Option<String>,

@@ -220,6 +220,7 @@ pub fn import(home: &Path, a: &crate::cli::ImportArgs) -> Result<i32> {
         format: keel_ml::import::Format::parse(&a.format)?,
         reference: a.reference.as_deref().map(absolute).transpose()?,
         target: a.target.clone(),
+        feature_names: a.features.clone(),
         sensitive: a.sensitive.clone(),
         slices: a.slice.clone(),
         threshold: a.threshold,

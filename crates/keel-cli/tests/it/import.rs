@@ -268,3 +268,135 @@ fn hostile_model_files_are_refused_and_register_nothing() {
         "the card says what is missing"
     );
 }
+
+/// A scikit-learn model exported with skl2onnx reads a positional tensor: imported with reference data its
+/// features take the data's column names, its card carries metrics and SHAP (covers counted from the
+/// reference rows), and served it answers with ONNX Runtime's probabilities bit for bit; a wrong count of
+/// names is refused naming both counts.
+#[test]
+fn an_onnx_scikit_learn_model_is_named_by_its_reference_data_carded_and_served_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let csv = std::fs::read_to_string(fixture("employment_holdout.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let reference = write(
+        dir.path(),
+        "reference.csv",
+        &format!("{header}\n{}\n", rows[..1000].join("\n")),
+    );
+    let model_file = fixture("skl_employment.onnx");
+
+    // Too few names: refused, nothing registered.
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            model_file.to_str().unwrap(),
+            "--name",
+            "skl",
+            "--features",
+            "AGEP,SCHL",
+            "--json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("16 features") && e.contains("names 2"), "{e}");
+    let o = keel(&home, &["models", "list", "--json"]);
+    let listed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!listed.contains("\"skl\""), "{listed}");
+
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            model_file.to_str().unwrap(),
+            "--name",
+            "skl",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--target",
+            "employed",
+            "--alias",
+            "champion",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(out["source"]["format"], "onnx", "{out}");
+    assert_eq!(out["source"]["library"], "ONNX");
+    assert_eq!(out["source"]["trees"], 60);
+    assert!(
+        out["source"]["library_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("skl2onnx"),
+        "{out}"
+    );
+    let names: Vec<&str> = out["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let header_names: Vec<&str> = header.split(',').filter(|c| *c != "employed").collect();
+    assert_eq!(names, header_names);
+    assert_eq!(out["evaluated_rows"], 1000);
+    assert!(out["metrics"]["auc"].as_f64().unwrap() > 0.8, "{out}");
+
+    let o = keel(&home, &["models", "card", "skl@1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = stdout_json(&o);
+    assert!(
+        card["kind"]
+            .as_str()
+            .unwrap()
+            .starts_with("ONNX tree ensemble"),
+        "{}",
+        card["kind"]
+    );
+    let shap = card["evaluation"]["shap"]["features"].as_array().unwrap();
+    assert_eq!(shap.len(), 16);
+    // SHAP over reference covers: some feature matters.
+    assert!(
+        shap.iter().any(|f| f[1].as_f64().unwrap() > 0.01),
+        "{shap:?}"
+    );
+
+    let expected: Vec<f64> = std::fs::read_to_string(fixture("skl_employment.expected.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| f64::from_bits(u64::from_str_radix(l, 16).unwrap()))
+        .collect();
+    let server = serve(&home, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let names: Vec<&str> = header.split(',').collect();
+    for i in 2000..2060 {
+        let cells: Vec<&str> = rows[i].split(',').collect();
+        let mut record = serde_json::Map::new();
+        for (n, c) in names.iter().zip(&cells) {
+            if *n != "employed" {
+                record.insert(n.to_string(), serde_json::json!(c.parse::<f64>().unwrap()));
+            }
+        }
+        let (st, body) = http(
+            &addr,
+            "POST",
+            "/v1/models/skl/predict",
+            None,
+            &serde_json::Value::Object(record).to_string(),
+        );
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["probability"].as_f64().unwrap().to_bits(),
+            expected[i].to_bits(),
+            "row {i}: {v}"
+        );
+    }
+}

@@ -6,6 +6,8 @@
 //! I/O, so the application layer decides where files live and what is registered.
 
 pub mod lightgbm;
+pub mod onnx;
+pub mod onnx_proto;
 pub mod ubjson;
 pub mod xgboost;
 
@@ -30,6 +32,8 @@ pub enum Format {
     XgboostJson,
     /// XGBoost's UBJSON model (`save_model("m.ubj")`, the default since 2.1).
     XgboostUbj,
+    /// An ONNX-ML tree ensemble (skl2onnx, onnxmltools).
+    Onnx,
 }
 
 impl Format {
@@ -38,6 +42,7 @@ impl Format {
             Format::Lightgbm => "lightgbm",
             Format::XgboostJson => "xgboost-json",
             Format::XgboostUbj => "xgboost-ubj",
+            Format::Onnx => "onnx",
         }
     }
 
@@ -48,8 +53,9 @@ impl Format {
             "lightgbm" => Ok(Some(Format::Lightgbm)),
             "xgboost-json" => Ok(Some(Format::XgboostJson)),
             "xgboost-ubj" => Ok(Some(Format::XgboostUbj)),
+            "onnx" => Ok(Some(Format::Onnx)),
             other => Err(Error::InvalidInput(format!(
-                "unknown model format '{other}' (auto, lightgbm, xgboost-json or xgboost-ubj)"
+                "unknown model format '{other}' (auto, lightgbm, xgboost-json, xgboost-ubj or onnx)"
             ))),
         }
     }
@@ -67,6 +73,10 @@ impl Format {
         let mut text = head.iter().filter(|b| !b.is_ascii_whitespace());
         if text.next() == Some(&b'{') && text.next() == Some(&b'"') {
             return Some(Format::XgboostJson);
+        }
+        // ONNX: a ModelProto, whose writers put `ir_version` (field 1, varint) first.
+        if head.len() > 2 && head[0] == 0x08 && (1..=32).contains(&head[1]) {
+            return Some(Format::Onnx);
         }
         None
     }
@@ -109,11 +119,15 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         Some(f) => f,
         None => {
             return Err(Error::InvalidInput(
-                "the file is not a model format Keel recognises (a LightGBM text model starts with 'tree', an XGBoost model is a JSON or UBJSON object); name the format with --format".into(),
+                "the file is not a model format Keel recognises (a LightGBM text model starts with 'tree', an XGBoost model is a JSON or UBJSON object, an ONNX model a protobuf starting with its IR version); name the format with --format".into(),
             ));
         }
     };
     let sha256 = hex::encode(Sha256::digest(bytes));
+    // Class labels the file names (ONNX classifiers); otherwise `0` and `1` for binary models.
+    let mut labels: Option<[String; 2]> = None;
+    // An imported linear model (ONNX) instead of trees.
+    let mut linear: Option<crate::linear::ImportedLinear> = None;
     // What every parser yields, assembled into one model below.
     let (p, numerics, init, library, library_version, format_version) = match format {
         Format::Lightgbm => {
@@ -152,6 +166,29 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
             };
             (p, Numerics::F32, init, "XGBoost", m.version, None)
         }
+        Format::Onnx => {
+            let m = onnx::parse(bytes)?;
+            let p = Parsed {
+                objective: m.objective,
+                objective_name: m.objective_name,
+                link: m.link,
+                // ONNX inputs are positional; the application names them (from the reference data or the user).
+                feature_names: (0..m.n_features).map(|j| format!("f{j}")).collect(),
+                levels: vec![None; m.n_features],
+                trees: m.trees,
+            };
+            labels = m.class_labels;
+            linear = m.linear;
+            let version = m.opset.map(|v| format!("ai.onnx.ml opset {v}"));
+            (
+                p,
+                Numerics::Onnx,
+                f64::from(m.base),
+                "ONNX",
+                m.producer,
+                version,
+            )
+        }
     };
     let features = p
         .feature_names
@@ -178,9 +215,12 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         model: Model {
             objective: p.objective,
             target: target.to_string(),
-            class_labels: class_labels(p.objective),
+            class_labels: labels.or_else(|| class_labels(p.objective)),
             features,
-            kind: ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
+            kind: match linear {
+                Some(l) => ModelKind::ImportedLinear(l),
+                None => ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
+            },
             link: p.link,
             numerics,
         },

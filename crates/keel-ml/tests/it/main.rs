@@ -4,6 +4,7 @@ mod fairness;
 mod gate;
 mod gbdt;
 mod import;
+mod import_onnx;
 
 use keel_ml::{FeatureKind, FeatureSpec};
 use rand::{Rng, SeedableRng};
