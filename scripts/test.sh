@@ -2,7 +2,7 @@
 # Keel's test suite: fetch the pinned assets the tests read, check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard pii
+scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard pii onnxruntime
 # The stock OpenAI Python client, for the gateway's compatibility test (pinned; PyPI only).
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
 if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python" -c 'import openai' 2>/dev/null; then
@@ -13,4 +13,7 @@ fi
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
 cargo clippy -j2 --workspace --all-targets -- -D warnings
+cargo clippy -j2 -p keel-engine -p keel-cli --all-targets --features keel-cli/onnx-runtime -- -D warnings
 cargo nextest run -j2 --workspace --no-fail-fast
+# The optional ONNX Runtime build (imported neural networks): the runtime's own tests and the end-to-end import.
+cargo nextest run -j2 -p keel-engine -p keel-cli --features keel-cli/onnx-runtime --no-fail-fast -E 'binary(onnxrt) | test(neural)'

@@ -316,12 +316,22 @@ fn prepare(
                 .skip(1),
         );
     }
+    if !matches!(model.kind, keel_ml::ModelKind::Gbdt(_)) {
+        limitations.push(match model.kind {
+            keel_ml::ModelKind::Neural(_) => "No SHAP explanations: TreeSHAP applies to trees, and this is a neural network run by ONNX Runtime; predictions, monitoring, the gate and canaries work as for any version.".to_string(),
+            _ => "No SHAP explanations: TreeSHAP applies to trees, and this is a linear model (its coefficients are in the imported file).".to_string(),
+        });
+    }
     let card = ModelCard {
         model: spec.name.clone(),
         version: 0,
         created_at: keel_core::time::now_rfc3339(),
         created_by: actor.to_string(),
-        kind: if positional {
+        kind: if matches!(model.kind, keel_ml::ModelKind::Neural(_)) {
+            format!("ONNX {} run by ONNX Runtime (imported)", source.objective)
+        } else if matches!(model.kind, keel_ml::ModelKind::ImportedLinear(_)) {
+            format!("ONNX linear model ({}, imported)", source.objective)
+        } else if positional {
             format!(
                 "ONNX tree ensemble ({}, {} trees, imported)",
                 source.objective, source.trees

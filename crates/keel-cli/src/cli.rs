@@ -1146,9 +1146,10 @@ pub enum ModelsCommand {
     ///
     /// Example: keel models rollback employment        (restores the previous champion)
     Rollback(RollbackArgs),
-    /// Register a model trained elsewhere (LightGBM text v4, XGBoost JSON or UBJSON, an ONNX-ML tree ensemble from
-    /// skl2onnx or onnxmltools) as a normal version: served by Keel's own scorer with the library's exact decisions,
-    /// explained with TreeSHAP, monitored, gated, canaried.
+    /// Register a model trained elsewhere (LightGBM text v4, XGBoost JSON or UBJSON, an ONNX-ML tree ensemble or linear
+    /// model from skl2onnx or onnxmltools) as a normal version: served by Keel's own scorer with the library's exact
+    /// decisions, explained with TreeSHAP, monitored, gated, canaried. Neural networks in ONNX run in ONNX Runtime in
+    /// a build with `--features onnx-runtime` (no SHAP).
     ///
     /// With labelled reference data (--reference, --target) the card gets holdout metrics with intervals,
     /// calibration, fairness and SHAP, and drift is measured against it; without, drift is measured against

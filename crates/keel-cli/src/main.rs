@@ -11,6 +11,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // Imported neural networks: the runtime loads its library on the first network, not here.
+    #[cfg(feature = "onnx-runtime")]
+    keel_engine::onnxrt::install();
     if !matches!(cli.command, cli::Command::Serve(_)) {
         output::die_quietly_on_closed_stdout();
     }

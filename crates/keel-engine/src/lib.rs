@@ -11,6 +11,8 @@ pub mod cache;
 pub mod keys;
 pub mod loaded;
 pub mod monitor;
+#[cfg(feature = "onnx-runtime")]
+pub mod onnxrt;
 pub mod request;
 pub mod rollout;
 pub mod table;

@@ -50,6 +50,15 @@ impl LoadedModel {
         unseen: UnseenCategory,
     ) -> Result<LoadedModel> {
         let model = Model::from_bytes(bytes)?;
+        // A neural network needs its runtime: refuse to serve it rather than answer NaN.
+        if let keel_ml::ModelKind::Neural(n) = &model.kind {
+            n.session().map_err(|e| {
+                Error::Invalid(format!(
+                    "{}@{}: a neural network: {e}",
+                    record.model, record.version
+                ))
+            })?;
+        }
         let training: keel_core::Schema =
             serde_json::from_value(record.schema.clone()).map_err(|e| {
                 Error::Invalid(format!(

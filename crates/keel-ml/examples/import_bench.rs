@@ -59,6 +59,7 @@ fn main() {
     let layout = match &model.kind {
         keel_ml::ModelKind::Gbdt(e) => e.forest().layout(),
         keel_ml::ModelKind::Linear(_) | keel_ml::ModelKind::ImportedLinear(_) => "linear",
+        keel_ml::ModelKind::Neural(_) => "onnx-runtime",
     };
     println!(
         "{}",

@@ -22,6 +22,7 @@ pub mod import;
 pub mod linear;
 pub mod metrics;
 pub mod model;
+pub mod neural;
 pub mod select;
 pub mod shap;
 pub mod split;

@@ -97,6 +97,8 @@ pub enum ModelKind {
     Linear(LinearModel),
     /// A linear model imported from ONNX, evaluated in f32 as ONNX Runtime does.
     ImportedLinear(ImportedLinear),
+    /// A neural network imported from ONNX, run by ONNX Runtime (the `onnx-runtime` build).
+    Neural(crate::neural::NeuralNet),
 }
 
 /// A trained model with everything needed to score raw records.
@@ -136,6 +138,7 @@ impl Model {
             (ModelKind::Gbdt(e), Numerics::Onnx) => f64::from(e.predict_margin_onnx(row)),
             (ModelKind::Linear(l), _) => l.predict_margin(row),
             (ModelKind::ImportedLinear(l), _) => f64::from(l.margin_f32(row)),
+            (ModelKind::Neural(n), _) => n.predict(row),
         }
     }
 
@@ -150,6 +153,7 @@ impl Model {
                 f64::from(link_onnx(self.link, e.predict_margin_onnx(row)))
             }
             (ModelKind::ImportedLinear(l), _) => f64::from(link_onnx(self.link, l.margin_f32(row))),
+            (ModelKind::Neural(n), _) => n.predict(row),
             _ => self.link.apply(self.predict_margin(row)),
         }
     }
@@ -163,19 +167,20 @@ impl Model {
     pub fn n_trees(&self) -> usize {
         match &self.kind {
             ModelKind::Gbdt(e) => e.trees.len(),
-            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) => 0,
+            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) | ModelKind::Neural(_) => 0,
         }
     }
 
     /// Whether a registry kind is one of these tabular models (and not, say, a guard model).
     pub fn is_tabular_kind(kind: &str) -> bool {
-        matches!(kind, "gbdt" | "linear")
+        matches!(kind, "gbdt" | "linear" | "neural")
     }
 
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             ModelKind::Gbdt(_) => "gbdt",
             ModelKind::Linear(_) | ModelKind::ImportedLinear(_) => "linear",
+            ModelKind::Neural(_) => "neural",
         }
     }
 

@@ -400,3 +400,84 @@ fn an_onnx_scikit_learn_model_is_named_by_its_reference_data_carded_and_served_b
         );
     }
 }
+
+/// With `--features onnx-runtime`, a neural network (a scikit-learn MLP exported by skl2onnx) imports with
+/// labelled reference rows, gets a card that says SHAP does not apply, serves ONNX Runtime's probabilities bit
+/// for bit, and is monitored.
+#[cfg(feature = "onnx-runtime")]
+#[test]
+fn an_onnx_neural_network_is_carded_served_bit_for_bit_and_monitored() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let b = std::fs::read(fixture("mlp_binary.rows.bin")).unwrap();
+    let n = u32::from_le_bytes(b[0..4].try_into().unwrap()) as usize;
+    let nf = u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+    let f = |k: usize| f64::from_le_bytes(b[8 + 8 * k..16 + 8 * k].try_into().unwrap());
+    // The first 300 fixture rows are ordinary draws; their label is the rule the network learned.
+    let mut csv = String::from("a,b,c,d,y\n");
+    for i in 0..300 {
+        let x: Vec<f64> = (0..nf).map(|j| f(i * nf + j)).collect();
+        let y = u8::from(x[0] + x[1] - x[2] * x[3] > 0.0);
+        csv.push_str(&format!("{},{},{},{},{y}\n", x[0], x[1], x[2], x[3]));
+    }
+    let reference = write(dir.path(), "reference.csv", &csv);
+    let model_file = fixture("mlp_binary.onnx");
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            model_file.to_str().unwrap(),
+            "--name",
+            "nn",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--target",
+            "y",
+            "--alias",
+            "champion",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(
+        out["features"],
+        serde_json::json!(["a", "b", "c", "d"]),
+        "{out}"
+    );
+    assert_eq!(out["evaluated_rows"], 300);
+    assert!(out["metrics"]["auc"].as_f64().unwrap() > 0.8, "{out}");
+    let o = keel(&home, &["models", "card", "nn@1", "--json"]);
+    let card = stdout_json(&o);
+    assert!(
+        card["kind"].as_str().unwrap().contains("ONNX Runtime"),
+        "{}",
+        card["kind"]
+    );
+    assert!(
+        card["limitations"].to_string().contains("No SHAP"),
+        "{}",
+        card["limitations"]
+    );
+
+    let server = serve(&home, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    for i in 300..340 {
+        let x: Vec<f64> = (0..nf).map(|j| f(i * nf + j)).collect();
+        let body = serde_json::json!({"a": x[0], "b": x[1], "c": x[2], "d": x[3]}).to_string();
+        let (st, resp) = http(&addr, "POST", "/v1/models/nn/predict", None, &body);
+        assert_eq!(st, 200, "{resp}");
+        let v: serde_json::Value = serde_json::from_str(&resp).unwrap();
+        let want = f(n * nf + n + i);
+        assert_eq!(
+            v["probability"].as_f64().unwrap().to_bits(),
+            want.to_bits(),
+            "row {i}: {v}"
+        );
+    }
+    let (st, body) = http(&addr, "GET", "/v1/models/nn/monitor", None, "");
+    assert_eq!(st, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["rows"], 40, "{report}");
+}

@@ -128,6 +128,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
     let mut labels: Option<[String; 2]> = None;
     // An imported linear model (ONNX) instead of trees.
     let mut linear: Option<crate::linear::ImportedLinear> = None;
+    let mut neural: Option<crate::neural::NeuralNet> = None;
     // What every parser yields, assembled into one model below.
     let (p, numerics, init, library, library_version, format_version) = match format {
         Format::Lightgbm => {
@@ -179,6 +180,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
             };
             labels = m.class_labels;
             linear = m.linear;
+            neural = m.neural;
             let version = m.opset.map(|v| format!("ai.onnx.ml opset {v}"));
             (
                 p,
@@ -217,9 +219,10 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
             target: target.to_string(),
             class_labels: labels.or_else(|| class_labels(p.objective)),
             features,
-            kind: match linear {
-                Some(l) => ModelKind::ImportedLinear(l),
-                None => ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
+            kind: match (linear, neural) {
+                (Some(l), _) => ModelKind::ImportedLinear(l),
+                (None, Some(n)) => ModelKind::Neural(n),
+                (None, None) => ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
             },
             link: p.link,
             numerics,

@@ -51,6 +51,8 @@ pub struct Onnx {
     pub trees: Vec<Tree>,
     /// A linear model.
     pub linear: Option<crate::linear::ImportedLinear>,
+    /// A neural network (run by ONNX Runtime).
+    pub neural: Option<crate::neural::NeuralNet>,
     /// `skl2onnx 1.20.0`, as the file records it.
     pub producer: Option<String>,
     /// `ai.onnx.ml` opset.
@@ -88,6 +90,18 @@ pub fn parse(bytes: &[u8]) -> Result<Onnx, Error> {
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
+    // A graph of standard operators (MatMul, Gemm, Relu, …; ONNX-ML only for picking labels or mapping
+    // probabilities) is a neural network: ONNX Runtime runs it.
+    let neural_net = graph.node.iter().all(|n| {
+        n.domain != ML
+            || matches!(
+                n.op_type.as_str(),
+                "ZipMap" | "ArrayFeatureExtractor" | "Normalizer" | "Binarizer" | "Scaler"
+            )
+    });
+    if neural_net {
+        return neural(bytes, graph, &inits, producer, opset);
+    }
     // Every operator must be one Keel understands, checked before anything else so the error names it.
     for n in &graph.node {
         let known = matches!(
@@ -205,6 +219,110 @@ pub fn parse(bytes: &[u8]) -> Result<Onnx, Error> {
         class_labels,
         trees,
         linear: None,
+        neural: None,
+        producer,
+        opset,
+    })
+}
+
+/// A neural network: one float input `[rows, features]`, one float output `[rows, 1]` (a value) or
+/// `[rows, 2]` (class probabilities); checked by loading it into the installed runtime.
+fn neural(
+    bytes: &[u8],
+    graph: &GraphProto,
+    inits: &HashMap<&str, &TensorProto>,
+    producer: Option<String>,
+    opset: Option<i64>,
+) -> Result<Onnx, Error> {
+    let mut ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+    ops.sort_unstable();
+    ops.dedup();
+    if ops.is_empty() {
+        return Err(bad("the graph has no operators"));
+    }
+    let (declared, double) = graph_input(graph, inits)?;
+    let input = graph
+        .input
+        .iter()
+        .find(|i| !inits.contains_key(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .expect("graph_input found one");
+    if double {
+        return Err(bad(
+            "the network reads double inputs; Keel feeds networks float32 [rows, features]",
+        ));
+    }
+    let n_features = declared.ok_or_else(|| {
+        bad(format!(
+            "input '{input}' has no fixed feature count; export the network with a fixed second dimension"
+        ))
+    })?;
+    // The output: a float tensor [rows, 1] or [rows, 2] (class probabilities preferred over logits by name).
+    let candidates: Vec<(&str, usize)> = graph
+        .output
+        .iter()
+        .filter_map(|o| {
+            let t = o.r#type.as_ref()?.tensor_type.as_ref()?;
+            if t.elem_type != pb::FLOAT {
+                return None;
+            }
+            let dims = &t.shape.as_ref()?.dim;
+            match dims.as_slice() {
+                [_, d] => match d.dim_value {
+                    Some(k @ (1 | 2)) => Some((o.name.as_str(), k as usize)),
+                    _ => None,
+                },
+                [_] => Some((o.name.as_str(), 1)),
+                _ => None,
+            }
+        })
+        .collect();
+    let (output, width) = candidates
+        .iter()
+        .find(|(n, _)| n.contains("prob"))
+        .or_else(|| candidates.first())
+        .copied()
+        .ok_or_else(|| {
+            bad(format!(
+                "no float output of shape [rows, 1] or [rows, 2] among {} (ops: {}); export probabilities as a tensor (zipmap=False)",
+                graph
+                    .output
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ops.join(", ")
+            ))
+        })?;
+    let net = crate::neural::NeuralNet::new(
+        bytes.to_vec(),
+        input,
+        output.to_string(),
+        n_features,
+        width,
+        width - 1,
+    );
+    net.session().map_err(|e| {
+        bad(format!(
+            "a neural network (ops: {}) needs ONNX Runtime: {e}",
+            ops.join(", ")
+        ))
+    })?;
+    let (objective, class_labels) = if width == 2 {
+        (Objective::Binary, Some(["0".to_string(), "1".to_string()]))
+    } else {
+        (Objective::Regression, None)
+    };
+    Ok(Onnx {
+        objective,
+        objective_name: format!("neural network ({}; output '{output}')", ops.join(", ")),
+        link: Link::Identity,
+        base: 0.0,
+        n_features,
+        class_labels,
+        trees: Vec::new(),
+        linear: None,
+        neural: Some(net),
         producer,
         opset,
     })
@@ -323,6 +441,7 @@ fn read_linear(
         n_features,
         class_labels: labels,
         trees: Vec::new(),
+        neural: None,
         linear: Some(crate::linear::ImportedLinear {
             coefficients: coef,
             intercept,

@@ -268,3 +268,17 @@ fn the_format_is_detected_from_the_first_bytes() {
     assert_eq!(Format::detect(&bytes), Some(Format::Onnx));
     assert_eq!(Format::parse("onnx").unwrap(), Some(Format::Onnx));
 }
+
+/// A neural network (an MLP: MatMul, Add, Relu, Sigmoid) is recognised, and a Keel built without ONNX Runtime
+/// refuses it saying how to get one (the `onnx-runtime` build runs it: keel-engine's `onnxrt` tests).
+#[test]
+fn a_neural_network_without_the_runtime_is_refused_with_the_way_to_run_it() {
+    let bytes = std::fs::read(fixture("mlp_binary.onnx")).unwrap();
+    let e = import::import(&bytes, None, "y").unwrap_err().to_string();
+    assert!(
+        e.contains("neural network")
+            && e.contains("MatMul")
+            && e.contains("--features onnx-runtime"),
+        "{e}"
+    );
+}
