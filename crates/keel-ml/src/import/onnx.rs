@@ -557,80 +557,76 @@ fn feature_path(
     let mut tensor = ens
         .input
         .first()
-        .ok_or_else(|| bad("the tree ensemble has no input"))?
+        .ok_or_else(|| bad("the model has no input"))?
         .clone();
-    let mut scaler = None;
-    // From the trees backwards: whether a Cast to float has been seen nearer the trees than the current node.
-    let mut cast_after = false;
-    for _ in 0..64 {
-        let Some(n) = producer_of(graph, &tensor) else {
-            if inits.contains_key(tensor.as_str()) {
-                return Err(bad("the tree ensemble reads a constant, not the input"));
-            }
-            if input_is_double && !cast_after {
-                return Err(bad(
-                    "the model reads double inputs without a Cast to float before the trees; export it with a float input (initial_types FloatTensorType)",
-                ));
-            }
-            return Ok(scaler);
-        };
-        match n.op_type.as_str() {
-            "Identity" => {}
-            "Cast" => {
-                let to = attr(n, "to").map(|a| a.i).unwrap_or(0);
-                if i32::try_from(to) != Ok(pb::FLOAT) {
-                    return Err(bad(format!(
-                        "Cast (node '{}') on the way to the trees casts to type {to}; only float is supported",
-                        n.name
-                    )));
-                }
-                cast_after = true;
-            }
-            "Scaler" => {
-                if scaler.is_some() {
-                    return Err(bad("two Scalers before the trees are not supported"));
-                }
-                if input_is_double && !cast_after {
-                    return Err(bad(
-                        "a Scaler on double inputs is not supported; export the model with a float input",
-                    ));
-                }
-                let floats =
-                    |name: &str| attr(n, name).map(|a| a.floats.clone()).unwrap_or_default();
-                scaler = Some(Scaler {
-                    offset: floats("offset"),
-                    scale: floats("scale"),
-                });
-                if scaler
-                    .as_ref()
-                    .is_some_and(|s| s.offset.is_empty() || s.scale.is_empty())
-                {
-                    // ONNX's defaults: no offset, unit scale.
-                    let s = scaler.as_mut().expect("set above");
-                    if s.offset.is_empty() {
-                        s.offset = vec![0.0];
-                    }
-                    if s.scale.is_empty() {
-                        s.scale = vec![1.0];
-                    }
-                }
-            }
-            other => {
-                return Err(bad(format!(
-                    "{other} (node '{}') between the input and the trees is not supported",
-                    n.name
-                )));
-            }
+    // The nodes from the model back to the graph input, then read forwards.
+    let mut path: Vec<&NodeProto> = Vec::new();
+    while let Some(n) = producer_of(graph, &tensor) {
+        if path.len() >= 64 {
+            return Err(bad(
+                "the path from the input to the model is longer than 64 nodes",
+            ));
         }
+        path.push(n);
         tensor = n
             .input
             .first()
             .ok_or_else(|| bad(format!("node '{}' has no input", n.name)))?
             .clone();
     }
-    Err(bad(
-        "the path from the input to the trees is longer than 64 nodes",
-    ))
+    if inits.contains_key(tensor.as_str()) {
+        return Err(bad("the model reads a constant, not the input"));
+    }
+    let mut float = !input_is_double;
+    let mut scaler: Option<Scaler> = None;
+    for n in path.into_iter().rev() {
+        match n.op_type.as_str() {
+            "Identity" => {}
+            "Cast" => {
+                let to = attr(n, "to").map(|a| a.i).unwrap_or(0);
+                if i32::try_from(to) != Ok(pb::FLOAT) {
+                    return Err(bad(format!(
+                        "Cast (node '{}') on the way to the model casts to type {to}; only float is supported",
+                        n.name
+                    )));
+                }
+                float = true;
+            }
+            "Scaler" => {
+                if scaler.is_some() {
+                    return Err(bad("two Scalers before the model are not supported"));
+                }
+                if !float {
+                    return Err(bad(
+                        "a Scaler on double inputs is not supported; export the model with a float input",
+                    ));
+                }
+                // ONNX's defaults: no offset, unit scale.
+                let floats = |name: &str, default: f32| {
+                    attr(n, name)
+                        .map(|a| a.floats.clone())
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| vec![default])
+                };
+                scaler = Some(Scaler {
+                    offset: floats("offset", 0.0),
+                    scale: floats("scale", 1.0),
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "{other} (node '{}') between the input and the model is not supported",
+                    n.name
+                )));
+            }
+        }
+    }
+    if !float {
+        return Err(bad(
+            "the model reads double inputs without a Cast to float first; export it with a float input (initial_types FloatTensorType)",
+        ));
+    }
+    Ok(scaler)
 }
 
 /// Follows the ensemble's score output to a graph output; returns whether an `Exp` is on the way.
@@ -640,7 +636,9 @@ fn output_path(
     inits: &HashMap<&str, &TensorProto>,
 ) -> Result<bool, Error> {
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
-    // Depth-first over consumers; the first graph output reached decides.
+    // Depth-first over consumers; the first graph output reached decides. A consumer Keel cannot follow (an
+    // ArgMax for labels, say) is skipped, and named if no output is reached any other way.
+    let mut blocked: Option<String> = None;
     let mut stack = vec![(start.to_string(), false, 0usize)];
     while let Some((tensor, exp, depth)) = stack.pop() {
         if outputs.contains(tensor.as_str()) {
@@ -650,14 +648,11 @@ fn output_path(
             continue;
         }
         for n in graph.node.iter().filter(|n| n.input.contains(&tensor)) {
-            let exp = match n.op_type.as_str() {
-                "Identity" | "ZipMap" => exp,
+            let follows = match n.op_type.as_str() {
+                "Identity" | "ZipMap" => Some(exp),
                 "Cast" => {
                     let to = attr(n, "to").map(|a| a.i).unwrap_or(0);
-                    if i32::try_from(to) != Ok(pb::FLOAT) {
-                        continue;
-                    }
-                    exp
+                    (i32::try_from(to) == Ok(pb::FLOAT)).then_some(exp)
                 }
                 "Mul" => {
                     let other = n.input.iter().find(|i| **i != tensor);
@@ -665,30 +660,29 @@ fn output_path(
                         .and_then(|o| inits.get(o.as_str()))
                         .and_then(|t| tensor_f32(t).ok())
                         .is_some_and(|v| !v.is_empty() && v.iter().all(|x| *x == 1.0));
-                    if !one {
-                        return Err(bad(format!(
-                            "Mul (node '{}') after the trees multiplies by something other than one",
-                            n.name
-                        )));
-                    }
-                    exp
+                    one.then_some(exp)
                 }
-                "Exp" if !exp => true,
-                other => {
-                    return Err(bad(format!(
-                        "{other} (node '{}') after the trees is not supported",
-                        n.name
-                    )));
-                }
+                "Exp" if !exp => Some(true),
+                _ => None,
             };
-            for o in &n.output {
-                stack.push((o.clone(), exp, depth + 1));
+            match follows {
+                Some(exp) => {
+                    for o in &n.output {
+                        stack.push((o.clone(), exp, depth + 1));
+                    }
+                }
+                None => {
+                    blocked.get_or_insert_with(|| format!("{} (node '{}')", n.op_type, n.name));
+                }
             }
         }
     }
-    Err(bad(
-        "the tree ensemble's scores do not reach a graph output",
-    ))
+    Err(bad(match blocked {
+        Some(op) => format!(
+            "the model's scores reach the outputs only through {op}, which Keel does not apply"
+        ),
+        None => "the model's scores do not reach a graph output".to_string(),
+    }))
 }
 
 /// A tensor's values as f32 (float tensors only).

@@ -255,6 +255,21 @@ fn hostile_onnx_files_are_refused_with_the_place_named() {
     }
     let e = refused(&m);
     assert!(e.contains("not finite"), "{e}");
+    // A Mul by something other than one after the trees: its output is not the trees' any more.
+    let mut m = decode("onnx_lgb_binary");
+    {
+        let g = m.graph.as_mut().unwrap();
+        let mul = g.node.iter().find(|n| n.op_type == "Mul").unwrap().clone();
+        let t = g
+            .initializer
+            .iter_mut()
+            .find(|t| mul.input.contains(&t.name))
+            .unwrap();
+        t.raw_data.clear();
+        t.float_data = vec![2.0];
+    }
+    let e = refused(&m);
+    assert!(e.contains("only through Mul"), "{e}");
     // Not ONNX at all.
     let e = import::import(b"\x08\x07garbage", Some(Format::Onnx), "y")
         .unwrap_err()
