@@ -688,3 +688,94 @@ async fn an_uploaded_lightgbm_model_becomes_a_version_through_an_import_job() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     drop(worker);
 }
+
+/// An ONNX import over HTTP with files named on the server: `feature_names` names the positional inputs, the
+/// job registers the version, and the champion answers with ONNX Runtime's probability bit for bit; a wrong
+/// count of names fails the job naming both counts and registers nothing.
+#[tokio::test]
+async fn an_onnx_model_named_by_feature_names_becomes_a_version_through_an_import_job() {
+    let t = server(ServerConfig::default()).await;
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../keel-ml/tests/fixtures/import");
+    let csv = std::fs::read_to_string(fixtures.join("employment_holdout.csv")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("reference.csv");
+    std::fs::write(
+        &reference,
+        csv.lines().take(601).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let names: Vec<&str> = header
+        .iter()
+        .copied()
+        .filter(|c| *c != "employed")
+        .collect();
+    let worker = t.state.start_worker();
+    let file = fixtures.join("skl_employment.onnx");
+    let (s, job) = send(
+        &t,
+        "POST",
+        "/v1/models/emp/import",
+        Role::Deployer,
+        Some(json!({"file": file, "format": "onnx", "feature_names": ["AGEP", "SCHL"]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    finished(&t, 1).await;
+    let (_, job) = send(
+        &t,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"]),
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["message"].as_str().unwrap().contains("16 features"),
+        "{job}"
+    );
+
+    let (s, job) = send(
+        &t,
+        "POST",
+        "/v1/models/emp/import",
+        Role::Deployer,
+        Some(json!({
+            "file": file, "feature_names": names, "reference": reference,
+            "target": "employed", "aliases": ["champion"]
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    finished(&t, 2).await;
+    let (_, job) = send(
+        &t,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"]),
+        Role::Reader,
+        None,
+    )
+    .await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["result"]["version"], 1, "{job}");
+    assert_eq!(job["result"]["evaluated_rows"], 600, "{job}");
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let mut record = serde_json::Map::new();
+    for (n, c) in header.iter().zip(&row) {
+        if *n != "employed" {
+            record.insert(n.to_string(), json!(c.parse::<f64>().unwrap()));
+        }
+    }
+    let (s, v) = t.predict("emp", Value::Object(record)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let want = std::fs::read_to_string(fixtures.join("skl_employment.expected.txt")).unwrap();
+    let want = f64::from_bits(u64::from_str_radix(want.lines().next().unwrap(), 16).unwrap());
+    assert_eq!(
+        v["probability"].as_f64().unwrap().to_bits(),
+        want.to_bits(),
+        "{v}"
+    );
+    drop(worker);
+}
