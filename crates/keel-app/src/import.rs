@@ -170,6 +170,7 @@ pub async fn import(
         new,
         mut card,
         source,
+        trees,
     } = prepared;
     if !progress(STAGE_REGISTERING, 0.0) {
         return Err(keel_ml::Error::Cancelled.into());
@@ -207,7 +208,7 @@ pub async fn import(
             .iter()
             .map(|(k, v)| (k.clone(), v.value))
             .collect(),
-        missing: missing(&card),
+        missing: missing(&card, trees),
         card_html: html,
         gate,
     })
@@ -221,16 +222,22 @@ struct Prepared {
     new: NewVersion,
     card: ModelCard,
     source: Source,
+    /// The model is a tree ensemble (its split thresholds can bin a first served window).
+    trees: bool,
 }
 
-fn missing(card: &ModelCard) -> Vec<String> {
+fn missing(card: &ModelCard, trees: bool) -> Vec<String> {
     if card.evaluation.rows > 0 {
         return Vec::new();
     }
     vec![
         "holdout metrics with intervals, calibration, slices and fairness (import with --reference DATA --target COL)".into(),
         "a SHAP summary of what drives the model".into(),
-        "a monitoring reference: drift is measured against the first served window instead".into(),
+        if trees {
+            "a monitoring reference: drift is measured against the first served window instead".into()
+        } else {
+            "a monitoring reference: a model without trees has no split points to bin its inputs by, so drift is not measured until it is imported with --reference".into()
+        },
     ]
 }
 
@@ -399,7 +406,12 @@ fn prepare(
         aliases: spec.aliases.clone(),
         champion_if_none: spec.champion_if_none,
     };
-    Ok(Prepared { new, card, source })
+    Ok(Prepared {
+        new,
+        card,
+        source,
+        trees: matches!(model.kind, keel_ml::ModelKind::Gbdt(_)),
+    })
 }
 
 type Reference = (Evaluation, Schema, DataSummary, serde_json::Value, String);

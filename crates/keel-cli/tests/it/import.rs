@@ -481,3 +481,44 @@ fn an_onnx_neural_network_is_carded_served_bit_for_bit_and_monitored() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["rows"], 40, "{report}");
 }
+
+/// A linear model from skl2onnx imported without reference data: registered as an ONNX linear model, and
+/// what is missing says drift waits for reference data (a model without trees has no split points to bin by).
+#[test]
+fn an_onnx_linear_model_without_reference_data_says_what_monitoring_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let model_file = fixture("skl_logreg.onnx");
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            model_file.to_str().unwrap(),
+            "--name",
+            "lr",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(out["features"].as_array().unwrap().len(), 20, "{out}");
+    assert_eq!(out["features"][0], "f0");
+    let missing = out["missing"].to_string();
+    assert!(missing.contains("drift is not measured until"), "{missing}");
+    let o = keel(&home, &["models", "card", "lr@1", "--json"]);
+    let card = stdout_json(&o);
+    assert!(
+        card["kind"]
+            .as_str()
+            .unwrap()
+            .starts_with("ONNX linear model"),
+        "{}",
+        card["kind"]
+    );
+    assert!(
+        card["limitations"].to_string().contains("No SHAP"),
+        "{}",
+        card["limitations"]
+    );
+}
