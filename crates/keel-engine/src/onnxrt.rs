@@ -90,10 +90,6 @@ impl Runtime for OrtRuntime {
         }
         Ok(Arc::new(s))
     }
-
-    fn describe(&self) -> String {
-        format!("ONNX Runtime ({})", self.path.display())
-    }
 }
 
 struct OrtSession {

@@ -18,8 +18,6 @@ pub trait Session: Send + Sync + std::fmt::Debug {
 pub trait Runtime: Send + Sync {
     /// Loads the network and checks its interface against `net` (input and output names, shapes, types).
     fn load(&self, net: &NeuralNet) -> Result<Arc<dyn Session>, String>;
-    /// The runtime's name and version, in words (`ONNX Runtime 1.32.0`).
-    fn describe(&self) -> String;
 }
 
 static RUNTIME: OnceLock<Box<dyn Runtime>> = OnceLock::new();

@@ -1523,25 +1523,13 @@ impl Builder<'_> {
             Some((lo, hi)) => {
                 // x <= at_most(hi) ? (x <= below(lo) ? outside : inside) : outside
                 let at = self.reserve();
-                let l = self.lower(feature, lo, nan_inside, inside, outside, depth + 1)?;
+                let below = super::xgboost::below_f32(from_ord(lo));
+                let l = self.node(feature, below, !nan_inside, outside, inside, depth + 1)?;
                 let r = self.emit(outside, depth + 1)?;
                 self.set(at, feature, at_most_f32(from_ord(hi)), nan_inside, l, r);
                 Ok(Ref::Node(at))
             }
         }
-    }
-
-    fn lower(
-        &mut self,
-        feature: usize,
-        lo: i64,
-        nan_inside: bool,
-        inside: Child,
-        outside: Child,
-        depth: usize,
-    ) -> Result<Ref, String> {
-        let th = super::xgboost::below_f32(from_ord(lo));
-        self.node(feature, th, !nan_inside, outside, inside, depth)
     }
 
     /// Every non-NaN value goes to `all`; NaN goes there too when `nan_too`, else to `other`.
