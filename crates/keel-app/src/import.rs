@@ -390,11 +390,7 @@ fn prepare(
         model: spec.name.clone(),
         description: card.intended_use.clone(),
         kind: model.kind_name().into(),
-        objective: match model.objective {
-            Objective::Binary => "binary",
-            Objective::Regression => "regression",
-        }
-        .into(),
+        objective: model.objective.name().into(),
         model_bytes,
         params,
         metrics,
@@ -478,11 +474,21 @@ fn evaluate_reference(
                 e.value
             ))),
         })?;
-    let kind = match model.objective {
-        Objective::Binary => keel_data::target::TargetKind::Binary,
-        Objective::Regression => keel_data::target::TargetKind::Regression,
+    let labels = match (model.objective, &model.class_labels) {
+        // A multiclass model's classes are its own (indices 0..k, or the labels the file names): the
+        // reference rows must hold them.
+        (Objective::Multiclass, Some(classes)) => keel_data::target::Target {
+            values: keel_data::target::map_labels(&frame, target, classes, &source)?,
+            class_labels: Some(classes.clone()),
+        },
+        (objective, _) => {
+            let kind = match objective {
+                Objective::Regression => keel_data::target::TargetKind::Regression,
+                _ => keel_data::target::TargetKind::Binary,
+            };
+            keel_data::target::extract_target(&frame, target, kind, &source)?
+        }
     };
-    let labels = keel_data::target::extract_target(&frame, target, kind, &source)?;
     if labels.class_labels.is_some() {
         model.class_labels = labels.class_labels.clone();
     }
@@ -562,6 +568,9 @@ fn first_window_reference(model: &Model) -> serde_json::Value {
         .collect();
     let prediction = match model.objective {
         Objective::Binary => ProfileSpec::probability_bins(),
+        Objective::Multiclass => BinSpec::Categorical {
+            levels: model.class_labels.clone().unwrap_or_default(),
+        },
         Objective::Regression => {
             let (lo, hi) =
                 ens.trees
@@ -632,6 +641,8 @@ fn empty_evaluation(objective: Objective, threshold: f64) -> Evaluation {
         slices: vec![],
         fairness: vec![],
         shap: None,
+        classes: vec![],
+        confusion: vec![],
     }
 }
 

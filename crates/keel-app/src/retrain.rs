@@ -118,12 +118,12 @@ pub fn challenger_spec(
     })
 }
 
-/// Loads a labelled file with a model's training schema: (frame, labels as 0/1 or values).
+/// Loads a labelled file with a model's training schema: (frame, labels as class indices or values).
 fn labelled_frame(
     path: &Path,
     record: &VersionRecord,
     target: &str,
-    class_labels: &Option<[String; 2]>,
+    class_labels: &Option<Vec<String>>,
 ) -> Result<(keel_core::Frame, Vec<f64>)> {
     let schema: Schema = serde_json::from_value(record.schema.clone())
         .map_err(|e| Error::Internal(format!("reading the champion's schema: {e}")))?;
@@ -134,40 +134,31 @@ fn labelled_frame(
             path.display()
         ))
     })?;
-    let mut y = Vec::with_capacity(col.len());
-    for i in 0..col.len() {
-        let v = col.display(i).ok_or_else(|| {
-            Error::input(format!(
-                "{}: row {}: the label '{target}' is missing; the gate needs every holdout row labelled",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        y.push(match class_labels {
-            Some(l) => {
-                if v == l[1] {
-                    1.0
-                } else if v == l[0] {
-                    0.0
-                } else {
-                    return Err(Error::input(format!(
-                        "{}: row {}: label '{v}' is neither '{}' nor '{}'",
+    let y = match class_labels {
+        Some(labels) => {
+            keel_data::target::map_labels(&frame, target, labels, &path.display().to_string())?
+        }
+        None => {
+            let mut y = Vec::with_capacity(col.len());
+            for i in 0..col.len() {
+                let v = col.display(i).ok_or_else(|| {
+                    Error::input(format!(
+                        "{}: row {}: the label '{target}' is missing; the gate needs every holdout row labelled",
                         path.display(),
-                        i + 1,
-                        l[0],
-                        l[1]
-                    )));
-                }
+                        i + 1
+                    ))
+                })?;
+                y.push(v.parse().map_err(|_| {
+                    Error::input(format!(
+                        "{}: row {}: '{v}' is not a number",
+                        path.display(),
+                        i + 1
+                    ))
+                })?);
             }
-            None => v.parse().map_err(|_| {
-                Error::input(format!(
-                    "{}: row {}: '{v}' is not a number",
-                    path.display(),
-                    i + 1
-                ))
-            })?,
-        });
-    }
+            y
+        }
+    };
     Ok((frame, y))
 }
 

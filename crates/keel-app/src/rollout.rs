@@ -110,11 +110,7 @@ async fn evaluate_rollout(
     let champion = store
         .get(&r.model, &Selector::Alias(keel_store::CHAMPION.into()))
         .await?;
-    let objective = if champion.objective == "regression" {
-        keel_ml::Objective::Regression
-    } else {
-        keel_ml::Objective::Binary
-    };
+    let objective = keel_ml::Objective::from_record(&champion.objective);
     Ok(keel_engine::rollout::evaluate(store, r, champion.version, objective, policy).await?)
 }
 

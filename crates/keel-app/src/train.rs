@@ -36,7 +36,8 @@ pub fn code_version() -> String {
 pub struct TrainSettings {
     /// The column to predict.
     pub target: String,
-    /// `None`: binary when the target has two values or is not numeric, else regression.
+    /// `None`: binary when the target has two values, multiclass when a non-numeric target has more, else
+    /// regression.
     pub objective: Option<Objective>,
     /// Share of rows held out for evaluation when there is no separate test file.
     pub test_size: f64,
@@ -402,6 +403,7 @@ fn objective_of(spec: &TrainSpec, frame: &Frame) -> Result<Objective> {
         (0..col.len()).filter_map(|i| col.display(i)).collect();
     Ok(match col {
         keel_core::ColumnData::Numeric(_) if distinct.len() > 2 => Objective::Regression,
+        _ if distinct.len() > 2 => Objective::Multiclass,
         _ => Objective::Binary,
     })
 }
@@ -438,6 +440,7 @@ fn fit(
     let kind = match objective {
         Objective::Binary => TargetKind::Binary,
         Objective::Regression => TargetKind::Regression,
+        Objective::Multiclass => TargetKind::Multiclass,
     };
     let target = extract_target(&frame, &a.target, kind, &source)?;
 
@@ -510,29 +513,41 @@ fn fit(
             };
             let (tf, _) = load_frame(test_path, None, Some(&needed))?;
             let tsrc = test_path.display().to_string();
-            let tt = extract_target(&tf, &a.target, kind, &tsrc)?;
-            let ty = match (&target.class_labels, &tt.class_labels) {
-                (Some(train_labels), Some(test_labels)) => {
-                    for l in test_labels {
-                        if !train_labels.contains(l) {
+            // A test file may hold fewer classes than the training file (a multiclass test file is read as
+            // labels and mapped onto the training classes).
+            let test_kind = match kind {
+                TargetKind::Multiclass => TargetKind::Binary,
+                k => k,
+            };
+            let ty = match &target.class_labels {
+                Some(train_labels) => {
+                    let col = tf.column(&a.target).ok_or_else(|| {
+                        Error::input(format!(
+                            "{tsrc}: target column '{}' is not in the file",
+                            a.target
+                        ))
+                    })?;
+                    let mut ty = Vec::with_capacity(col.len());
+                    for i in 0..col.len() {
+                        let Some(l) = col.display(i) else {
                             return Err(Error::input(format!(
-                                "{tsrc}: target label '{l}' does not occur in the training data ({} / {})",
-                                train_labels[0], train_labels[1]
+                                "{tsrc}: row {}: target column '{}' is empty",
+                                i + 1,
+                                a.target
                             )));
-                        }
+                        };
+                        let Some(c) = train_labels.iter().position(|t| *t == l) else {
+                            return Err(Error::input(format!(
+                                "{tsrc}: row {}: target label '{l}' does not occur in the training data ({})",
+                                i + 1,
+                                train_labels.join(" / ")
+                            )));
+                        };
+                        ty.push(c as f64);
                     }
-                    let col = tf.column(&a.target).expect("checked");
-                    (0..col.len())
-                        .map(|i| {
-                            if col.display(i).as_deref() == Some(train_labels[1].as_str()) {
-                                1.0
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect()
+                    ty
                 }
-                _ => tt.values,
+                None => extract_target(&tf, &a.target, test_kind, &tsrc)?.values,
             };
             let hash = keel_data::hash::file_sha256(test_path)?;
             (
@@ -545,7 +560,7 @@ fn fit(
             )
         }
         None => {
-            let stratify = objective == Objective::Binary;
+            let stratify = objective.is_classification();
             let (tr, te) =
                 keel_ml::split::train_test_split(&target.values, a.test_size, a.seed, stratify);
             let desc = format!(
@@ -572,6 +587,7 @@ fn fit(
     }
 
     let nf = specs.len();
+    let n_classes = target.class_labels.as_ref().map_or(1, Vec::len);
     let choice = a.model;
     let linear_params = LinearParams::default();
     let model_of = |kind: ModelKind| Model {
@@ -590,7 +606,7 @@ fn fit(
             &train_y,
             0.2,
             a.seed.wrapping_add(2),
-            objective == Objective::Binary,
+            objective.is_classification(),
         );
         let (fx, fy) = take_rows(&x_train, &train_y, &fit_rows, nf);
         let (vx, vy) = take_rows(&x_train, &train_y, &val, nf);
@@ -599,20 +615,24 @@ fn fit(
             &fx,
             &fy,
             objective,
+            n_classes,
             &params,
             a.seed,
             &mut |done, total| hook(stage::CHOOSING, done as f64 / total.max(1) as f64),
         )?;
-        let linear = keel_ml::linear::train(&specs, &fx, &fy, objective, &linear_params)?;
+        let linear = fit_linear(&specs, &fx, &fy, objective, n_classes, &linear_params)?;
         let score = |m: &Model| {
-            let p = m.predict_rows(&vx);
+            let p = m.predict_outputs_rows(&vx);
             match objective {
                 Objective::Binary => keel_ml::metrics::roc_auc(&vy, &p).unwrap_or(0.5),
                 Objective::Regression => keel_ml::metrics::rmse(&vy, &p, None),
+                Objective::Multiclass => {
+                    keel_ml::metrics::multiclass_log_loss(&vy, &p, n_classes, None)
+                }
             }
         };
-        let g = score(&model_of(ModelKind::Gbdt(trees)));
-        let l = score(&model_of(ModelKind::Linear(linear)));
+        let g = score(&model_of(trees));
+        let l = score(&model_of(linear));
         Some(((g, l), vy.len()))
     } else {
         None
@@ -624,24 +644,26 @@ fn fit(
         &x_train,
         &train_y,
         objective,
+        n_classes,
         &params,
         a.seed,
         &mut |done, total| hook(stage::TRAINING, done as f64 / total.max(1) as f64),
     )?;
     let gbdt_seconds = started.elapsed().as_secs_f64();
-    let trees_model = model_of(ModelKind::Gbdt(ensemble));
+    let trees_model = model_of(ensemble);
 
     if !hook(stage::EVALUATING, 0.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
     let started = Instant::now();
-    let linear_model = model_of(ModelKind::Linear(keel_ml::linear::train(
+    let linear_model = model_of(fit_linear(
         &specs,
         &x_train,
         &train_y,
         objective,
+        n_classes,
         &linear_params,
-    )?));
+    )?);
     let linear_seconds = started.elapsed().as_secs_f64();
     let eval_opts = EvalOptions {
         threshold: a.threshold,
@@ -681,12 +703,21 @@ fn fit(
     let linear_kind = match objective {
         Objective::Binary => "logistic regression (one-hot, L2)",
         Objective::Regression => "ridge regression (one-hot)",
+        Objective::Multiclass => "multinomial logistic regression (one-hot, L2)",
     };
-    let trees_kind = format!(
-        "gradient-boosted trees ({} trees, {} leaves)",
-        trees_model.n_trees(),
-        params.num_leaves
-    );
+    let trees_kind = if objective == Objective::Multiclass {
+        format!(
+            "gradient-boosted trees, softmax ({} rounds × {n_classes} classes, {} leaves)",
+            trees_model.n_trees() / n_classes.max(1),
+            params.num_leaves
+        )
+    } else {
+        format!(
+            "gradient-boosted trees ({} trees, {} leaves)",
+            trees_model.n_trees(),
+            params.num_leaves
+        )
+    };
     let (model, model_kind, train_seconds, other_kind, other_eval) = match selection.chosen {
         Candidate::Gbdt => (
             trees_model,
@@ -786,11 +817,7 @@ fn fit(
         model: spec.name.clone(),
         description: card.intended_use.clone(),
         kind: model.kind_name().into(),
-        objective: match objective {
-            Objective::Binary => "binary",
-            Objective::Regression => "regression",
-        }
-        .into(),
+        objective: objective.name().into(),
         model_bytes: bytes,
         params: params_value,
         metrics: metrics_value,
@@ -840,6 +867,10 @@ pub(crate) fn reference_profile(
         Objective::Regression => BinSpec::Numeric {
             edges: bin_edges(&predictions, 10),
         },
+        // The predicted class (the most probable one), as a category.
+        Objective::Multiclass => BinSpec::Categorical {
+            levels: model.class_labels.clone().unwrap_or_default(),
+        },
     };
     let spec = ProfileSpec::from_training(&features, x_train, 10, prediction);
     let reference = spec.profile(x_test, &predictions);
@@ -855,37 +886,65 @@ fn take_rows(x: &[f64], y: &[f64], rows: &[usize], nf: usize) -> (Vec<f64>, Vec<
     (out, rows.iter().map(|&r| y[r]).collect())
 }
 
+/// The linear baseline: logistic or ridge regression, or a multinomial logistic regression over `n_classes`.
+fn fit_linear(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    n_classes: usize,
+    params: &LinearParams,
+) -> Result<ModelKind> {
+    Ok(match objective {
+        Objective::Multiclass => ModelKind::LinearMulticlass(keel_ml::linear::train_multiclass(
+            specs, x, y, n_classes, params,
+        )?),
+        _ => ModelKind::Linear(keel_ml::linear::train(specs, x, y, objective, params)?),
+    })
+}
+
 /// Trains the trees on (x, y); with early stopping, 10 % of those rows are held out to decide when to stop.
 fn fit_gbdt(
     specs: &[FeatureSpec],
     x: &[f64],
     y: &[f64],
     objective: Objective,
+    n_classes: usize,
     params: &GbdtParams,
     seed: u64,
     progress: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<(keel_ml::gbdt::Ensemble, keel_ml::gbdt::TrainLog)> {
+) -> Result<(ModelKind, keel_ml::gbdt::TrainLog)> {
     let nf = specs.len();
-    if params.early_stopping_rounds == 0 {
-        return Ok(keel_ml::gbdt::train(
-            specs, x, y, objective, params, None, progress,
-        )?);
-    }
-    let (tr, va) = keel_ml::split::train_test_split(
-        y,
-        0.1,
-        seed.wrapping_add(1),
-        objective == Objective::Binary,
-    );
-    let (fx, fy) = take_rows(x, y, &tr, nf);
-    let (vx, vy) = take_rows(x, y, &va, nf);
-    Ok(keel_ml::gbdt::train(
-        specs,
-        &fx,
-        &fy,
-        objective,
-        params,
-        Some((vx.as_slice(), vy.as_slice())),
-        progress,
-    )?)
+    let split;
+    let valid = if params.early_stopping_rounds == 0 {
+        None
+    } else {
+        let (tr, va) = keel_ml::split::train_test_split(
+            y,
+            0.1,
+            seed.wrapping_add(1),
+            objective.is_classification(),
+        );
+        split = (take_rows(x, y, &tr, nf), take_rows(x, y, &va, nf));
+        Some(split)
+    };
+    let (fx, fy, vxy) = match &valid {
+        None => (x, y, None),
+        Some(((fx, fy), (vx, vy))) => (
+            fx.as_slice(),
+            fy.as_slice(),
+            Some((vx.as_slice(), vy.as_slice())),
+        ),
+    };
+    Ok(match objective {
+        Objective::Multiclass => {
+            let (v, log) =
+                keel_ml::gbdt::train_multiclass(specs, fx, fy, n_classes, params, vxy, progress)?;
+            (ModelKind::GbdtMulticlass(v), log)
+        }
+        _ => {
+            let (e, log) = keel_ml::gbdt::train(specs, fx, fy, objective, params, vxy, progress)?;
+            (ModelKind::Gbdt(e), log)
+        }
+    })
 }

@@ -57,6 +57,14 @@ impl Writer {
             other => other.to_string(),
         };
         let has_prob = preds.first().is_some_and(|p| p.probability.is_some());
+        // Multiclass: one `probability_<label>` column per class, in the labels' order.
+        let classes: Vec<String> = preds
+            .first()
+            .and_then(|p| p.probabilities.as_ref())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let class_prob =
+            |p: &Prediction, c: &str| p.probabilities.as_ref().and_then(|m| m.get(c).copied());
         match &mut self.sink {
             Sink::Csv { w, header } => {
                 let cols: Vec<StringArray> = table
@@ -78,6 +86,9 @@ impl Writer {
                     if has_prob {
                         names.push("probability".into());
                     }
+                    for c in &classes {
+                        names.push(field(&format!("probability_{c}")));
+                    }
                     writeln!(w, "{}", names.join(","))?;
                     *header = true;
                 }
@@ -95,6 +106,9 @@ impl Writer {
                     line.push(field(&text(&p.prediction)));
                     if let Some(pr) = p.probability {
                         line.push(pr.to_string());
+                    }
+                    for c in &classes {
+                        line.push(class_prob(p, c).map_or(String::new(), |v| v.to_string()));
                     }
                     writeln!(w, "{}", line.join(","))?;
                 }
@@ -115,6 +129,16 @@ impl Writer {
                     fields.push(Field::new("probability", DataType::Float64, true));
                     arrays.push(Arc::new(Float64Array::from_iter(
                         preds.iter().map(|p| p.probability),
+                    )));
+                }
+                for c in &classes {
+                    fields.push(Field::new(
+                        format!("probability_{c}"),
+                        DataType::Float64,
+                        true,
+                    ));
+                    arrays.push(Arc::new(Float64Array::from_iter(
+                        preds.iter().map(|p| class_prob(p, c)),
                     )));
                 }
                 let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;

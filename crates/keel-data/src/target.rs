@@ -9,8 +9,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Target {
     pub values: Vec<f64>,
-    /// For classification: the labels that map to 0 and to 1.
-    pub class_labels: Option<[String; 2]>,
+    /// For classification: the labels that map to 0, 1, … (binary: the negative, then the positive).
+    pub class_labels: Option<Vec<String>>,
 }
 
 /// Whether the target is read as a binary label or as a number.
@@ -18,6 +18,8 @@ pub struct Target {
 pub enum TargetKind {
     Binary,
     Regression,
+    /// Three or more classes, read as class indices in the labels' natural order (numbers by value).
+    Multiclass,
 }
 
 /// Makes a classification target keep the file's own labels: a target inferred as boolean (`yes`/`no`,
@@ -110,10 +112,84 @@ pub fn extract_target(frame: &Frame, name: &str, kind: TargetKind, source: &str)
                     .iter()
                     .map(|l| if *l == positive { 1.0 } else { 0.0 })
                     .collect(),
-                class_labels: Some([classes[0].to_string(), positive]),
+                class_labels: Some(vec![classes[0].to_string(), positive]),
+            })
+        }
+        TargetKind::Multiclass => {
+            let labels: Vec<String> = (0..col.len())
+                .map(|i| col.display(i).expect("checked above"))
+                .collect();
+            let distinct: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+            if distinct.len() < 3 {
+                return Err(Error::Target {
+                    message: format!(
+                        "{source}: target column '{name}' has {} distinct value{} ({}); multiclass classification needs at least three (use --objective binary for two)",
+                        distinct.len(),
+                        if distinct.len() == 1 { "" } else { "s" },
+                        distinct.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            let classes = class_order(distinct.into_iter().collect());
+            let index: std::collections::HashMap<&str, usize> = classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.as_str(), i))
+                .collect();
+            Ok(Target {
+                values: labels.iter().map(|l| index[l.as_str()] as f64).collect(),
+                class_labels: Some(classes),
             })
         }
     }
+}
+
+/// Reads a classification target as indices into `labels` (a model's classes): every row must hold one of
+/// them. `source` names the file in messages, which give the row (1-based) and the classes.
+pub fn map_labels(frame: &Frame, name: &str, labels: &[String], source: &str) -> Result<Vec<f64>> {
+    let col = frame.column(name).ok_or_else(|| Error::Target {
+        message: format!("{source}: target column '{name}' is not in the file"),
+    })?;
+    let index: std::collections::HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
+    (0..col.len())
+        .map(|i| {
+            let v = col.display(i).ok_or_else(|| Error::Target {
+                message: format!(
+                    "{source}: row {}: the label '{name}' is empty; every row needs one",
+                    i + 1
+                ),
+            })?;
+            index
+                .get(v.as_str())
+                .map(|&c| c as f64)
+                .ok_or_else(|| Error::Target {
+                    message: format!(
+                        "{source}: row {}: label '{v}' is not a class of the model ({})",
+                        i + 1,
+                        labels.join(" / ")
+                    ),
+                })
+        })
+        .collect()
+}
+
+/// The order of a multiclass target's classes: by numeric value when every label is a number, else
+/// alphabetical.
+pub fn class_order(labels: Vec<&str>) -> Vec<String> {
+    let numeric: Option<Vec<f64>> = labels.iter().map(|l| l.parse::<f64>().ok()).collect();
+    let mut out: Vec<(Option<f64>, &str)> = match numeric {
+        Some(v) => v.into_iter().map(Some).zip(labels).collect(),
+        None => labels.into_iter().map(|l| (None, l)).collect(),
+    };
+    out.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        _ => a.1.cmp(b.1),
+    });
+    out.into_iter().map(|(_, l)| l.to_string()).collect()
 }
 
 fn positive_rank(label: &str) -> (u8, String) {

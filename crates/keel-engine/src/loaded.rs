@@ -12,9 +12,15 @@ use crate::{Error, Result};
 pub struct Prediction {
     /// The class label (classification) or the value (regression).
     pub prediction: Value,
-    /// Probability of the positive class (classification only).
+    /// Probability of the positive class (binary), or of the predicted class (multiclass).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
+    /// Multiclass: the probability of every class, by label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<std::collections::BTreeMap<String, f64>>,
+    /// Multiclass: the index of the predicted class (what monitoring and the prediction log record).
+    #[serde(skip)]
+    pub class: Option<usize>,
     /// Top SHAP contributions, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
@@ -22,8 +28,12 @@ pub struct Prediction {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explanation {
-    /// The model's expected raw output (log-odds for classification).
+    /// The model's expected raw output (log-odds for binary classification, the explained class's softmax
+    /// margin for multiclass).
     pub expected_value: f64,
+    /// Multiclass: the class whose margin is explained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     /// (feature, contribution to the raw output), largest magnitude first.
     pub contributions: Vec<(String, f64)>,
 }
@@ -37,7 +47,8 @@ pub struct LoadedModel {
     pub schema: RequestSchema,
     /// Decision threshold on the positive-class probability.
     pub threshold: f64,
-    labels: [Value; 2],
+    /// The class labels as JSON values (numbers where the label is an integer), in class order.
+    labels: Vec<Value>,
     /// Window profiles of what this version served (when monitoring is on and the version has a reference).
     pub monitor: Option<crate::monitor::LiveProfile>,
 }
@@ -78,8 +89,8 @@ impl LoadedModel {
                 .unwrap_or_else(|_| Value::from(s))
         };
         let labels = match &model.class_labels {
-            Some([a, b]) => [label(a), label(b)],
-            None => [Value::from(0), Value::from(1)],
+            Some(l) => l.iter().map(|s| label(s)).collect(),
+            None => vec![Value::from(0), Value::from(1)],
         };
         Ok(LoadedModel {
             name: record.model.clone(),
@@ -95,14 +106,22 @@ impl LoadedModel {
     /// A label as this model's training target encodes it: 0/1 (numbers, booleans or the class labels) for
     /// classification, a finite number for regression.
     pub fn encode_label(&self, v: &Value) -> std::result::Result<f64, String> {
+        let binary = self.model.objective == Objective::Binary;
+        let shown = || {
+            self.labels
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self.model.objective {
-            Objective::Binary => {
+            Objective::Binary | Objective::Multiclass => {
                 let by_label = self.labels.iter().position(|l| l == v);
                 match (v, by_label) {
                     (_, Some(i)) => Ok(i as f64),
-                    (Value::Bool(b), None) => Ok(f64::from(u8::from(*b))),
+                    (Value::Bool(b), None) if binary => Ok(f64::from(u8::from(*b))),
                     (Value::Number(n), None)
-                        if n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0) =>
+                        if binary && (n.as_f64() == Some(0.0) || n.as_f64() == Some(1.0)) =>
                     {
                         Ok(n.as_f64().expect("checked"))
                     }
@@ -114,16 +133,10 @@ impl LoadedModel {
                                 || l.as_i64().is_some_and(|i| s.parse::<i64>() == Ok(i))
                         })
                         .map(|i| i as f64)
-                        .ok_or_else(|| {
-                            format!(
-                                "'{s}' is not a class of this model ({}, {})",
-                                self.labels[0], self.labels[1]
-                            )
-                        }),
+                        .ok_or_else(|| format!("'{s}' is not a class of this model ({})", shown())),
                     (other, None) => Err(format!(
-                        "expected a class label ({}, {}), found {}",
-                        self.labels[0],
-                        self.labels[1],
+                        "expected a class label ({}), found {}",
+                        shown(),
                         crate::request::json_kind(other)
                     )),
                 }
@@ -144,10 +157,7 @@ impl LoadedModel {
         let Some(m) = &self.monitor else {
             return;
         };
-        let out = |p: &Prediction| {
-            p.probability
-                .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN))
-        };
+        let out = Self::output;
         if let [one] = predictions {
             m.record(rows, &[out(one)]);
         } else {
@@ -156,23 +166,69 @@ impl LoadedModel {
         }
     }
 
+    /// The number a prediction is monitored and logged by: the probability of class 1 (binary), the predicted
+    /// class's index (multiclass), or the value (regression).
+    #[inline]
+    pub fn output(p: &Prediction) -> f64 {
+        match p.class {
+            Some(c) => c as f64,
+            None => p
+                .probability
+                .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN)),
+        }
+    }
+
     /// Predicts one encoded row.
     #[inline]
     pub fn predict_row(&self, row: &[f64], explain: Option<usize>) -> Prediction {
+        if self.model.objective == Objective::Multiclass {
+            let mut p = vec![0.0; self.model.n_outputs()];
+            self.model.predict_outputs(row, &mut p);
+            let c = keel_ml::argmax(&p);
+            let labels = self.model.class_labels.as_deref().unwrap_or_default();
+            return Prediction {
+                prediction: self.labels.get(c).cloned().unwrap_or(Value::from(c)),
+                probability: Some(p[c]),
+                probabilities: Some(
+                    p.iter()
+                        .enumerate()
+                        .map(|(k, v)| (labels.get(k).cloned().unwrap_or(k.to_string()), *v))
+                        .collect(),
+                ),
+                class: Some(c),
+                explanation: explain.and_then(|k| self.explain(row, k, Some(c))),
+            };
+        }
         let out = self.model.predict(row);
         let (prediction, probability) = match self.model.objective {
             Objective::Binary => (
                 self.labels[usize::from(out >= self.threshold)].clone(),
                 Some(out),
             ),
-            Objective::Regression => (Value::from(out), None),
+            _ => (Value::from(out), None),
         };
-        let explanation = explain.and_then(|k| self.explain(row, k));
+        let explanation = explain.and_then(|k| self.explain(row, k, None));
         Prediction {
             prediction,
             probability,
+            probabilities: None,
+            class: None,
             explanation,
         }
+    }
+
+    /// The index of a class label of a multiclass model (a label given as JSON text or number).
+    pub fn class_of_label(&self, label: &str) -> Option<usize> {
+        self.model
+            .class_labels
+            .as_ref()?
+            .iter()
+            .position(|l| l == label)
+    }
+
+    /// Explains one row for a named class of a multiclass model (the predicted class otherwise).
+    pub fn explain_class(&self, row: &[f64], k: usize, class: usize) -> Option<Explanation> {
+        self.explain(row, k, Some(class))
     }
 
     /// Checks and encodes a tabular body (CSV or Arrow) with the same rules as JSON records: every feature
@@ -200,14 +256,23 @@ impl LoadedModel {
         self.schema.check_table(table, true)
     }
 
-    /// The class label a probability maps to (for metrics by class).
+    /// The class a prediction falls in (for metrics by class): the predicted class of a multiclass model, the
+    /// side of the threshold of a binary one.
     pub fn class_index(&self, p: &Prediction) -> Option<usize> {
-        p.probability.map(|x| usize::from(x >= self.threshold))
+        p.class
+            .or_else(|| p.probability.map(|x| usize::from(x >= self.threshold)))
     }
 
-    fn explain(&self, row: &[f64], k: usize) -> Option<Explanation> {
-        let ModelKind::Gbdt(ens) = &self.model.kind else {
-            return None;
+    /// The class labels, in class order.
+    pub fn labels(&self) -> &[Value] {
+        &self.labels
+    }
+
+    fn explain(&self, row: &[f64], k: usize, class: Option<usize>) -> Option<Explanation> {
+        let ens = match (&self.model.kind, class) {
+            (ModelKind::Gbdt(ens), _) => ens,
+            (ModelKind::GbdtMulticlass(v), Some(c)) => v.get(c)?,
+            _ => return None,
         };
         let nf = self.model.features.len();
         let (phi, expected) = ens.shap(row, nf);
@@ -222,6 +287,13 @@ impl LoadedModel {
         c.truncate(k);
         Some(Explanation {
             expected_value: expected,
+            class: class.map(|c| {
+                self.model
+                    .class_labels
+                    .as_ref()
+                    .and_then(|l| l.get(c).cloned())
+                    .unwrap_or_else(|| c.to_string())
+            }),
             contributions: c,
         })
     }

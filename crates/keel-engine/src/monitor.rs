@@ -274,7 +274,8 @@ fn window_fairness(
 /// Fewer labels than this in a window: "insufficient data" instead of numbers.
 pub const MIN_LABELS: usize = 50;
 
-/// Realized metrics per window from labelled predictions (`output` is the probability for classification).
+/// Realized metrics per window from labelled predictions (`output` is the probability for binary
+/// classification, the predicted class index for multiclass, the value for regression).
 pub fn realized(
     labelled: &[keel_store::Labelled],
     window_seconds: i64,
@@ -340,6 +341,13 @@ pub fn realized(
                     let mse = y.iter().zip(&p).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
                         / y.len() as f64;
                     r.rmse = Some(mse.sqrt());
+                }
+                keel_ml::Objective::Multiclass => {
+                    // The log holds the predicted class: accuracy (with its Wilson interval) is what the
+                    // labels can judge.
+                    let hits = y.iter().zip(&p).filter(|(yy, pp)| yy == pp).count();
+                    r.accuracy = Some(hits as f64 / y.len() as f64);
+                    r.accuracy_interval = Some(wilson(hits, y.len()));
                 }
             }
             r
@@ -461,11 +469,7 @@ pub async fn report(
         .into_iter()
         .filter(|l| l.version == record.version)
         .collect();
-    let objective = if record.objective == "regression" {
-        keel_ml::Objective::Regression
-    } else {
-        keel_ml::Objective::Binary
-    };
+    let objective = keel_ml::Objective::from_record(&record.objective);
     let threshold = record
         .params
         .get("threshold")

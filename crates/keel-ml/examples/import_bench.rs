@@ -58,7 +58,10 @@ fn main() {
     });
     let layout = match &model.kind {
         keel_ml::ModelKind::Gbdt(e) => e.forest().layout(),
-        keel_ml::ModelKind::Linear(_) | keel_ml::ModelKind::ImportedLinear(_) => "linear",
+        keel_ml::ModelKind::GbdtMulticlass(v) => v[0].forest().layout(),
+        keel_ml::ModelKind::Linear(_)
+        | keel_ml::ModelKind::ImportedLinear(_)
+        | keel_ml::ModelKind::LinearMulticlass(_) => "linear",
         keel_ml::ModelKind::Neural(_) => "onnx-runtime",
     };
     println!(

@@ -18,7 +18,7 @@ pub struct ModelCard {
     pub kind: String,
     pub objective: Objective,
     pub target: String,
-    pub class_labels: Option<[String; 2]>,
+    pub class_labels: Option<Vec<String>>,
     pub intended_use: String,
     pub features: Vec<String>,
     pub data: DataSummary,
@@ -110,6 +110,20 @@ pub fn derive_limitations(ev: &Evaluation, train_rows: usize) -> Vec<String> {
                 "Groups of '{}' with fewer than 100 holdout rows ({}) have unreliable metrics.",
                 s.column,
                 small.join(", ")
+            ));
+        }
+    }
+    for c in &ev.classes {
+        if c.support < 30 {
+            out.push(format!(
+                "Class '{}' has only {} holdout rows; its precision and recall are unreliable.",
+                c.label, c.support
+            ));
+        }
+        if c.expected_calibration_error > 0.05 {
+            out.push(format!(
+                "The probability of class '{}' is miscalibrated (expected calibration error {:.3}).",
+                c.label, c.expected_calibration_error
             ));
         }
     }
@@ -229,6 +243,124 @@ fn unit_plot(series: &[Series<'_>], xlabel: &str, ylabel: &str) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+const PALETTE: [&str; 8] = [
+    "#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
+];
+
+/// The confusion matrix as a shaded grid: rows are true classes, columns predicted; each cell's shade is its
+/// share of the true class's rows (recall on the diagonal).
+fn confusion_chart(labels: &[String], m: &[Vec<usize>]) -> String {
+    let k = m.len();
+    let cell = (360.0 / k.max(1) as f64).clamp(24.0, 64.0);
+    let (left, top) = (110.0, 30.0);
+    let size_w = left + cell * k as f64 + 10.0;
+    let size_h = top + cell * k as f64 + 40.0;
+    let mut s = format!(
+        r#"<svg viewBox="0 0 {size_w} {size_h}" width="{size_w}" height="{size_h}" role="img"><title>confusion matrix</title>"#
+    );
+    for (r, row) in m.iter().enumerate() {
+        let total: usize = row.iter().sum();
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            top + cell * (r as f64 + 0.55),
+            esc(&labels[r])
+        );
+        for (c, &v) in row.iter().enumerate() {
+            let share = v as f64 / total.max(1) as f64;
+            let color = if r == c { "22,163,74" } else { "220,38,38" };
+            let _ = write!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="{cell:.1}" height="{cell:.1}" fill="rgba({color},{:.3})" stroke="#ddd"><title>true {} → predicted {}: {v} rows ({:.1} %)</title></rect><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{v}</text>"##,
+                left + cell * c as f64,
+                top + cell * r as f64,
+                0.08 + 0.8 * share,
+                esc(&labels[r]),
+                esc(&labels[c]),
+                100.0 * share,
+                left + cell * (c as f64 + 0.5),
+                top + cell * (r as f64 + 0.55),
+            );
+        }
+    }
+    for (c, l) in labels.iter().enumerate().take(k) {
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"#,
+            left + cell * (c as f64 + 0.5),
+            top + cell * k as f64 + 16.0,
+            esc(l)
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">predicted</text><text x="{:.1}" y="16" font-size="11" text-anchor="end">true ↓</text></svg>"#,
+        left + cell * k as f64 / 2.0,
+        top + cell * k as f64 + 34.0,
+        left - 6.0
+    );
+    s
+}
+
+/// The multiclass part of the card: the confusion matrix, each class's precision and recall with intervals,
+/// and each class's calibration.
+fn multiclass_section(h: &mut String, ev: &Evaluation) {
+    let labels: Vec<String> = ev.classes.iter().map(|c| c.label.clone()).collect();
+    h.push_str("<div class=\"grid\"><div><h3>Confusion matrix</h3>");
+    h.push_str(&confusion_chart(&labels, &ev.confusion));
+    h.push_str("<p class=\"muted\">Rows: true class; columns: predicted (the most probable class). Shade: share of the true class's rows.</p></div><div><h3>Calibration per class</h3>");
+    let curves: Vec<Vec<(f64, f64)>> = ev
+        .classes
+        .iter()
+        .map(|c| {
+            c.calibration
+                .iter()
+                .map(|b| (b.mean_predicted, b.observed_rate))
+                .collect()
+        })
+        .collect();
+    let series: Vec<Series<'_>> = ev
+        .classes
+        .iter()
+        .zip(&curves)
+        .enumerate()
+        .map(|(i, (c, pts))| (c.label.as_str(), pts.as_slice(), PALETTE[i % PALETTE.len()]))
+        .collect();
+    h.push_str(&unit_plot(
+        &series,
+        "mean predicted probability",
+        "observed rate",
+    ));
+    h.push_str("<p class=\"muted\">");
+    for (i, c) in ev.classes.iter().enumerate() {
+        let _ = write!(
+            h,
+            "<span style=\"color:{}\">■</span> {} (ECE {}) ",
+            PALETTE[i % PALETTE.len()],
+            esc(&c.label),
+            fmt(c.expected_calibration_error)
+        );
+    }
+    h.push_str("</p></div></div><h3>Per class</h3><table><tr><th>class</th><th>holdout rows</th><th>precision</th><th>95 % interval</th><th>recall</th><th>95 % interval</th><th>F1</th></tr>");
+    for c in &ev.classes {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} – {}</td><td>{}</td><td>{} – {}</td><td>{}</td></tr>",
+            esc(&c.label),
+            c.support,
+            fmt(c.precision.value),
+            fmt(c.precision.lower),
+            fmt(c.precision.upper),
+            fmt(c.recall.value),
+            fmt(c.recall.lower),
+            fmt(c.recall.upper),
+            fmt(c.f1)
+        );
+    }
+    h.push_str("</table>");
 }
 
 /// Renders the card as a self-contained HTML page.
@@ -371,13 +503,21 @@ th{{background:#f5f5f5}}td:first-child,th:first-child{{text-align:left}}.muted{{
         }
         h.push_str("</table>");
     }
+    if card.objective == Objective::Multiclass && !ev.classes.is_empty() {
+        multiclass_section(&mut h, ev);
+    }
 
     // Explanations.
     if let Some(shap) = &ev.shap {
         let top: Vec<(String, f64)> = shap.features.iter().take(15).cloned().collect();
         let _ = write!(
             h,
-            "<h2>What drives predictions</h2><p>Mean |SHAP value| (exact TreeSHAP, log-odds scale) over {} holdout rows; expected value {}.</p>{}",
+            "<h2>What drives predictions</h2><p>Mean |SHAP value| (exact TreeSHAP, {}) over {} holdout rows; expected value {}.</p>{}",
+            match card.objective {
+                Objective::Binary => "log-odds scale",
+                Objective::Multiclass => "summed over the classes' softmax margins",
+                Objective::Regression => "the target's scale",
+            },
             shap.rows,
             fmt(shap.expected_value),
             bar_chart(&top, "#7c3aed")
@@ -436,6 +576,27 @@ th{{background:#f5f5f5}}td:first-child,th:first-child{{text-align:left}}.muted{{
                     h,
                     "</table><p class=\"muted\">Selection rate by group</p>{}",
                     bar_chart(&sel, "#0891b2")
+                );
+            } else if card.objective == Objective::Multiclass {
+                h.push_str("<th>accuracy</th></tr>");
+                for g in &s.groups {
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(&g.group),
+                        g.rows,
+                        opt(g.accuracy)
+                    );
+                }
+                let acc: Vec<(String, f64)> = s
+                    .groups
+                    .iter()
+                    .filter_map(|g| Some((g.group.clone(), g.accuracy?)))
+                    .collect();
+                let _ = write!(
+                    h,
+                    "</table><p class=\"muted\">Accuracy by group</p>{}",
+                    bar_chart(&acc, "#0891b2")
                 );
             } else {
                 h.push_str("<th>RMSE</th></tr>");

@@ -26,6 +26,8 @@ pub struct EvalOptions {
     pub slices: Vec<String>,
     /// Rows used for the global SHAP summary (sampled deterministically).
     pub shap_rows: usize,
+    /// Multiclass: the class labels in class order (the per-class report names them; indices when empty).
+    pub class_labels: Vec<String>,
 }
 
 impl Default for EvalOptions {
@@ -37,6 +39,7 @@ impl Default for EvalOptions {
             sensitive: Vec::new(),
             slices: Vec::new(),
             shap_rows: 1000,
+            class_labels: Vec::new(),
         }
     }
 }
@@ -87,6 +90,20 @@ pub struct FairnessReport {
     pub false_positive_rate_difference: f64,
 }
 
+/// One class of a multiclass model on the holdout: its support, precision, recall and F1 (one-vs-rest at the
+/// predicted class), and the reliability of its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    pub label: String,
+    pub support: usize,
+    pub precision: MetricCi,
+    pub recall: MetricCi,
+    pub f1: f64,
+    /// Calibration of this class's probability, one-vs-rest.
+    pub calibration: Vec<CalibrationBin>,
+    pub expected_calibration_error: f64,
+}
+
 /// Mean |SHAP| of each feature over a sample of holdout rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapSummary {
@@ -113,6 +130,12 @@ pub struct Evaluation {
     pub slices: Vec<SliceReport>,
     pub fairness: Vec<FairnessReport>,
     pub shap: Option<ShapSummary>,
+    /// Multiclass: the report of each class, in class order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassReport>,
+    /// Multiclass: rows by true class (outer) and predicted class (inner).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confusion: Vec<Vec<usize>>,
 }
 
 impl Evaluation {
@@ -129,15 +152,26 @@ pub fn evaluate(
     frame: &Frame,
     opts: &EvalOptions,
 ) -> Result<Evaluation> {
-    let pred = model.predict_rows(x);
-    let mut ev = score(model.objective, y, &pred, frame, opts)?;
-    if let ModelKind::Gbdt(ens) = &model.kind {
-        ev.shap = Some(shap_summary(model, ens, x, opts));
+    let pred = model.predict_outputs_rows(x);
+    let mut opts = opts.clone();
+    if opts.class_labels.is_empty()
+        && let Some(labels) = &model.class_labels
+    {
+        opts.class_labels = labels.clone();
+    }
+    let mut ev = score(model.objective, y, &pred, frame, &opts)?;
+    match &model.kind {
+        ModelKind::Gbdt(ens) => {
+            ev.shap = Some(shap_summary(model, std::slice::from_ref(ens), x, &opts))
+        }
+        ModelKind::GbdtMulticlass(v) => ev.shap = Some(shap_summary(model, v, x, &opts)),
+        _ => {}
     }
     Ok(ev)
 }
 
-/// Evaluates given predictions (probabilities or values) against labels.
+/// Evaluates given predictions against labels: probabilities of class 1 (binary), values (regression), or
+/// row-major class probabilities, one per class (multiclass, with class indices as labels).
 pub fn score(
     objective: Objective,
     y: &[f64],
@@ -191,8 +225,115 @@ pub fn score(
         slices: Vec::new(),
         fairness: Vec::new(),
         shap: None,
+        classes: Vec::new(),
+        confusion: Vec::new(),
+    };
+    // Multiclass: the most probable class of each row (the prediction slices and groups are judged on).
+    let k = if objective == Objective::Multiclass {
+        pred.len() / n.max(1)
+    } else {
+        1
+    };
+    let predicted: Vec<usize> = if objective == Objective::Multiclass {
+        pred.chunks_exact(k).map(crate::argmax).collect()
+    } else {
+        Vec::new()
     };
     match objective {
+        Objective::Multiclass => {
+            let loss = metrics::multiclass_log_loss(y, pred, k, None);
+            m.insert(
+                "log_loss".into(),
+                ci(loss, &|w| {
+                    Some(metrics::multiclass_log_loss(y, pred, k, Some(w)))
+                }),
+            );
+            m.insert(
+                "brier".into(),
+                ci(metrics::multiclass_brier(y, pred, k, None), &|w| {
+                    Some(metrics::multiclass_brier(y, pred, k, Some(w)))
+                }),
+            );
+            let conf = metrics::confusion(y, &predicted, k, None);
+            let (acc, macro_f1, weighted_f1) = metrics::confusion_summary(&conf);
+            let summary = |w: &[f64]| {
+                metrics::confusion_summary(&metrics::confusion(y, &predicted, k, Some(w)))
+            };
+            m.insert("accuracy".into(), ci(acc, &|w| Some(summary(w).0)));
+            m.insert("macro_f1".into(), ci(macro_f1, &|w| Some(summary(w).1)));
+            m.insert(
+                "weighted_f1".into(),
+                ci(weighted_f1, &|w| Some(summary(w).2)),
+            );
+            if k >= 3 {
+                let top2 = metrics::in_top_k(y, pred, k, 2);
+                let mean = |w: Option<&[f64]>| {
+                    let (mut hit, mut tot) = (0.0, 0.0);
+                    for (i, t) in top2.iter().enumerate() {
+                        let wi = w.map_or(1.0, |w| w[i]);
+                        tot += wi;
+                        if *t {
+                            hit += wi;
+                        }
+                    }
+                    hit / tot.max(1e-300)
+                };
+                m.insert(
+                    "top2_accuracy".into(),
+                    ci(mean(None), &|w| Some(mean(Some(w)))),
+                );
+            }
+            let scores = metrics::class_scores(&conf);
+            let per_class =
+                |w: &[f64]| metrics::class_scores(&metrics::confusion(y, &predicted, k, Some(w)));
+            let boot: Vec<Vec<metrics::ClassScores>> =
+                resamples.iter().map(|w| per_class(w)).collect();
+            ev.classes = (0..k)
+                .map(|c| {
+                    let iv = |point: f64, f: &dyn Fn(&metrics::ClassScores) -> f64| {
+                        let mut v: Vec<f64> = boot
+                            .iter()
+                            .map(|b| f(&b[c]))
+                            .filter(|x| x.is_finite())
+                            .collect();
+                        v.sort_by(f64::total_cmp);
+                        if v.is_empty() {
+                            MetricCi {
+                                value: point,
+                                lower: point,
+                                upper: point,
+                            }
+                        } else {
+                            MetricCi {
+                                value: point,
+                                lower: crate_quantile(&v, 0.025),
+                                upper: crate_quantile(&v, 0.975),
+                            }
+                        }
+                    };
+                    let yc: Vec<f64> = y.iter().map(|v| f64::from(*v as usize == c)).collect();
+                    let pc: Vec<f64> = pred.chunks_exact(k).map(|r| r[c]).collect();
+                    let curve = metrics::calibration_curve(&yc, &pc, 10);
+                    ClassReport {
+                        label: opts
+                            .class_labels
+                            .get(c)
+                            .cloned()
+                            .unwrap_or_else(|| c.to_string()),
+                        support: scores[c].support as usize,
+                        precision: iv(scores[c].precision, &|s| s.precision),
+                        recall: iv(scores[c].recall, &|s| s.recall),
+                        f1: scores[c].f1,
+                        expected_calibration_error: metrics::expected_calibration_error(&curve),
+                        calibration: curve,
+                    }
+                })
+                .collect();
+            ev.confusion = conf
+                .iter()
+                .map(|r| r.iter().map(|v| *v as usize).collect())
+                .collect();
+        }
         Objective::Binary => {
             ev.positives = Some(y.iter().filter(|&&v| v == 1.0).count());
             let mut asc: Vec<usize> = (0..n).collect();
@@ -272,7 +413,7 @@ pub fn score(
         let groups = group_rows(data);
         let metrics: Vec<GroupMetrics> = groups
             .iter()
-            .map(|(g, rows)| group_metrics(objective, g, rows, y, pred, opts.threshold))
+            .map(|(g, rows)| group_metrics(objective, g, rows, y, pred, &predicted, opts.threshold))
             .collect();
         if objective == Objective::Binary && opts.sensitive.contains(col) {
             ev.fairness.push(fairness(col, &metrics));
@@ -401,9 +542,27 @@ fn group_metrics(
     rows: &[usize],
     y: &[f64],
     pred: &[f64],
+    predicted: &[usize],
     t: f64,
 ) -> GroupMetrics {
     let gy: Vec<f64> = rows.iter().map(|&i| y[i]).collect();
+    if objective == Objective::Multiclass {
+        let correct = rows
+            .iter()
+            .filter(|&&i| predicted[i] == y[i] as usize)
+            .count();
+        return GroupMetrics {
+            group: group.to_string(),
+            rows: rows.len(),
+            positives: 0,
+            auc: None,
+            accuracy: Some(correct as f64 / rows.len().max(1) as f64),
+            selection_rate: None,
+            true_positive_rate: None,
+            false_positive_rate: None,
+            rmse: None,
+        };
+    }
     let gp: Vec<f64> = rows.iter().map(|&i| pred[i]).collect();
     match objective {
         Objective::Binary => {
@@ -433,6 +592,7 @@ fn group_metrics(
             false_positive_rate: None,
             rmse: Some(metrics::rmse(&gy, &gp, None)),
         },
+        Objective::Multiclass => unreachable!("handled above"),
     }
 }
 
@@ -464,9 +624,11 @@ pub fn fairness(column: &str, groups: &[GroupMetrics]) -> FairnessReport {
     }
 }
 
+/// Mean |SHAP| per feature; a multiclass model's is summed over its classes (each class's margin), the usual
+/// global importance of a softmax model, and its expected value is the first class's.
 fn shap_summary(
     model: &Model,
-    ens: &crate::gbdt::Ensemble,
+    ensembles: &[crate::gbdt::Ensemble],
     x: &[f64],
     opts: &EvalOptions,
 ) -> ShapSummary {
@@ -478,10 +640,14 @@ fn shap_summary(
     let mut sum = vec![0.0; nf];
     let mut expected = 0.0;
     for &r in &rows {
-        let (phi, e) = ens.shap(&x[r * nf..(r + 1) * nf], nf);
-        expected = e;
-        for (s, p) in sum.iter_mut().zip(&phi) {
-            *s += p.abs();
+        for (c, ens) in ensembles.iter().enumerate() {
+            let (phi, e) = ens.shap(&x[r * nf..(r + 1) * nf], nf);
+            if c == 0 {
+                expected = e;
+            }
+            for (s, p) in sum.iter_mut().zip(&phi) {
+                *s += p.abs();
+            }
         }
     }
     let mut features: Vec<(String, f64)> = model

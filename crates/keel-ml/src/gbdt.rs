@@ -221,8 +221,8 @@ pub struct TrainLog {
 /// [`Error::Cancelled`].
 pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 
-/// Trains an ensemble on row-major encoded rows `x` (`n × specs.len()`) with labels `y`.
-/// `valid` is an optional early-stopping set (rows, labels).
+/// Trains an ensemble on row-major encoded rows `x` (`n × specs.len()`) with labels `y` (0/1 for binary
+/// classification, the value for regression). `valid` is an optional early-stopping set (rows, labels).
 pub fn train(
     specs: &[FeatureSpec],
     x: &[f64],
@@ -232,6 +232,65 @@ pub fn train(
     valid: Option<(&[f64], &[f64])>,
     progress: Progress<'_>,
 ) -> Result<(Ensemble, TrainLog)> {
+    if objective == Objective::Multiclass {
+        return Err(Error::InvalidParams(
+            "a multiclass target trains with train_multiclass".into(),
+        ));
+    }
+    let (mut groups, log) = train_groups(specs, x, y, objective, 1, params, valid, progress)?;
+    Ok((groups.pop().expect("one group"), log))
+}
+
+/// Trains a softmax multiclass ensemble, LightGBM's `multiclass` objective: each round grows one tree per class
+/// on that class's softmax gradients. `y` holds class indices `0..n_classes`. Returns one ensemble per class.
+pub fn train_multiclass(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    n_classes: usize,
+    params: &GbdtParams,
+    valid: Option<(&[f64], &[f64])>,
+    progress: Progress<'_>,
+) -> Result<(Vec<Ensemble>, TrainLog)> {
+    if n_classes < 3 {
+        return Err(Error::InvalidParams(format!(
+            "multiclass training needs at least 3 classes, got {n_classes}"
+        )));
+    }
+    if let Some((i, v)) = y
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.fract() == 0.0 && **v >= 0.0 && (**v as usize) < n_classes))
+    {
+        return Err(Error::InvalidInput(format!(
+            "row {}: class index {v} is not one of 0..{n_classes}",
+            i + 1
+        )));
+    }
+    train_groups(
+        specs,
+        x,
+        y,
+        Objective::Multiclass,
+        n_classes,
+        params,
+        valid,
+        progress,
+    )
+}
+
+/// The training loop for `k` score groups (1, or one per class).
+#[allow(clippy::too_many_arguments)]
+fn train_groups(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    k: usize,
+    params: &GbdtParams,
+    valid: Option<(&[f64], &[f64])>,
+    progress: Progress<'_>,
+) -> Result<(Vec<Ensemble>, TrainLog)> {
     params.validate()?;
     let nf = specs.len();
     let n = y.len();
@@ -278,15 +337,24 @@ pub fn train(
         }
     }
 
-    // Row weights and the initial score.
-    let weights = row_weights(y, objective, params.class_weight)?;
+    // Row weights and the initial scores.
+    let weights = row_weights(y, objective, k, params.class_weight)?;
     let wsum: f64 = weights.iter().sum();
-    let init_score = match objective {
+    let init: Vec<f64> = match objective {
         Objective::Binary => {
             let p = y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum;
-            (p / (1.0 - p)).ln()
+            vec![(p / (1.0 - p)).ln()]
         }
-        Objective::Regression => y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum,
+        Objective::Regression => {
+            vec![y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum]
+        }
+        Objective::Multiclass => {
+            let mut p = vec![0.0; k];
+            for (c, w) in y.iter().zip(&weights) {
+                p[*c as usize] += w;
+            }
+            p.iter().map(|v| (v / wsum).max(1e-15).ln()).collect()
+        }
     };
 
     let ctx = Ctx {
@@ -297,19 +365,27 @@ pub fn train(
         params,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut scores = vec![init_score; n];
-    let mut grad = vec![0.0f64; n];
-    let mut hess = vec![0.0f64; n];
-    let mut trees: Vec<Tree> = Vec::with_capacity(params.n_trees);
+    // Scores, gradients and hessians are class-major: group g's rows are `g * n .. (g + 1) * n`.
+    let mut scores: Vec<f64> = init
+        .iter()
+        .flat_map(|&s| std::iter::repeat_n(s, n))
+        .collect();
+    let mut grad = vec![0.0f64; n * k];
+    let mut hess = vec![0.0f64; n * k];
+    let mut trees: Vec<Vec<Tree>> = (0..k).map(|_| Vec::with_capacity(params.n_trees)).collect();
     let mut log = TrainLog::default();
     let mut grower = Grower::new(n, total_bins, params.num_leaves);
 
-    let mut valid_scores = valid.map(|(_, vy)| vec![init_score; vy.len()]);
+    let mut valid_scores: Option<Vec<f64>> = valid.map(|(_, vy)| {
+        init.iter()
+            .flat_map(|&s| std::iter::repeat_n(s, vy.len()))
+            .collect()
+    });
     let mut best_loss = f64::INFINITY;
     let mut best_iter = 0usize;
 
     for iter in 0..params.n_trees {
-        gradients(objective, y, &scores, &weights, &mut grad, &mut hess);
+        gradients(objective, k, y, &scores, &weights, &mut grad, &mut hess);
 
         let rows: Vec<u32> = if params.bagging_fraction < 1.0 {
             let mut r: Vec<u32> = (0..n as u32).collect();
@@ -321,11 +397,11 @@ pub fn train(
             (0..n as u32).collect()
         };
         let features: Vec<bool> = if params.feature_fraction < 1.0 {
-            let k = ((nf as f64) * params.feature_fraction).ceil().max(1.0) as usize;
+            let kf = ((nf as f64) * params.feature_fraction).ceil().max(1.0) as usize;
             let mut idx: Vec<usize> = (0..nf).collect();
             idx.shuffle(&mut rng);
             let mut f = vec![false; nf];
-            for &j in &idx[..k] {
+            for &j in &idx[..kf] {
                 f[j] = true;
             }
             f
@@ -333,32 +409,48 @@ pub fn train(
             vec![true; nf]
         };
 
-        let tree = grower.grow(&ctx, rows, &grad, &hess, &features);
-        // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
-        if params.bagging_fraction < 1.0 {
-            for (i, s) in scores.iter_mut().enumerate() {
-                *s += tree.predict(&x[i * nf..(i + 1) * nf]);
-            }
-        } else {
-            for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
-                let v = tree.leaf_values[leaf];
-                for &r in &grower.indices[range.0..range.1] {
-                    scores[r as usize] += v;
+        for g in 0..k {
+            let group = g * n..(g + 1) * n;
+            let tree = grower.grow(
+                &ctx,
+                rows.clone(),
+                &grad[group.clone()],
+                &hess[group.clone()],
+                &features,
+            );
+            let scores = &mut scores[group];
+            // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
+            if params.bagging_fraction < 1.0 {
+                for (i, s) in scores.iter_mut().enumerate() {
+                    *s += tree.predict(&x[i * nf..(i + 1) * nf]);
+                }
+            } else {
+                for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
+                    let v = tree.leaf_values[leaf];
+                    for &r in &grower.indices[range.0..range.1] {
+                        scores[r as usize] += v;
+                    }
                 }
             }
-        }
-        if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
-            for (i, s) in vs.iter_mut().enumerate() {
-                *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
+            if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
+                let nv = vy.len();
+                for (i, s) in vs[g * nv..(g + 1) * nv].iter_mut().enumerate() {
+                    *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
+                }
             }
-            let loss = crate::metrics::loss(objective, vy, vs);
+            trees[g].push(tree);
+        }
+        if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
+            let loss = match objective {
+                Objective::Multiclass => multiclass_loss(vy, vs, k),
+                _ => crate::metrics::loss(objective, vy, vs),
+            };
             log.validation_loss.push(loss);
             if loss < best_loss - 1e-12 {
                 best_loss = loss;
                 best_iter = iter + 1;
             }
         }
-        trees.push(tree);
         if !progress(iter + 1, params.n_trees) {
             return Err(Error::Cancelled);
         }
@@ -369,17 +461,40 @@ pub fn train(
             break;
         }
     }
-    log.trees_trained = trees.len();
+    log.trees_trained = trees[0].len();
     if valid.is_some() && params.early_stopping_rounds > 0 && best_iter > 0 {
-        trees.truncate(best_iter);
+        for t in &mut trees {
+            t.truncate(best_iter);
+        }
         log.best_iteration = best_iter;
     } else {
-        log.best_iteration = trees.len();
+        log.best_iteration = trees[0].len();
     }
-    Ok((Ensemble::new(objective, init_score, trees), log))
+    Ok((
+        init.into_iter()
+            .zip(trees)
+            .map(|(s, t)| Ensemble::new(objective, s, t))
+            .collect(),
+        log,
+    ))
 }
 
-fn row_weights(y: &[f64], objective: Objective, cw: ClassWeight) -> Result<Vec<f64>> {
+/// Mean multiclass log loss of class-major margins (`k` groups of `y.len()`).
+fn multiclass_loss(y: &[f64], margins: &[f64], k: usize) -> f64 {
+    let n = y.len();
+    let mut m = vec![0.0; k];
+    let mut total = 0.0;
+    for (i, c) in y.iter().enumerate() {
+        for (g, v) in m.iter_mut().enumerate() {
+            *v = margins[g * n + i];
+        }
+        crate::softmax(&mut m);
+        total -= m[*c as usize].max(1e-15).ln();
+    }
+    total / n.max(1) as f64
+}
+
+fn row_weights(y: &[f64], objective: Objective, k: usize, cw: ClassWeight) -> Result<Vec<f64>> {
     match (objective, cw) {
         (_, ClassWeight::None) => Ok(vec![1.0; y.len()]),
         (Objective::Regression, _) => Err(Error::InvalidParams(
@@ -394,22 +509,65 @@ fn row_weights(y: &[f64], objective: Objective, cw: ClassWeight) -> Result<Vec<f
         (Objective::Binary, ClassWeight::Positive(w)) => {
             Ok(y.iter().map(|&v| if v == 1.0 { w } else { 1.0 }).collect())
         }
+        (Objective::Multiclass, ClassWeight::Balanced) => {
+            // Each class weighs n / (k · its count), so every class carries the same total weight.
+            let mut count = vec![0.0f64; k];
+            for c in y {
+                count[*c as usize] += 1.0;
+            }
+            let n = y.len() as f64;
+            Ok(y
+                .iter()
+                .map(|c| n / (k as f64 * count[*c as usize]))
+                .collect())
+        }
+        (Objective::Multiclass, ClassWeight::Positive(_)) => Err(Error::InvalidParams(
+            "a positive-class weight needs a binary target; a multiclass target takes balanced class weights"
+                .into(),
+        )),
     }
 }
 
-fn gradients(objective: Objective, y: &[f64], s: &[f64], w: &[f64], g: &mut [f64], h: &mut [f64]) {
+/// Gradients and hessians of the loss at the current scores (class-major for `k` groups).
+fn gradients(
+    objective: Objective,
+    k: usize,
+    y: &[f64],
+    s: &[f64],
+    w: &[f64],
+    g: &mut [f64],
+    h: &mut [f64],
+) {
+    let n = y.len();
     match objective {
         Objective::Binary => {
-            for i in 0..y.len() {
+            for i in 0..n {
                 let p = 1.0 / (1.0 + (-s[i]).exp());
                 g[i] = (p - y[i]) * w[i];
                 h[i] = (p * (1.0 - p)).max(1e-16) * w[i];
             }
         }
         Objective::Regression => {
-            for i in 0..y.len() {
+            for i in 0..n {
                 g[i] = (s[i] - y[i]) * w[i];
                 h[i] = w[i];
+            }
+        }
+        Objective::Multiclass => {
+            // LightGBM's softmax gradients, with its hessian factor k / (k − 1).
+            let factor = k as f64 / (k as f64 - 1.0);
+            let mut p = vec![0.0; k];
+            for i in 0..n {
+                for (c, v) in p.iter_mut().enumerate() {
+                    *v = s[c * n + i];
+                }
+                crate::softmax(&mut p);
+                let label = y[i] as usize;
+                for (c, &pc) in p.iter().enumerate() {
+                    let target = if c == label { 1.0 } else { 0.0 };
+                    g[c * n + i] = (pc - target) * w[i];
+                    h[c * n + i] = (factor * pc * (1.0 - pc)).max(1e-16) * w[i];
+                }
             }
         }
     }

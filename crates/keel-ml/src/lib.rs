@@ -43,6 +43,34 @@ pub enum Objective {
     Binary,
     /// Regression with squared error.
     Regression,
+    /// Classification into three or more classes: the model outputs one margin per class; the probabilities are
+    /// their softmax (Keel's own training) or, for some imported models, one logistic per class.
+    Multiclass,
+}
+
+impl Objective {
+    pub fn name(self) -> &'static str {
+        match self {
+            Objective::Binary => "binary",
+            Objective::Regression => "regression",
+            Objective::Multiclass => "multiclass",
+        }
+    }
+
+    /// The objective a registry record names (`binary`, `multiclass`, `regression`); anything else is binary,
+    /// as records written before the name was stored are.
+    pub fn from_record(name: &str) -> Objective {
+        match name {
+            "regression" => Objective::Regression,
+            "multiclass" => Objective::Multiclass,
+            _ => Objective::Binary,
+        }
+    }
+
+    /// Whether the model predicts a class.
+    pub fn is_classification(self) -> bool {
+        matches!(self, Objective::Binary | Objective::Multiclass)
+    }
 }
 
 /// Errors of the model layer.
@@ -87,6 +115,30 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Softmax of `m` in place, shifted by the maximum so no exponent overflows.
+pub fn softmax(m: &mut [f64]) {
+    let max = m.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for v in m.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in m.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// The index of the largest value (the first on ties): the predicted class.
+pub fn argmax(p: &[f64]) -> usize {
+    let mut best = 0;
+    for (k, v) in p.iter().enumerate() {
+        if *v > p[best] {
+            best = k;
+        }
+    }
+    best
+}
 
 /// The logistic function.
 #[inline]

@@ -70,16 +70,18 @@ impl LinearModel {
     }
 }
 
-/// Fits the baseline on row-major encoded rows.
-pub fn train(
+/// One row's design vector: (weight index, value) pairs.
+type SparseRow = Vec<(u32, f64)>;
+
+/// The encoding of a linear model (scaling, decile edges, weight offsets, zero weights), each row's sparse
+/// design vector, and the number of weights.
+fn design(
     specs: &[FeatureSpec],
     x: &[f64],
-    y: &[f64],
+    n: usize,
     objective: Objective,
-    params: &LinearParams,
-) -> Result<LinearModel> {
+) -> Result<(LinearModel, Vec<SparseRow>, usize)> {
     let nf = specs.len();
-    let n = y.len();
     if n == 0 || nf == 0 || x.len() != n * nf {
         return Err(Error::InvalidInput("empty training matrix".into()));
     }
@@ -121,7 +123,7 @@ pub fn train(
         }
     }
     offsets.push(dim);
-    let mut model = LinearModel {
+    let model = LinearModel {
         objective,
         scaling,
         edges,
@@ -129,8 +131,7 @@ pub fn train(
         weights: vec![0.0; dim],
         bias: 0.0,
     };
-    // Sparse design: for each row, (index, value) pairs.
-    let rows: Vec<Vec<(u32, f64)>> = (0..n)
+    let rows: Vec<SparseRow> = (0..n)
         .map(|i| {
             let mut r = Vec::with_capacity(nf);
             for j in 0..nf {
@@ -159,6 +160,24 @@ pub fn train(
             r
         })
         .collect();
+    Ok((model, rows, dim))
+}
+
+/// Fits the baseline on row-major encoded rows.
+pub fn train(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    objective: Objective,
+    params: &LinearParams,
+) -> Result<LinearModel> {
+    if objective == Objective::Multiclass {
+        return Err(Error::InvalidParams(
+            "a multiclass target trains with train_multiclass".into(),
+        ));
+    }
+    let n = y.len();
+    let (mut model, rows, dim) = design(specs, x, n, objective)?;
     let l2 = params.l2;
     let objective_fn = |w: &[f64], g: &mut [f64]| -> f64 {
         g.iter_mut().for_each(|v| *v = 0.0);
@@ -179,7 +198,7 @@ pub fn train(
                     } - y[i] * z;
                     crate::sigmoid(z) - y[i]
                 }
-                Objective::Regression => {
+                Objective::Regression | Objective::Multiclass => {
                     let e = z - y[i];
                     loss += 0.5 * e * e;
                     e
@@ -205,12 +224,95 @@ pub fn train(
             let p = (y.iter().sum::<f64>() / n as f64).clamp(1e-6, 1.0 - 1e-6);
             (p / (1.0 - p)).ln()
         }
-        Objective::Regression => y.iter().sum::<f64>() / n as f64,
+        Objective::Regression | Objective::Multiclass => y.iter().sum::<f64>() / n as f64,
     };
     let w = lbfgs(objective_fn, w0, params.max_iter);
     model.bias = w[dim];
     model.weights = w[..dim].to_vec();
     Ok(model)
+}
+
+/// Fits a multinomial logistic regression (softmax over `k` classes, L2 on the weights) on the same encoding as
+/// the binary baseline. `y` holds class indices. Returns one linear model per class; their margins' softmax is
+/// the probability.
+pub fn train_multiclass(
+    specs: &[FeatureSpec],
+    x: &[f64],
+    y: &[f64],
+    k: usize,
+    params: &LinearParams,
+) -> Result<Vec<LinearModel>> {
+    let n = y.len();
+    let (template, rows, dim) = design(specs, x, n, Objective::Multiclass)?;
+    let stride = dim + 1;
+    let l2 = params.l2;
+    let labels: Vec<usize> = y.iter().map(|&c| c as usize).collect();
+    if let Some(i) = labels.iter().position(|&c| c >= k) {
+        return Err(Error::InvalidInput(format!(
+            "row {}: class index {} is not one of 0..{k}",
+            i + 1,
+            labels[i]
+        )));
+    }
+    let objective_fn = |w: &[f64], g: &mut [f64]| -> f64 {
+        g.iter_mut().for_each(|v| *v = 0.0);
+        let mut loss = 0.0;
+        let mut z = vec![0.0; k];
+        for (i, r) in rows.iter().enumerate() {
+            for (c, zc) in z.iter_mut().enumerate() {
+                let wc = &w[c * stride..(c + 1) * stride];
+                let mut s = wc[dim];
+                for &(j, v) in r {
+                    s += wc[j as usize] * v;
+                }
+                *zc = s;
+            }
+            let max = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+            loss += lse - z[labels[i]];
+            for (c, &zc) in z.iter().enumerate() {
+                let d = (zc - lse).exp() - if c == labels[i] { 1.0 } else { 0.0 };
+                let gc = &mut g[c * stride..(c + 1) * stride];
+                for &(j, v) in r {
+                    gc[j as usize] += d * v;
+                }
+                gc[dim] += d;
+            }
+        }
+        let nn = n as f64;
+        let mut reg = 0.0;
+        for c in 0..k {
+            for j in 0..stride {
+                let idx = c * stride + j;
+                g[idx] /= nn;
+                if j < dim {
+                    g[idx] += l2 * w[idx];
+                    reg += 0.5 * l2 * w[idx] * w[idx];
+                }
+            }
+        }
+        loss / nn + reg
+    };
+    // Start from the class priors.
+    let mut w0 = vec![0.0; k * stride];
+    let mut count = vec![0.0f64; k];
+    for &c in &labels {
+        count[c] += 1.0;
+    }
+    for c in 0..k {
+        w0[c * stride + dim] = (count[c] / n as f64).max(1e-6).ln();
+    }
+    let w = lbfgs(objective_fn, w0, params.max_iter);
+    Ok((0..k)
+        .map(|c| {
+            let wc = &w[c * stride..(c + 1) * stride];
+            LinearModel {
+                weights: wc[..dim].to_vec(),
+                bias: wc[dim],
+                ..template.clone()
+            }
+        })
+        .collect())
 }
 
 /// Index of the bin of `x` among bins split at `edges` (x ≤ edge goes left).

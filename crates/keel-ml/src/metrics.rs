@@ -1,5 +1,5 @@
-//! Metrics for binary classification and regression, with weighted variants so bootstrap resamples cost one
-//! pass each. Probabilities are in [0, 1]; scores for ranking metrics may be any monotone transform.
+//! Metrics for binary and multiclass classification and regression, with weighted variants so bootstrap
+//! resamples cost one pass each. Probabilities are in [0, 1]; scores for ranking metrics may be any monotone transform.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,9 +7,16 @@ use crate::Objective;
 
 const CLIP: f64 = 1e-15;
 
-/// Mean loss of raw margins: log loss for classification, mean squared error for regression.
+/// Mean loss of raw margins: log loss for classification, mean squared error for regression. A multiclass
+/// margin is row-major, one per class.
 pub fn loss(objective: Objective, y: &[f64], margin: &[f64]) -> f64 {
     match objective {
+        Objective::Multiclass => {
+            let k = margin.len() / y.len().max(1);
+            let mut p = margin.to_vec();
+            p.chunks_exact_mut(k.max(1)).for_each(crate::softmax);
+            multiclass_log_loss(y, &p, k, None)
+        }
         Objective::Binary => {
             let p: Vec<f64> = margin.iter().map(|&m| crate::sigmoid(m)).collect();
             log_loss(y, &p)
@@ -303,4 +310,100 @@ mod tests {
         assert!((mae(&y, &p, None) - 1.0 / 3.0).abs() < 1e-12);
         assert!((r2(&y, &p, None) - 0.5).abs() < 1e-12);
     }
+}
+
+/// Multiclass log loss of row-major probabilities `p` (`k` per row) for class indices `y`, optionally weighted.
+pub fn multiclass_log_loss(y: &[f64], p: &[f64], k: usize, w: Option<&[f64]>) -> f64 {
+    let (mut total, mut wsum) = (0.0, 0.0);
+    for (i, c) in y.iter().enumerate() {
+        let wi = w.map_or(1.0, |w| w[i]);
+        total -= wi * p[i * k + *c as usize].clamp(CLIP, 1.0).ln();
+        wsum += wi;
+    }
+    total / wsum.max(f64::MIN_POSITIVE)
+}
+
+/// Multiclass Brier score: the mean over rows of the squared distance between the probability vector and the
+/// one-hot label (0 is perfect, 2 the worst).
+pub fn multiclass_brier(y: &[f64], p: &[f64], k: usize, w: Option<&[f64]>) -> f64 {
+    let (mut total, mut wsum) = (0.0, 0.0);
+    for (i, c) in y.iter().enumerate() {
+        let wi = w.map_or(1.0, |w| w[i]);
+        let row = &p[i * k..(i + 1) * k];
+        let d: f64 = row
+            .iter()
+            .enumerate()
+            .map(|(j, v)| (v - if j == *c as usize { 1.0 } else { 0.0 }).powi(2))
+            .sum();
+        total += wi * d;
+        wsum += wi;
+    }
+    total / wsum.max(f64::MIN_POSITIVE)
+}
+
+/// The confusion matrix of class indices: `m[true][predicted]`, optionally weighted.
+pub fn confusion(y: &[f64], predicted: &[usize], k: usize, w: Option<&[f64]>) -> Vec<Vec<f64>> {
+    let mut m = vec![vec![0.0; k]; k];
+    for (i, (c, p)) in y.iter().zip(predicted).enumerate() {
+        m[*c as usize][*p] += w.map_or(1.0, |w| w[i]);
+    }
+    m
+}
+
+/// Precision, recall and F1 of one class and its support (rows truly in it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: f64,
+}
+
+/// Per-class scores from a confusion matrix; a class never predicted has precision 0, one never present recall 0.
+pub fn class_scores(m: &[Vec<f64>]) -> Vec<ClassScores> {
+    let k = m.len();
+    (0..k)
+        .map(|c| {
+            let tp = m[c][c];
+            let support: f64 = m[c].iter().sum();
+            let predicted: f64 = (0..k).map(|r| m[r][c]).sum();
+            let precision = if predicted > 0.0 { tp / predicted } else { 0.0 };
+            let recall = if support > 0.0 { tp / support } else { 0.0 };
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            ClassScores {
+                precision,
+                recall,
+                f1,
+                support,
+            }
+        })
+        .collect()
+}
+
+/// Summary scores of a confusion matrix: (accuracy, macro F1 over classes present, support-weighted F1).
+pub fn confusion_summary(m: &[Vec<f64>]) -> (f64, f64, f64) {
+    let scores = class_scores(m);
+    let total: f64 = scores.iter().map(|s| s.support).sum();
+    let correct: f64 = (0..m.len()).map(|c| m[c][c]).sum();
+    let present: Vec<&ClassScores> = scores.iter().filter(|s| s.support > 0.0).collect();
+    let macro_f1 = present.iter().map(|s| s.f1).sum::<f64>() / present.len().max(1) as f64;
+    let weighted_f1 = scores.iter().map(|s| s.f1 * s.support).sum::<f64>() / total.max(1e-300);
+    (correct / total.max(1e-300), macro_f1, weighted_f1)
+}
+
+/// Whether each row's true class is among its `top` most probable ones.
+pub fn in_top_k(y: &[f64], p: &[f64], k: usize, top: usize) -> Vec<bool> {
+    y.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let row = &p[i * k..(i + 1) * k];
+            let pc = row[*c as usize];
+            // Rows ranked strictly above the true class; ties count in its favour.
+            row.iter().filter(|&&v| v > pc).count() < top
+        })
+        .collect()
 }

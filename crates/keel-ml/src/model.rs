@@ -6,8 +6,8 @@
 //! bit-identical predictions.
 //!
 //! Versions: 1 had no [`Link`] or [`Numerics`] (the link followed the objective, sums were f64); 2 adds both,
-//! for models imported from other libraries. This build reads 1 and 2 and writes 2, so a Keel that only reads
-//! version 1 refuses an imported model instead of misreading it.
+//! for models imported from other libraries; 3 holds any number of class labels (multiclass). This build reads
+//! 1 to 3 and writes 3, so an older Keel refuses a newer model instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use crate::{Error, Objective, Result};
 
 const MAGIC: &[u8; 8] = b"KEELMDL\0";
 /// The model format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// How the raw margin becomes the output.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -33,6 +33,8 @@ pub enum Link {
     /// ONNX Runtime's vectorised logistic (MLAS's rational approximation, in f32 with fused multiply-adds), which
     /// its linear classifiers apply to a two-row score.
     LogisticMlas,
+    /// Multiclass: the softmax of the class margins.
+    Softmax,
 }
 
 impl Link {
@@ -41,6 +43,7 @@ impl Link {
         match objective {
             Objective::Binary => Link::Logistic { scale: 1.0 },
             Objective::Regression => Link::Identity,
+            Objective::Multiclass => Link::Softmax,
         }
     }
 
@@ -51,6 +54,8 @@ impl Link {
             Link::Logistic { scale } => 1.0 / (1.0 + (-(scale * m)).exp()),
             Link::Exp => m.exp(),
             Link::LogisticMlas => f64::from(logistic_mlas(m as f32)),
+            // A softmax needs every class's margin; alone, a margin is its own score.
+            Link::Softmax => m,
         }
     }
 }
@@ -99,6 +104,10 @@ pub enum ModelKind {
     ImportedLinear(ImportedLinear),
     /// A neural network imported from ONNX, run by ONNX Runtime (the `onnx-runtime` build).
     Neural(crate::neural::NeuralNet),
+    /// Multiclass trees: one ensemble per class (its own initial score and trees), in class order.
+    GbdtMulticlass(Vec<Ensemble>),
+    /// Multinomial linear model: one linear model per class over the same encoding, in class order.
+    LinearMulticlass(Vec<LinearModel>),
 }
 
 /// A trained model with everything needed to score raw records.
@@ -106,12 +115,24 @@ pub enum ModelKind {
 pub struct Model {
     pub objective: Objective,
     pub target: String,
-    /// Classification: the labels of class 0 and class 1 as they appeared in the data.
-    pub class_labels: Option<[String; 2]>,
+    /// Classification: the labels of class 0, 1, … as they appeared in the data (two for binary models).
+    pub class_labels: Option<Vec<String>>,
     pub features: Vec<FeatureSpec>,
     pub kind: ModelKind,
     pub link: Link,
     pub numerics: Numerics,
+}
+
+/// Version 2's payload: exactly two class labels.
+#[derive(Deserialize)]
+struct ModelV2 {
+    objective: Objective,
+    target: String,
+    class_labels: Option<[String; 2]>,
+    features: Vec<FeatureSpec>,
+    kind: ModelKind,
+    link: Link,
+    numerics: Numerics,
 }
 
 /// Version 1's payload: a model without link or numerics.
@@ -129,7 +150,8 @@ impl Model {
         Encoder::new(&self.features)
     }
 
-    /// Raw margin of one encoded row (log-odds for classification).
+    /// Raw margin of one encoded row (log-odds for binary classification). A multiclass model's margin is the
+    /// largest of its class margins; [`Model::predict_margins`] gives them all.
     #[inline]
     pub fn predict_margin(&self, row: &[f64]) -> f64 {
         match (&self.kind, self.numerics) {
@@ -139,10 +161,88 @@ impl Model {
             (ModelKind::Linear(l), _) => l.predict_margin(row),
             (ModelKind::ImportedLinear(l), _) => f64::from(l.margin_f32(row)),
             (ModelKind::Neural(n), _) => n.predict(row),
+            (ModelKind::GbdtMulticlass(_) | ModelKind::LinearMulticlass(_), _) => {
+                let mut m = vec![0.0; self.n_outputs()];
+                self.predict_margins(row, &mut m);
+                m.into_iter().fold(f64::NEG_INFINITY, f64::max)
+            }
         }
     }
 
-    /// The prediction on the output scale: probability of class 1, or the regression value.
+    /// Number of values [`Model::predict_outputs`] writes: the number of classes for a multiclass model, else 1.
+    pub fn n_outputs(&self) -> usize {
+        match &self.kind {
+            ModelKind::GbdtMulticlass(v) => v.len(),
+            ModelKind::LinearMulticlass(v) => v.len(),
+            _ => 1,
+        }
+    }
+
+    /// The class margins of a multiclass model (one per class), or the single margin of any other model.
+    pub fn predict_margins(&self, row: &[f64], out: &mut [f64]) {
+        match (&self.kind, self.numerics) {
+            (ModelKind::GbdtMulticlass(v), Numerics::F64) => {
+                for (o, e) in out.iter_mut().zip(v) {
+                    *o = e.predict_margin(row);
+                }
+            }
+            (ModelKind::GbdtMulticlass(v), Numerics::F32) => {
+                for (o, e) in out.iter_mut().zip(v) {
+                    *o = f64::from(e.predict_margin_f32(row));
+                }
+            }
+            (ModelKind::GbdtMulticlass(v), Numerics::Onnx) => {
+                for (o, e) in out.iter_mut().zip(v) {
+                    *o = f64::from(e.predict_margin_onnx(row));
+                }
+            }
+            (ModelKind::LinearMulticlass(v), _) => {
+                for (o, l) in out.iter_mut().zip(v) {
+                    *o = l.predict_margin(row);
+                }
+            }
+            _ => out[0] = self.predict_margin(row),
+        }
+    }
+
+    /// What the model outputs for one row: the class probabilities of a multiclass model (in class order), or
+    /// the one value [`Model::predict`] returns.
+    pub fn predict_outputs(&self, row: &[f64], out: &mut [f64]) {
+        if self.n_outputs() == 1 {
+            out[0] = self.predict(row);
+            return;
+        }
+        self.predict_margins(row, out);
+        match (self.link, self.numerics) {
+            (Link::Softmax, Numerics::F64) => crate::softmax(out),
+            (Link::Softmax, _) => {
+                // In f32, as XGBoost and ONNX Runtime compute it: shifted by the maximum, summed in order.
+                let max = out
+                    .iter()
+                    .map(|&v| v as f32)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for v in out.iter_mut() {
+                    let e = (*v as f32 - max).exp();
+                    sum += e;
+                    *v = f64::from(e);
+                }
+                for v in out.iter_mut() {
+                    *v = f64::from(*v as f32 / sum);
+                }
+            }
+            (link, Numerics::F64) => out.iter_mut().for_each(|v| *v = link.apply(*v)),
+            (link, Numerics::F32) => out
+                .iter_mut()
+                .for_each(|v| *v = f64::from(link_f32(link, *v as f32))),
+            (link, Numerics::Onnx) => out
+                .iter_mut()
+                .for_each(|v| *v = f64::from(link_onnx(link, *v as f32))),
+        }
+    }
+
+    /// The prediction on the output scale: probability of class 1, the regression value, or for a multiclass
+    /// model the index of the most probable class ([`Model::predict_outputs`] gives the probabilities).
     #[inline]
     pub fn predict(&self, row: &[f64]) -> f64 {
         match (&self.kind, self.numerics) {
@@ -154,20 +254,40 @@ impl Model {
             }
             (ModelKind::ImportedLinear(l), _) => f64::from(link_onnx(self.link, l.margin_f32(row))),
             (ModelKind::Neural(n), _) => n.predict(row),
+            (ModelKind::GbdtMulticlass(_) | ModelKind::LinearMulticlass(_), _) => {
+                let mut p = vec![0.0; self.n_outputs()];
+                self.predict_outputs(row, &mut p);
+                crate::argmax(&p) as f64
+            }
             _ => self.link.apply(self.predict_margin(row)),
         }
     }
 
-    /// Predictions for a row-major matrix.
+    /// Predictions for a row-major matrix, one per row (see [`Model::predict`]).
     pub fn predict_rows(&self, x: &[f64]) -> Vec<f64> {
         let nf = self.features.len();
         x.chunks_exact(nf).map(|r| self.predict(r)).collect()
     }
 
+    /// Outputs for a row-major matrix, [`Model::n_outputs`] per row (class probabilities of a multiclass model).
+    pub fn predict_outputs_rows(&self, x: &[f64]) -> Vec<f64> {
+        let nf = self.features.len();
+        let k = self.n_outputs();
+        let mut out = vec![0.0; x.len() / nf.max(1) * k];
+        for (r, o) in x.chunks_exact(nf).zip(out.chunks_exact_mut(k)) {
+            self.predict_outputs(r, o);
+        }
+        out
+    }
+
     pub fn n_trees(&self) -> usize {
         match &self.kind {
             ModelKind::Gbdt(e) => e.trees.len(),
-            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) | ModelKind::Neural(_) => 0,
+            ModelKind::GbdtMulticlass(v) => v.iter().map(|e| e.trees.len()).sum(),
+            ModelKind::Linear(_)
+            | ModelKind::ImportedLinear(_)
+            | ModelKind::Neural(_)
+            | ModelKind::LinearMulticlass(_) => 0,
         }
     }
 
@@ -178,8 +298,10 @@ impl Model {
 
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
-            ModelKind::Gbdt(_) => "gbdt",
-            ModelKind::Linear(_) | ModelKind::ImportedLinear(_) => "linear",
+            ModelKind::Gbdt(_) | ModelKind::GbdtMulticlass(_) => "gbdt",
+            ModelKind::Linear(_)
+            | ModelKind::ImportedLinear(_)
+            | ModelKind::LinearMulticlass(_) => "linear",
             ModelKind::Neural(_) => "neural",
         }
     }
@@ -231,9 +353,21 @@ impl Model {
                 numerics: Numerics::F64,
                 objective: v1.objective,
                 target: v1.target,
-                class_labels: v1.class_labels,
+                class_labels: v1.class_labels.map(Vec::from),
                 features: v1.features,
                 kind: v1.kind,
+            });
+        }
+        if version == 2 {
+            let v2: ModelV2 = postcard::from_bytes(payload).map_err(decode)?;
+            return Ok(Model {
+                objective: v2.objective,
+                target: v2.target,
+                class_labels: v2.class_labels.map(Vec::from),
+                features: v2.features,
+                kind: v2.kind,
+                link: v2.link,
+                numerics: v2.numerics,
             });
         }
         postcard::from_bytes(payload).map_err(decode)
@@ -251,6 +385,7 @@ fn link_f32(link: Link, m: f32) -> f32 {
         }
         Link::Exp => m.exp(),
         Link::LogisticMlas => logistic_mlas(m),
+        Link::Softmax => m,
     }
 }
 
@@ -266,6 +401,7 @@ fn link_onnx(link: Link, m: f32) -> f32 {
         }
         Link::Exp => exp_mlas(m),
         Link::LogisticMlas => logistic_mlas(m),
+        Link::Softmax => m,
     }
 }
 

@@ -42,11 +42,13 @@ impl Candidate {
     }
 }
 
-/// The metric a choice is made on: ROC-AUC for classification, RMSE for regression.
+/// The metric a choice is made on: ROC-AUC for binary classification, log loss for multiclass, RMSE for
+/// regression.
 pub fn primary_metric(objective: Objective) -> &'static str {
     match objective {
         Objective::Binary => "auc",
         Objective::Regression => "rmse",
+        Objective::Multiclass => "log_loss",
     }
 }
 
@@ -54,7 +56,16 @@ pub fn primary_metric(objective: Objective) -> &'static str {
 pub fn higher_is_better(metric: &str) -> bool {
     matches!(
         metric,
-        "auc" | "pr_auc" | "accuracy" | "precision" | "recall" | "f1" | "r2"
+        "auc"
+            | "pr_auc"
+            | "accuracy"
+            | "precision"
+            | "recall"
+            | "f1"
+            | "r2"
+            | "macro_f1"
+            | "weighted_f1"
+            | "top2_accuracy"
     )
 }
 

@@ -4,8 +4,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-/// Splits row indexes into (train, test), stratified by the binary label `y` when `stratify` is set, so both
-/// sides keep the class balance. Deterministic for a seed; both outputs are sorted.
+/// Splits row indexes into (train, test), stratified by the class label `y` (binary 0/1 or a class index) when
+/// `stratify` is set, so both sides keep the class balance. Deterministic for a seed; both outputs are sorted.
 pub fn train_test_split(
     y: &[f64],
     test_fraction: f64,
@@ -14,12 +14,17 @@ pub fn train_test_split(
 ) -> (Vec<usize>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let groups: Vec<Vec<usize>> = if stratify {
-        let mut pos = Vec::new();
-        let mut neg = Vec::new();
+        // One group per class, in ascending label order (0 before 1 for a binary label).
+        let mut by_class: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
         for (i, &v) in y.iter().enumerate() {
-            if v == 1.0 { pos.push(i) } else { neg.push(i) }
+            by_class.entry(v.to_bits()).or_default().push(i);
         }
-        vec![neg, pos]
+        let mut groups: Vec<(f64, Vec<usize>)> = by_class
+            .into_iter()
+            .map(|(b, g)| (f64::from_bits(b), g))
+            .collect();
+        groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+        groups.into_iter().map(|(_, g)| g).collect()
     } else {
         vec![(0..y.len()).collect()]
     };

@@ -259,9 +259,12 @@ pub struct PredictionBody {
     /// Class label (classification) or value (regression).
     #[schema(value_type = Object)]
     pub prediction: Value,
-    /// Probability of the positive class.
+    /// Probability of the positive class (binary) or of the predicted class (multiclass).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
+    /// Multiclass: every class's probability, by label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<std::collections::BTreeMap<String, f64>>,
     /// Top SHAP contributions (with `?explain=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -280,6 +283,9 @@ pub struct PredictResponse {
     pub prediction: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,
+    /// Multiclass: every class's probability, by label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilities: Option<std::collections::BTreeMap<String, f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub explanation: Option<Value>,
@@ -295,12 +301,15 @@ pub struct PredictQuery {
     /// How many contributions to return with `explain` (default 5).
     #[param(minimum = 1, maximum = 1000)]
     pub top_k: Option<usize>,
+    /// Multiclass: explain this class's probability (a class label) instead of the predicted class's.
+    pub explain_class: Option<String>,
 }
 
 fn parse_query(raw: Option<&str>) -> Result<PredictQuery, ApiError> {
     let mut q = PredictQuery {
         explain: None,
         top_k: None,
+        explain_class: None,
     };
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
@@ -326,7 +335,15 @@ fn parse_query(raw: Option<&str>) -> Result<PredictQuery, ApiError> {
                         .ok_or_else(|| bad("must be 1–1000"))?,
                 )
             }
-            _ => return Err(bad("is not known (use explain, top_k)")),
+            "explain_class" => {
+                q.explain_class = Some(
+                    percent_encoding::percent_decode_str(&v.replace('+', " "))
+                        .decode_utf8()
+                        .map_err(|_| bad("is not valid UTF-8"))?
+                        .into_owned(),
+                )
+            }
+            _ => return Err(bad("is not known (use explain, top_k, explain_class)")),
         }
     }
     Ok(q)
@@ -419,6 +436,51 @@ pub async fn predict(
     let bytes = read_body(body, &parts.headers, st.config.body_limit_bytes).await?;
     let (model, shadow) = st.cache.route(&name, &rid.0).await?;
     let explain = q.explain.unwrap_or(false).then_some(q.top_k.unwrap_or(5));
+    // A named class to explain (multiclass): checked against the model's classes before any work.
+    let explain_class = match &q.explain_class {
+        None => None,
+        Some(label) => {
+            let known = model.labels();
+            let class = (model.model.objective == keel_ml::Objective::Multiclass)
+                .then(|| model.class_of_label(label))
+                .flatten();
+            match class {
+                Some(c) => Some(c),
+                None => {
+                    let what = if model.model.objective == keel_ml::Objective::Multiclass {
+                        format!(
+                            "'{label}' is not a class of {}@{} (classes: {})",
+                            model.name,
+                            model.version,
+                            known
+                                .iter()
+                                .map(|v| v.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        format!(
+                            "explain_class applies to multiclass models; {}@{} is not one",
+                            model.name, model.version
+                        )
+                    };
+                    return Err(
+                        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", what).with_details(
+                            vec![Detail {
+                                path: "?explain_class".into(),
+                                problem: "invalid".into(),
+                                message: None,
+                            }],
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    let (explain, explain_class) = match explain_class {
+        Some(c) => (None, Some((c, q.top_k.unwrap_or(5)))),
+        None => (explain, None),
+    };
     let nf = model.schema.n_features();
     let (rows, single) = decode(&st, &model, kind, &bytes).await?;
     let n = rows.len() / nf.max(1);
@@ -427,6 +489,7 @@ pub async fn predict(
             .chunks_exact(nf)
             .map(|r| model.predict_row(r, explain))
             .collect();
+        let p = explain_named(&model, &rows, p, explain_class);
         model.observe(&rows, &p);
         (p, rows)
     } else {
@@ -436,6 +499,7 @@ pub async fn predict(
                 .chunks_exact(nf)
                 .map(|r| m.predict_row(r, explain))
                 .collect();
+            let p = explain_named(&m, &rows, p, explain_class);
             m.observe(&rows, &p);
             (p, rows)
         })
@@ -497,6 +561,7 @@ pub async fn predict(
         version: model.version,
         prediction: None,
         probability: None,
+        probabilities: None,
         explanation: None,
         predictions: None,
     };
@@ -509,6 +574,7 @@ pub async fn predict(
         let p = &predictions[0];
         resp.prediction = Some(p.prediction.clone());
         resp.probability = p.probability;
+        resp.probabilities = p.probabilities.clone();
         resp.explanation = expl(p);
     } else {
         resp.predictions = Some(
@@ -517,12 +583,29 @@ pub async fn predict(
                 .map(|p| PredictionBody {
                     prediction: p.prediction.clone(),
                     probability: p.probability,
+                    probabilities: p.probabilities.clone(),
                     explanation: expl(p),
                 })
                 .collect(),
         );
     }
     Ok(Json(resp).into_response())
+}
+
+/// With `?explain_class=LABEL`: each row's explanation of that class (`(class, top k)`).
+fn explain_named(
+    model: &LoadedModel,
+    rows: &[f64],
+    mut predictions: Vec<Prediction>,
+    class: Option<(usize, usize)>,
+) -> Vec<Prediction> {
+    if let Some((c, k)) = class {
+        let nf = model.schema.n_features().max(1);
+        for (p, r) in predictions.iter_mut().zip(rows.chunks_exact(nf)) {
+            p.explanation = model.explain_class(r, k, c);
+        }
+    }
+    predictions
 }
 
 /// JSON bodies up to this size are parsed on the reactor (microseconds); larger ones and every CSV or Arrow
@@ -647,10 +730,9 @@ fn log_rows(
     st.log_predictions(logged);
 }
 
-/// The number a prediction is judged by: the probability for classification, else the value.
+/// The number a prediction is logged and judged by (see [`LoadedModel::output`]).
 fn output(p: &Prediction) -> f64 {
-    p.probability
-        .unwrap_or_else(|| p.prediction.as_f64().unwrap_or(f64::NAN))
+    LoadedModel::output(p)
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {
@@ -663,23 +745,29 @@ fn too_many(n: usize, max: usize) -> ApiError {
 
 fn count_classes(model: &LoadedModel, predictions: &[Prediction]) {
     let version = model.version.to_string();
-    let mut counts = [0u64; 2];
+    let multiclass = model.model.objective == keel_ml::Objective::Multiclass;
+    let mut counts = vec![0u64; if multiclass { model.labels().len() } else { 2 }];
     let mut other = 0u64;
     for p in predictions {
         match model.class_index(p) {
-            Some(c) => counts[c] += 1,
-            None => other += 1,
+            Some(c) if c < counts.len() => counts[c] += 1,
+            _ => other += 1,
         }
     }
     for (c, n) in counts.iter().enumerate() {
         if *n > 0 {
+            // Binary: the class index (0/1); multiclass: the class label.
+            let class = if multiclass {
+                match &model.labels()[c] {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                }
+            } else {
+                c.to_string()
+            };
             METRICS
                 .predictions
-                .with_label_values(&[
-                    model.name.as_str(),
-                    &version,
-                    if c == 1 { "1" } else { "0" },
-                ])
+                .with_label_values(&[model.name.as_str(), &version, &class])
                 .inc_by(*n);
         }
     }

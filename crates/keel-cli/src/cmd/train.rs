@@ -65,9 +65,10 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
         None => None,
         Some("binary") | Some("classification") => Some(Objective::Binary),
         Some("regression") => Some(Objective::Regression),
+        Some("multiclass") => Some(Objective::Multiclass),
         Some(o) => {
             return Err(input_error(format!(
-                "unknown objective '{o}' (use binary or regression)"
+                "unknown objective '{o}' (use binary, multiclass or regression)"
             )));
         }
     };

@@ -217,7 +217,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         model: Model {
             objective: p.objective,
             target: target.to_string(),
-            class_labels: labels.or_else(|| class_labels(p.objective)),
+            class_labels: labels.map(Vec::from).or_else(|| class_labels(p.objective)),
             features,
             kind: match (linear, neural) {
                 (Some(l), _) => ModelKind::ImportedLinear(l),
@@ -241,6 +241,6 @@ struct Parsed {
     trees: Vec<crate::tree::Tree>,
 }
 
-fn class_labels(objective: Objective) -> Option<[String; 2]> {
-    (objective == Objective::Binary).then(|| ["0".to_string(), "1".to_string()])
+fn class_labels(objective: Objective) -> Option<Vec<String>> {
+    (objective == Objective::Binary).then(|| vec!["0".to_string(), "1".to_string()])
 }

@@ -424,7 +424,7 @@ fn read_linear(
     let link = match (exp, objective) {
         (false, _) => link,
         (true, Objective::Regression) => Link::Exp,
-        (true, Objective::Binary) => {
+        (true, Objective::Binary | Objective::Multiclass) => {
             return Err(bad(
                 "an Exp after a classifier's probabilities is not supported",
             ));

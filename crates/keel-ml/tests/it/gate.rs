@@ -30,7 +30,7 @@ fn fit(specs: &[FeatureSpec], x: &[f64], y: &[f64], trees: usize) -> Model {
     Model {
         objective: Objective::Binary,
         target: "y".into(),
-        class_labels: Some(["0".into(), "1".into()]),
+        class_labels: Some(vec!["0".into(), "1".into()]),
         features: specs.to_vec(),
         kind: ModelKind::Gbdt(ens),
         link: keel_ml::model::Link::of(Objective::Binary),

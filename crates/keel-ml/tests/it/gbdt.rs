@@ -19,7 +19,7 @@ fn fit(n: usize, params: &GbdtParams) -> (Model, Vec<f64>, Vec<f64>) {
     let model = Model {
         objective: Objective::Binary,
         target: "y".into(),
-        class_labels: Some(["0".into(), "1".into()]),
+        class_labels: Some(vec!["0".into(), "1".into()]),
         features: specs,
         kind: ModelKind::Gbdt(ens),
         link: keel_ml::model::Link::of(Objective::Binary),

@@ -30,7 +30,7 @@ fn noise_model() -> Model {
     Model {
         objective: Objective::Binary,
         target: "y".into(),
-        class_labels: Some(["0".into(), "1".into()]),
+        class_labels: Some(vec!["0".into(), "1".into()]),
         features: specs(),
         kind: ModelKind::Gbdt(ens),
         link: keel_ml::model::Link::of(Objective::Binary),
