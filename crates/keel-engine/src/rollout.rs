@@ -59,7 +59,8 @@ impl Decision {
 pub struct Arm {
     pub version: i64,
     pub labelled: usize,
-    /// ROC-AUC (classification) or RMSE (regression); `None` with too few labels or one class only.
+    /// ROC-AUC (binary), accuracy (multiclass: the log holds the predicted class) or RMSE (regression); `None`
+    /// with too few labels or one class only.
     pub metric: Option<f64>,
 }
 
@@ -78,40 +79,42 @@ pub struct RolloutEvaluation {
     pub reason: String,
 }
 
-fn metric(y: &[f64], p: &[f64], binary: bool) -> Option<f64> {
-    if binary {
+fn metric(y: &[f64], p: &[f64], objective: keel_ml::Objective) -> Option<f64> {
+    if objective == keel_ml::Objective::Binary {
         keel_ml::metrics::roc_auc(y, p)
     } else if y.is_empty() {
         None
+    } else if objective == keel_ml::Objective::Multiclass {
+        Some(y.iter().zip(p).filter(|(a, b)| a == b).count() as f64 / y.len() as f64)
     } else {
         let mse = y.iter().zip(p).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / y.len() as f64;
         Some(mse.sqrt())
     }
 }
 
-fn arm(version: i64, y: &[f64], p: &[f64], binary: bool, min: usize) -> Arm {
+fn arm(version: i64, y: &[f64], p: &[f64], objective: keel_ml::Objective, min: usize) -> Arm {
     Arm {
         version,
         labelled: y.len(),
         metric: if y.len() >= min {
-            metric(y, p, binary)
+            metric(y, p, objective)
         } else {
             None
         },
     }
 }
 
-/// The decision on a canary from the champion's metric `a` and the canary's `b` (ROC-AUC when `binary`,
-/// else RMSE, compared relatively), and how the two compare in words: better, equal, or worse within or
+/// The decision on a canary from the champion's metric `a` and the canary's `b` (ROC-AUC or accuracy, higher
+/// better and compared absolutely, when `higher_better`; else RMSE, compared relatively), and how the two compare in words: better, equal, or worse within or
 /// beyond the allowed degradation.
-pub fn verdict(binary: bool, a: f64, b: f64, max_degradation: f64) -> (Decision, String) {
+pub fn verdict(higher_better: bool, a: f64, b: f64, max_degradation: f64) -> (Decision, String) {
     // Positive = the canary is worse.
-    let worse = if binary {
+    let worse = if higher_better {
         a - b
     } else {
         (b - a) / a.max(f64::MIN_POSITIVE)
     };
-    let unit = if binary { "" } else { " (relative)" };
+    let unit = if higher_better { "" } else { " (relative)" };
     if worse > max_degradation {
         (
             Decision::Rollback,
@@ -137,7 +140,7 @@ pub async fn evaluate(
     objective: keel_ml::Objective,
     policy: &RolloutPolicy,
 ) -> Result<RolloutEvaluation> {
-    let binary = objective == keel_ml::Objective::Binary;
+    let higher_better = objective.is_classification();
     let labelled = store.labelled(&rollout.model, rollout.started_ms).await?;
     let mut by = |version: i64| {
         let (y, p): (Vec<f64>, Vec<f64>) = labelled
@@ -145,7 +148,7 @@ pub async fn evaluate(
             .filter(|l| l.version == version)
             .map(|l| (l.label, l.output))
             .unzip();
-        arm(version, &y, &p, binary, policy.min_labels)
+        arm(version, &y, &p, objective, policy.min_labels)
     };
     let champ = by(champion);
     let canary = rollout.canary_version.map(&mut by);
@@ -159,18 +162,22 @@ pub async fn evaluate(
             let ps: Vec<f64> = rows.iter().map(|l| l.shadow.expect("filtered").1).collect();
             let pc: Vec<f64> = rows.iter().map(|l| l.output).collect();
             (
-                Some(arm(sv, &y, &ps, binary, policy.min_labels)),
-                Some(arm(champion, &y, &pc, binary, policy.min_labels)),
+                Some(arm(sv, &y, &ps, objective, policy.min_labels)),
+                Some(arm(champion, &y, &pc, objective, policy.min_labels)),
             )
         }
         None => (None, None),
     };
-    let name = if binary { "roc_auc" } else { "rmse" };
+    let name = match objective {
+        keel_ml::Objective::Binary => "roc_auc",
+        keel_ml::Objective::Multiclass => "accuracy",
+        keel_ml::Objective::Regression => "rmse",
+    };
     let (decision, reason) = match &canary {
         None => (Decision::None, "no canary running".to_string()),
         Some(c) => match (champ.metric, c.metric) {
             (Some(a), Some(b)) => {
-                let (decision, how) = verdict(binary, a, b, policy.max_degradation);
+                let (decision, how) = verdict(higher_better, a, b, policy.max_degradation);
                 (
                     decision,
                     format!(

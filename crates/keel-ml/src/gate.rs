@@ -64,7 +64,7 @@ pub struct GateReport {
     pub rows: usize,
     pub champion: f64,
     pub challenger: f64,
-    /// challenger − champion (for rmse, champion − challenger: positive is always better).
+    /// challenger − champion (for rmse and log loss, champion − challenger: positive is always better).
     pub delta: f64,
     pub delta_lower: f64,
     pub delta_upper: f64,
@@ -75,7 +75,8 @@ pub struct GateReport {
     pub options: GateOptions,
 }
 
-/// Scores both models on `holdout` (labels `y`: 0/1 for classification, values for regression) and decides.
+/// Scores both models on `holdout` (labels `y`: 0/1 for binary classification, class indices for multiclass,
+/// values for regression) and decides: ROC-AUC, multiclass log loss or RMSE, with a paired bootstrap interval.
 pub fn compare(
     champion: &Model,
     challenger: &Model,
@@ -95,9 +96,18 @@ pub fn compare(
             "the holdout has {n} labelled rows; the gate needs at least 50"
         )));
     }
-    let p_old = champion.predict_rows(&champion.encoder().encode(holdout)?);
-    let p_new = challenger.predict_rows(&challenger.encoder().encode(holdout)?);
+    if champion.n_outputs() != challenger.n_outputs() {
+        return Err(Error::InvalidInput(format!(
+            "the champion predicts {} classes and the challenger {}; the gate compares models of one set of classes",
+            champion.n_outputs(),
+            challenger.n_outputs()
+        )));
+    }
+    let p_old = champion.predict_outputs_rows(&champion.encoder().encode(holdout)?);
+    let p_new = challenger.predict_outputs_rows(&challenger.encoder().encode(holdout)?);
     let binary = champion.objective == Objective::Binary;
+    let multiclass = champion.objective == Objective::Multiclass;
+    let k = champion.n_outputs();
     if binary && (y.iter().all(|&v| v == 1.0) || y.iter().all(|&v| v != 1.0)) {
         return Err(Error::InvalidInput(
             "the holdout's labels are all one class; AUC needs both".into(),
@@ -105,14 +115,18 @@ pub fn compare(
     }
     let sorted = |p: &[f64]| {
         let mut o: Vec<usize> = (0..n).collect();
-        o.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+        if binary {
+            o.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+        }
         o
     };
     let (o_old, o_new) = (sorted(&p_old), sorted(&p_new));
-    // "Better" is positive for both metrics.
+    // "Better" is positive for every metric: AUC, minus the multiclass log loss, minus the RMSE.
     let metric = |p: &[f64], o: &[usize], w: Option<&[f64]>| -> f64 {
         if binary {
             metrics::roc_auc_sorted(y, p, o, w).unwrap_or(f64::NAN)
+        } else if multiclass {
+            -metrics::multiclass_log_loss(y, p, k, w)
         } else {
             -metrics::rmse(y, p, w)
         }
@@ -140,7 +154,13 @@ pub fn compare(
     };
     let (lower, upper) = (q(0.025), q(0.975));
     let delta = new - old;
-    let name = if binary { "roc_auc" } else { "rmse" };
+    let name = if binary {
+        "roc_auc"
+    } else if multiclass {
+        "log_loss"
+    } else {
+        "rmse"
+    };
     let shown = |v: f64| if binary { v } else { -v };
     let mut reasons = Vec::new();
     if delta < opts.min_delta {

@@ -186,15 +186,57 @@ fn a_version_1_model_file_still_loads_and_predicts_as_before() {
         let margin = trees.iter().fold(0.25, |s, t| s + t.predict(&x));
         assert_eq!(m.predict(&x).to_bits(), keel_ml::sigmoid(margin).to_bits());
     }
-    // Written again, it is version 2 and reads back equal.
+    // Written again, it is version 3 and reads back equal.
     let again = m.to_bytes().unwrap();
-    assert_eq!(u32::from_le_bytes(again[8..12].try_into().unwrap()), 2);
+    assert_eq!(u32::from_le_bytes(again[8..12].try_into().unwrap()), 3);
     assert_eq!(keel_ml::Model::from_bytes(&again).unwrap(), m);
     // A version from the future is refused by name.
     let mut future = again.clone();
-    future[8..12].copy_from_slice(&3u32.to_le_bytes());
+    future[8..12].copy_from_slice(&4u32.to_le_bytes());
     let e = keel_ml::Model::from_bytes(&future).unwrap_err().to_string();
-    assert!(e.contains("version 3"), "{e}");
+    assert!(e.contains("version 4"), "{e}");
+}
+
+#[test]
+fn a_version_2_model_file_with_two_class_labels_still_loads() {
+    // Version 2's payload: the model with exactly two class labels, field for field as that build wrote it.
+    #[derive(serde::Serialize)]
+    struct V2<'a> {
+        objective: keel_ml::Objective,
+        target: &'a str,
+        class_labels: Option<[String; 2]>,
+        features: &'a [keel_ml::FeatureSpec],
+        kind: &'a keel_ml::ModelKind,
+        link: keel_ml::model::Link,
+        numerics: keel_ml::model::Numerics,
+    }
+    let bytes =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_v1.keel"))
+            .unwrap();
+    let m = keel_ml::Model::from_bytes(&bytes).unwrap();
+    let payload = postcard::to_stdvec(&V2 {
+        objective: m.objective,
+        target: &m.target,
+        class_labels: Some(["no".into(), "yes".into()]),
+        features: &m.features,
+        kind: &m.kind,
+        link: m.link,
+        numerics: m.numerics,
+    })
+    .unwrap();
+    let mut v2 = b"KEELMDL\0".to_vec();
+    v2.extend_from_slice(&2u32.to_le_bytes());
+    v2.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    v2.extend_from_slice(&payload);
+    v2.extend_from_slice(&<sha2::Sha256 as sha2::Digest>::digest(&payload));
+    let read = keel_ml::Model::from_bytes(&v2).unwrap();
+    assert_eq!(
+        read.class_labels,
+        Some(vec!["no".to_string(), "yes".to_string()])
+    );
+    assert_eq!(read.kind, m.kind);
+    let x = [1.5, -2.0, 3.0];
+    assert_eq!(read.predict(&x).to_bits(), m.predict(&x).to_bits());
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod gate;
 mod gbdt;
 mod import;
 mod import_onnx;
+mod multiclass;
 
 use keel_ml::{FeatureKind, FeatureSpec};
 use rand::{Rng, SeedableRng};
