@@ -904,6 +904,7 @@ fn fit_linear(
 }
 
 /// Trains the trees on (x, y); with early stopping, 10 % of those rows are held out to decide when to stop.
+#[allow(clippy::too_many_arguments)] // the data, the task (objective, classes) and the run's knobs
 fn fit_gbdt(
     specs: &[FeatureSpec],
     x: &[f64],

@@ -7,6 +7,7 @@ mod closed_loop;
 mod guard;
 mod hostile;
 mod import;
+mod multiclass;
 mod newcomer;
 mod quickstart;
 mod rag;
@@ -41,6 +42,19 @@ pub fn stdout_json(o: &Output) -> serde_json::Value {
 pub struct Served {
     pub child: std::process::Child,
     pub port: u16,
+}
+
+impl Served {
+    /// Stops the server as an operator would (SIGTERM): it drains, flushes its monitoring windows and exits 0.
+    pub fn stop(mut self) {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(term.success());
+        let status = self.child.wait().expect("wait for keel serve");
+        assert!(status.success(), "keel serve exited with {status:?}");
+    }
 }
 
 impl Drop for Served {
