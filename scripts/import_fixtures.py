@@ -242,3 +242,36 @@ y = ((X[:, 0] - X[:, 1] * X[:, 2]) > 0).astype(int)
 m = xgb.train({"objective": "binary:logistic", "booster": "dart", "max_depth": 4, "rate_drop": 0.3, "seed": 11},
               xgb.DMatrix(X, y), num_boost_round=30)
 write_xgb("xgb_dart", m, xgb_rows(m, 3, []), [], 3)
+
+# 12. Multiclass: LightGBM softmax (with a categorical feature and NaN) and one-vs-all, XGBoost softprob (one
+# intercept per class, tree_info naming each tree's class). `<name>.multi.bin`, little-endian: u32 rows, u32
+# features, u32 classes, the rows (f64), the raw class scores and the outputs (rows × classes f64 each).
+def write_multi(name, X, raw, outp, k):
+    X = np.asarray(X, dtype=np.float64)
+    with open(f"{out}/{name}.multi.bin", "wb") as f:
+        f.write(struct.pack("<III", X.shape[0], X.shape[1], k))
+        f.write(X.astype("<f8").tobytes())
+        f.write(np.asarray(raw, dtype="<f8").reshape(-1).tobytes())
+        f.write(np.asarray(outp, dtype="<f8").reshape(-1).tobytes())
+    print(name, X.shape[0], "rows,", k, "classes")
+
+X = rng.normal(size=(n, 4))
+X[rng.random(n) < 0.1, 1] = np.nan
+X[:, 3] = rng.integers(0, 5, size=n)
+s = np.stack([X[:, 0], np.nan_to_num(X[:, 1], nan=1.0) + (X[:, 3] == 2) * 1.5, X[:, 2] - X[:, 0]], axis=1)
+y = np.argmax(s + rng.gumbel(size=s.shape), axis=1)
+for obj, seed in (("multiclass", 12), ("multiclassova", 13)):
+    m = lgb.train({"objective": obj, "num_class": 3, "num_leaves": 15, "learning_rate": 0.1, "verbose": -1,
+                   "seed": seed, "min_data_per_group": 5, "cat_smooth": 1},
+                  lgb.Dataset(X, y, categorical_feature=[3]), num_boost_round=25)
+    name = f"lgb_{obj}"
+    m.save_model(f"{out}/{name}.txt")
+    R = np.array(edge_rows(m, 4, [3]), dtype=np.float64)
+    write_multi(name, R, m.predict(R, raw_score=True), m.predict(R), 3)
+m = xgb.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 4, "eta": 0.3, "seed": 14},
+              xgb.DMatrix(X[:, :3], y), num_boost_round=20)
+m.save_model(f"{out}/xgb_multiclass.json")
+m.save_model(f"{out}/xgb_multiclass.ubj")
+R = np.array(xgb_rows(m, 3, []), dtype=np.float64)
+d = xgb.DMatrix(R)
+write_multi("xgb_multiclass", R, m.predict(d, output_margin=True), m.predict(d), 3)

@@ -388,3 +388,51 @@ if len(sys.argv) > 2:
         for v in p:
             f.write(struct.pack(">d", float(v)).hex() + "\n")
     print("skl_employment", len(rest), "rows")
+
+# 9. Multiclass classifiers (three classes): scikit-learn's GradientBoostingClassifier (one tree per class per
+# round, SOFTMAX) and RandomForestClassifier (every leaf weighs every class, NONE), LightGBM and XGBoost through
+# onnxmltools. `<name>.multi.bin`, little-endian: u32 rows, u32 features, u32 classes, the rows (f64), the raw
+# class scores (post_transform NONE) and the probabilities (rows × classes f64 each).
+def run_multi(model, X):
+    sess = session(model.SerializeToString())
+    name = sess.get_inputs()[0].name
+    res = sess.run(None, {name: X.astype(np.float32)})
+    outs = {o.name: r for o, r in zip(sess.get_outputs(), res)}
+    for key in ("probabilities", "output_probability", "probability_tensor"):
+        if key in outs:
+            v = outs[key]
+            if isinstance(v, list):  # ZipMap: one dict per row, classes in label order
+                labels = sorted(v[0].keys())
+                return np.array([[d[l] for l in labels] for d in v], dtype=np.float32)
+            return np.asarray(v, dtype=np.float32)
+    raise SystemExit("no probability output")
+
+
+def write_multi(name, model, base, n_features, k):
+    canonical(model)
+    onnx.checker.check_model(model)
+    with open(f"{out}/{name}.onnx", "wb") as f:
+        f.write(model.SerializeToString())
+    X = rows_for(edge_pool(thresholds(model), n_features), n_features, base)
+    raw = run_multi(raw_model(model), X).astype(np.float64)
+    outp = run_multi(model, X).astype(np.float64)
+    with open(f"{out}/{name}.multi.bin", "wb") as f:
+        f.write(struct.pack("<III", X.shape[0], X.shape[1], k))
+        f.write(X.astype("<f8").tobytes())
+        f.write(raw.astype("<f8").reshape(-1).tobytes())
+        f.write(outp.astype("<f8").reshape(-1).tobytes())
+    print(name, len(X), "rows,", k, "classes")
+
+
+ym = np.argmax(np.stack([X[:, 0], X[:, 1] - X[:, 3], X[:, 2] * X[:, 0]], axis=1)
+               + rng.gumbel(size=(n, 3)), axis=1)
+m = GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=9).fit(X, ym)
+write_multi("skl_gbc_multiclass", to_onnx(m, X[:1], options={"zipmap": False}, **opts), base, 4, 3)
+m = RandomForestClassifier(n_estimators=15, max_depth=6, random_state=10).fit(Xn, ym)
+write_multi("skl_rf_multiclass", to_onnx(m, Xn[:1], **opts), base, 4, 3)
+m = lgb.LGBMClassifier(n_estimators=20, num_leaves=15, verbose=-1, random_state=11).fit(Xl, ym)
+write_multi("onnx_lgb_multiclass", convert_lightgbm(m, initial_types=[("X", FloatTensorType([None, 4]))],
+                                                    zipmap=False, target_opset=15), base, 4, 3)
+m = xgb.XGBClassifier(n_estimators=20, max_depth=4, random_state=12).fit(Xl, ym)
+write_multi("onnx_xgb_multiclass", convert_xgboost(m, initial_types=[("X", FloatTensorType([None, 4]))],
+                                                   target_opset=15), base, 4, 3)

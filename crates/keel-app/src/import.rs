@@ -323,7 +323,7 @@ fn prepare(
                 .skip(1),
         );
     }
-    if !matches!(model.kind, keel_ml::ModelKind::Gbdt(_)) {
+    if !is_trees(&model) {
         limitations.push(match model.kind {
             keel_ml::ModelKind::Neural(_) => "No SHAP explanations: TreeSHAP applies to trees, and this is a neural network run by ONNX Runtime; predictions, monitoring, the gate and canaries work as for any version.".to_string(),
             _ => "No SHAP explanations: TreeSHAP applies to trees, and this is a linear model (its coefficients are in the imported file).".to_string(),
@@ -406,8 +406,16 @@ fn prepare(
         new,
         card,
         source,
-        trees: matches!(model.kind, keel_ml::ModelKind::Gbdt(_)),
+        trees: is_trees(&model),
     })
+}
+
+/// Whether the model is a tree ensemble (one, or one per class): TreeSHAP explains it.
+fn is_trees(model: &Model) -> bool {
+    matches!(
+        model.kind,
+        keel_ml::ModelKind::Gbdt(_) | keel_ml::ModelKind::GbdtMulticlass(_)
+    )
 }
 
 type Reference = (Evaluation, Schema, DataSummary, serde_json::Value, String);
@@ -493,14 +501,21 @@ fn evaluate_reference(
         model.class_labels = labels.class_labels.clone();
     }
     let x = model.encoder().encode(&frame)?;
-    if recount_covers && let keel_ml::ModelKind::Gbdt(e) = &mut model.kind {
+    if recount_covers {
         // The file has no training counts; TreeSHAP weighs paths by how the reference rows flow.
         let nf = model.features.len();
-        let mut trees = std::mem::take(&mut e.trees);
-        for t in &mut trees {
-            t.recount_covers(&x, nf);
+        let ensembles: Vec<&mut keel_ml::gbdt::Ensemble> = match &mut model.kind {
+            keel_ml::ModelKind::Gbdt(e) => vec![e],
+            keel_ml::ModelKind::GbdtMulticlass(v) => v.iter_mut().collect(),
+            _ => vec![],
+        };
+        for e in ensembles {
+            let mut trees = std::mem::take(&mut e.trees);
+            for t in &mut trees {
+                t.recount_covers(&x, nf);
+            }
+            *e = keel_ml::gbdt::Ensemble::new(e.objective, e.init_score, trees);
         }
-        *e = keel_ml::gbdt::Ensemble::new(e.objective, e.init_score, trees);
     }
     let evaluation = keel_ml::eval::evaluate(
         model,
@@ -541,11 +556,18 @@ fn evaluate_reference(
 /// window as the reference counts.
 fn first_window_reference(model: &Model) -> serde_json::Value {
     use keel_monitor::profile::{BinSpec, ProfileSpec, bin_edges};
-    let keel_ml::ModelKind::Gbdt(ens) = &model.kind else {
-        return serde_json::Value::Null;
+    let ensembles: Vec<&keel_ml::gbdt::Ensemble> = match &model.kind {
+        keel_ml::ModelKind::Gbdt(e) => vec![e],
+        keel_ml::ModelKind::GbdtMulticlass(v) => v.iter().collect(),
+        _ => return serde_json::Value::Null,
     };
+    let ens = ensembles[0];
     let mut thresholds: Vec<Vec<f64>> = vec![Vec::new(); model.features.len()];
-    for n in ens.trees.iter().flat_map(|t| &t.nodes) {
+    for n in ensembles
+        .iter()
+        .flat_map(|e| &e.trees)
+        .flat_map(|t| &t.nodes)
+    {
         if n.flags & keel_ml::tree::FLAG_CATEGORICAL == 0 && n.threshold.is_finite() {
             thresholds[n.feature as usize].push(n.threshold);
         }

@@ -215,18 +215,26 @@ impl Model {
         self.predict_margins(row, out);
         match (self.link, self.numerics) {
             (Link::Softmax, Numerics::F64) => crate::softmax(out),
-            (Link::Softmax, _) => {
-                // In f32, as XGBoost and ONNX Runtime compute it: shifted by the maximum, summed in order.
+            (Link::Softmax, numerics) => {
+                // In f32, as XGBoost and ONNX Runtime compute it: shifted by the maximum, the exponentials in
+                // f32; XGBoost sums them in f64 (`double wsum`) and divides by that sum rounded to f32, ONNX
+                // Runtime sums in f32.
                 let max = out
                     .iter()
                     .map(|&v| v as f32)
                     .fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
+                let (mut sum32, mut sum64) = (0.0f32, 0.0f64);
                 for v in out.iter_mut() {
                     let e = (*v as f32 - max).exp();
-                    sum += e;
+                    sum32 += e;
+                    sum64 += f64::from(e);
                     *v = f64::from(e);
                 }
+                let sum = if numerics == Numerics::F32 {
+                    sum64 as f32
+                } else {
+                    sum32
+                };
                 for v in out.iter_mut() {
                     *v = f64::from(*v as f32 / sum);
                 }

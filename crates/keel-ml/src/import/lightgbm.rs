@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use crate::model::Link;
 use crate::tree::{
     FLAG_CATEGORICAL, FLAG_DEFAULT_LEFT, FLAG_LEFT_LEAF, FLAG_RIGHT_LEAF, FLAG_ZERO_MISSING, Node,
-    Tree,
+    Tree, ZERO_THRESHOLD,
 };
 use crate::{Error, Objective};
 
@@ -29,7 +29,10 @@ pub struct LightGbm {
     pub categorical: Vec<bool>,
     /// `pandas_categorical`: for each feature that was a pandas category, its categories in code order.
     pub levels: Vec<Option<Vec<String>>>,
+    /// The trees in file order; a multiclass model's tree `i` belongs to class `i % num_class`.
     pub trees: Vec<Tree>,
+    /// Classes (1 unless multiclass).
+    pub num_class: usize,
 }
 
 fn bad(message: impl Into<String>) -> Error {
@@ -81,10 +84,8 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
         .get("num_class")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bad("the header has no num_class"))?;
-    if num_class != 1 {
-        return Err(bad(format!(
-            "{num_class} classes: multiclass models are not supported yet"
-        )));
+    if num_class == 0 || num_class > 10_000 {
+        return Err(bad(format!("num_class={num_class} is out of range")));
     }
     let objective_line = h
         .get("objective")
@@ -108,10 +109,18 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
         "regression" | "regression_l2" | "regression_l1" | "huber" | "fair" | "quantile"
         | "mape" => (Objective::Regression, Link::Identity),
         "poisson" | "gamma" | "tweedie" => (Objective::Regression, Link::Exp),
-        "multiclass" | "multiclassova" => {
-            return Err(bad(format!(
-                "objective '{name}': multiclass models need multiclass serving, which Keel does not have yet"
-            )));
+        // Softmax over the class scores; one-vs-all: each class's own sigmoid (not normalised, as LightGBM
+        // outputs them).
+        "multiclass" | "softmax" => (Objective::Multiclass, Link::Softmax),
+        "multiclassova" | "multiclass_ova" | "ova" | "ovr" => {
+            let scale: f64 = params
+                .get("sigmoid")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1.0);
+            if !(scale > 0.0 && scale.is_finite()) {
+                return Err(bad(format!("{name} objective with sigmoid:{scale}")));
+            }
+            (Objective::Multiclass, Link::Logistic { scale })
         }
         other => {
             return Err(bad(format!(
@@ -119,6 +128,11 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
             )));
         }
     };
+    if (objective == Objective::Multiclass) != (num_class > 1) {
+        return Err(bad(format!(
+            "objective '{name}' with num_class={num_class}"
+        )));
+    }
     let max_feature: usize = h
         .get("max_feature_idx")
         .and_then(|v| v.parse().ok())
@@ -146,6 +160,12 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
     }
     if trees.is_empty() {
         return Err(bad("the model has no trees"));
+    }
+    if trees.len() % num_class != 0 {
+        return Err(bad(format!(
+            "{} trees are not a whole number of rounds of {num_class} classes",
+            trees.len()
+        )));
     }
     // A file cut short can still end on a whole tree: the trees must end where the file says they do.
     if !text.contains("\nend of trees") {
@@ -181,6 +201,7 @@ pub fn parse(text: &str) -> Result<LightGbm, Error> {
         categorical,
         levels,
         trees,
+        num_class,
     })
 }
 
@@ -367,7 +388,17 @@ fn tree(
             if th.is_nan() {
                 return Err(bad(format!("Tree={t}: split {i}: the threshold is NaN")));
             }
-            node_threshold = th;
+            // LightGBM reads every input within kZeroThreshold of zero as 0.0 before any split (its dense-row
+            // reader keeps only |x| > kZeroThreshold), so a threshold in that band is moved to its edge: in
+            // [-kZero, 0) to just below -kZero (those inputs read as 0.0 and go right), in [0, kZero) up to
+            // kZero (they go left).
+            node_threshold = if (-ZERO_THRESHOLD..0.0).contains(&th) {
+                (-ZERO_THRESHOLD).next_down()
+            } else if (0.0..ZERO_THRESHOLD).contains(&th) {
+                ZERO_THRESHOLD
+            } else {
+                th
+            };
             let nan_left = match missing {
                 // None: NaN reads as 0.0 and is compared.
                 0 => 0.0 <= th,

@@ -124,8 +124,9 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         }
     };
     let sha256 = hex::encode(Sha256::digest(bytes));
-    // Class labels the file names (ONNX classifiers); otherwise `0` and `1` for binary models.
-    let mut labels: Option<[String; 2]> = None;
+    // Class labels the file names (ONNX classifiers); otherwise `0` and `1` for binary models, `0`…`k-1` for
+    // multiclass ones.
+    let mut labels: Option<Vec<String>> = None;
     // An imported linear model (ONNX) instead of trees.
     let mut linear: Option<crate::linear::ImportedLinear> = None;
     let mut neural: Option<crate::neural::NeuralNet> = None;
@@ -143,12 +144,13 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
                 link: m.link,
                 feature_names: m.feature_names,
                 levels: m.levels,
+                tree_class: (0..m.trees.len()).map(|i| i % m.num_class).collect(),
                 trees: m.trees,
             };
             (
                 p,
                 Numerics::F64,
-                0.0,
+                vec![0.0; m.num_class],
                 "LightGBM",
                 None,
                 Some("v4".to_string()),
@@ -156,7 +158,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         }
         Format::XgboostJson | Format::XgboostUbj => {
             let m = xgboost::parse(bytes, format == Format::XgboostUbj)?;
-            let init = f64::from(m.base_margin);
+            let init = m.base_margin.iter().map(|v| f64::from(*v)).collect();
             let p = Parsed {
                 objective: m.objective,
                 objective_name: m.objective_name,
@@ -164,6 +166,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
                 feature_names: m.feature_names,
                 levels: m.levels,
                 trees: m.trees,
+                tree_class: m.tree_class,
             };
             (p, Numerics::F32, init, "XGBoost", m.version, None)
         }
@@ -176,6 +179,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
                 // ONNX inputs are positional; the application names them (from the reference data or the user).
                 feature_names: (0..m.n_features).map(|j| format!("f{j}")).collect(),
                 levels: vec![None; m.n_features],
+                tree_class: m.tree_class,
                 trees: m.trees,
             };
             labels = m.class_labels;
@@ -185,7 +189,7 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
             (
                 p,
                 Numerics::Onnx,
-                f64::from(m.base),
+                m.base.iter().map(|v| f64::from(*v)).collect(),
                 "ONNX",
                 m.producer,
                 version,
@@ -217,12 +221,24 @@ pub fn import(bytes: &[u8], format: Option<Format>, target: &str) -> Result<Impo
         model: Model {
             objective: p.objective,
             target: target.to_string(),
-            class_labels: labels.map(Vec::from).or_else(|| class_labels(p.objective)),
+            class_labels: labels.or_else(|| class_labels(p.objective, init.len())),
             features,
             kind: match (linear, neural) {
                 (Some(l), _) => ModelKind::ImportedLinear(l),
                 (None, Some(n)) => ModelKind::Neural(n),
-                (None, None) => ModelKind::Gbdt(Ensemble::new(p.objective, init, p.trees)),
+                (None, None) if p.objective == Objective::Multiclass => {
+                    let mut per_class: Vec<Vec<crate::tree::Tree>> = vec![Vec::new(); init.len()];
+                    for (t, c) in p.trees.into_iter().zip(p.tree_class) {
+                        per_class[c].push(t);
+                    }
+                    ModelKind::GbdtMulticlass(
+                        init.iter()
+                            .zip(per_class)
+                            .map(|(s, t)| Ensemble::new(p.objective, *s, t))
+                            .collect(),
+                    )
+                }
+                (None, None) => ModelKind::Gbdt(Ensemble::new(p.objective, init[0], p.trees)),
             },
             link: p.link,
             numerics,
@@ -239,8 +255,15 @@ struct Parsed {
     feature_names: Vec<String>,
     levels: Vec<Option<Vec<String>>>,
     trees: Vec<crate::tree::Tree>,
+    /// The class each tree adds to (all 0 unless multiclass).
+    tree_class: Vec<usize>,
 }
 
-fn class_labels(objective: Objective) -> Option<Vec<String>> {
-    (objective == Objective::Binary).then(|| vec!["0".to_string(), "1".to_string()])
+/// Class labels for a model whose file names none: `0` and `1`, or `0`…`k-1`.
+fn class_labels(objective: Objective, k: usize) -> Option<Vec<String>> {
+    match objective {
+        Objective::Binary => Some(vec!["0".to_string(), "1".to_string()]),
+        Objective::Multiclass => Some((0..k).map(|c| c.to_string()).collect()),
+        Objective::Regression => None,
+    }
 }

@@ -43,12 +43,14 @@ pub struct Onnx {
     /// The operator and its settings, in words (`TreeEnsembleClassifier, post_transform LOGISTIC`).
     pub objective_name: String,
     pub link: Link,
-    /// Added to the leaf sum last, in f32.
-    pub base: f32,
+    /// Added to the leaf sum last, in f32 (one per class for a multiclass classifier).
+    pub base: Vec<f32>,
     pub n_features: usize,
-    pub class_labels: Option<[String; 2]>,
-    /// A tree ensemble's trees (empty for a linear model).
+    pub class_labels: Option<Vec<String>>,
+    /// A tree ensemble's trees (empty for a linear model); a multiclass classifier's tree adds to the class
+    /// `tree_class` names (a tree with weights for several classes is one tree per class).
     pub trees: Vec<Tree>,
+    pub tree_class: Vec<usize>,
     /// A linear model.
     pub linear: Option<crate::linear::ImportedLinear>,
     /// A neural network (run by ONNX Runtime).
@@ -194,7 +196,8 @@ pub fn parse(bytes: &[u8]) -> Result<Onnx, Error> {
                 Link::Identity
             },
         ),
-        (Head::Binary { .. }, true) => {
+        (Head::Multiclass { link, .. }, false) => (Objective::Multiclass, *link),
+        (Head::Binary { .. } | Head::Multiclass { .. }, true) => {
             return Err(bad(
                 "an Exp after a classifier's probabilities is not supported",
             ));
@@ -207,7 +210,8 @@ pub fn parse(bytes: &[u8]) -> Result<Onnx, Error> {
         .map(|(i, t)| build_tree(t, scaler.as_ref()).map_err(|e| bad(format!("tree {i}: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let class_labels = match &spec.head {
-        Head::Binary { labels, .. } => Some(labels.clone()),
+        Head::Binary { labels, .. } => Some(labels.to_vec()),
+        Head::Multiclass { labels, .. } => Some(labels.clone()),
         Head::Regression => None,
     };
     Ok(Onnx {
@@ -218,6 +222,7 @@ pub fn parse(bytes: &[u8]) -> Result<Onnx, Error> {
         n_features,
         class_labels,
         trees,
+        tree_class: spec.tree_class,
         linear: None,
         neural: None,
         producer,
@@ -317,10 +322,11 @@ fn neural(
         objective,
         objective_name: format!("neural network ({}; output '{output}')", ops.join(", ")),
         link: Link::Identity,
-        base: 0.0,
+        base: vec![0.0],
         n_features,
-        class_labels,
+        class_labels: class_labels.map(Vec::from),
         trees: Vec::new(),
+        tree_class: Vec::new(),
         linear: None,
         neural: Some(net),
         producer,
@@ -437,10 +443,11 @@ fn read_linear(
         objective,
         objective_name: format!("{} (post_transform {post})", n.op_type),
         link,
-        base: 0.0,
+        base: vec![0.0],
         n_features,
-        class_labels: labels,
+        class_labels: labels.map(Vec::from),
         trees: Vec::new(),
+        tree_class: Vec::new(),
         neural: None,
         linear: Some(crate::linear::ImportedLinear {
             coefficients: coef,
@@ -754,6 +761,17 @@ fn ints<'a>(n: &'a NodeProto, name: &str) -> Option<&'a [i64]> {
 
 /// A classifier's two class labels (integer labels as text); more classes are refused.
 fn binary_labels(n: &NodeProto, ints_name: &str) -> Result<[String; 2], Error> {
+    let labels = all_labels(n, ints_name)?;
+    <[String; 2]>::try_from(labels).map_err(|l| {
+        bad(format!(
+            "the classifier has {} classes; two expected",
+            l.len()
+        ))
+    })
+}
+
+/// A classifier's class labels, in class order (`classlabels_int64s` or `classlabels_strings`).
+fn all_labels(n: &NodeProto, ints_name: &str) -> Result<Vec<String>, Error> {
     let labels: Vec<String> = if let Some(v) = ints(n, ints_name) {
         v.iter().map(i64::to_string).collect()
     } else if let Some(a) = attr(n, "classlabels_strings") {
@@ -764,12 +782,10 @@ fn binary_labels(n: &NodeProto, ints_name: &str) -> Result<[String; 2], Error> {
     } else {
         return Err(bad(format!("{} has no class labels", n.op_type)));
     };
-    <[String; 2]>::try_from(labels).map_err(|l| {
-        bad(format!(
-            "the classifier has {} classes; Keel imports binary classifiers (multiclass models arrive with multiclass training)",
-            l.len()
-        ))
-    })
+    if labels.len() < 2 {
+        return Err(bad(format!("the classifier has {} classes", labels.len())));
+    }
+    Ok(labels)
 }
 
 fn string(n: &NodeProto, name: &str) -> Option<String> {
@@ -818,11 +834,19 @@ enum Head {
         /// ONNX Runtime applies LOGISTIC (it skips it when every class weight is positive).
         logistic: bool,
     },
+    /// Three or more classes: the post_transform as a link over the class scores.
+    Multiclass {
+        labels: Vec<String>,
+        link: Link,
+    },
 }
 
 struct Spec {
     trees: Vec<RawTree>,
-    base: f32,
+    /// The class each tree adds to (all 0 unless multiclass).
+    tree_class: Vec<usize>,
+    /// One per class (one for a regressor or a binary classifier).
+    base: Vec<f32>,
     head: Head,
     max_feature: usize,
     describe: String,
@@ -900,7 +924,37 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
 
     // Which weights are the score: the regressor's only target; for a classifier, class 1's weights, or the
     // only class's when every weight is for one class (ONNX Runtime's binary case).
-    let (head, score_id, base) = if classifier {
+    let n_classes = if classifier {
+        all_labels(n, "classlabels_int64s")?.len()
+    } else {
+        1
+    };
+    let (head, score_id, base) = if classifier && n_classes > 2 {
+        let labels = all_labels(n, "classlabels_int64s")?;
+        if let Some(i) = w_id.iter().find(|i| !(0..n_classes as i64).contains(*i)) {
+            return Err(bad(format!(
+                "class_ids has {i}, outside the {n_classes} classes"
+            )));
+        }
+        let link = match post.as_str() {
+            "NONE" => Link::Identity,
+            "SOFTMAX" => Link::Softmax,
+            "LOGISTIC" => Link::Logistic { scale: 1.0 },
+            other => {
+                return Err(bad(format!(
+                    "post_transform {other} on a multiclass classifier is not supported (NONE, SOFTMAX and LOGISTIC are)"
+                )));
+            }
+        };
+        let base = match base_values.len() {
+            0 => vec![0.0; n_classes],
+            k if k == n_classes => base_values.clone(),
+            k => {
+                return Err(bad(format!("{k} base_values for {n_classes} classes")));
+            }
+        };
+        (Head::Multiclass { labels, link }, -1, base)
+    } else if classifier {
         let labels = binary_labels(n, "classlabels_int64s")?;
         let ids: HashSet<i64> = w_id.iter().copied().collect();
         if ids.iter().any(|i| !(0..2).contains(i)) {
@@ -938,7 +992,7 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
                 )));
             }
         };
-        (Head::Binary { labels, logistic }, score_id, base)
+        (Head::Binary { labels, logistic }, score_id, vec![base])
     } else {
         let targets = attr(n, "n_targets").map(|a| a.i).unwrap_or(1);
         if targets != 1 || w_id.iter().any(|i| *i != 0) {
@@ -956,17 +1010,22 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
             [b] => *b,
             b => return Err(bad(format!("{} base_values for one target", b.len()))),
         };
-        (Head::Regression, 0, base)
+        (Head::Regression, 0, vec![base])
     };
+    let multiclass = score_id < 0;
 
-    // Leaf weights by (tree, node).
-    let mut leaf_weight: HashMap<(i64, i64), f32> = HashMap::new();
+    // Leaf weights by (tree, node, class); a binary classifier or a regressor reads one output (class 0).
+    let mut leaf_weight: HashMap<(i64, i64, usize), f32> = HashMap::new();
+    // The classes each tree has weights for (multiclass).
+    let mut tree_classes: HashMap<i64, std::collections::BTreeSet<usize>> = HashMap::new();
     for k in 0..w_tree.len() {
-        if w_id[k] != score_id {
+        if !multiclass && w_id[k] != score_id {
             continue;
         }
+        let class = if multiclass { w_id[k] as usize } else { 0 };
+        tree_classes.entry(w_tree[k]).or_default().insert(class);
         if leaf_weight
-            .insert((w_tree[k], w_node[k]), w_val[k])
+            .insert((w_tree[k], w_node[k], class), w_val[k])
             .is_some()
         {
             return Err(bad(format!(
@@ -994,6 +1053,26 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
     }
     let mut max_feature = 0usize;
     let mut trees = Vec::with_capacity(order.len());
+    let mut tree_class = Vec::with_capacity(order.len());
+    // A tree's structure is read once with leaves standing for their node ids; each class it scores gets a
+    // copy with that class's weights.
+    let mut leaf_ids: Vec<i64> = Vec::new();
+    let mut emit = |raw: RawTree, t: i64, leaf_ids: &[i64], trees: &mut Vec<RawTree>| {
+        let classes: Vec<usize> = match tree_classes.get(&t) {
+            Some(c) => c.iter().copied().collect(),
+            // A tree without weights adds nothing; a binary or regression one still counts as a tree.
+            None if !multiclass => vec![0],
+            None => vec![],
+        };
+        for c in classes {
+            let weight = |leaf: f32| {
+                let id = leaf_ids[leaf as usize];
+                leaf_weight.get(&(t, id, c)).copied().unwrap_or(0.0)
+            };
+            trees.push(map_leaves(&raw, &weight));
+            tree_class.push(c);
+        }
+    };
     for t in order {
         let nodes = &by_tree[&t];
         // The root is the node no other node points at.
@@ -1021,7 +1100,12 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
         // Local indexes in discovery order from the root; a node reached twice means a cycle or a shared subtree.
         let mut local: HashMap<i64, usize> = HashMap::new();
         let mut raw = RawTree::default();
-        let leaf_of = |id: i64| leaf_weight.get(&(t, id)).copied().unwrap_or(0.0);
+        leaf_ids.clear();
+        // A leaf's value is, for now, its index in `leaf_ids` (exact in f32: at most MAX_NODES leaves).
+        let mut leaf_of = |id: i64| {
+            leaf_ids.push(id);
+            (leaf_ids.len() - 1) as f32
+        };
         let k_root = nodes[root];
         if modes[k_root] == "LEAF" {
             if nodes.len() != 1 {
@@ -1031,7 +1115,7 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
                 )));
             }
             raw.leaf = Some(leaf_of(*root));
-            trees.push(raw);
+            emit(raw, t, &leaf_ids, &mut trees);
             continue;
         }
         let mut leaves_seen: HashSet<i64> = HashSet::new();
@@ -1102,24 +1186,51 @@ fn read_v3(n: &NodeProto) -> Result<Spec, Error> {
                 nodes.len()
             )));
         }
-        trees.push(raw);
+        emit(raw, t, &leaf_ids, &mut trees);
     }
     let describe = format!(
-        "{} (post_transform {post}{})",
+        "{}{} (post_transform {post}{})",
         n.op_type,
-        if base != 0.0 {
-            format!(", base value {base}")
+        if multiclass {
+            format!(", {n_classes} classes")
+        } else {
+            String::new()
+        },
+        if base.iter().any(|b| *b != 0.0) {
+            let shown: Vec<String> = base.iter().map(f32::to_string).collect();
+            format!(", base value {}", shown.join(", "))
         } else {
             String::new()
         }
     );
     Ok(Spec {
         trees,
+        tree_class,
         base,
         head,
         max_feature,
         describe,
     })
+}
+
+/// A copy of `raw` whose leaves hold `weight(leaf)` in place of their values.
+fn map_leaves(raw: &RawTree, weight: &dyn Fn(f32) -> f32) -> RawTree {
+    let child = |c: &Child| match c {
+        Child::Leaf(v) => Child::Leaf(weight(*v)),
+        Child::Node(i) => Child::Node(*i),
+    };
+    RawTree {
+        leaf: raw.leaf.map(weight),
+        splits: raw
+            .splits
+            .iter()
+            .map(|s| Split {
+                t: child(&s.t),
+                f: child(&s.f),
+                ..s.clone()
+            })
+            .collect(),
+    }
 }
 
 fn placeholder() -> Split {
@@ -1312,8 +1423,9 @@ fn read_v5(n: &NodeProto) -> Result<Spec, Error> {
         trees.push(raw);
     }
     Ok(Spec {
+        tree_class: vec![0; trees.len()],
         trees,
-        base: 0.0,
+        base: vec![0.0],
         head: Head::Regression,
         max_feature,
         describe: "TreeEnsemble (opset 5, post_transform NONE)".into(),

@@ -24,8 +24,13 @@ pub struct Xgboost {
     pub objective: Objective,
     pub objective_name: String,
     pub link: Link,
-    /// The margin before any tree, in f32 as XGBoost computes it from `base_score`.
-    pub base_margin: f32,
+    /// The margin before any tree, in f32 as XGBoost computes it from `base_score` (one per class for a
+    /// multiclass model).
+    pub base_margin: Vec<f32>,
+    /// The class (output group) of each tree, from `tree_info`: all 0 unless multiclass.
+    pub tree_class: Vec<usize>,
+    /// Classes (1 unless multiclass).
+    pub num_class: usize,
     pub feature_names: Vec<String>,
     /// For categorical features whose categories the model recorded (`cats`), the labels in code order.
     pub levels: Vec<Option<Vec<String>>>,
@@ -103,12 +108,15 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
         .and_then(text)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    if num_class > 1 || num_target > 1 {
+    if num_target > 1 {
         return Err(bad(format!(
-            "{} classes / {num_target} targets: multi-output models need multiclass serving, which Keel does not have yet",
-            num_class
+            "{num_target} targets: multi-target regression is not supported (one target, or a multiclass classifier, is)"
         )));
     }
+    if num_class > 10_000 {
+        return Err(bad(format!("num_class {num_class}")));
+    }
+    let num_class = num_class.max(1) as usize;
     let num_feature: usize = param
         .get("num_feature")
         .and_then(text)
@@ -117,20 +125,39 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
     if num_feature == 0 || num_feature > 1 << 20 {
         return Err(bad(format!("num_feature {num_feature}")));
     }
-    // 3.x writes "[5E-1]"; older versions "5E-1".
+    // 3.x writes "[5E-1]" (a multiclass model one value per class); older versions "5E-1".
     let base_text = param
         .get("base_score")
         .and_then(text)
         .ok_or_else(|| bad("learner_model_param.base_score is missing"))?;
-    let base_score: f32 = base_text
+    let base_scores: Vec<f32> = base_text
         .trim_matches(|c| c == '[' || c == ']')
-        .parse()
-        .map_err(|_| bad(format!("base_score '{base_text}' is not one number")))?;
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad(format!("base_score '{base_text}' is not a list of numbers")))?;
+    let base_score = base_scores[0];
+    if base_scores.len() != 1 && base_scores.len() != num_class {
+        return Err(bad(format!(
+            "base_score has {} values for {num_class} classes",
+            base_scores.len()
+        )));
+    }
     let objective_name = get(learner, &["objective", "name"])?
         .as_str()
         .unwrap_or("")
         .to_string();
+    if (num_class > 1) != objective_name.starts_with("multi:") {
+        return Err(bad(format!(
+            "objective '{objective_name}' with num_class {num_class}"
+        )));
+    }
+    if num_class == 1 && base_scores.len() != 1 {
+        return Err(bad(format!("base_score '{base_text}' is not one number")));
+    }
     let (objective, link, base_margin) = match objective_name.as_str() {
+        // The intercepts are margins already; multi:softmax outputs the class, Keel serves its softmax too.
+        "multi:softprob" | "multi:softmax" => (Objective::Multiclass, Link::Softmax, base_score),
         "binary:logistic" | "reg:logistic" => {
             if !(base_score > 0.0 && base_score < 1.0) {
                 return Err(bad(format!("base_score {base_score} is not a probability")));
@@ -159,7 +186,7 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
         }
         other => {
             return Err(bad(format!(
-                "objective '{other}' is not supported (binary:logistic, reg:logistic, the reg: regression family, count:poisson, reg:gamma and reg:tweedie are)"
+                "objective '{other}' is not supported (binary:logistic, reg:logistic, the reg: regression family, count:poisson, reg:gamma, reg:tweedie, multi:softprob and multi:softmax are)"
             )));
         }
     };
@@ -176,13 +203,28 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
             trees_v.len()
         )));
     }
-    if let Some(info) = model.get("tree_info").and_then(Value::as_array)
-        && (info.len() != trees_v.len() || info.iter().any(|c| c.as_i64() != Some(0)))
-    {
-        return Err(bad(
-            "tree_info does not give every tree to output 0 (a multi-output model?)",
-        ));
-    }
+    let tree_class: Vec<usize> = match model.get("tree_info").and_then(Value::as_array) {
+        Some(info) => {
+            if info.len() != trees_v.len() {
+                return Err(bad(format!(
+                    "tree_info lists {} trees, the model has {}",
+                    info.len(),
+                    trees_v.len()
+                )));
+            }
+            info.iter()
+                .enumerate()
+                .map(|(i, c)| match c.as_i64() {
+                    Some(c) if c >= 0 && (c as usize) < num_class => Ok(c as usize),
+                    _ => Err(bad(format!(
+                        "tree_info[{i}] = {c} is not a class of {num_class}"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        None if num_class == 1 => vec![0; trees_v.len()],
+        None => return Err(bad("a multiclass model without tree_info")),
+    };
     let names: Vec<String> = learner
         .get("feature_names")
         .and_then(Value::as_array)
@@ -218,11 +260,20 @@ pub fn parse(bytes: &[u8], ubj: bool) -> Result<Xgboost, Error> {
             }
         }
     }
+    let base_margin = if num_class == 1 {
+        vec![base_margin]
+    } else if base_scores.len() == 1 {
+        vec![base_margin; num_class]
+    } else {
+        base_scores
+    };
     Ok(Xgboost {
         objective,
         objective_name,
         link,
         base_margin,
+        tree_class,
+        num_class,
         feature_names,
         levels,
         trees,

@@ -460,7 +460,7 @@ fn hostile_xgboost_files_are_refused_with_the_place_named() {
         ),
         (
             edit(&|v| v["learner"]["learner_model_param"]["num_class"] = "3".into()),
-            "multiclass",
+            "objective 'reg:squarederror' with num_class 3",
         ),
         (
             edit(&|v| tree0(v)["left_children"][0] = 0.into()),

@@ -4,6 +4,7 @@ mod fairness;
 mod gate;
 mod gbdt;
 mod import;
+mod import_multiclass;
 mod import_onnx;
 mod multiclass;
 
