@@ -522,3 +522,88 @@ fn an_onnx_linear_model_without_reference_data_says_what_monitoring_needs() {
         card["limitations"]
     );
 }
+
+/// A LightGBM three-class model imported with labelled reference rows: the card evaluates it per class, the
+/// server answers every class's probability exactly as LightGBM computed it, and explains a named class.
+#[test]
+fn an_imported_lightgbm_multiclass_model_is_carded_per_class_and_served_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let b = std::fs::read(fixture("lgb_multiclass.multi.bin")).unwrap();
+    let u = |k: usize| u32::from_le_bytes(b[4 * k..4 * k + 4].try_into().unwrap()) as usize;
+    let (n, nf, k) = (u(0), u(1), u(2));
+    let f = |i: usize| f64::from_le_bytes(b[12 + 8 * i..20 + 8 * i].try_into().unwrap());
+    // The first 400 rows are random draws (no edge values): reference rows labelled with LightGBM's most
+    // probable class, every seventh moved to the next class so the holdout metrics are not perfect.
+    let mut csv = String::from("Column_0,Column_1,Column_2,Column_3,y\n");
+    for i in 0..400 {
+        let p: Vec<f64> = (0..k).map(|c| f(n * nf + n * k + i * k + c)).collect();
+        let best = (0..k).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        let label = if i % 7 == 0 { (best + 1) % k } else { best };
+        let x: Vec<String> = (0..nf).map(|j| f(i * nf + j).to_string()).collect();
+        csv += &format!("{},{label}\n", x.join(","));
+    }
+    let reference = write(dir.path(), "reference.csv", &csv);
+    let o = keel(
+        &home,
+        &[
+            "models",
+            "import",
+            fixture("lgb_multiclass.txt").to_str().unwrap(),
+            "--name",
+            "lgbm3",
+            "--reference",
+            reference.to_str().unwrap(),
+            "--target",
+            "y",
+            "--alias",
+            "champion",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = stdout_json(&keel(&home, &["models", "card", "lgbm3@1", "--json"]));
+    assert_eq!(card["objective"], "multiclass", "{card}");
+    let ev = &card["evaluation"];
+    let confusion = ev["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 3, "{ev}");
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 400);
+    let acc = ev["metrics"]["accuracy"]["value"].as_f64().unwrap();
+    assert!((acc - 342.0 / 400.0).abs() < 1e-12, "{acc}");
+    assert!(
+        ev["shap"]["features"].as_array().unwrap().len() == 4,
+        "{ev}"
+    );
+
+    let server = serve(&home, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    for i in [3usize, 117, 260] {
+        let body = format!(
+            r#"{{"Column_0": {}, "Column_1": {}, "Column_2": {}, "Column_3": {}}}"#,
+            f(i * nf),
+            f(i * nf + 1),
+            f(i * nf + 2),
+            f(i * nf + 3)
+        );
+        let (st, text) = crate::serve::http(
+            &addr,
+            "POST",
+            "/v1/models/lgbm3/predict?explain_class=2",
+            None,
+            &body,
+        );
+        assert_eq!(st, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for c in 0..k {
+            let want = f(n * nf + n * k + i * k + c);
+            let got = v["probabilities"][c.to_string()].as_f64().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "row {i} class {c}: {v}");
+        }
+        assert_eq!(v["explanation"]["class"], "2", "{v}");
+    }
+}
