@@ -596,7 +596,7 @@ fn fit(
         class_labels: target.class_labels.clone(),
         features: specs.clone(),
         kind,
-        link: keel_ml::model::Link::of(objective),
+        link: keel_ml::model::Link::of_training(objective, params.loss),
         numerics: keel_ml::model::Numerics::F64,
     };
     // Auto: both candidates on 80 % of the training rows, compared on the other 20 % (the holdout plays no
@@ -625,7 +625,7 @@ fn fit(
             let p = m.predict_outputs_rows(&vx);
             match objective {
                 Objective::Binary => keel_ml::metrics::roc_auc(&vy, &p).unwrap_or(0.5),
-                Objective::Regression => keel_ml::metrics::rmse(&vy, &p, None),
+                Objective::Regression => regression_score(params.loss, &vy, &p),
                 Objective::Multiclass => {
                     keel_ml::metrics::multiclass_log_loss(&vy, &p, n_classes, None)
                 }
@@ -666,6 +666,7 @@ fn fit(
     )?);
     let linear_seconds = started.elapsed().as_secs_f64();
     let eval_opts = EvalOptions {
+        loss: params.loss,
         threshold: a.threshold,
         seed: a.seed,
         sensitive: a.sensitive.clone(),
@@ -693,9 +694,13 @@ fn fit(
             .collect()
     };
     let (gbdt_brief, linear_brief) = (brief(&trees_model)?, brief(&linear_model)?);
-    let selection = Selection::new(
+    let metric = match objective {
+        Objective::Regression => keel_ml::select::regression_metric(params.loss),
+        o => keel_ml::select::primary_metric(o),
+    };
+    let selection = Selection::on_metric(
         choice,
-        objective,
+        metric,
         validation,
         flat(&gbdt_brief),
         flat(&linear_brief),
@@ -709,6 +714,13 @@ fn fit(
         format!(
             "gradient-boosted trees, softmax ({} rounds × {n_classes} classes, {} leaves)",
             trees_model.n_trees() / n_classes.max(1),
+            params.num_leaves
+        )
+    } else if objective == Objective::Regression && params.loss != keel_ml::Loss::L2 {
+        format!(
+            "gradient-boosted trees, {} loss ({} trees, {} leaves)",
+            params.loss.name(),
+            trees_model.n_trees(),
             params.num_leaves
         )
     } else {
@@ -884,6 +896,23 @@ fn take_rows(x: &[f64], y: &[f64], rows: &[usize], nf: usize) -> (Vec<f64>, Vec<
         out.extend_from_slice(&x[r * nf..(r + 1) * nf]);
     }
     (out, rows.iter().map(|&r| y[r]).collect())
+}
+
+/// A regression's validation score on predictions `p`: its loss's own metric (see
+/// [`keel_ml::select::regression_metric`]), lower is better.
+fn regression_score(loss: keel_ml::Loss, y: &[f64], p: &[f64]) -> f64 {
+    match loss {
+        keel_ml::Loss::L2 => keel_ml::metrics::rmse(y, p, None),
+        keel_ml::Loss::L1 => keel_ml::metrics::mae(y, p, None),
+        keel_ml::Loss::Huber { .. } | keel_ml::Loss::Quantile { .. } => loss.mean_loss(y, p),
+        _ => {
+            y.iter()
+                .zip(p)
+                .map(|(y, p)| keel_ml::gbdt::unit_deviance(loss, *y, *p))
+                .sum::<f64>()
+                / y.len().max(1) as f64
+        }
+    }
 }
 
 /// The linear baseline: logistic or ridge regression, or a multinomial logistic regression over `n_classes`.

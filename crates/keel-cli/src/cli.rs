@@ -1042,9 +1042,20 @@ pub struct TrainArgs {
     /// Model name in the registry.
     #[arg(long)]
     pub name: String,
-    /// binary or regression (default: binary when the target has two values, else regression).
+    /// binary, multiclass, or a regression loss: regression (= l2), l1, huber, poisson (counts), gamma
+    /// (positive amounts), tweedie (zeros and amounts) or quantile. Default: binary when the target has two
+    /// values, multiclass when a text target has more, else regression.
     #[arg(long)]
     pub objective: Option<String>,
+    /// Huber loss: where squared error turns absolute.
+    #[arg(long, default_value_t = 1.0)]
+    pub huber_delta: f64,
+    /// Tweedie loss: the variance power, in (1, 2).
+    #[arg(long, default_value_t = 1.5)]
+    pub tweedie_variance_power: f64,
+    /// Quantile loss: the quantile to predict.
+    #[arg(long, default_value_t = 0.5)]
+    pub quantile_alpha: f64,
     /// Share of rows held out for evaluation (stratified for classification).
     #[arg(long, default_value_t = 0.2)]
     pub test_size: f64,
@@ -1073,6 +1084,30 @@ pub struct TrainArgs {
     pub learning_rate: f64,
     #[arg(long, default_value_t = 31)]
     pub num_leaves: usize,
+    /// Maximum tree depth (0 = unlimited; leaves grow best-first up to --num-leaves).
+    #[arg(long, default_value_t = 0)]
+    pub max_depth: usize,
+    /// Fewest training rows in a leaf.
+    #[arg(long, default_value_t = 20)]
+    pub min_data_in_leaf: usize,
+    /// Share of features each tree may split on (sampled per tree).
+    #[arg(long, default_value_t = 1.0)]
+    pub feature_fraction: f64,
+    /// Share of rows each tree is grown on (sampled per tree).
+    #[arg(long, default_value_t = 1.0)]
+    pub bagging_fraction: f64,
+    /// L1 regularisation of leaf values.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_l1: f64,
+    /// L2 regularisation of leaf values.
+    #[arg(long, default_value_t = 0.0)]
+    pub lambda_l2: f64,
+    /// Smallest gain a split must bring.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_gain_to_split: f64,
+    /// Histogram bins per numeric feature (2–256).
+    #[arg(long, default_value_t = 255)]
+    pub max_bins: usize,
     /// Stop when the validation loss has not improved for N trees (holds out 10 % of the training rows).
     #[arg(long)]
     pub early_stopping: Option<usize>,

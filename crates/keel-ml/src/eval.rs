@@ -28,6 +28,9 @@ pub struct EvalOptions {
     pub shap_rows: usize,
     /// Multiclass: the class labels in class order (the per-class report names them; indices when empty).
     pub class_labels: Vec<String>,
+    /// Regression: the loss trained on; its own metric (a deviance, the pinball or Huber loss) joins RMSE and
+    /// MAE.
+    pub loss: crate::Loss,
 }
 
 impl Default for EvalOptions {
@@ -40,6 +43,7 @@ impl Default for EvalOptions {
             slices: Vec::new(),
             shap_rows: 1000,
             class_labels: Vec::new(),
+            loss: crate::Loss::L2,
         }
     }
 }
@@ -403,6 +407,29 @@ pub fn score(
                     Some(metrics::r2(y, pred, Some(w)))
                 }),
             );
+            let loss = opts.loss;
+            if !matches!(loss, crate::Loss::L2 | crate::Loss::L1) {
+                // The loss on the prediction's scale (the mean for log-link losses).
+                let mean = |w: Option<&[f64]>| {
+                    let (mut t, mut ws) = (0.0, 0.0);
+                    for i in 0..n {
+                        let wi = w.map_or(1.0, |w| w[i]);
+                        let v = match loss {
+                            crate::Loss::Huber { .. } | crate::Loss::Quantile { .. } => {
+                                loss.mean_loss(&y[i..=i], &pred[i..=i])
+                            }
+                            _ => crate::gbdt::unit_deviance(loss, y[i], pred[i]),
+                        };
+                        t += wi * v;
+                        ws += wi;
+                    }
+                    t / ws.max(1e-300)
+                };
+                m.insert(
+                    crate::select::regression_metric(loss).into(),
+                    ci(mean(None), &|w| Some(mean(Some(w)))),
+                );
+            }
         }
     }
     ev.metrics = m;

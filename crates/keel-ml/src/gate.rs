@@ -186,7 +186,7 @@ pub fn compare(
             sensitive: opts.sensitive.clone(),
             slices: Vec::new(),
             shap_rows: 0,
-            class_labels: Vec::new(),
+            ..Default::default()
         };
         let f_old = score(champion.objective, y, &p_old, holdout, &eo)?.fairness;
         let f_new = score(challenger.objective, y, &p_new, holdout, &eo)?.fairness;

@@ -42,6 +42,8 @@ pub struct GbdtParams {
     pub max_depth: usize,
     pub min_data_in_leaf: usize,
     pub min_sum_hessian_in_leaf: f64,
+    /// L1 regularisation of leaf values (LightGBM's `lambda_l1`).
+    pub lambda_l1: f64,
     pub lambda_l2: f64,
     pub min_gain_to_split: f64,
     pub max_bins: usize,
@@ -62,7 +64,162 @@ pub struct GbdtParams {
     /// Stop when the validation loss has not improved for this many trees (0 = no early stopping).
     pub early_stopping_rounds: usize,
     pub class_weight: ClassWeight,
+    /// The loss of a regression (ignored for classification).
+    pub loss: Loss,
     pub seed: u64,
+}
+
+/// The loss a regression minimises, LightGBM's regression objectives.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Squared error: the mean.
+    #[default]
+    L2,
+    /// Absolute error: the median (leaves refit to the median residual).
+    L1,
+    /// Squared within `delta` of the target, absolute beyond it.
+    Huber { delta: f64 },
+    /// Poisson deviance on a log link: counts.
+    Poisson,
+    /// Gamma deviance on a log link: positive, right-skewed amounts.
+    Gamma,
+    /// Tweedie deviance on a log link, `1 < variance_power < 2`: zeros and positive amounts.
+    Tweedie { variance_power: f64 },
+    /// Pinball loss: the `alpha` quantile (leaves refit to the quantile of the residuals).
+    Quantile { alpha: f64 },
+}
+
+/// LightGBM's `poisson_max_delta_step`: the Poisson hessian is taken at `score + 0.7`, which keeps early
+/// steps from overshooting on a log link.
+const POISSON_MAX_DELTA_STEP: f64 = 0.7;
+
+impl Loss {
+    /// The name LightGBM gives the objective.
+    pub fn name(self) -> &'static str {
+        match self {
+            Loss::L2 => "l2",
+            Loss::L1 => "l1",
+            Loss::Huber { .. } => "huber",
+            Loss::Poisson => "poisson",
+            Loss::Gamma => "gamma",
+            Loss::Tweedie { .. } => "tweedie",
+            Loss::Quantile { .. } => "quantile",
+        }
+    }
+
+    /// Whether the model's raw score is the log of its prediction.
+    pub fn log_link(self) -> bool {
+        matches!(self, Loss::Poisson | Loss::Gamma | Loss::Tweedie { .. })
+    }
+
+    /// The quantile leaves are refit to (L1: the median).
+    fn renew_alpha(self) -> Option<f64> {
+        match self {
+            Loss::L1 => Some(0.5),
+            Loss::Quantile { alpha } => Some(alpha),
+            _ => None,
+        }
+    }
+
+    fn validate(self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidParams(m));
+        match self {
+            Loss::Huber { delta } if !(delta > 0.0 && delta.is_finite()) => bad(format!(
+                "huber delta must be a positive number, got {delta}"
+            )),
+            Loss::Tweedie { variance_power } if !(variance_power > 1.0 && variance_power < 2.0) => {
+                bad(format!(
+                    "tweedie variance_power must be in (1, 2), got {variance_power}"
+                ))
+            }
+            Loss::Quantile { alpha } if !(alpha > 0.0 && alpha < 1.0) => {
+                bad(format!("quantile alpha must be in (0, 1), got {alpha}"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the labels the loss needs: counts and Tweedie amounts non-negative with a positive mean, Gamma
+    /// amounts positive. Names the first bad row (1-based).
+    pub fn check_labels(self, y: &[f64]) -> Result<()> {
+        let first = |pred: &dyn Fn(f64) -> bool| y.iter().position(|v| pred(*v));
+        let (bad_row, need) = match self {
+            Loss::Poisson | Loss::Tweedie { .. } => (first(&|v| v < 0.0), "non-negative"),
+            Loss::Gamma => (first(&|v| v <= 0.0), "positive"),
+            _ => (None, ""),
+        };
+        if let Some(i) = bad_row {
+            return Err(Error::InvalidInput(format!(
+                "row {}: the {} loss needs {need} targets, found {}",
+                i + 1,
+                self.name(),
+                y[i]
+            )));
+        }
+        if self.log_link() && y.iter().sum::<f64>() <= 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "the {} loss needs a positive mean target (every target is 0)",
+                self.name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Mean loss of raw scores `s` against `y`: the deviance (Poisson, Gamma, Tweedie), the pinball, Huber,
+    /// absolute or squared error. What early stopping watches.
+    pub fn mean_loss(self, y: &[f64], s: &[f64]) -> f64 {
+        let n = y.len().max(1) as f64;
+        let total: f64 = y
+            .iter()
+            .zip(s)
+            .map(|(&y, &s)| match self {
+                Loss::L2 => (s - y).powi(2),
+                Loss::L1 => (s - y).abs(),
+                Loss::Huber { delta } => {
+                    let d = (s - y).abs();
+                    if d <= delta {
+                        0.5 * d * d
+                    } else {
+                        delta * (d - 0.5 * delta)
+                    }
+                }
+                Loss::Quantile { alpha } => {
+                    let d = y - s;
+                    if d >= 0.0 {
+                        alpha * d
+                    } else {
+                        (alpha - 1.0) * d
+                    }
+                }
+                Loss::Poisson | Loss::Gamma | Loss::Tweedie { .. } => {
+                    unit_deviance(self, y, s.exp())
+                }
+            })
+            .sum();
+        total / n
+    }
+}
+
+/// The unit deviance of a log-link loss at the prediction `mu` (> 0).
+pub fn unit_deviance(loss: Loss, y: f64, mu: f64) -> f64 {
+    let mu = mu.max(1e-300);
+    match loss {
+        Loss::Poisson => {
+            let a = if y > 0.0 { y * (y / mu).ln() } else { 0.0 };
+            2.0 * (a - (y - mu))
+        }
+        Loss::Gamma => 2.0 * (-(y / mu).ln() + (y - mu) / mu),
+        Loss::Tweedie { variance_power: p } => {
+            let a = if y > 0.0 {
+                y.powf(2.0 - p) / ((1.0 - p) * (2.0 - p))
+            } else {
+                0.0
+            };
+            2.0 * (a - y * mu.powf(1.0 - p) / (1.0 - p) + mu.powf(2.0 - p) / (2.0 - p))
+        }
+        _ => (y - mu).powi(2),
+    }
 }
 
 impl Default for GbdtParams {
@@ -74,6 +231,7 @@ impl Default for GbdtParams {
             max_depth: 0,
             min_data_in_leaf: 20,
             min_sum_hessian_in_leaf: 1e-3,
+            lambda_l1: 0.0,
             lambda_l2: 0.0,
             min_gain_to_split: 0.0,
             max_bins: 255,
@@ -86,6 +244,7 @@ impl Default for GbdtParams {
             bagging_fraction: 1.0,
             early_stopping_rounds: 0,
             class_weight: ClassWeight::None,
+            loss: Loss::L2,
             seed: 0,
         }
     }
@@ -117,7 +276,17 @@ impl GbdtParams {
         {
             return bad("positive class weight must be a positive number");
         }
-        Ok(())
+        let non_negative = |v: f64| v >= 0.0 && v.is_finite();
+        if !non_negative(self.lambda_l1) || !non_negative(self.lambda_l2) {
+            return bad("lambda_l1 and lambda_l2 must be non-negative numbers");
+        }
+        if !(self.min_gain_to_split >= 0.0 && self.min_gain_to_split.is_finite()) {
+            return bad("min_gain_to_split must be a non-negative number");
+        }
+        if self.min_data_in_leaf == 0 {
+            return bad("min_data_in_leaf must be at least 1");
+        }
+        self.loss.validate()
     }
 }
 
@@ -346,7 +515,16 @@ fn train_groups(
             vec![(p / (1.0 - p)).ln()]
         }
         Objective::Regression => {
-            vec![y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum]
+            params.loss.check_labels(y)?;
+            let mean = y.iter().zip(&weights).map(|(y, w)| y * w).sum::<f64>() / wsum;
+            vec![match params.loss {
+                Loss::L2 | Loss::Huber { .. } => mean,
+                Loss::L1 => weighted_quantile(y.iter().copied().zip(weights.iter().copied()), 0.5),
+                Loss::Quantile { alpha } => {
+                    weighted_quantile(y.iter().copied().zip(weights.iter().copied()), alpha)
+                }
+                Loss::Poisson | Loss::Gamma | Loss::Tweedie { .. } => mean.ln(),
+            }]
         }
         Objective::Multiclass => {
             let mut p = vec![0.0; k];
@@ -385,7 +563,16 @@ fn train_groups(
     let mut best_iter = 0usize;
 
     for iter in 0..params.n_trees {
-        gradients(objective, k, y, &scores, &weights, &mut grad, &mut hess);
+        gradients(
+            objective,
+            params.loss,
+            k,
+            y,
+            &scores,
+            &weights,
+            &mut grad,
+            &mut hess,
+        );
 
         let rows: Vec<u32> = if params.bagging_fraction < 1.0 {
             let mut r: Vec<u32> = (0..n as u32).collect();
@@ -411,7 +598,7 @@ fn train_groups(
 
         for g in 0..k {
             let group = g * n..(g + 1) * n;
-            let tree = grower.grow(
+            let mut tree = grower.grow(
                 &ctx,
                 rows.clone(),
                 &grad[group.clone()],
@@ -419,6 +606,22 @@ fn train_groups(
                 &features,
             );
             let scores = &mut scores[group];
+            // L1 and quantile: each leaf's value becomes the (weighted) quantile of its rows' residuals, as
+            // LightGBM renews them; the gradient step only chose the splits.
+            if let (Objective::Regression, Some(alpha)) = (objective, params.loss.renew_alpha()) {
+                for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
+                    let rows = &grower.indices[range.0..range.1];
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let residuals = rows.iter().map(|&r| {
+                        let r = r as usize;
+                        (y[r] - scores[r], weights[r])
+                    });
+                    tree.leaf_values[leaf] =
+                        weighted_quantile(residuals, alpha) * params.learning_rate;
+                }
+            }
             // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
             if params.bagging_fraction < 1.0 {
                 for (i, s) in scores.iter_mut().enumerate() {
@@ -443,7 +646,8 @@ fn train_groups(
         if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
             let loss = match objective {
                 Objective::Multiclass => multiclass_loss(vy, vs, k),
-                _ => crate::metrics::loss(objective, vy, vs),
+                Objective::Regression => params.loss.mean_loss(vy, vs),
+                Objective::Binary => crate::metrics::loss(objective, vy, vs),
             };
             log.validation_loss.push(loss);
             if loss < best_loss - 1e-12 {
@@ -528,9 +732,30 @@ fn row_weights(y: &[f64], objective: Objective, k: usize, cw: ClassWeight) -> Re
     }
 }
 
+/// The weighted `alpha` quantile of (value, weight) pairs: the smallest value whose cumulative weight reaches
+/// `alpha` of the total (LightGBM's weighted percentile, without interpolation).
+fn weighted_quantile(items: impl Iterator<Item = (f64, f64)>, alpha: f64) -> f64 {
+    let mut v: Vec<(f64, f64)> = items.collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: f64 = v.iter().map(|p| p.1).sum();
+    let mut acc = 0.0;
+    for (x, w) in &v {
+        acc += w;
+        if acc >= alpha * total {
+            return *x;
+        }
+    }
+    v[v.len() - 1].0
+}
+
 /// Gradients and hessians of the loss at the current scores (class-major for `k` groups).
+#[allow(clippy::too_many_arguments)]
 fn gradients(
     objective: Objective,
+    loss: Loss,
     k: usize,
     y: &[f64],
     s: &[f64],
@@ -549,8 +774,36 @@ fn gradients(
         }
         Objective::Regression => {
             for i in 0..n {
-                g[i] = (s[i] - y[i]) * w[i];
-                h[i] = w[i];
+                let (gi, hi) = match loss {
+                    Loss::L2 => (s[i] - y[i], 1.0),
+                    Loss::L1 => ((s[i] - y[i]).signum(), 1.0),
+                    Loss::Huber { delta } => ((s[i] - y[i]).clamp(-delta, delta), 1.0),
+                    Loss::Quantile { alpha } => (
+                        if s[i] - y[i] >= 0.0 {
+                            1.0 - alpha
+                        } else {
+                            -alpha
+                        },
+                        1.0,
+                    ),
+                    Loss::Poisson => (s[i].exp() - y[i], (s[i] + POISSON_MAX_DELTA_STEP).exp()),
+                    Loss::Gamma => {
+                        let e = y[i] * (-s[i]).exp();
+                        (1.0 - e, e.max(1e-16))
+                    }
+                    Loss::Tweedie {
+                        variance_power: rho,
+                    } => {
+                        let a = ((1.0 - rho) * s[i]).exp();
+                        let b = ((2.0 - rho) * s[i]).exp();
+                        (
+                            -y[i] * a + b,
+                            (-y[i] * (1.0 - rho) * a + (2.0 - rho) * b).max(1e-16),
+                        )
+                    }
+                };
+                g[i] = gi * w[i];
+                h[i] = hi * w[i];
             }
         }
         Objective::Multiclass => {
@@ -790,7 +1043,8 @@ impl Grower {
         let mut leaf_values = Vec::with_capacity(leaves.len());
         let mut leaf_covers = Vec::with_capacity(leaves.len());
         for l in leaves.iter_mut() {
-            let v = -l.sum_g / (l.sum_h + p.lambda_l2 + EPSILON) * p.learning_rate;
+            let v = -threshold_l1(l.sum_g, p.lambda_l1) / (l.sum_h + p.lambda_l2 + EPSILON)
+                * p.learning_rate;
             leaf_values.push(v);
             leaf_covers.push((l.end - l.start) as f64);
             self.leaf_ranges.push((l.start, l.end));
@@ -851,8 +1105,15 @@ fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess
     }
 }
 
+/// LightGBM's L1 shrinkage of a gradient sum: towards zero by `l1`, never past it.
 #[inline]
-fn leaf_gain(g: f64, h: f64, l2: f64) -> f64 {
+fn threshold_l1(g: f64, l1: f64) -> f64 {
+    g.signum() * (g.abs() - l1).max(0.0)
+}
+
+#[inline]
+fn leaf_gain(g: f64, h: f64, l1: f64, l2: f64) -> f64 {
+    let g = threshold_l1(g, l1);
     g * g / (h + l2 + EPSILON)
 }
 
@@ -894,7 +1155,7 @@ fn best_numeric(
         return None;
     }
     let l2 = p.lambda_l2;
-    let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+    let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, p.lambda_l1, l2);
     let total_cnt = (leaf.end - leaf.start) as f64;
     let min_cnt = p.min_data_in_leaf as f64;
     let has_missing = miss[1] > 0.0;
@@ -921,7 +1182,8 @@ fn best_numeric(
             if cr < min_cnt || hr < p.min_sum_hessian_in_leaf {
                 break;
             }
-            let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+            let gain = leaf_gain(gl, hl, p.lambda_l1, l2) + leaf_gain(gr, hr, p.lambda_l1, l2)
+                - parent_gain;
             if best.is_none_or(|b| gain > b.0) {
                 best = Some((gain, t, missing_left, gl, hl));
             }
@@ -970,7 +1232,7 @@ fn best_categorical(
     let mut best: Option<(f64, Vec<usize>, f64, f64)> = None;
     if used.len() <= p.max_cat_to_onehot {
         let l2 = p.lambda_l2;
-        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, p.lambda_l1, l2);
         for &b in &used {
             let (gl, hl) = (h[b][0], h[b][1]);
             let cl = (hl * cnt_factor).round();
@@ -983,14 +1245,15 @@ fn best_categorical(
             {
                 continue;
             }
-            let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+            let gain = leaf_gain(gl, hl, p.lambda_l1, l2) + leaf_gain(gr, hr, p.lambda_l1, l2)
+                - parent_gain;
             if best.as_ref().is_none_or(|x| gain > x.0) {
                 best = Some((gain, vec![b], gl, hl));
             }
         }
     } else {
         let l2 = p.lambda_l2 + p.cat_l2;
-        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, l2);
+        let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, p.lambda_l1, l2);
         let mut sorted: Vec<usize> = used
             .iter()
             .copied()
@@ -1031,7 +1294,8 @@ fn best_categorical(
                     continue;
                 }
                 group_cnt = 0.0;
-                let gain = leaf_gain(gl, hl, l2) + leaf_gain(gr, hr, l2) - parent_gain;
+                let gain = leaf_gain(gl, hl, p.lambda_l1, l2) + leaf_gain(gr, hr, p.lambda_l1, l2)
+                    - parent_gain;
                 if best.as_ref().is_none_or(|x| gain > x.0) {
                     best = Some((gain, order[..=i].to_vec(), gl, hl));
                 }

@@ -32,7 +32,7 @@ use keel_core::ErrorClass;
 use serde::{Deserialize, Serialize};
 
 pub use features::{Encoder, FeatureKind, FeatureSpec};
-pub use gbdt::{ClassWeight, GbdtParams};
+pub use gbdt::{ClassWeight, GbdtParams, Loss};
 pub use model::{Model, ModelKind};
 
 /// What a model predicts.

@@ -38,6 +38,15 @@ pub enum Link {
 }
 
 impl Link {
+    /// The link Keel's own training uses for an objective and a regression loss (log-link losses: `Exp`).
+    pub fn of_training(objective: Objective, loss: crate::Loss) -> Link {
+        if objective == Objective::Regression && loss.log_link() {
+            Link::Exp
+        } else {
+            Link::of(objective)
+        }
+    }
+
     /// The link Keel's own training uses for an objective.
     pub fn of(objective: Objective) -> Link {
         match objective {

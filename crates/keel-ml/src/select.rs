@@ -52,6 +52,20 @@ pub fn primary_metric(objective: Objective) -> &'static str {
     }
 }
 
+/// The metric a regression trained with `loss` is chosen and gated on: RMSE for squared error, MAE for
+/// absolute error, else the loss's own mean (the deviance of a log-link loss, the pinball or Huber loss).
+pub fn regression_metric(loss: crate::Loss) -> &'static str {
+    match loss {
+        crate::Loss::L2 => "rmse",
+        crate::Loss::L1 => "mae",
+        crate::Loss::Huber { .. } => "huber_loss",
+        crate::Loss::Poisson => "poisson_deviance",
+        crate::Loss::Gamma => "gamma_deviance",
+        crate::Loss::Tweedie { .. } => "tweedie_deviance",
+        crate::Loss::Quantile { .. } => "pinball_loss",
+    }
+}
+
 /// Whether a larger value of `metric` is better.
 pub fn higher_is_better(metric: &str) -> bool {
     matches!(
@@ -118,7 +132,24 @@ impl Selection {
         holdout_gbdt: BTreeMap<String, f64>,
         holdout_linear: BTreeMap<String, f64>,
     ) -> Selection {
-        let metric = primary_metric(objective).to_string();
+        Selection::on_metric(
+            requested,
+            primary_metric(objective),
+            validation,
+            holdout_gbdt,
+            holdout_linear,
+        )
+    }
+
+    /// A choice made on `metric` (a regression's own loss, say).
+    pub fn on_metric(
+        requested: Choice,
+        metric: &str,
+        validation: Option<((f64, f64), usize)>,
+        holdout_gbdt: BTreeMap<String, f64>,
+        holdout_linear: BTreeMap<String, f64>,
+    ) -> Selection {
+        let metric = metric.to_string();
         let (chosen, reason, val, val_rows) = match (requested, validation) {
             (Choice::Gbdt, _) => (
                 Candidate::Gbdt,

@@ -6,7 +6,7 @@ use keel_app::train::{Progress, TrainOutcome, TrainSettings, TrainSpec, stage};
 use keel_data::infer::InferOptions;
 use keel_data::read_table;
 use keel_ml::Objective;
-use keel_ml::gbdt::{ClassWeight, GbdtParams};
+use keel_ml::gbdt::{ClassWeight, GbdtParams, Loss};
 use keel_store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,15 +61,32 @@ pub fn train_cmd(home: &Path, a: &TrainArgs) -> Result<i32> {
 
 /// The typed training request for these flags; a declared schema file is read here.
 pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
-    let objective = match a.objective.as_deref() {
-        None => None,
-        Some("binary") | Some("classification") => Some(Objective::Binary),
-        Some("regression") => Some(Objective::Regression),
-        Some("multiclass") => Some(Objective::Multiclass),
+    let (objective, loss) = match a.objective.as_deref() {
+        None => (None, Loss::L2),
+        Some("binary") | Some("classification") => (Some(Objective::Binary), Loss::L2),
+        Some("multiclass") => (Some(Objective::Multiclass), Loss::L2),
         Some(o) => {
-            return Err(input_error(format!(
-                "unknown objective '{o}' (use binary, multiclass or regression)"
-            )));
+            let loss = match o {
+                "regression" | "l2" => Loss::L2,
+                "l1" => Loss::L1,
+                "huber" => Loss::Huber {
+                    delta: a.huber_delta,
+                },
+                "poisson" => Loss::Poisson,
+                "gamma" => Loss::Gamma,
+                "tweedie" => Loss::Tweedie {
+                    variance_power: a.tweedie_variance_power,
+                },
+                "quantile" => Loss::Quantile {
+                    alpha: a.quantile_alpha,
+                },
+                _ => {
+                    return Err(input_error(format!(
+                        "unknown objective '{o}' (use binary, multiclass, regression, l1, huber, poisson, gamma, tweedie or quantile)"
+                    )));
+                }
+            };
+            (Some(Objective::Regression), loss)
         }
     };
     let class_weight = match a.class_weight.as_deref() {
@@ -102,8 +119,17 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
                 n_trees: a.trees,
                 learning_rate: a.learning_rate,
                 num_leaves: a.num_leaves,
+                max_depth: a.max_depth,
+                min_data_in_leaf: a.min_data_in_leaf,
+                feature_fraction: a.feature_fraction,
+                bagging_fraction: a.bagging_fraction,
+                lambda_l1: a.lambda_l1,
+                lambda_l2: a.lambda_l2,
+                min_gain_to_split: a.min_gain_to_split,
+                max_bins: a.max_bins,
                 early_stopping_rounds: a.early_stopping.unwrap_or(0),
                 class_weight,
+                loss,
                 seed: a.seed,
                 ..GbdtParams::default()
             },
@@ -324,6 +350,17 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         trees: 300,
         learning_rate: 0.05,
         num_leaves: 31,
+        max_depth: 0,
+        min_data_in_leaf: 20,
+        feature_fraction: 1.0,
+        bagging_fraction: 1.0,
+        lambda_l1: 0.0,
+        lambda_l2: 0.0,
+        min_gain_to_split: 0.0,
+        max_bins: 255,
+        huber_delta: 1.0,
+        tweedie_variance_power: 1.5,
+        quantile_alpha: 0.5,
         early_stopping: None,
         class_weight: None,
         threshold: 0.5,

@@ -7,6 +7,7 @@ mod import;
 mod import_multiclass;
 mod import_onnx;
 mod multiclass;
+mod objectives;
 
 use keel_ml::{FeatureKind, FeatureSpec};
 use rand::{Rng, SeedableRng};
