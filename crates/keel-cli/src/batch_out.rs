@@ -63,6 +63,8 @@ impl Writer {
             .and_then(|p| p.probabilities.as_ref())
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
+        // Regression with an interval: its lower and upper ends.
+        let has_interval = preds.first().is_some_and(|p| p.interval.is_some());
         let class_prob =
             |p: &Prediction, c: &str| p.probabilities.as_ref().and_then(|m| m.get(c).copied());
         match &mut self.sink {
@@ -89,6 +91,10 @@ impl Writer {
                     for c in &classes {
                         names.push(field(&format!("probability_{c}")));
                     }
+                    if has_interval {
+                        names.push("interval_lower".into());
+                        names.push("interval_upper".into());
+                    }
                     writeln!(w, "{}", names.join(","))?;
                     *header = true;
                 }
@@ -109,6 +115,11 @@ impl Writer {
                     }
                     for c in &classes {
                         line.push(class_prob(p, c).map_or(String::new(), |v| v.to_string()));
+                    }
+                    if has_interval {
+                        let [lo, hi] = p.interval.unwrap_or([f64::NAN; 2]);
+                        line.push(lo.to_string());
+                        line.push(hi.to_string());
                     }
                     writeln!(w, "{}", line.join(","))?;
                 }
@@ -140,6 +151,14 @@ impl Writer {
                     arrays.push(Arc::new(Float64Array::from_iter(
                         preds.iter().map(|p| class_prob(p, c)),
                     )));
+                }
+                if has_interval {
+                    for (name, end) in [("interval_lower", 0), ("interval_upper", 1)] {
+                        fields.push(Field::new(name, DataType::Float64, true));
+                        arrays.push(Arc::new(Float64Array::from_iter(
+                            preds.iter().map(|p| p.interval.map(|i| i[end])),
+                        )));
+                    }
                 }
                 let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)?;
                 if w.is_none() {

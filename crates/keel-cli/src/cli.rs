@@ -1056,6 +1056,10 @@ pub struct TrainArgs {
     /// Quantile loss: the quantile to predict.
     #[arg(long, default_value_t = 0.5)]
     pub quantile_alpha: f64,
+    /// Regression: coverage of the prediction interval served with every prediction (split conformal on the
+    /// holdout; the card reports the coverage measured on holdout rows the calibration did not see).
+    #[arg(long, default_value_t = 0.9)]
+    pub interval_level: f64,
     /// Share of rows held out for evaluation (stratified for classification).
     #[arg(long, default_value_t = 0.2)]
     pub test_size: f64,

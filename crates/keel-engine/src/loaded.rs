@@ -21,6 +21,9 @@ pub struct Prediction {
     /// Multiclass: the index of the predicted class (what monitoring and the prediction log record).
     #[serde(skip)]
     pub class: Option<usize>,
+    /// Regression: the split-conformal prediction interval [lower, upper] (when the version has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
     /// Top SHAP contributions, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Explanation>,
@@ -47,6 +50,8 @@ pub struct LoadedModel {
     pub schema: RequestSchema,
     /// Decision threshold on the positive-class probability.
     pub threshold: f64,
+    /// Regression: the half-width of the served prediction interval.
+    pub interval_half_width: Option<f64>,
     /// The class labels as JSON values (numbers where the label is an integer), in class order.
     labels: Vec<Value>,
     /// Window profiles of what this version served (when monitoring is on and the version has a reference).
@@ -92,12 +97,18 @@ impl LoadedModel {
             Some(l) => l.iter().map(|s| label(s)).collect(),
             None => vec![Value::from(0), Value::from(1)],
         };
+        let interval_half_width = record
+            .params
+            .get("prediction_interval")
+            .and_then(Value::as_f64)
+            .filter(|w| w.is_finite() && *w >= 0.0);
         Ok(LoadedModel {
             name: record.model.clone(),
             version: record.version,
             model,
             schema,
             threshold,
+            interval_half_width,
             labels,
             monitor: None,
         })
@@ -196,6 +207,7 @@ impl LoadedModel {
                         .collect(),
                 ),
                 class: Some(c),
+                interval: None,
                 explanation: explain.and_then(|k| self.explain(row, k, Some(c))),
             };
         }
@@ -208,11 +220,16 @@ impl LoadedModel {
             _ => (Value::from(out), None),
         };
         let explanation = explain.and_then(|k| self.explain(row, k, None));
+        let interval = match (self.model.objective, self.interval_half_width) {
+            (Objective::Regression, Some(w)) => Some([out - w, out + w]),
+            _ => None,
+        };
         Prediction {
             prediction,
             probability,
             probabilities: None,
             class: None,
+            interval,
             explanation,
         }
     }

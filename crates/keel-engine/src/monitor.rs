@@ -178,6 +178,10 @@ pub struct Realized {
     pub calibration_gap: Option<f64>,
     /// Regression: root mean squared error.
     pub rmse: Option<f64>,
+    /// Regression with a prediction interval: the share of labels inside their served interval (the card's
+    /// coverage, checked on fresh labels), and its 95 % Wilson interval.
+    pub interval_coverage: Option<f64>,
+    pub interval_coverage_interval: Option<[f64; 2]>,
     /// Per sensitive column: per-group metrics (the slices) and the fairness gaps between groups.
     pub fairness: Vec<keel_ml::eval::FairnessReport>,
     pub note: Option<String>,
@@ -282,6 +286,7 @@ pub fn realized(
     objective: keel_ml::Objective,
     threshold: f64,
     sensitive: &[SensitiveColumn],
+    interval_half_width: Option<f64>,
 ) -> Vec<Realized> {
     let mut by_window: std::collections::BTreeMap<i64, Vec<&keel_store::Labelled>> =
         Default::default();
@@ -305,6 +310,8 @@ pub fn realized(
                 accuracy_interval: None,
                 calibration_gap: None,
                 rmse: None,
+                interval_coverage: None,
+                interval_coverage_interval: None,
                 fairness: Vec::new(),
                 note: None,
             };
@@ -341,6 +348,16 @@ pub fn realized(
                     let mse = y.iter().zip(&p).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
                         / y.len() as f64;
                     r.rmse = Some(mse.sqrt());
+                    if let Some(w) = interval_half_width {
+                        let inside = y
+                            .iter()
+                            .zip(&p)
+                            .filter(|(a, b)| (*a - *b).abs() <= w)
+                            .count();
+                        r.interval_coverage = Some(inside as f64 / y.len() as f64);
+                        r.interval_coverage_interval =
+                            Some(keel_ml::conformal::wilson(inside, y.len()));
+                    }
                 }
                 keel_ml::Objective::Multiclass => {
                     // The log holds the predicted class: accuracy (with its Wilson interval) is what the
@@ -487,6 +504,10 @@ pub async fn report(
             objective,
             threshold,
             &SensitiveColumn::of(record, &reference.spec),
+            record
+                .params
+                .get("prediction_interval")
+                .and_then(serde_json::Value::as_f64),
         ),
     })
 }
@@ -639,7 +660,7 @@ mod tests {
         }
         // Window 1 (10 s later): too few labels.
         rows.push(row(0.0, 0.9, 1.0, 11_000));
-        let r = realized(&rows, 10, keel_ml::Objective::Binary, 0.5, &[colour]);
+        let r = realized(&rows, 10, keel_ml::Objective::Binary, 0.5, &[colour], None);
         assert_eq!(r.len(), 2);
         let f = &r[0].fairness[0];
         assert_eq!(f.column, "colour");

@@ -506,6 +506,19 @@ th{{background:#f5f5f5}}td:first-child,th:first-child{{text-align:left}}.muted{{
     if card.objective == Objective::Multiclass && !ev.classes.is_empty() {
         multiclass_section(&mut h, ev);
     }
+    if let Some(c) = &ev.interval {
+        let _ = write!(
+            h,
+            "<h3>Prediction intervals</h3><p>Every prediction is served with a {:.0} % interval: the value ± <b>{}</b>,              the split-conformal half-width from {} holdout rows. On the other {} holdout rows the interval held the              target for <b>{:.1} %</b> (95 % interval {:.1}–{:.1} %). Monitoring checks the same coverage on labels              that arrive later.</p>",
+            c.level * 100.0,
+            fmt(c.half_width),
+            c.calibration_rows,
+            c.coverage_rows,
+            c.coverage * 100.0,
+            c.coverage_interval[0] * 100.0,
+            c.coverage_interval[1] * 100.0
+        );
+    }
 
     // Explanations.
     if let Some(shap) = &ev.shap {

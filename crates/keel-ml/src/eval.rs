@@ -140,6 +140,9 @@ pub struct Evaluation {
     /// Multiclass: rows by true class (outer) and predicted class (inner).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub confusion: Vec<Vec<usize>>,
+    /// Regression: the split-conformal prediction interval calibrated on the holdout, and its coverage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<crate::conformal::Conformal>,
 }
 
 impl Evaluation {
@@ -231,6 +234,7 @@ pub fn score(
         shap: None,
         classes: Vec::new(),
         confusion: Vec::new(),
+        interval: None,
     };
     // Multiclass: the most probable class of each row (the prediction slices and groups are judged on).
     let k = if objective == Objective::Multiclass {

@@ -13,6 +13,7 @@
 pub mod binning;
 pub mod bitvector;
 pub mod card;
+pub mod conformal;
 pub mod eval;
 pub mod features;
 pub mod forest;

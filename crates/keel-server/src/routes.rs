@@ -265,6 +265,9 @@ pub struct PredictionBody {
     /// Multiclass: every class's probability, by label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probabilities: Option<std::collections::BTreeMap<String, f64>>,
+    /// Regression: the prediction interval [lower, upper] at the version's level (split conformal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
     /// Top SHAP contributions (with `?explain=true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -286,6 +289,9 @@ pub struct PredictResponse {
     /// Multiclass: every class's probability, by label.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probabilities: Option<std::collections::BTreeMap<String, f64>>,
+    /// Regression: the prediction interval [lower, upper] at the version's level (split conformal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<[f64; 2]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub explanation: Option<Value>,
@@ -562,6 +568,7 @@ pub async fn predict(
         prediction: None,
         probability: None,
         probabilities: None,
+        interval: None,
         explanation: None,
         predictions: None,
     };
@@ -575,6 +582,7 @@ pub async fn predict(
         resp.prediction = Some(p.prediction.clone());
         resp.probability = p.probability;
         resp.probabilities = p.probabilities.clone();
+        resp.interval = p.interval;
         resp.explanation = expl(p);
     } else {
         resp.predictions = Some(
@@ -584,6 +592,7 @@ pub async fn predict(
                     prediction: p.prediction.clone(),
                     probability: p.probability,
                     probabilities: p.probabilities.clone(),
+                    interval: p.interval,
                     explanation: expl(p),
                 })
                 .collect(),

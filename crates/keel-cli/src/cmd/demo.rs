@@ -295,6 +295,7 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             huber_delta: 1.0,
             tweedie_variance_power: 1.5,
             quantile_alpha: 0.5,
+            interval_level: 0.9,
             early_stopping: None,
             class_weight: None,
             threshold: 0.5,

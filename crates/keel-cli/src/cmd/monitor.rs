@@ -195,9 +195,14 @@ pub fn report(home: &Path, a: &MonitorReportArgs) -> Result<i32> {
             let at = keel_core::time::unix_to_display(w.window_start);
             match (&w.note, w.rmse) {
                 (Some(n), _) => println!("  window {at}: {n}"),
-                (None, Some(rmse)) => {
-                    println!("  window {at}: {} labels, RMSE {rmse:.4}", w.labelled)
-                }
+                (None, Some(rmse)) => println!(
+                    "  window {at}: {} labels, RMSE {rmse:.4}{}",
+                    w.labelled,
+                    w.interval_coverage.map_or(String::new(), |_| format!(
+                        ", interval coverage {}",
+                        interval(w.interval_coverage, w.interval_coverage_interval)
+                    ))
+                ),
                 (None, None) => println!(
                     "  window {at}: {} labels, ROC-AUC {}, accuracy {}",
                     w.labelled,

@@ -12,6 +12,7 @@ mod newcomer;
 mod quickstart;
 mod rag;
 mod registry;
+mod regression;
 mod serve;
 mod validate;
 
