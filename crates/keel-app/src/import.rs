@@ -375,6 +375,7 @@ fn prepare(
             model_sha256: model_sha,
         },
         limitations,
+        leakage: None,
         imported: Some(keel_ml::card::ImportedFrom {
             file: file_name,
             source: source.clone(),

@@ -58,6 +58,9 @@ pub struct TrainSettings {
     pub model: Choice,
     /// Regression: the coverage of the served prediction intervals (split conformal on the holdout).
     pub interval_level: f64,
+    /// Split by time instead of at random: train on the earliest rows of this timestamp column and evaluate on
+    /// the latest `test_size` share.
+    pub time_split: Option<String>,
 }
 
 impl Default for TrainSettings {
@@ -75,6 +78,7 @@ impl Default for TrainSettings {
             threshold: 0.5,
             model: Choice::Auto,
             interval_level: 0.9,
+            time_split: None,
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct TrainOutcome {
     pub reused: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// What the leakage checks found, one sentence each (also among the card's limitations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Training stages reported to the progress hook, in order.
@@ -344,6 +351,11 @@ fn outcome(card: &ModelCard, aliases: &[String], card_html: PathBuf) -> TrainOut
         card_html,
         reused: false,
         early_stopping: None,
+        warnings: card
+            .leakage
+            .as_ref()
+            .map(keel_ml::leak::LeakReport::warnings)
+            .unwrap_or_default(),
     }
 }
 
@@ -580,6 +592,18 @@ fn fit(
                 Some(hash),
             )
         }
+        None if a.time_split.is_some() => {
+            let column = a.time_split.as_deref().expect("checked");
+            let (tr, te, desc) = time_split(&frame, column, a.test_size, &source)?;
+            (
+                frame.take(&tr),
+                tr.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
+                frame.take(&te),
+                te.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
+                desc,
+                None,
+            )
+        }
         None => {
             let stratify = objective.is_classification();
             let (tr, te) =
@@ -603,6 +627,7 @@ fn fit(
     };
     let x_train = encoder.encode(&train_frame)?;
     let x_test = encoder.encode(&test_frame)?;
+    let leakage = keel_ml::leak::check(&specs, objective, (&x_train, &train_y), (&x_test, &test_y));
     if !hook(stage::READING, 1.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
@@ -833,8 +858,10 @@ fn fit(
             model_sha256: model_sha,
         },
         limitations: keel_ml::card::derive_limitations(&evaluation, train_y.len()),
+        leakage: Some(leakage.clone()),
         imported: None,
     };
+    card.limitations.extend(leakage.warnings());
     if let Some(l) = selection.limitation() {
         card.limitations.push(l);
     }
@@ -939,6 +966,65 @@ fn regression_score(loss: keel_ml::Loss, y: &[f64], p: &[f64]) -> f64 {
                 / y.len().max(1) as f64
         }
     }
+}
+
+/// Rows ordered by the timestamp column `column`: the earliest `1 - test_size` train, the latest evaluate. Every
+/// row needs a readable timestamp (the row and value are named otherwise). Returns (train rows, test rows, a
+/// description with the two periods).
+fn time_split(
+    frame: &keel_core::Frame,
+    column: &str,
+    test_size: f64,
+    source: &str,
+) -> Result<(Vec<usize>, Vec<usize>, String)> {
+    let col = frame.column(column).ok_or_else(|| {
+        Error::input(format!(
+            "{source}: --split time:{column}: no such column (columns: {})",
+            frame.names.join(", ")
+        ))
+    })?;
+    let mut keyed: Vec<(chrono::NaiveDateTime, usize)> = Vec::with_capacity(col.len());
+    for i in 0..col.len() {
+        let v = col.display(i).ok_or_else(|| {
+            Error::input(format!(
+                "{source}: row {}: --split time:{column}: the timestamp is empty",
+                i + 1
+            ))
+        })?;
+        let t = keel_data::infer::parse_timestamp(&v).ok_or_else(|| {
+            Error::input(format!(
+                "{source}: row {}: --split time:{column}: '{v}' is not a timestamp (e.g. 2024-03-01 12:00:00)",
+                i + 1
+            ))
+        })?;
+        keyed.push((t, i));
+    }
+    keyed.sort();
+    let n_test = ((keyed.len() as f64) * test_size).round() as usize;
+    if n_test == 0 || n_test >= keyed.len() {
+        return Err(Error::input(format!(
+            "{source}: --split time:{column}: {} rows cannot give a holdout of {:.0} %",
+            keyed.len(),
+            test_size * 100.0
+        )));
+    }
+    let cut = keyed.len() - n_test;
+    let (train, test) = keyed.split_at(cut);
+    let desc = format!(
+        "time split on '{column}': trained on {} rows from {} to {}, evaluated on the latest {:.0} % ({} rows, {} to {})",
+        train.len(),
+        train[0].0,
+        train[train.len() - 1].0,
+        test_size * 100.0,
+        test.len(),
+        test[0].0,
+        test[test.len() - 1].0
+    );
+    let mut tr: Vec<usize> = train.iter().map(|k| k.1).collect();
+    let mut te: Vec<usize> = test.iter().map(|k| k.1).collect();
+    tr.sort_unstable();
+    te.sort_unstable();
+    Ok((tr, te, desc))
 }
 
 /// The linear baseline: logistic or ridge regression, or a multinomial logistic regression over `n_classes`.

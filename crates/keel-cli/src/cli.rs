@@ -1066,6 +1066,10 @@ pub struct TrainArgs {
     /// Evaluate on this file instead of a split.
     #[arg(long)]
     pub test: Option<PathBuf>,
+    /// How the holdout is drawn: `random` (stratified for classification), or `time:COLUMN` to train on the
+    /// past and evaluate on the latest --test-size share by that timestamp column.
+    #[arg(long, default_value = "random")]
+    pub split: String,
     /// Random seed (split, bootstrap, sampling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

@@ -36,6 +36,9 @@ pub struct ModelCard {
     pub trees: Option<usize>,
     pub lineage: Lineage,
     pub limitations: Vec<String>,
+    /// What the training's leakage checks found (absent on cards written before the checks, and on imports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leakage: Option<crate::leak::LeakReport>,
     /// Where an imported model came from (absent for models Keel trained).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imported: Option<ImportedFrom>,

@@ -20,6 +20,7 @@ pub mod forest;
 pub mod gate;
 pub mod gbdt;
 pub mod import;
+pub mod leak;
 pub mod linear;
 pub mod metrics;
 pub mod model;

@@ -276,6 +276,7 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             objective: Some("binary".into()),
             test_size: 0.2,
             test: None,
+            split: "random".into(),
             seed: 0,
             sensitive: vec!["SEX".into(), "RAC1P".into()],
             slices: vec![],

@@ -89,6 +89,17 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             (Some(Objective::Regression), loss)
         }
     };
+    let time_split = match a.split.as_str() {
+        "random" => None,
+        s => match s.strip_prefix("time:") {
+            Some(c) if !c.is_empty() => Some(c.to_string()),
+            _ => {
+                return Err(input_error(format!(
+                    "--split '{s}' is neither 'random' nor 'time:COLUMN'"
+                )));
+            }
+        },
+    };
     let class_weight = match a.class_weight.as_deref() {
         None | Some("none") => ClassWeight::None,
         Some("balanced") => ClassWeight::Balanced,
@@ -136,6 +147,7 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             threshold: a.threshold,
             model: a.model.into(),
             interval_level: a.interval_level,
+            time_split,
         },
         test: a.test.clone(),
         aliases: a.alias.clone(),
@@ -282,6 +294,11 @@ fn report(out: &TrainOutcome, json: bool) {
             println!("  warning: {l}");
         }
     }
+    for w in out["warnings"].as_array().into_iter().flatten() {
+        if let Some(w) = w.as_str() {
+            println!("  warning: {w}");
+        }
+    }
     println!("  model card: {}", out["card_html"].as_str().unwrap_or(""));
 }
 
@@ -343,6 +360,7 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         objective: Some("binary".into()),
         test_size: 0.2,
         test: None,
+        split: "random".into(),
         seed: 0,
         sensitive: vec!["SEX".into(), "RAC1P".into(), "AGEP".into()],
         slices: vec![],

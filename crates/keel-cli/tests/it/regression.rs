@@ -231,3 +231,123 @@ fn a_poisson_model_of_counts_reports_its_deviance_and_gamma_refuses_zeros() {
         "{e}"
     );
 }
+
+/// `--split time:COLUMN` trains on the past and evaluates on the latest rows; training warns about a column that
+/// is the target in disguise and about holdout rows duplicated from training rows.
+#[test]
+fn a_time_split_evaluates_on_the_latest_rows_and_leaks_are_called_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = head(dir.path(), "regression_synthetic_reference.csv", 3000);
+    let o = keel(
+        &home,
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--target",
+            "y_true",
+            "--name",
+            "cars",
+            "--drop",
+            "id,y_pred",
+            "--split",
+            "time:timestamp",
+            "--test-size",
+            "0.25",
+            "--trees",
+            "30",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout_json(&o);
+    assert_eq!(
+        (out["rows_train"].as_u64(), out["rows_test"].as_u64()),
+        (Some(2250), Some(750))
+    );
+    assert!(out["warnings"].is_null(), "no leak in these columns: {out}");
+    let card = stdout_json(&keel(&home, &["models", "card", "cars@1", "--json"]));
+    let split = card["data"]["split"].as_str().unwrap();
+    // The file is in time order: the last 750 rows are the latest.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let stamps: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    let first_test = &stamps[2250][..19];
+    assert!(
+        split.starts_with("time split on 'timestamp'") && split.contains(first_test),
+        "{split} (first holdout timestamp {first_test})"
+    );
+    // A bad column name is refused with the columns listed.
+    let o = keel(
+        &home,
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--target",
+            "y_true",
+            "--name",
+            "cars",
+            "--split",
+            "time:when",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("time:when: no such column"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A leak: the final price recorded after the sale (the target, rounded), and the first 400 rows twice.
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let y_at = header.iter().position(|h| *h == "y_true").unwrap();
+    lines[0] += ",final_price";
+    for l in lines.iter_mut().skip(1) {
+        let y: f64 = l.split(',').nth(y_at).unwrap().parse().unwrap();
+        *l += &format!(",{}", (y / 10.0).round() * 10.0);
+    }
+    let copies: Vec<String> = lines[1..401].to_vec();
+    lines.extend(copies);
+    let leaky = write(dir.path(), "leaky.csv", &(lines.join("\n") + "\n"));
+    let o = keel(
+        &home,
+        &[
+            "train",
+            "--data",
+            leaky.to_str().unwrap(),
+            "--target",
+            "y_true",
+            "--name",
+            "leaky",
+            "--drop",
+            "id,y_pred",
+            "--trees",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "warning: Possible leak: 'final_price' alone predicts the holdout's target (r2 "
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("holdout rows also appear among the training rows"),
+        "{text}"
+    );
+    let card = stdout_json(&keel(&home, &["models", "card", "leaky@1", "--json"]));
+    let leak = &card["leakage"];
+    assert_eq!(leak["suspects"][0]["feature"], "final_price", "{leak}");
+    let shared = leak["shared_rows"].as_u64().unwrap();
+    // 400 duplicated rows, a 20 % random holdout: a pair is split across train and holdout with probability
+    // 2 × 0.8 × 0.2, about 128 holdout rows (measured: 143).
+    assert!((80..=200).contains(&shared), "{leak}");
+}

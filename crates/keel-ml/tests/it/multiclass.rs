@@ -326,6 +326,7 @@ fn card(evaluation: keel_ml::eval::Evaluation) -> keel_ml::card::ModelCard {
             model_sha256: "0".into(),
         },
         limitations: vec![],
+        leakage: None,
         imported: None,
     }
 }
