@@ -634,7 +634,18 @@ fn fit(
 
     let nf = specs.len();
     let n_classes = target.class_labels.as_ref().map_or(1, Vec::len);
-    let choice = a.model;
+    // The linear baseline cannot honour monotone constraints (its decile terms bend): with constraints the trees
+    // are registered, and asking for the linear model is refused.
+    let constrained = params.monotone_constraints.values().any(|c| *c != 0);
+    let choice = match (a.model, constrained) {
+        (Choice::Linear, true) => {
+            return Err(Error::input(
+                "monotone constraints apply to gradient-boosted trees; the linear baseline cannot honour them (use --model gbdt or auto)",
+            ));
+        }
+        (Choice::Auto, true) => Choice::Gbdt,
+        (c, _) => c,
+    };
     let linear_params = LinearParams::default();
     let model_of = |kind: ModelKind| Model {
         objective,
@@ -862,6 +873,18 @@ fn fit(
         imported: None,
     };
     card.limitations.extend(leakage.warnings());
+    if constrained {
+        let list: Vec<String> = params
+            .monotone_constraints
+            .iter()
+            .filter(|(_, c)| **c != 0)
+            .map(|(f, c)| format!("{f} {}", if *c > 0 { "increasing" } else { "decreasing" }))
+            .collect();
+        card.limitations.push(format!(
+            "Monotone constraints ({}) hold for the trees; the linear baseline, which cannot honour them, was not a candidate.",
+            list.join(", ")
+        ));
+    }
     if let Some(l) = selection.limitation() {
         card.limitations.push(l);
     }

@@ -1113,6 +1113,10 @@ pub struct TrainArgs {
     /// Smallest gain a split must bring.
     #[arg(long, default_value_t = 0.0)]
     pub min_gain_to_split: f64,
+    /// Monotone constraints, comma-separated `FEATURE:+1` (the prediction never falls as the feature grows) or
+    /// `FEATURE:-1` (never rises); numeric features only. Credit scores, prices, dosages.
+    #[arg(long, value_delimiter = ',')]
+    pub monotone: Vec<String>,
     /// Histogram bins per numeric feature (2–256).
     #[arg(long, default_value_t = 255)]
     pub max_bins: usize,

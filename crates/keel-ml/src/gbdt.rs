@@ -66,6 +66,9 @@ pub struct GbdtParams {
     pub class_weight: ClassWeight,
     /// The loss of a regression (ignored for classification).
     pub loss: Loss,
+    /// Monotone constraints by feature name: `1` the prediction never decreases as the feature grows, `-1` it
+    /// never increases (numeric features only; LightGBM's basic method).
+    pub monotone_constraints: std::collections::BTreeMap<String, i8>,
     pub seed: u64,
 }
 
@@ -245,6 +248,7 @@ impl Default for GbdtParams {
             early_stopping_rounds: 0,
             class_weight: ClassWeight::None,
             loss: Loss::L2,
+            monotone_constraints: Default::default(),
             seed: 0,
         }
     }
@@ -282,6 +286,15 @@ impl GbdtParams {
         }
         if !(self.min_gain_to_split >= 0.0 && self.min_gain_to_split.is_finite()) {
             return bad("min_gain_to_split must be a non-negative number");
+        }
+        if let Some((f, c)) = self
+            .monotone_constraints
+            .iter()
+            .find(|(_, c)| !matches!(c, -1..=1))
+        {
+            return Err(Error::InvalidParams(format!(
+                "monotone constraint {c} on '{f}': use 1 (increasing), -1 (decreasing) or 0"
+            )));
         }
         if self.min_data_in_leaf == 0 {
             return bad("min_data_in_leaf must be at least 1");
@@ -535,12 +548,42 @@ fn train_groups(
         }
     };
 
+    let monotone: Vec<i8> = if params.monotone_constraints.values().all(|c| *c == 0) {
+        Vec::new()
+    } else {
+        for (name, c) in &params.monotone_constraints {
+            match specs.iter().find(|s| &s.name == name) {
+                None => {
+                    return Err(Error::InvalidParams(format!(
+                        "monotone constraint on '{name}', which is not a feature"
+                    )));
+                }
+                Some(s) if *c != 0 && matches!(s.kind, FeatureKind::Categorical { .. }) => {
+                    return Err(Error::InvalidParams(format!(
+                        "monotone constraint on '{name}', a categorical feature (categories have no order)"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        specs
+            .iter()
+            .map(|s| {
+                params
+                    .monotone_constraints
+                    .get(&s.name)
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
     let ctx = Ctx {
         nf,
         bins: &bins,
         mappers: &mappers,
         offsets: &offsets,
         params,
+        monotone,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     // Scores, gradients and hessians are class-major: group g's rows are `g * n .. (g + 1) * n`.
@@ -832,6 +875,9 @@ struct Ctx<'a> {
     mappers: &'a [BinMapper],
     offsets: &'a [usize],
     params: &'a GbdtParams,
+    /// Per feature: 1, -1 or 0; empty when the model has no monotone constraints (the unconstrained path,
+    /// bit for bit what it was).
+    monotone: Vec<i8>,
 }
 
 /// A split candidate for one leaf.
@@ -846,6 +892,9 @@ struct Split {
     default_left: bool,
     left_g: f64,
     left_h: f64,
+    /// The children's outputs (before the learning rate), for monotone bounds.
+    left_out: f64,
+    right_out: f64,
 }
 
 struct Leaf {
@@ -858,6 +907,9 @@ struct Leaf {
     best: Option<Split>,
     /// Where this leaf hangs: (node index, is left child). `None` for the root.
     parent: Option<(usize, bool)>,
+    /// Bounds on this leaf's output from monotone splits above it (±∞ without constraints).
+    min_out: f64,
+    max_out: f64,
 }
 
 struct Grower {
@@ -916,6 +968,8 @@ impl Grower {
             hist: root_hist,
             best: None,
             parent: None,
+            min_out: f64::NEG_INFINITY,
+            max_out: f64::INFINITY,
         }];
         leaves[0].best = find_best_split(ctx, &leaves[0], features);
         let mut nodes: Vec<Node> = Vec::new();
@@ -1009,6 +1063,24 @@ impl Grower {
                 (big_hist, small_hist)
             };
             let depth = leaves[li].depth + 1;
+            // Children inherit the bounds; a monotone split also puts the midpoint of its outputs between them.
+            let (mut l_bounds, mut r_bounds) = (
+                (leaves[li].min_out, leaves[li].max_out),
+                (leaves[li].min_out, leaves[li].max_out),
+            );
+            match ctx.monotone.get(f).copied().unwrap_or(0) {
+                1 => {
+                    let mid = (split.left_out + split.right_out) / 2.0;
+                    l_bounds.1 = l_bounds.1.min(mid);
+                    r_bounds.0 = r_bounds.0.max(mid);
+                }
+                -1 => {
+                    let mid = (split.left_out + split.right_out) / 2.0;
+                    l_bounds.0 = l_bounds.0.max(mid);
+                    r_bounds.1 = r_bounds.1.min(mid);
+                }
+                _ => {}
+            }
             let left = Leaf {
                 start,
                 end: mid,
@@ -1018,6 +1090,8 @@ impl Grower {
                 hist: left_hist,
                 best: None,
                 parent: Some((node_idx, true)),
+                min_out: l_bounds.0,
+                max_out: l_bounds.1,
             };
             let right = Leaf {
                 start: mid,
@@ -1028,6 +1102,8 @@ impl Grower {
                 hist: right_hist,
                 best: None,
                 parent: Some((node_idx, false)),
+                min_out: r_bounds.0,
+                max_out: r_bounds.1,
             };
             leaves[li] = left;
             leaves.push(right);
@@ -1043,8 +1119,7 @@ impl Grower {
         let mut leaf_values = Vec::with_capacity(leaves.len());
         let mut leaf_covers = Vec::with_capacity(leaves.len());
         for l in leaves.iter_mut() {
-            let v = -threshold_l1(l.sum_g, p.lambda_l1) / (l.sum_h + p.lambda_l2 + EPSILON)
-                * p.learning_rate;
+            let v = leaf_output(l.sum_g, l.sum_h, p, l.min_out, l.max_out) * p.learning_rate;
             leaf_values.push(v);
             leaf_covers.push((l.end - l.start) as f64);
             self.leaf_ranges.push((l.start, l.end));
@@ -1111,6 +1186,18 @@ fn threshold_l1(g: f64, l1: f64) -> f64 {
     g.signum() * (g.abs() - l1).max(0.0)
 }
 
+/// A leaf's output before the learning rate, within its monotone bounds.
+#[inline]
+fn leaf_output(g: f64, h: f64, p: &GbdtParams, min_out: f64, max_out: f64) -> f64 {
+    (-threshold_l1(g, p.lambda_l1) / (h + p.lambda_l2 + EPSILON)).clamp(min_out, max_out)
+}
+
+/// The gain of a leaf whose output is held at `out` (the unconstrained optimum gives [`leaf_gain`]).
+#[inline]
+fn gain_at(g: f64, h: f64, p: &GbdtParams, out: f64) -> f64 {
+    -(2.0 * threshold_l1(g, p.lambda_l1) * out + (h + p.lambda_l2 + EPSILON) * out * out)
+}
+
 #[inline]
 fn leaf_gain(g: f64, h: f64, l1: f64, l2: f64) -> f64 {
     let g = threshold_l1(g, l1);
@@ -1130,7 +1217,7 @@ fn find_best_split(ctx: &Ctx, leaf: &Leaf, features: &[bool]) -> Option<Split> {
         let cand = if ctx.mappers[f].is_categorical() {
             best_categorical(p, f, h, leaf, cnt_factor)
         } else {
-            best_numeric(p, f, h, leaf, cnt_factor)
+            best_numeric(p, f, h, leaf, cnt_factor, &ctx.monotone)
         };
         if let Some(c) = cand
             && best.as_ref().is_none_or(|b| c.gain > b.gain)
@@ -1147,7 +1234,13 @@ fn best_numeric(
     h: &[[f64; 2]],
     leaf: &Leaf,
     cnt_factor: f64,
+    monotone: &[i8],
 ) -> Option<Split> {
+    // With monotone constraints anywhere, outputs are held within the leaf's bounds and gains are taken at
+    // those outputs; a split on a constrained feature whose children's outputs go the wrong way is skipped.
+    let constrained = !monotone.is_empty();
+    let mono = monotone.get(f).copied().unwrap_or(0);
+    let out = |g: f64, h: f64| leaf_output(g, h, p, leaf.min_out, leaf.max_out);
     let nb = h.len();
     let miss = h[nb - 1];
     let value_bins = nb - 1;
@@ -1155,7 +1248,11 @@ fn best_numeric(
         return None;
     }
     let l2 = p.lambda_l2;
-    let parent_gain = leaf_gain(leaf.sum_g, leaf.sum_h, p.lambda_l1, l2);
+    let parent_gain = if constrained {
+        gain_at(leaf.sum_g, leaf.sum_h, p, out(leaf.sum_g, leaf.sum_h))
+    } else {
+        leaf_gain(leaf.sum_g, leaf.sum_h, p.lambda_l1, l2)
+    };
     let total_cnt = (leaf.end - leaf.start) as f64;
     let min_cnt = p.min_data_in_leaf as f64;
     let has_missing = miss[1] > 0.0;
@@ -1182,8 +1279,16 @@ fn best_numeric(
             if cr < min_cnt || hr < p.min_sum_hessian_in_leaf {
                 break;
             }
-            let gain = leaf_gain(gl, hl, p.lambda_l1, l2) + leaf_gain(gr, hr, p.lambda_l1, l2)
-                - parent_gain;
+            let gain = if constrained {
+                let (ol, or) = (out(gl, hl), out(gr, hr));
+                if (mono > 0 && ol > or) || (mono < 0 && ol < or) {
+                    continue;
+                }
+                gain_at(gl, hl, p, ol) + gain_at(gr, hr, p, or) - parent_gain
+            } else {
+                leaf_gain(gl, hl, p.lambda_l1, l2) + leaf_gain(gr, hr, p.lambda_l1, l2)
+                    - parent_gain
+            };
             if best.is_none_or(|b| gain > b.0) {
                 best = Some((gain, t, missing_left, gl, hl));
             }
@@ -1212,6 +1317,8 @@ fn best_numeric(
         default_left,
         left_g: gl,
         left_h: hl,
+        left_out: out(gl, hl),
+        right_out: out(leaf.sum_g - gl, leaf.sum_h - hl),
     })
 }
 
@@ -1317,5 +1424,8 @@ fn best_categorical(
         default_left,
         left_g: gl,
         left_h: hl,
+        // Categorical features take no constraint; the children inherit the leaf's bounds.
+        left_out: 0.0,
+        right_out: 0.0,
     })
 }

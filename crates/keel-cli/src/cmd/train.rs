@@ -100,6 +100,25 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             }
         },
     };
+    let mut monotone_constraints = std::collections::BTreeMap::new();
+    for m in &a.monotone {
+        let (name, dir) = m.rsplit_once(':').ok_or_else(|| {
+            input_error(format!(
+                "--monotone '{m}': expected FEATURE:+1 or FEATURE:-1"
+            ))
+        })?;
+        let c: i8 = match dir {
+            "+1" | "1" | "increasing" => 1,
+            "-1" | "decreasing" => -1,
+            "0" | "none" => 0,
+            _ => {
+                return Err(input_error(format!(
+                    "--monotone '{m}': the direction '{dir}' is neither +1 nor -1"
+                )));
+            }
+        };
+        monotone_constraints.insert(name.to_string(), c);
+    }
     let class_weight = match a.class_weight.as_deref() {
         None | Some("none") => ClassWeight::None,
         Some("balanced") => ClassWeight::Balanced,
@@ -141,6 +160,7 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
                 early_stopping_rounds: a.early_stopping.unwrap_or(0),
                 class_weight,
                 loss,
+                monotone_constraints,
                 seed: a.seed,
                 ..GbdtParams::default()
             },
@@ -377,6 +397,7 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         lambda_l2: 0.0,
         min_gain_to_split: 0.0,
         max_bins: 255,
+        monotone: vec![],
         huber_delta: 1.0,
         tweedie_variance_power: 1.5,
         quantile_alpha: 0.5,

@@ -351,3 +351,84 @@ fn a_time_split_evaluates_on_the_latest_rows_and_leaks_are_called_out() {
     // 2 × 0.8 × 0.2, about 128 holdout rows (measured: 143).
     assert!((80..=200).contains(&shared), "{leak}");
 }
+
+/// `--monotone` holds for the registered trees: scored along a grid of car ages, a price never rises.
+#[test]
+fn monotone_constraints_from_the_command_line_hold_on_served_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = head(dir.path(), "regression_synthetic_reference.csv", 4000);
+    let args = |model: &str| {
+        vec![
+            "train".to_string(),
+            "--data".into(),
+            data.to_str().unwrap().into(),
+            "--target".into(),
+            "y_true".into(),
+            "--name".into(),
+            "cars".into(),
+            "--drop".into(),
+            "id,y_pred,timestamp".into(),
+            "--trees".into(),
+            "60".into(),
+            "--monotone".into(),
+            "car_age:-1,price_new:+1".into(),
+            "--model".into(),
+            model.into(),
+        ]
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let o = keel(&home, &refs(&args("linear")));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot honour them"), "{}", stderr(&o));
+    let o = keel(&home, &refs(&args("auto")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = stdout_json(&keel(&home, &["models", "card", "cars@1", "--json"]));
+    assert!(
+        card["limitations"]
+            .to_string()
+            .contains("car_age decreasing, price_new increasing"),
+        "{}",
+        card["limitations"]
+    );
+    // A grid: four base cars, car age 0 to 20.
+    let mut grid =
+        String::from("car_age,km_driven,price_new,accident_count,door_count,fuel,transmission\n");
+    for base in [
+        "80000,30000,1,4,diesel,manual",
+        "150000,52000,3,5,gas,automatic",
+    ] {
+        for age in 0..=20 {
+            grid += &format!("{age},{base}\n");
+        }
+    }
+    let input = write(dir.path(), "grid.csv", &grid);
+    let out = dir.path().join("scored.csv");
+    let o = keel(
+        &home,
+        &[
+            "predict",
+            "--model",
+            "cars",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == "prediction").unwrap();
+    let preds: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(at).unwrap().parse().unwrap())
+        .collect();
+    for car in preds.chunks(21) {
+        assert!(car.windows(2).all(|w| w[1] <= w[0]), "{car:?}");
+        assert!(car[0] > car[20], "age matters: {car:?}");
+    }
+}

@@ -249,3 +249,101 @@ fn l1_regularisation_shrinks_leaf_values() {
     let (free, shrunk) = (total(0.0), total(200.0));
     assert!(shrunk < free * 0.8, "{shrunk} vs {free}");
 }
+
+#[test]
+fn monotone_constraints_hold_along_the_feature_for_every_row() {
+    // x2's true effect is a sine: not monotone. Constrained increasing, every row's prediction must not fall
+    // as x2 grows; unconstrained, some do.
+    let (x, y, _) = data(6000, 10, &|m, r| m + r.random_range(-0.3..0.3));
+    let grid: Vec<f64> = (0..=40).map(|i| -1.0 + i as f64 * 0.05).collect();
+    let falls = |constraints: &[(&str, i8)]| {
+        let p = GbdtParams {
+            n_trees: 80,
+            learning_rate: 0.1,
+            monotone_constraints: constraints
+                .iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect(),
+            ..Default::default()
+        };
+        let (e, _) = gbdt::train(
+            &specs(),
+            &x,
+            &y,
+            Objective::Regression,
+            &p,
+            None,
+            &mut |_, _| true,
+        )
+        .unwrap();
+        let mut falls = 0;
+        for r in x.chunks_exact(3).take(200) {
+            let mut row = r.to_vec();
+            let mut last = f64::NEG_INFINITY;
+            for g in &grid {
+                row[2] = *g;
+                let v = e.predict_margin(&row);
+                if v < last - 1e-12 {
+                    falls += 1;
+                }
+                last = v;
+            }
+        }
+        falls
+    };
+    assert!(falls(&[]) > 100, "unconstrained, the sine shows");
+    assert_eq!(falls(&[("x2", 1)]), 0);
+    // Decreasing on x0 (whose true effect increases): never rises.
+    let p = GbdtParams {
+        n_trees: 40,
+        monotone_constraints: [("x0".to_string(), -1)].into(),
+        ..Default::default()
+    };
+    let (e, _) = gbdt::train(
+        &specs(),
+        &x,
+        &y,
+        Objective::Regression,
+        &p,
+        None,
+        &mut |_, _| true,
+    )
+    .unwrap();
+    for r in x.chunks_exact(3).take(100) {
+        let mut row = r.to_vec();
+        let mut last = f64::INFINITY;
+        for g in (0..=40).map(|i| -2.0 + i as f64 * 0.1) {
+            row[0] = g;
+            let v = e.predict_margin(&row);
+            assert!(v <= last + 1e-12, "{v} after {last}");
+            last = v;
+        }
+    }
+    // A constraint on a feature that does not exist, or a value other than -1/0/1, is refused.
+    let bad = GbdtParams {
+        monotone_constraints: [("age".to_string(), 1)].into(),
+        ..Default::default()
+    };
+    let e = gbdt::train(
+        &specs(),
+        &x,
+        &y,
+        Objective::Regression,
+        &bad,
+        None,
+        &mut |_, _| true,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'age', which is not a feature"), "{e}");
+    let bad = GbdtParams {
+        monotone_constraints: [("x0".to_string(), 2)].into(),
+        ..Default::default()
+    };
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("monotone constraint 2")
+    );
+}
