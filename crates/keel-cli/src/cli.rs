@@ -1117,6 +1117,9 @@ pub struct TrainArgs {
     /// `FEATURE:-1` (never rises); numeric features only. Credit scores, prices, dosages.
     #[arg(long, value_delimiter = ',')]
     pub monotone: Vec<String>,
+    /// Training threads (0 = every core); the trees are identical whatever the count.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Histogram bins per numeric feature (2–256).
     #[arg(long, default_value_t = 255)]
     pub max_bins: usize,

@@ -1,8 +1,10 @@
 //! Keel's histogram gradient-boosted decision trees, in the manner of LightGBM: features are binned once,
 //! trees grow leaf-wise (best gain first) from gradient/hessian histograms with the sibling-subtraction trick,
 //! categorical features get many-vs-many splits (categories ordered by gradient statistics), missing values learn
-//! their direction, and training is single-threaded and deterministic for a seed. The result is compiled into
-//! Keel's [`Tree`] layout.
+//! their direction. A large leaf's histogram is the sum, in a fixed block order, of partial histograms over
+//! blocks of 16,384 rows, which `num_threads` threads may build at once, and split search may share features
+//! among them; a seed gives bit-identical trees whatever the thread count. The result is compiled into Keel's
+//! [`Tree`] layout.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -66,6 +68,9 @@ pub struct GbdtParams {
     pub class_weight: ClassWeight,
     /// The loss of a regression (ignored for classification).
     pub loss: Loss,
+    /// Threads for histograms and split search (0: every core). The trees are identical for a seed whatever the
+    /// count. Default 1: on the 2-vCPU machines measured so far, two threads trained slower (see BENCHMARKS.md).
+    pub num_threads: usize,
     /// Monotone constraints by feature name: `1` the prediction never decreases as the feature grows, `-1` it
     /// never increases (numeric features only; LightGBM's basic method).
     pub monotone_constraints: std::collections::BTreeMap<String, i8>,
@@ -249,6 +254,7 @@ impl Default for GbdtParams {
             class_weight: ClassWeight::None,
             loss: Loss::L2,
             monotone_constraints: Default::default(),
+            num_threads: 1,
             seed: 0,
         }
     }
@@ -577,6 +583,20 @@ fn train_groups(
             })
             .collect()
     };
+    let threads = match params.num_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        t => t,
+    };
+    let pool = if threads > 1 {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| Error::Internal(format!("training threads: {e}")))?,
+        )
+    } else {
+        None
+    };
     let ctx = Ctx {
         nf,
         bins: &bins,
@@ -584,6 +604,7 @@ fn train_groups(
         offsets: &offsets,
         params,
         monotone,
+        pool: pool.as_ref(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     // Scores, gradients and hessians are class-major: group g's rows are `g * n .. (g + 1) * n`.
@@ -878,6 +899,8 @@ struct Ctx<'a> {
     /// Per feature: 1, -1 or 0; empty when the model has no monotone constraints (the unconstrained path,
     /// bit for bit what it was).
     monotone: Vec<i8>,
+    /// The training's own threads (absent: sequential).
+    pool: Option<&'a rayon::ThreadPool>,
 }
 
 /// A split candidate for one leaf.
@@ -1164,7 +1187,61 @@ fn compile(
 }
 
 /// Accumulates gradient and hessian sums per bin for the given rows. This is the hot loop of training.
+/// Fewest (rows × features) a leaf must hold before its features' split search is shared among threads.
+const PARALLEL_CELLS: usize = 1 << 20;
+
+/// Rows per block of a histogram: a large leaf's histogram is the sum, in block order, of its blocks' partial
+/// histograms, built on the training threads. The blocks do not depend on the thread count, so neither do the
+/// sums.
+const BLOCK_ROWS: usize = 16_384;
+/// Blocks built together before they are folded in (bounds the partial histograms held at once).
+const BLOCK_WAVE: usize = 16;
+
 fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
+    if rows.len() <= BLOCK_ROWS {
+        accumulate(hist, ctx, rows, grad, hess);
+        return;
+    }
+    // Threads pay off from a few blocks up; below that, waking them costs more than they save.
+    let pool = ctx.pool.filter(|_| rows.len() >= 4 * BLOCK_ROWS);
+    let blocks: Vec<&[u32]> = rows.chunks(BLOCK_ROWS).collect();
+    let bins = hist.len();
+    let partial = |b: &&[u32]| {
+        let mut h = vec![[0.0f64; 2]; bins];
+        accumulate(&mut h, ctx, b, grad, hess);
+        h
+    };
+    for wave in blocks.chunks(BLOCK_WAVE) {
+        let parts: Vec<Vec<[f64; 2]>> = match pool {
+            Some(pool) => {
+                // Scoped threads, one contiguous group of blocks each; no worker is left spinning afterwards.
+                let per = wave.len().div_ceil(pool.current_num_threads());
+                std::thread::scope(|sc| {
+                    let handles: Vec<_> = wave
+                        .chunks(per)
+                        .map(|group| {
+                            sc.spawn(move || group.iter().map(partial).collect::<Vec<_>>())
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .flat_map(|h| h.join().expect("histogram thread"))
+                        .collect()
+                })
+            }
+            None => wave.iter().map(partial).collect(),
+        };
+        for part in &parts {
+            for (e, v) in hist.iter_mut().zip(part) {
+                e[0] += v[0];
+                e[1] += v[1];
+            }
+        }
+    }
+}
+
+/// Adds the rows' gradients and hessians to their bins, row by row. This is the hot loop of training.
+fn accumulate(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
     let nf = ctx.nf;
     let offsets = &ctx.offsets[..nf];
     for &r in rows {
@@ -1211,17 +1288,30 @@ fn find_best_split(ctx: &Ctx, leaf: &Leaf, features: &[bool]) -> Option<Split> {
         return None;
     }
     let cnt_factor = count / leaf.sum_h.max(EPSILON);
-    let mut best: Option<Split> = None;
-    for (f, _) in features.iter().enumerate().filter(|(_, used)| **used) {
+    let candidate = |f: usize| {
         let h = &leaf.hist[ctx.offsets[f]..ctx.offsets[f + 1]];
-        let cand = if ctx.mappers[f].is_categorical() {
+        if ctx.mappers[f].is_categorical() {
             best_categorical(p, f, h, leaf, cnt_factor)
         } else {
             best_numeric(p, f, h, leaf, cnt_factor, &ctx.monotone)
-        };
-        if let Some(c) = cand
-            && best.as_ref().is_none_or(|b| c.gain > b.gain)
-        {
+        }
+    };
+    let used: Vec<usize> = (0..features.len()).filter(|&f| features[f]).collect();
+    // Candidates in feature order (in parallel for large leaves), then the first of the largest gain: the same
+    // choice whatever the thread count.
+    let cands: Vec<Option<Split>> = match ctx
+        .pool
+        .filter(|_| (leaf.end - leaf.start) * used.len() >= PARALLEL_CELLS)
+    {
+        Some(pool) => {
+            use rayon::prelude::*;
+            pool.install(|| used.par_iter().map(|&f| candidate(f)).collect())
+        }
+        None => used.iter().map(|&f| candidate(f)).collect(),
+    };
+    let mut best: Option<Split> = None;
+    for c in cands.into_iter().flatten() {
+        if best.as_ref().is_none_or(|b| c.gain > b.gain) {
             best = Some(c);
         }
     }

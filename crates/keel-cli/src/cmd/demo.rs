@@ -293,6 +293,7 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             lambda_l2: 0.0,
             min_gain_to_split: 0.0,
             max_bins: 255,
+            threads: 1,
             monotone: vec![],
             huber_delta: 1.0,
             tweedie_variance_power: 1.5,

@@ -161,6 +161,7 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
                 class_weight,
                 loss,
                 monotone_constraints,
+                num_threads: a.threads,
                 seed: a.seed,
                 ..GbdtParams::default()
             },
@@ -397,6 +398,7 @@ fn quickstart_args(data: PathBuf, json: bool) -> TrainArgs {
         lambda_l2: 0.0,
         min_gain_to_split: 0.0,
         max_bins: 255,
+        threads: 1,
         monotone: vec![],
         huber_delta: 1.0,
         tweedie_variance_power: 1.5,

@@ -368,3 +368,30 @@ fn invalid_parameters_are_refused() {
         assert!(matches!(e, keel_ml::Error::InvalidParams(_)), "{e}");
     }
 }
+
+#[test]
+fn trees_are_bit_identical_whatever_the_thread_count() {
+    // 280,000 rows × 4 features: enough that the root's histogram blocks (≥ 4 × 16,384 rows) and its split
+    // search (≥ 2^20 row-features) run on the threads.
+    let (specs, x, y) = synthetic(280_000, 5);
+    let fit = |threads: usize| {
+        let p = GbdtParams {
+            n_trees: 8,
+            learning_rate: 0.1,
+            bagging_fraction: 0.8,
+            feature_fraction: 0.75,
+            num_threads: threads,
+            seed: 3,
+            ..Default::default()
+        };
+        gbdt::train(&specs, &x, &y, Objective::Binary, &p, None, &mut |_, _| {
+            true
+        })
+        .unwrap()
+        .0
+    };
+    let one = fit(1);
+    assert_eq!(fit(2), one);
+    assert_eq!(fit(3), one);
+    assert_eq!(fit(0), one, "every core");
+}
