@@ -271,6 +271,8 @@ pub async fn gate_challenger(
                 _ => spec2.gate.sensitive.clone(),
             },
             threshold: settings.as_ref().map_or(0.5, |s| s.threshold),
+            // A regression is judged on the champion's own loss (deviance for a Poisson model, …).
+            loss: settings.as_ref().map_or(keel_ml::Loss::L2, |s| s.gbdt.loss),
             ..spec2.gate.clone()
         };
         let report: GateReport = keel_ml::gate::compare(&m_old, &m_new, &holdout, &y, &opts)?;

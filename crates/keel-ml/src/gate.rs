@@ -31,6 +31,10 @@ pub struct GateOptions {
     pub fairness_tolerance: f64,
     /// Probability at or above which a row counts as predicted positive (for the fairness gaps).
     pub threshold: f64,
+    /// Regression: the champion's loss; the gate judges on its metric (RMSE for squared error, the mean absolute
+    /// error, deviance, pinball or Huber loss otherwise).
+    #[serde(default)]
+    pub loss: crate::Loss,
 }
 
 impl Default for GateOptions {
@@ -43,6 +47,7 @@ impl Default for GateOptions {
             sensitive: Vec::new(),
             fairness_tolerance: 0.02,
             threshold: 0.5,
+            loss: crate::Loss::L2,
         }
     }
 }
@@ -121,14 +126,15 @@ pub fn compare(
         o
     };
     let (o_old, o_new) = (sorted(&p_old), sorted(&p_new));
-    // "Better" is positive for every metric: AUC, minus the multiclass log loss, minus the RMSE.
+    // "Better" is positive for every metric: AUC, minus the multiclass log loss, minus the regression's loss.
+    let loss = opts.loss;
     let metric = |p: &[f64], o: &[usize], w: Option<&[f64]>| -> f64 {
         if binary {
             metrics::roc_auc_sorted(y, p, o, w).unwrap_or(f64::NAN)
         } else if multiclass {
             -metrics::multiclass_log_loss(y, p, k, w)
         } else {
-            -metrics::rmse(y, p, w)
+            -regression_metric(loss, y, p, w)
         }
     };
     let old = metric(&p_old, &o_old, None);
@@ -159,7 +165,7 @@ pub fn compare(
     } else if multiclass {
         "log_loss"
     } else {
-        "rmse"
+        crate::select::regression_metric(loss)
     };
     let shown = |v: f64| if binary { v } else { -v };
     let mut reasons = Vec::new();
@@ -233,4 +239,28 @@ pub fn compare(
         reasons,
         options: opts.clone(),
     })
+}
+
+/// A regression's metric for `loss` on predictions `p` (the output scale), optionally weighted: RMSE, MAE, or the
+/// mean deviance, pinball or Huber loss.
+pub fn regression_metric(loss: crate::Loss, y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
+    match loss {
+        crate::Loss::L2 => metrics::rmse(y, p, w),
+        crate::Loss::L1 => metrics::mae(y, p, w),
+        _ => {
+            let (mut t, mut ws) = (0.0, 0.0);
+            for i in 0..y.len() {
+                let wi = w.map_or(1.0, |w| w[i]);
+                let v = match loss {
+                    crate::Loss::Huber { .. } | crate::Loss::Quantile { .. } => {
+                        loss.mean_loss(&y[i..=i], &p[i..=i])
+                    }
+                    _ => crate::gbdt::unit_deviance(loss, y[i], p[i]),
+                };
+                t += wi * v;
+                ws += wi;
+            }
+            t / ws.max(1e-300)
+        }
+    }
 }

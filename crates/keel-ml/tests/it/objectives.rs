@@ -347,3 +347,29 @@ fn monotone_constraints_hold_along_the_feature_for_every_row() {
             .contains("monotone constraint 2")
     );
 }
+
+#[test]
+fn the_gate_judges_a_count_model_on_its_own_deviance() {
+    let draw = |m: f64, r: &mut ChaCha8Rng| Poisson::new(m).unwrap().sample(r);
+    let (x, y, _) = data(6000, 11, &draw);
+    let (xt, yt, _) = data(2000, 12, &draw);
+    let frame = keel_core::Frame {
+        names: (0..3).map(|j| format!("x{j}")).collect(),
+        columns: (0..3)
+            .map(|j| keel_core::ColumnData::Numeric(xt.chunks_exact(3).map(|r| r[j]).collect()))
+            .collect(),
+    };
+    let weak = fit(&x[..600 * 3], &y[..600], Loss::Poisson);
+    let strong = fit(&x, &y, Loss::Poisson);
+    let opts = keel_ml::gate::GateOptions {
+        loss: Loss::Poisson,
+        ..Default::default()
+    };
+    let r = keel_ml::gate::compare(&weak, &strong, &frame, &yt, &opts).unwrap();
+    assert_eq!(r.metric, "poisson_deviance");
+    assert!(r.passed && r.delta_lower > 0.0, "{r:?}");
+    assert!(r.champion > r.challenger, "deviance shown as is: {r:?}");
+    // Judged on RMSE instead, the metric is named so.
+    let r = keel_ml::gate::compare(&weak, &strong, &frame, &yt, &Default::default()).unwrap();
+    assert_eq!(r.metric, "rmse");
+}
