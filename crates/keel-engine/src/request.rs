@@ -287,6 +287,21 @@ impl RequestSchema {
             (false, Scalar::F64(_)) => Err(("not_finite", "the number is not finite".into())),
             // true/false only where training saw a boolean column (encoded 1/0); a number is not a flag.
             (false, Scalar::Bool(b)) if self.boolean[j] => Ok(if *b { 1.0 } else { 0.0 }),
+            // The words the training file used for it (a CSV's True/False, yes/no) read as the flag too.
+            (false, Scalar::Str(w)) if self.boolean[j] => {
+                match w.trim().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "t" => Ok(1.0),
+                    "false" | "no" | "f" => Ok(0.0),
+                    _ => Err((
+                        "wrong_type",
+                        format!("expected true or false, found the string '{w}'"),
+                    )),
+                }
+            }
+            (false, other) if self.boolean[j] => Err((
+                "wrong_type",
+                format!("expected true or false, found {}", other.kind()),
+            )),
             (false, other) => Err((
                 "wrong_type",
                 format!("expected a number, found {}", other.kind()),
@@ -822,6 +837,44 @@ mod tests {
         assert_eq!(errs, vec![("$".to_string(), "not_an_object")]);
         let (_, errs) = check(&s, json!({"age": 3, "colour": "red", "we ird": 1}));
         assert_eq!(errs, vec![("$[\"we ird\"]".to_string(), "unknown_field")]);
+    }
+
+    #[test]
+    fn a_boolean_feature_takes_json_flags_and_the_training_files_words() {
+        let features = vec![FeatureSpec {
+            name: "is_customer".into(),
+            kind: FeatureKind::Numeric,
+        }];
+        let mut training = Schema::default();
+        training.columns.push(keel_core::ColumnSchema::new(
+            "is_customer",
+            keel_core::ColumnType::Boolean,
+        ));
+        let s = RequestSchema::new(&features, &training, UnseenCategory::Reject);
+        for (v, want) in [
+            (json!(true), 1.0),
+            (json!("True"), 1.0),
+            (json!("no"), 0.0),
+            (json!(" FALSE "), 0.0),
+            (json!(0), 0.0),
+        ] {
+            let mut row = vec![f64::NAN];
+            let mut errs = Vec::new();
+            s.check_record(&json!({ "is_customer": v }), "$", &mut row, &mut errs);
+            assert!(errs.is_empty(), "{v}: {errs:?}");
+            assert_eq!(row[0], want, "{v}");
+        }
+        let mut row = vec![0.0];
+        let mut errs = Vec::new();
+        s.check_record(&json!({"is_customer": "maybe"}), "$", &mut row, &mut errs);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0]
+                .message
+                .contains("expected true or false, found the string 'maybe'"),
+            "{:?}",
+            errs[0]
+        );
     }
 
     #[test]
