@@ -592,29 +592,27 @@ fn fit(
                 Some(hash),
             )
         }
-        None if a.time_split.is_some() => {
-            let column = a.time_split.as_deref().expect("checked");
-            let (tr, te, desc) = time_split(&frame, column, a.test_size, &source)?;
-            (
-                frame.take(&tr),
-                tr.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
-                frame.take(&te),
-                te.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
-                desc,
-                None,
-            )
-        }
         None => {
-            let stratify = objective.is_classification();
-            let (tr, te) =
-                keel_ml::split::train_test_split(&target.values, a.test_size, a.seed, stratify);
-            let desc = format!(
-                "{}{:.0}/{:.0} split, seed {}",
-                if stratify { "stratified " } else { "random " },
-                (1.0 - a.test_size) * 100.0,
-                a.test_size * 100.0,
-                a.seed
-            );
+            let (tr, te, desc) = match a.time_split.as_deref() {
+                Some(column) => time_split(&frame, column, a.test_size, &source)?,
+                None => {
+                    let stratify = objective.is_classification();
+                    let (tr, te) = keel_ml::split::train_test_split(
+                        &target.values,
+                        a.test_size,
+                        a.seed,
+                        stratify,
+                    );
+                    let desc = format!(
+                        "{}{:.0}/{:.0} split, seed {}",
+                        if stratify { "stratified " } else { "random " },
+                        (1.0 - a.test_size) * 100.0,
+                        a.test_size * 100.0,
+                        a.seed
+                    );
+                    (tr, te, desc)
+                }
+            };
             (
                 frame.take(&tr),
                 tr.iter().map(|&i| target.values[i]).collect::<Vec<f64>>(),
@@ -682,7 +680,9 @@ fn fit(
             let p = m.predict_outputs_rows(&vx);
             match objective {
                 Objective::Binary => keel_ml::metrics::roc_auc(&vy, &p).unwrap_or(0.5),
-                Objective::Regression => regression_score(params.loss, &vy, &p),
+                Objective::Regression => {
+                    keel_ml::metrics::regression_loss(params.loss, &vy, &p, None)
+                }
                 Objective::Multiclass => {
                     keel_ml::metrics::multiclass_log_loss(&vy, &p, n_classes, None)
                 }
@@ -972,23 +972,6 @@ fn take_rows(x: &[f64], y: &[f64], rows: &[usize], nf: usize) -> (Vec<f64>, Vec<
         out.extend_from_slice(&x[r * nf..(r + 1) * nf]);
     }
     (out, rows.iter().map(|&r| y[r]).collect())
-}
-
-/// A regression's validation score on predictions `p`: its loss's own metric (see
-/// [`keel_ml::select::regression_metric`]), lower is better.
-fn regression_score(loss: keel_ml::Loss, y: &[f64], p: &[f64]) -> f64 {
-    match loss {
-        keel_ml::Loss::L2 => keel_ml::metrics::rmse(y, p, None),
-        keel_ml::Loss::L1 => keel_ml::metrics::mae(y, p, None),
-        keel_ml::Loss::Huber { .. } | keel_ml::Loss::Quantile { .. } => loss.mean_loss(y, p),
-        _ => {
-            y.iter()
-                .zip(p)
-                .map(|(y, p)| keel_ml::gbdt::unit_deviance(loss, *y, *p))
-                .sum::<f64>()
-                / y.len().max(1) as f64
-        }
-    }
 }
 
 /// Rows ordered by the timestamp column `column`: the earliest `1 - test_size` train, the latest evaluate. Every

@@ -414,24 +414,11 @@ pub fn score(
             let loss = opts.loss;
             if !matches!(loss, crate::Loss::L2 | crate::Loss::L1) {
                 // The loss on the prediction's scale (the mean for log-link losses).
-                let mean = |w: Option<&[f64]>| {
-                    let (mut t, mut ws) = (0.0, 0.0);
-                    for i in 0..n {
-                        let wi = w.map_or(1.0, |w| w[i]);
-                        let v = match loss {
-                            crate::Loss::Huber { .. } | crate::Loss::Quantile { .. } => {
-                                loss.mean_loss(&y[i..=i], &pred[i..=i])
-                            }
-                            _ => crate::gbdt::unit_deviance(loss, y[i], pred[i]),
-                        };
-                        t += wi * v;
-                        ws += wi;
-                    }
-                    t / ws.max(1e-300)
-                };
                 m.insert(
                     crate::select::regression_metric(loss).into(),
-                    ci(mean(None), &|w| Some(mean(Some(w)))),
+                    ci(metrics::regression_loss(loss, y, pred, None), &|w| {
+                        Some(metrics::regression_loss(loss, y, pred, Some(w)))
+                    }),
                 );
             }
         }

@@ -134,7 +134,7 @@ pub fn compare(
         } else if multiclass {
             -metrics::multiclass_log_loss(y, p, k, w)
         } else {
-            -regression_metric(loss, y, p, w)
+            -metrics::regression_loss(loss, y, p, w)
         }
     };
     let old = metric(&p_old, &o_old, None);
@@ -239,28 +239,4 @@ pub fn compare(
         reasons,
         options: opts.clone(),
     })
-}
-
-/// A regression's metric for `loss` on predictions `p` (the output scale), optionally weighted: RMSE, MAE, or the
-/// mean deviance, pinball or Huber loss.
-pub fn regression_metric(loss: crate::Loss, y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
-    match loss {
-        crate::Loss::L2 => metrics::rmse(y, p, w),
-        crate::Loss::L1 => metrics::mae(y, p, w),
-        _ => {
-            let (mut t, mut ws) = (0.0, 0.0);
-            for i in 0..y.len() {
-                let wi = w.map_or(1.0, |w| w[i]);
-                let v = match loss {
-                    crate::Loss::Huber { .. } | crate::Loss::Quantile { .. } => {
-                        loss.mean_loss(&y[i..=i], &p[i..=i])
-                    }
-                    _ => crate::gbdt::unit_deviance(loss, y[i], p[i]),
-                };
-                t += wi * v;
-                ws += wi;
-            }
-            t / ws.max(1e-300)
-        }
-    }
 }

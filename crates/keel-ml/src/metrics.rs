@@ -407,3 +407,28 @@ pub fn in_top_k(y: &[f64], p: &[f64], k: usize, top: usize) -> Vec<bool> {
         })
         .collect()
 }
+
+/// A regression's metric for `loss` on predictions `p` (the output scale), optionally weighted: RMSE for squared
+/// error, MAE for absolute error, else the mean deviance (log-link losses), pinball or Huber loss. Lower is better;
+/// [`crate::select::regression_metric`] names it.
+pub fn regression_loss(loss: crate::Loss, y: &[f64], p: &[f64], w: Option<&[f64]>) -> f64 {
+    match loss {
+        crate::Loss::L2 => rmse(y, p, w),
+        crate::Loss::L1 => mae(y, p, w),
+        _ => {
+            let (mut t, mut ws) = (0.0, 0.0);
+            for i in 0..y.len() {
+                let wi = w.map_or(1.0, |w| w[i]);
+                let v = match loss {
+                    crate::Loss::Huber { .. } | crate::Loss::Quantile { .. } => {
+                        loss.mean_loss(&y[i..=i], &p[i..=i])
+                    }
+                    _ => crate::gbdt::unit_deviance(loss, y[i], p[i]),
+                };
+                t += wi * v;
+                ws += wi;
+            }
+            t / ws.max(1e-300)
+        }
+    }
+}
