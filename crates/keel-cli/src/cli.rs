@@ -1152,6 +1152,28 @@ pub struct TrainArgs {
     pub champion_if_none: bool,
 }
 
+impl TrainArgs {
+    /// `keel train --data DATA --target TARGET --name NAME` with every other flag at its default: the one place
+    /// the defaults live, for the commands that train on the user's behalf (quickstart, the demo).
+    pub fn defaults(data: PathBuf, target: &str, name: &str) -> TrainArgs {
+        #[derive(Parser)]
+        struct Train {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        Train::parse_from([
+            "train".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--target".as_ref(),
+            std::ffi::OsStr::new(target),
+            "--name".as_ref(),
+            std::ffi::OsStr::new(name),
+        ])
+        .args
+    }
+}
+
 /// `--model` of `keel train`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModelArg {

@@ -199,24 +199,7 @@ pub fn score(
         .collect();
     let mut m = BTreeMap::new();
     let ci = |point: f64, f: &dyn Fn(&[f64]) -> Option<f64>| -> MetricCi {
-        let mut v: Vec<f64> = resamples
-            .iter()
-            .filter_map(|w| f(w))
-            .filter(|x| x.is_finite())
-            .collect();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            return MetricCi {
-                value: point,
-                lower: point,
-                upper: point,
-            };
-        }
-        MetricCi {
-            value: point,
-            lower: crate_quantile(&v, 0.025),
-            upper: crate_quantile(&v, 0.975),
-        }
+        interval(point, resamples.iter().filter_map(|w| f(w)).collect())
     };
     let mut ev = Evaluation {
         objective,
@@ -264,14 +247,26 @@ pub fn score(
             );
             let conf = metrics::confusion(y, &predicted, k, None);
             let (acc, macro_f1, weighted_f1) = metrics::confusion_summary(&conf);
-            let summary = |w: &[f64]| {
-                metrics::confusion_summary(&metrics::confusion(y, &predicted, k, Some(w)))
-            };
-            m.insert("accuracy".into(), ci(acc, &|w| Some(summary(w).0)));
-            m.insert("macro_f1".into(), ci(macro_f1, &|w| Some(summary(w).1)));
+            // One confusion matrix per resample, read by every confusion-based metric below.
+            let boot_conf: Vec<Vec<Vec<f64>>> = resamples
+                .iter()
+                .map(|w| metrics::confusion(y, &predicted, k, Some(w)))
+                .collect();
+            let summaries: Vec<(f64, f64, f64)> = boot_conf
+                .iter()
+                .map(|c| metrics::confusion_summary(c))
+                .collect();
+            m.insert(
+                "accuracy".into(),
+                interval(acc, summaries.iter().map(|s| s.0).collect()),
+            );
+            m.insert(
+                "macro_f1".into(),
+                interval(macro_f1, summaries.iter().map(|s| s.1).collect()),
+            );
             m.insert(
                 "weighted_f1".into(),
-                ci(weighted_f1, &|w| Some(summary(w).2)),
+                interval(weighted_f1, summaries.iter().map(|s| s.2).collect()),
             );
             if k >= 3 {
                 let top2 = metrics::in_top_k(y, pred, k, 2);
@@ -292,32 +287,12 @@ pub fn score(
                 );
             }
             let scores = metrics::class_scores(&conf);
-            let per_class =
-                |w: &[f64]| metrics::class_scores(&metrics::confusion(y, &predicted, k, Some(w)));
             let boot: Vec<Vec<metrics::ClassScores>> =
-                resamples.iter().map(|w| per_class(w)).collect();
+                boot_conf.iter().map(|c| metrics::class_scores(c)).collect();
             ev.classes = (0..k)
                 .map(|c| {
                     let iv = |point: f64, f: &dyn Fn(&metrics::ClassScores) -> f64| {
-                        let mut v: Vec<f64> = boot
-                            .iter()
-                            .map(|b| f(&b[c]))
-                            .filter(|x| x.is_finite())
-                            .collect();
-                        v.sort_by(f64::total_cmp);
-                        if v.is_empty() {
-                            MetricCi {
-                                value: point,
-                                lower: point,
-                                upper: point,
-                            }
-                        } else {
-                            MetricCi {
-                                value: point,
-                                lower: crate_quantile(&v, 0.025),
-                                upper: crate_quantile(&v, 0.975),
-                            }
-                        }
+                        interval(point, boot.iter().map(|b| f(&b[c])).collect())
                     };
                     let yc: Vec<f64> = y.iter().map(|v| f64::from(*v as usize == c)).collect();
                     let pc: Vec<f64> = pred.chunks_exact(k).map(|r| r[c]).collect();
@@ -442,6 +417,25 @@ pub fn score(
         });
     }
     Ok(ev)
+}
+
+/// The 95 % percentile interval of bootstrap values around `point` (non-finite values ignored; no values: the
+/// point itself).
+fn interval(point: f64, mut v: Vec<f64>) -> MetricCi {
+    v.retain(|x| x.is_finite());
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return MetricCi {
+            value: point,
+            lower: point,
+            upper: point,
+        };
+    }
+    MetricCi {
+        value: point,
+        lower: crate_quantile(&v, 0.025),
+        upper: crate_quantile(&v, 0.975),
+    }
 }
 
 fn crate_quantile(sorted: &[f64], q: f64) -> f64 {

@@ -709,9 +709,8 @@ fn train_groups(
         }
         if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
             let loss = match objective {
-                Objective::Multiclass => multiclass_loss(vy, vs, k),
                 Objective::Regression => params.loss.mean_loss(vy, vs),
-                Objective::Binary => crate::metrics::loss(objective, vy, vs),
+                _ => crate::metrics::loss(objective, vy, vs),
             };
             log.validation_loss.push(loss);
             if loss < best_loss - 1e-12 {
@@ -745,21 +744,6 @@ fn train_groups(
             .collect(),
         log,
     ))
-}
-
-/// Mean multiclass log loss of class-major margins (`k` groups of `y.len()`).
-fn multiclass_loss(y: &[f64], margins: &[f64], k: usize) -> f64 {
-    let n = y.len();
-    let mut m = vec![0.0; k];
-    let mut total = 0.0;
-    for (i, c) in y.iter().enumerate() {
-        for (g, v) in m.iter_mut().enumerate() {
-            *v = margins[g * n + i];
-        }
-        crate::softmax(&mut m);
-        total -= m[*c as usize].max(1e-15).ln();
-    }
-    total / n.max(1) as f64
 }
 
 fn row_weights(y: &[f64], objective: Objective, k: usize, cw: ClassWeight) -> Result<Vec<f64>> {

@@ -7,15 +7,23 @@ use crate::Objective;
 
 const CLIP: f64 = 1e-15;
 
-/// Mean loss of raw margins: log loss for classification, mean squared error for regression. A multiclass
-/// margin is row-major, one per class.
+/// Mean loss of raw margins: log loss for classification, mean squared error for regression. Multiclass margins
+/// are class-major, as training holds them: class `c`'s margins are `c * n .. (c + 1) * n`.
 pub fn loss(objective: Objective, y: &[f64], margin: &[f64]) -> f64 {
     match objective {
         Objective::Multiclass => {
-            let k = margin.len() / y.len().max(1);
-            let mut p = margin.to_vec();
-            p.chunks_exact_mut(k.max(1)).for_each(crate::softmax);
-            multiclass_log_loss(y, &p, k, None)
+            let n = y.len();
+            let k = margin.len() / n.max(1);
+            let mut row = vec![0.0; k];
+            let mut total = 0.0;
+            for (i, c) in y.iter().enumerate() {
+                for (g, v) in row.iter_mut().enumerate() {
+                    *v = margin[g * n + i];
+                }
+                crate::softmax(&mut row);
+                total -= row[*c as usize].clamp(CLIP, 1.0).ln();
+            }
+            total / n.max(1) as f64
         }
         Objective::Binary => {
             let p: Vec<f64> = margin.iter().map(|&m| crate::sigmoid(m)).collect();
