@@ -123,25 +123,9 @@ pub fn better(metric: &str, gbdt: f64, linear: f64) -> Candidate {
 }
 
 impl Selection {
-    /// A choice: `validation` holds (gbdt, linear) values of the primary metric on the validation split when
-    /// the choice was `auto`; `holdout` holds each candidate's holdout metrics.
-    pub fn new(
-        requested: Choice,
-        objective: Objective,
-        validation: Option<((f64, f64), usize)>,
-        holdout_gbdt: BTreeMap<String, f64>,
-        holdout_linear: BTreeMap<String, f64>,
-    ) -> Selection {
-        Selection::on_metric(
-            requested,
-            primary_metric(objective),
-            validation,
-            holdout_gbdt,
-            holdout_linear,
-        )
-    }
-
-    /// A choice made on `metric` (a regression's own loss, say).
+    /// A choice made on `metric` (see [`primary_metric`] and [`regression_metric`]): `validation` holds (gbdt,
+    /// linear) values of it on the validation split when the choice was `auto`; `holdout` holds each
+    /// candidate's holdout metrics.
     pub fn on_metric(
         requested: Choice,
         metric: &str,
@@ -253,9 +237,9 @@ mod tests {
 
     #[test]
     fn auto_takes_the_better_candidate_on_validation_and_says_why() {
-        let s = Selection::new(
+        let s = Selection::on_metric(
             Choice::Auto,
-            Objective::Binary,
+            primary_metric(Objective::Binary),
             Some(((0.69, 0.73), 400)),
             m(&[("auc", 0.690), ("log_loss", 0.60)]),
             m(&[("auc", 0.736), ("log_loss", 0.55)]),
@@ -264,9 +248,9 @@ mod tests {
         assert!(s.reason.contains("validation split of 400"), "{}", s.reason);
         assert_eq!(s.limitation(), None);
         // Regression: lower RMSE wins.
-        let s = Selection::new(
+        let s = Selection::on_metric(
             Choice::Auto,
-            Objective::Regression,
+            primary_metric(Objective::Regression),
             Some(((2.0, 3.0), 100)),
             m(&[("rmse", 2.0)]),
             m(&[("rmse", 3.0)]),
@@ -277,9 +261,9 @@ mod tests {
 
     #[test]
     fn a_forced_candidate_that_loses_on_the_holdout_is_named_a_limitation() {
-        let s = Selection::new(
+        let s = Selection::on_metric(
             Choice::Gbdt,
-            Objective::Binary,
+            primary_metric(Objective::Binary),
             None,
             m(&[("auc", 0.690), ("log_loss", 0.60), ("f1", 0.5)]),
             m(&[("auc", 0.736), ("log_loss", 0.55), ("f1", 0.4)]),

@@ -731,17 +731,12 @@ fn log_rows(
                 row: i as i64,
                 at_ms,
                 features,
-                output: output(p),
-                shadow: shadow.and_then(|(v, sp)| sp.get(i).map(|s| (*v, output(s)))),
+                output: LoadedModel::output(p),
+                shadow: shadow.and_then(|(v, sp)| sp.get(i).map(|s| (*v, LoadedModel::output(s)))),
             }
         })
         .collect();
     st.log_predictions(logged);
-}
-
-/// The number a prediction is logged and judged by (see [`LoadedModel::output`]).
-fn output(p: &Prediction) -> f64 {
-    LoadedModel::output(p)
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {
