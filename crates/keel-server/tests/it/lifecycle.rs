@@ -48,6 +48,20 @@ async fn send(
 }
 
 /// Waits until the server's worker has finished `n` jobs in all.
+/// Waits until `n` jobs have finished and returns `job` as it stands then.
+async fn settled(t: &TestServer, job: &Value, n: u64) -> Value {
+    finished(t, n).await;
+    send(
+        t,
+        "GET",
+        &format!("/v1/jobs/{}", job["id"]),
+        Role::Reader,
+        None,
+    )
+    .await
+    .1
+}
+
 async fn finished(t: &TestServer, n: u64) {
     let mut rx = t.state.jobs.finished();
     let done = tokio::time::timeout(Duration::from_secs(240), rx.wait_for(|k| *k >= n)).await;
@@ -459,15 +473,7 @@ async fn uploaded_documents_become_a_collection_that_answers_and_forgets() {
     let (s, _, job) = t.call(req).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["kind"], "ingest");
-    finished(&t, 1).await;
-    let (_, job) = send(
-        &t,
-        "GET",
-        &format!("/v1/jobs/{}", job["id"]),
-        Role::Reader,
-        None,
-    )
-    .await;
+    let job = settled(&t, &job, 1).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["documents"], 2, "{job}");
     assert!(
@@ -591,15 +597,7 @@ async fn an_uploaded_lightgbm_model_becomes_a_version_through_an_import_job() {
     let (s, _, job) = t.call(req).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["kind"], "import");
-    finished(&t, 1).await;
-    let (_, job) = send(
-        &t,
-        "GET",
-        &format!("/v1/jobs/{}", job["id"]),
-        Role::Reader,
-        None,
-    )
-    .await;
+    let job = settled(&t, &job, 1).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["version"], 1, "{job}");
     assert_eq!(job["result"]["evaluated_rows"], 800, "{job}");
@@ -653,15 +651,7 @@ async fn an_uploaded_lightgbm_model_becomes_a_version_through_an_import_job() {
     );
     let (s, _, job) = t.call(req).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    finished(&t, 2).await;
-    let (_, job) = send(
-        &t,
-        "GET",
-        &format!("/v1/jobs/{}", job["id"]),
-        Role::Reader,
-        None,
-    )
-    .await;
+    let job = settled(&t, &job, 2).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert!(
         job["message"].as_str().unwrap().contains("lightgbm"),
@@ -722,15 +712,7 @@ async fn an_onnx_model_named_by_feature_names_becomes_a_version_through_an_impor
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    finished(&t, 1).await;
-    let (_, job) = send(
-        &t,
-        "GET",
-        &format!("/v1/jobs/{}", job["id"]),
-        Role::Reader,
-        None,
-    )
-    .await;
+    let job = settled(&t, &job, 1).await;
     assert_eq!(job["state"], "failed", "{job}");
     assert!(
         job["message"].as_str().unwrap().contains("16 features"),
@@ -749,15 +731,7 @@ async fn an_onnx_model_named_by_feature_names_becomes_a_version_through_an_impor
     )
     .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{job}");
-    finished(&t, 2).await;
-    let (_, job) = send(
-        &t,
-        "GET",
-        &format!("/v1/jobs/{}", job["id"]),
-        Role::Reader,
-        None,
-    )
-    .await;
+    let job = settled(&t, &job, 2).await;
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["result"]["version"], 1, "{job}");
     assert_eq!(job["result"]["evaluated_rows"], 600, "{job}");
