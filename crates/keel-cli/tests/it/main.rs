@@ -29,6 +29,27 @@ pub fn keel(home: &Path, args: &[&str]) -> Output {
         .expect("run keel")
 }
 
+/// `keel predict --model MODEL --input INPUT --output OUTPUT` plus `extra` flags.
+pub fn predict(
+    home: &Path,
+    model: &str,
+    input: &Path,
+    output: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "predict",
+        "--model",
+        model,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    keel(home, &args)
+}
+
 pub fn stdout_json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(

@@ -145,18 +145,7 @@ fn a_three_class_model_goes_through_every_path_a_binary_one_does() {
 
     // Batch: the label and one probability column per class, summing to one.
     let scored = dir.path().join("scored.csv");
-    let o = keel(
-        &home,
-        &[
-            "predict",
-            "--model",
-            "cards",
-            "--input",
-            traffic.to_str().unwrap(),
-            "--output",
-            scored.to_str().unwrap(),
-        ],
-    );
+    let o = predict(&home, "cards", &traffic, &scored, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&scored).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();

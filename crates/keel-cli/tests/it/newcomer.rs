@@ -48,26 +48,6 @@ fn loans_dq_csv(dir: &Path, rows: usize) -> PathBuf {
 }
 
 /// `keel predict --model MODEL --input INPUT --output OUTPUT` plus `extra`.
-fn predict(
-    home: &Path,
-    model: &str,
-    input: &Path,
-    output: &Path,
-    extra: &[&str],
-) -> std::process::Output {
-    let mut args = vec![
-        "predict",
-        "--model",
-        model,
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    keel(home, &args)
-}
-
 fn train(home: &Path, data: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "train",

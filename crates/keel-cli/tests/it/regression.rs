@@ -58,18 +58,7 @@ fn regression_serves_conformal_intervals_that_cover_what_they_promise() {
     // Batch output carries the interval's ends.
     let analysis = head(dir.path(), "regression_synthetic_analysis.csv", 600);
     let scored = dir.path().join("scored.csv");
-    let o = keel(
-        &home,
-        &[
-            "predict",
-            "--model",
-            "cars",
-            "--input",
-            analysis.to_str().unwrap(),
-            "--output",
-            scored.to_str().unwrap(),
-        ],
-    );
+    let o = predict(&home, "cars", &analysis, &scored, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&scored).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
@@ -406,18 +395,7 @@ fn monotone_constraints_from_the_command_line_hold_on_served_predictions() {
     }
     let input = write(dir.path(), "grid.csv", &grid);
     let out = dir.path().join("scored.csv");
-    let o = keel(
-        &home,
-        &[
-            "predict",
-            "--model",
-            "cars",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ],
-    );
+    let o = predict(&home, "cars", &input, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = std::fs::read_to_string(&out).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
