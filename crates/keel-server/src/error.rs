@@ -121,6 +121,8 @@ impl From<keel_store::Error> for ApiError {
             }
             E::NoAlias { .. } => ApiError::new(StatusCode::NOT_FOUND, "no_alias", e.to_string()),
             E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_key", e.to_string()),
+            E::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string()),
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             E::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_reference", e.to_string())
             }

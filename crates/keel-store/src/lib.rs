@@ -19,12 +19,17 @@
 pub mod audit;
 mod jobs;
 mod registry;
+mod runs;
+mod versions;
 
 pub use audit::{AuditEvent, AuditRecord, Verification};
 pub use jobs::{JobRecord, JobState, Rollout, worker_id};
 pub use registry::{
     ApiKeyRecord, CHAMPION, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, ModelListing,
     NewVersion, Selector, Store, VersionRecord, validate_alias,
+};
+pub use runs::{
+    MetricPoint, NewRun, RunArtifact, RunBatch, RunFilter, RunMetric, RunRecord, RunStatus,
 };
 
 use keel_core::ErrorClass;
@@ -62,6 +67,11 @@ pub enum Error {
     },
     #[error("invalid {what}: {message}")]
     Invalid { what: &'static str, message: String },
+    #[error("run '{0}' does not exist (keel runs list shows the runs)")]
+    UnknownRun(String),
+    /// Valid, but the current state forbids it (an alias points at the version, the run has ended, …).
+    #[error("{0}")]
+    Conflict(String),
     #[error(
         "key '{0}' is the last active admin key; create another admin key before revoking it (keel keys create --role admin)"
     )]
@@ -77,6 +87,8 @@ impl Error {
             | Error::UnknownVersion { .. }
             | Error::NoAlias { .. }
             | Error::LastAdmin(_)
+            | Error::UnknownRun(_)
+            | Error::Conflict(_)
             | Error::Invalid { .. } => ErrorClass::Input,
             Error::Corrupt { .. } => ErrorClass::Io,
         }

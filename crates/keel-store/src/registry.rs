@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_prediction_log.sql"),
     include_str!("../migrations/0006_jobs_rollouts.sql"),
     include_str!("../migrations/0007_prediction_log_retention.sql"),
+    include_str!("../migrations/0008_runs.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -109,7 +110,7 @@ impl std::fmt::Display for Selector {
 
 /// Names of models and aliases: letters, digits, `-`, `_`, `.`; 1–100 characters; not starting with a digit
 /// for aliases (so `@3` always means version 3).
-pub fn validate_name(what: &'static str, name: &str) -> Result<()> {
+pub(crate) fn validate_name(what: &'static str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && name
@@ -189,6 +190,11 @@ pub struct VersionRecord {
     pub aliases: Vec<String>,
     #[serde(skip)]
     pub profile: serde_json::Value,
+    /// What this version is (set with `keel models describe`); the model's intended use is on its card.
+    pub description: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Archived versions stay readable (and served by number) but no alias may point at them.
+    pub archived: bool,
 }
 
 /// One logged prediction: the encoded row (little-endian `f64`s, redacted columns as NaN) and the output.
@@ -287,7 +293,7 @@ pub struct ApiKeyRecord {
 /// The registry plus the artifact store under one Keel home.
 pub struct Store {
     pub(crate) pool: SqlitePool,
-    artifacts: Arc<dyn ObjectStore>,
+    pub(crate) artifacts: Arc<dyn ObjectStore>,
     artifact_root: PathBuf,
     home: PathBuf,
     /// Signs the audit head when configured (`KEEL_AUDIT_SIGNING_KEY[_FILE]`, never stored in the home).
@@ -349,10 +355,21 @@ impl Store {
         self
     }
 
-    /// Writes a blob under its SHA-256 and returns (uri, sha256). Idempotent.
+    /// Writes a model blob under its SHA-256 and returns (uri, sha256). Idempotent.
     async fn put_artifact(&self, bytes: &[u8]) -> Result<(String, String)> {
         let sha = hex::encode(Sha256::digest(bytes));
-        let key = format!("models/sha256/{sha}.keelmodel");
+        self.put_at(format!("models/sha256/{sha}.keelmodel"), sha, bytes)
+            .await
+    }
+
+    /// Writes any other blob (a run's artifact) under `{prefix}/sha256/{sha}`. Idempotent.
+    pub(crate) async fn put_blob(&self, prefix: &str, bytes: &[u8]) -> Result<(String, String)> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        self.put_at(format!("{prefix}/sha256/{sha}"), sha, bytes)
+            .await
+    }
+
+    async fn put_at(&self, key: String, sha: String, bytes: &[u8]) -> Result<(String, String)> {
         let path = ObjectPath::from(key.as_str());
         self.artifacts
             .put(&path, PutPayload::from(Bytes::copy_from_slice(bytes)))
@@ -406,9 +423,12 @@ impl Store {
             .bind(&new.description)
             .execute(&mut *tx)
             .await?;
+        // Deleted numbers count: a version number names one version forever (the audit log refers to it).
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM model_versions WHERE model = ?",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM (SELECT version FROM model_versions WHERE model = ?
+             UNION ALL SELECT version FROM deleted_versions WHERE model = ?)",
         )
+        .bind(&new.model)
         .bind(&new.model)
         .fetch_one(&mut *tx)
         .await?;
@@ -704,6 +724,13 @@ impl Store {
         let json = |col: &str| -> serde_json::Value {
             serde_json::from_str(&r.get::<String, _>(col)).unwrap_or(serde_json::Value::Null)
         };
+        let tags: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, value FROM version_tags WHERE model = ? AND version = ? ORDER BY key",
+        )
+        .bind(model)
+        .bind(version)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(VersionRecord {
             model: r.get("model"),
             version: r.get("version"),
@@ -721,6 +748,9 @@ impl Store {
             created_at: r.get("created_at"),
             aliases,
             profile: json("profile"),
+            description: r.get("version_description"),
+            tags: tags.into_iter().collect(),
+            archived: r.get::<Option<String>, _>("archived_at").is_some(),
         })
     }
 
@@ -1116,6 +1146,7 @@ pub(crate) async fn set_alias_in(
     version: i64,
     now: &str,
 ) -> Result<()> {
+    crate::versions::ensure_not_archived(tx, model, version).await?;
     sqlx::query(
         "INSERT INTO aliases(model, alias, version, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT(model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
@@ -1420,5 +1451,200 @@ mod tests {
         let v = store.audit_verify_signed(Some(&public)).await.unwrap();
         assert!(!v.ok, "{v:?}");
         assert!(v.problem.unwrap().contains("not signed"));
+    }
+
+    /// Deleting and archiving respect what points at a version; numbers are never reused; a blob shared by
+    /// two versions outlives the first deletion; every change is audited.
+    #[tokio::test(flavor = "current_thread")]
+    async fn versions_are_archived_and_deleted_only_when_nothing_points_at_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let mut shared = version("m", &[], true);
+        shared.model_bytes = b"same bytes".to_vec();
+        let v1 = store.register(shared.clone()).await.unwrap();
+        shared.aliases = vec![];
+        shared.champion_if_none = false;
+        let v2 = store.register(shared.clone()).await.unwrap();
+        assert_eq!(v1.artifact_uri, v2.artifact_uri);
+        let v3 = store
+            .register(version("m", &["staging"], false))
+            .await
+            .unwrap();
+
+        // The champion and an aliased version are pinned.
+        for v in [1, 3] {
+            let e = store.delete_version("m", v, "t").await.unwrap_err();
+            assert!(matches!(e, Error::Conflict(_)), "{e}");
+            assert!(e.to_string().contains("alias"), "{e}");
+            assert!(store.set_archived("m", v, true, "t").await.is_err());
+        }
+        // Archiving v2 forbids aliasing it until it is restored.
+        assert!(store.set_archived("m", 2, true, "t").await.unwrap());
+        assert!(
+            store
+                .get("m", &Selector::Version(2))
+                .await
+                .unwrap()
+                .archived
+        );
+        let e = store.set_alias("m", "canary", 2, "t").await.unwrap_err();
+        assert!(e.to_string().contains("archived"), "{e}");
+        assert!(store.set_archived("m", 2, false, "t").await.unwrap());
+        store.set_alias("m", "canary", 2, "t").await.unwrap();
+        store.set_alias("m", "canary", 1, "t").await.unwrap();
+
+        // Tags and a description.
+        let tags: std::collections::BTreeMap<String, String> =
+            [("team".to_string(), "risk".to_string())].into();
+        store
+            .annotate_version("m", 2, Some("weekly retrain"), &tags, "t")
+            .await
+            .unwrap();
+        let got = store.get("m", &Selector::Version(2)).await.unwrap();
+        assert_eq!(got.description, "weekly retrain");
+        assert_eq!(got.tags, tags);
+
+        // v2 shares its blob with v1: deleting v2 keeps the blob; v1 still loads.
+        assert!(!store.delete_version("m", 2, "t").await.unwrap());
+        assert!(store.model_bytes(&v1).await.is_ok());
+        assert!(matches!(
+            store.get("m", &Selector::Version(2)).await,
+            Err(Error::UnknownVersion { .. })
+        ));
+        // v3's own blob goes with it once its alias moved.
+        store.set_alias("m", "staging", 1, "t").await.unwrap();
+        assert!(store.delete_version("m", 3, "t").await.unwrap());
+        assert!(!dir.path().join("artifacts").join(&v3.artifact_uri).exists());
+        // Numbers are not reused: the next version is 4.
+        let v4 = store.register(version("m", &[], false)).await.unwrap();
+        assert_eq!(v4.version, 4);
+        assert_eq!(store.versions("m").await.unwrap().len(), 2);
+
+        let actions: Vec<String> = store
+            .audit_records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        for a in [
+            "model.archive",
+            "model.restore",
+            "model.annotate",
+            "model.delete",
+        ] {
+            assert!(
+                actions.iter().any(|x| x == a),
+                "{a} missing from {actions:?}"
+            );
+        }
+        assert!(store.audit_verify().await.unwrap().ok);
+    }
+
+    /// A run logged in batches: parameters immutable, metrics by step with the latest shown, a bad batch
+    /// refused whole with the JSON path of the bad entry, an ended run closed to writes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn runs_take_batches_atomically_and_close_when_ended() {
+        use crate::runs::{MetricPoint, NewRun, RunBatch, RunFilter, RunStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let run = store
+            .create_run(NewRun {
+                experiment: "exp".into(),
+                name: "first".into(),
+                source: "client".into(),
+                created_by: "t".into(),
+                ..NewRun::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Running);
+        let m = |key: &str, step: i64, value: f64| MetricPoint {
+            key: key.into(),
+            value,
+            step,
+            timestamp: None,
+            lower: None,
+            upper: None,
+        };
+        let batch = RunBatch {
+            params: vec![("lr".into(), "0.1".into())],
+            metrics: (0..100)
+                .map(|s| m("loss", s, 1.0 / (s + 1) as f64))
+                .collect(),
+            tags: vec![("framework".into(), "torch".into())],
+        };
+        store.log_run_batch(&run.id, &batch).await.unwrap();
+        // The same parameter value again is fine; another value is refused and nothing of that batch lands.
+        store.log_run_batch(&run.id, &batch).await.unwrap();
+        let bad = RunBatch {
+            params: vec![("lr".into(), "0.2".into())],
+            metrics: vec![m("acc", 0, 0.5)],
+            tags: vec![],
+        };
+        let e = store.log_run_batch(&run.id, &bad).await.unwrap_err();
+        assert!(e.to_string().contains("params[0]"), "{e}");
+        let nan = RunBatch {
+            metrics: vec![m("acc", 0, 0.5), m("acc", 1, f64::NAN)],
+            ..RunBatch::default()
+        };
+        let e = store.log_run_batch(&run.id, &nan).await.unwrap_err();
+        assert!(e.to_string().contains("metrics[1].value"), "{e}");
+        let got = store.run(&run.id).await.unwrap();
+        assert!(
+            !got.metrics.contains_key("acc"),
+            "a refused batch left {:?}",
+            got.metrics
+        );
+        assert_eq!(got.metrics["loss"].steps, 100);
+        assert_eq!(got.metrics["loss"].step, 99);
+        assert_eq!(got.metrics["loss"].value, 0.01);
+        assert_eq!(
+            store.metric_history(&run.id, "loss").await.unwrap().len(),
+            100
+        );
+
+        store
+            .put_run_artifact(&run.id, "plots/loss.txt", b"down")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.run_artifact(&run.id, "plots/loss.txt").await.unwrap(),
+            b"down"
+        );
+        assert!(
+            store
+                .put_run_artifact(&run.id, "../escape", b"x")
+                .await
+                .is_err()
+        );
+
+        let ended = store
+            .end_run(&run.id, RunStatus::Finished, None)
+            .await
+            .unwrap();
+        assert_eq!(ended.status, RunStatus::Finished);
+        let e = store.log_run_batch(&run.id, &batch).await.unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        assert!(matches!(store.run("nope").await, Err(Error::UnknownRun(_))));
+
+        store
+            .create_run(NewRun {
+                experiment: "other".into(),
+                source: "train".into(),
+                created_by: "t".into(),
+                ..NewRun::default()
+            })
+            .await
+            .unwrap();
+        let only = store
+            .runs(&RunFilter {
+                experiment: Some("exp".into()),
+                limit: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(only.len(), 1);
+        assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 2);
     }
 }
