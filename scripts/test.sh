@@ -3,11 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard pii onnxruntime
-# The stock OpenAI Python client, for the gateway's compatibility test (pinned; PyPI only).
+# The stock OpenAI Python client (the gateway's compatibility test) and `requests` (the tracking test), pinned;
+# PyPI only.
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
-if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python" -c 'import openai' 2>/dev/null; then
+if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python" -c 'import openai, requests' 2>/dev/null; then
   python3 -m venv "$CACHE/openai-venv"
-  "$CACHE/openai-venv/bin/pip" install --quiet --disable-pip-version-check openai==1.109.1
+  "$CACHE/openai-venv/bin/pip" install --quiet --disable-pip-version-check openai==1.109.1 requests==2.32.5
 fi
 # The test runner (each test in its own process, binaries in parallel); crates.io only.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest

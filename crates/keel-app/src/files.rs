@@ -20,6 +20,22 @@ pub fn write_card_files(home: &Path, card: &ModelCard) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(&html).unwrap_or(html))
 }
 
+/// Writes the card of a training recorded as a run only (`runs/ID/card.html` and `card.json` under the
+/// home). Returns the HTML's path.
+pub fn write_run_card(home: &Path, run_id: &str, card: &ModelCard) -> Result<PathBuf> {
+    let dir = home.join("runs").join(run_id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let html = dir.join("card.html");
+    write_atomic(&html, keel_ml::card::render_html(card).as_bytes())?;
+    write_atomic(
+        &dir.join("card.json"),
+        serde_json::to_string_pretty(card)
+            .map_err(|e| Error::Internal(format!("serialising a model card: {e}")))?
+            .as_bytes(),
+    )?;
+    Ok(std::fs::canonicalize(&html).unwrap_or(html))
+}
+
 /// Temporary file (`.NAME.tmp-PID` next to it), fsync, rename. Leftovers of writers that were killed
 /// mid-write (their process is gone) are removed first, so a crash never leaves a `.tmp` file for good.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

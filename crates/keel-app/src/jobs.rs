@@ -387,7 +387,10 @@ pub async fn run_job_with(
     let (state, message, result) = match outcome {
         Ok(r) => {
             let message = match &r {
-                JobResult::Train(o) => format!("registered {}@{}", o.model, o.version),
+                JobResult::Train(o) => match o.version {
+                    Some(v) => format!("registered {}@{v}", o.model),
+                    None => format!("recorded run {}", o.run_id.as_deref().unwrap_or("")),
+                },
                 JobResult::Import(o) => match &o.gate {
                     Some(g) => format!("imported {}@{}; {}", o.model, o.version, g.message),
                     None => format!("imported {}@{}", o.model, o.version),
@@ -593,6 +596,8 @@ mod tests {
             champion_if_none: true,
             description: Some("d".into()),
             reuse_identical: false,
+            register: true,
+            run: Default::default(),
         }));
         assert_eq!(JobSpec::of(&stored(&train)).unwrap(), train);
         let retrain = JobSpec::Retrain(RetrainSpec {

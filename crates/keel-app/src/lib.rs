@@ -19,7 +19,9 @@ pub mod rag;
 pub mod registry;
 pub mod retrain;
 pub mod rollout;
+pub mod runs;
 pub mod train;
+pub mod tune;
 
 pub use error::{Error, Result};
 

@@ -130,6 +130,89 @@ pub async fn lineage(store: &Store, reference: &str) -> Result<Lineage> {
     })
 }
 
+/// `NAME@VERSION` with a version number: what deletion, archiving and annotation act on (an alias moves).
+pub fn numbered(reference: &str) -> Result<(String, i64)> {
+    match Selector::parse(reference)? {
+        (name, Selector::Version(v)) if reference.contains('@') => Ok((name, v)),
+        _ => Err(Error::input(format!(
+            "'{reference}': name one version by number (NAME@3); an alias or a bare name may move"
+        ))),
+    }
+}
+
+/// What a version change did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionChange {
+    pub model: String,
+    pub version: i64,
+    /// `deleted`, `archived`, `restored`, `unchanged` or `annotated`.
+    pub outcome: String,
+    /// Deletion: whether the artifact went too (it stays while another version refers to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_removed: Option<bool>,
+}
+
+/// Deletes a version nothing points at (audited); see [`Store::delete_version`].
+pub async fn delete_version(store: &Store, reference: &str, actor: &str) -> Result<VersionChange> {
+    let (model, version) = numbered(reference)?;
+    let removed = store.delete_version(&model, version, actor).await?;
+    Ok(VersionChange {
+        model,
+        version,
+        outcome: "deleted".into(),
+        artifact_removed: Some(removed),
+    })
+}
+
+/// Archives (or restores) a version (audited).
+pub async fn archive_version(
+    store: &Store,
+    reference: &str,
+    archived: bool,
+    actor: &str,
+) -> Result<VersionChange> {
+    let (model, version) = numbered(reference)?;
+    let changed = store.set_archived(&model, version, archived, actor).await?;
+    Ok(VersionChange {
+        model,
+        version,
+        outcome: match (changed, archived) {
+            (false, _) => "unchanged",
+            (true, true) => "archived",
+            (true, false) => "restored",
+        }
+        .into(),
+        artifact_removed: None,
+    })
+}
+
+/// A version's description and tags to set (an empty tag value removes the tag).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Annotation {
+    pub description: Option<String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Sets a version's description and tags (audited).
+pub async fn annotate_version(
+    store: &Store,
+    reference: &str,
+    a: &Annotation,
+    actor: &str,
+) -> Result<VersionRecord> {
+    let (model, version) = numbered(reference)?;
+    if a.description.is_none() && a.tags.is_empty() {
+        return Err(Error::input(
+            "nothing to change: give a description or at least one tag",
+        ));
+    }
+    store
+        .annotate_version(&model, version, a.description.as_deref(), &a.tags, actor)
+        .await?;
+    Ok(store.get(&model, &Selector::Version(version)).await?)
+}
+
 /// An alias move: where it pointed before (none for a new alias) and where it points now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AliasMove {

@@ -115,6 +115,15 @@ pub fn challenger_spec(
             spec.data.display()
         )),
         reuse_identical: false,
+        register: true,
+        run: crate::runs::RunOptions {
+            tags: [(
+                "trigger".to_string(),
+                format!("retrain of {}@{}", champion.model, champion.version),
+            )]
+            .into(),
+            ..Default::default()
+        },
     })
 }
 
@@ -186,7 +195,9 @@ pub async fn retrain(
     let outcome = gate_challenger(
         store,
         &champion,
-        trained.version,
+        trained
+            .version
+            .ok_or_else(|| Error::Internal("a retrained challenger was not registered".into()))?,
         &spec.gate_spec(),
         Some(&spec.data),
         actor,

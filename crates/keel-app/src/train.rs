@@ -122,6 +122,17 @@ pub struct TrainSpec {
     /// settings by the same code.
     #[serde(default)]
     pub reuse_identical: bool,
+    /// Register the trained model as a version (otherwise only the run is recorded, with the model file as
+    /// its artifact).
+    #[serde(default = "yes")]
+    pub register: bool,
+    /// The run this training records.
+    #[serde(default)]
+    pub run: crate::runs::RunOptions,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Fairness of the registered model on the holdout, per sensitive column.
@@ -143,7 +154,11 @@ pub struct EarlyStopping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
     pub model: String,
-    pub version: i64,
+    /// The registered version (absent when the training was recorded as a run only).
+    pub version: Option<i64>,
+    /// The run this training recorded (absent on an identical version that was reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     pub aliases: Vec<String>,
     /// `gbdt` or `linear`.
     pub kind: String,
@@ -240,9 +255,11 @@ pub async fn train(
     {
         return Ok(out);
     }
+    let started_ms = keel_core::time::now_unix_ms();
     let code = code_version();
     let actor_owned = actor.to_string();
     let hook = progress.clone();
+    let (register, run_opts, seed) = (spec.register, spec.run.clone(), spec.settings.seed);
     let fitted = tokio::task::spawn_blocking(move || fit(&spec, &code, &actor_owned, &*hook))
         .await
         .map_err(|e| Error::Internal(format!("training task: {e}")))?;
@@ -255,15 +272,57 @@ pub async fn train(
     if !progress(stage::REGISTERING, 0.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
-    let record = store.register(new).await?;
-    card.version = record.version;
-    card.created_at = record.created_at.clone();
+    let (aliases, run) = if register {
+        let record = store.register(new).await?;
+        card.version = record.version;
+        card.created_at = record.created_at.clone();
+        let run = crate::runs::record_training(
+            store,
+            crate::runs::TrainingRun {
+                card: &card,
+                opts: &run_opts,
+                seed,
+                started_ms,
+                registered: Some(record.version),
+                model_bytes: None,
+                actor,
+            },
+        )
+        .await?;
+        (record.aliases, run)
+    } else {
+        card.version = 0;
+        card.created_at = keel_core::time::now_rfc3339();
+        let run = crate::runs::record_training(
+            store,
+            crate::runs::TrainingRun {
+                card: &card,
+                opts: &run_opts,
+                seed,
+                started_ms,
+                registered: None,
+                model_bytes: Some(new.model_bytes),
+                actor,
+            },
+        )
+        .await?;
+        (vec![], run)
+    };
     let home = store.home().to_path_buf();
     let card2 = card.clone();
-    let html = tokio::task::spawn_blocking(move || crate::files::write_card_files(&home, &card2))
-        .await
-        .map_err(|e| Error::Internal(format!("writing the card: {e}")))??;
-    let mut out = outcome(&card, &record.aliases, html);
+    let run_id = run.id.clone();
+    let html = tokio::task::spawn_blocking(move || {
+        if register {
+            crate::files::write_card_files(&home, &card2)
+        } else {
+            crate::files::write_run_card(&home, &run_id, &card2)
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("writing the card: {e}")))??;
+    let mut out = outcome(&card, &aliases, html);
+    out.version = register.then_some(card.version);
+    out.run_id = Some(run.id);
     out.reused = false;
     out.early_stopping = (chosen == Candidate::Gbdt).then_some(EarlyStopping {
         trees_trained: log.trees_trained,
@@ -309,7 +368,8 @@ fn outcome(card: &ModelCard, aliases: &[String], card_html: PathBuf) -> TrainOut
     let ev = &card.evaluation;
     TrainOutcome {
         model: card.model.clone(),
-        version: card.version,
+        version: Some(card.version),
+        run_id: None,
         aliases: aliases.to_vec(),
         kind: card
             .selection
@@ -439,16 +499,28 @@ struct Fitted {
     chosen: Candidate,
 }
 
-/// The CPU part: read, split, train both candidates, choose, evaluate, build the version to register.
-fn fit(
-    spec: &TrainSpec,
-    code: &str,
-    actor: &str,
-    hook: &(dyn Fn(&str, f64) -> bool + Send + Sync),
-) -> Result<Fitted> {
+/// The training file read, its task decided and its features chosen: what training and tuning share.
+pub(crate) struct Prepared {
+    pub frame: Frame,
+    pub schema: Schema,
+    pub dataset_hash: String,
+    /// The file, as error messages name it.
+    pub source: String,
+    pub objective: Objective,
+    pub kind: TargetKind,
+    pub target: keel_data::target::Target,
+    pub features: Vec<String>,
+    /// Columns not used, with why.
+    pub dropped: Vec<(String, String)>,
+    pub specs: Vec<FeatureSpec>,
+    pub encoder: Encoder,
+}
+
+/// Reads the training file and chooses the features: everything but the target, dropped columns,
+/// identifiers, text and timestamps; a column that is empty or holds one value is refused with what to do.
+pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
     let a = &spec.settings;
-    let params = a.gbdt.clone();
-    hook(stage::READING, 0.0);
+    let params = &a.gbdt;
     let (frame, schema) = load_frame_for_target(&spec.data, a.schema.as_ref(), &a.target)?;
     let dataset_hash = keel_data::hash::file_sha256(&spec.data)?;
     let source = spec.data.display().to_string();
@@ -526,6 +598,44 @@ fn fit(
     }
     let specs = FeatureSpec::from_frame(&frame, &features)?;
     let encoder = Encoder::new(&specs);
+    Ok(Prepared {
+        frame,
+        schema,
+        dataset_hash,
+        source,
+        objective,
+        kind,
+        target,
+        features,
+        dropped,
+        specs,
+        encoder,
+    })
+}
+
+/// The CPU part: read, split, train both candidates, choose, evaluate, build the version to register.
+fn fit(
+    spec: &TrainSpec,
+    code: &str,
+    actor: &str,
+    hook: &(dyn Fn(&str, f64) -> bool + Send + Sync),
+) -> Result<Fitted> {
+    let a = &spec.settings;
+    let params = a.gbdt.clone();
+    hook(stage::READING, 0.0);
+    let Prepared {
+        frame,
+        schema,
+        dataset_hash,
+        source,
+        objective,
+        kind,
+        target,
+        features,
+        dropped,
+        specs,
+        encoder,
+    } = prepare(spec)?;
 
     // Holdout: a separate file, or a (stratified) split.
     let (train_frame, train_y, test_frame, test_y, split_desc, test_hash) = match &spec.test {

@@ -39,6 +39,7 @@ impl Cli {
                 DataCommand::Schema(a) => a.json,
             },
             Command::Train(a) => a.json,
+            Command::Tune(a) => a.train.json,
             Command::Quickstart(a) => a.json,
             Command::Models { command } => match command {
                 ModelsCommand::List(a) => a.json,
@@ -47,6 +48,14 @@ impl Cli {
                 ModelsCommand::Alias(a) => a.json,
                 ModelsCommand::Rollback(a) => a.json,
                 ModelsCommand::Import(a) => a.json,
+                ModelsCommand::Delete(a) => a.json,
+                ModelsCommand::Archive(a) => a.json,
+                ModelsCommand::Annotate(a) => a.json,
+            },
+            Command::Runs { command } => match command {
+                RunsCommand::List(a) => a.json,
+                RunsCommand::Show(a) => a.json,
+                RunsCommand::Compare(a) => a.json,
             },
             Command::Assets(a) => a.json,
             Command::Serve(_) => false,
@@ -120,6 +129,16 @@ pub enum Command {
     ///
     /// Example: keel train --data loans.csv --target repaid --name loans --drop id,timestamp --sensitive salary_range
     Train(Box<TrainArgs>),
+    /// Search the gradient-boosted trees' parameters: random configurations scored by k-fold cross-validation
+    /// and pruned by successive halving (each rung keeps the best third and gives it three times the trees).
+    /// The defaults are trial 0 and always reach the last rung, so the result says whether tuning beat them.
+    /// Every trial is recorded as a run under one parent run (keel runs list --experiment NAME); with
+    /// --register the best parameters are trained the normal way (holdout, card, SHAP) and registered.
+    /// Deterministic for a --seed (not with --time-budget). Takes every `keel train` flag: they set the task
+    /// and the base parameters (--trees is the last rung's).
+    ///
+    /// Example: keel tune --data loans.csv --target repaid --name loans --trials 27 --register
+    Tune(Box<TuneArgs>),
     /// Fetch the employment data if needed, then validate, train, evaluate and register `employment` v1
     /// (alias `champion`) with its model card.
     Quickstart(QuickstartArgs),
@@ -127,6 +146,15 @@ pub enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Experiment runs: every `keel train` and `keel tune` trial, and runs logged over HTTP from your own code
+    /// (POST /v1/runs, /v1/runs/{id}/log-batch, …, the way MLflow tracking is used).
+    ///
+    /// Example: keel runs list --experiment churn
+    /// Example: keel runs compare 3f2a9c 81be04        (only what differs)
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
     },
     /// Fetch datasets and models into the asset cache (pinned versions, verified checksums).
     Assets(AssetsArgs),
@@ -1144,6 +1172,18 @@ pub struct TrainArgs {
     /// What the model is for (shown on the model card).
     #[arg(long)]
     pub description: Option<String>,
+    /// Record the run (parameters, metrics, card, the model file) without registering a version.
+    #[arg(long)]
+    pub no_register: bool,
+    /// The experiment the run is filed under (default: the model's name).
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// The run's name (default: the model's name).
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// A tag on the run, `KEY=VALUE` (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -1202,6 +1242,102 @@ pub struct QuickstartArgs {
     pub json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Configurations to try (the defaults included).
+    #[arg(long, default_value_t = 20)]
+    pub trials: usize,
+    /// Cross-validation folds.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Stop starting new evaluations after this many seconds (the result is the best reached so far).
+    #[arg(long, value_name = "SECONDS")]
+    pub time_budget: Option<f64>,
+    /// Train the best parameters on the file and register them under --name.
+    #[arg(long)]
+    pub register: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCommand {
+    /// Runs, newest first: id, experiment, name, source, status, the primary metric, the version registered.
+    List(RunsListArgs),
+    /// One run: parameters, metrics (with intervals and step counts), tags, artifacts.
+    Show(RunShowArgs),
+    /// Two or more runs side by side, showing only the parameters, metrics, tags and attributes that differ.
+    Compare(RunsCompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunsListArgs {
+    /// Only this experiment's runs.
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunShowArgs {
+    /// The run's id (or a unique prefix of at least 6 characters).
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunsCompareArgs {
+    /// Two or more run ids (or unique prefixes).
+    #[arg(required = true, num_args = 2..)]
+    pub ids: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionRefArgs {
+    /// NAME@VERSION.
+    pub reference: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ArchiveArgs {
+    /// NAME@VERSION.
+    pub reference: String,
+    /// Restore an archived version instead.
+    #[arg(long)]
+    pub restore: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AnnotateArgs {
+    /// NAME@VERSION.
+    pub reference: String,
+    /// What this version is.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// A tag, `KEY=VALUE` (repeatable; `KEY=` removes it).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
     /// List registered models: champion (what a bare name serves) with its metric, every alias, the latest version.
@@ -1234,6 +1370,17 @@ pub enum ModelsCommand {
     /// Example: keel models import model.txt --name churn --reference holdout.csv --target churned --alias champion
     /// Example: keel models import gbm.onnx --name churn --features tenure,plan,spend
     Import(Box<ImportArgs>),
+    /// Delete a version that no alias or live rollout points at (audited). Its number is never reused; its
+    /// artifact stays while another version refers to it.
+    ///
+    /// Example: keel models delete churn@4
+    Delete(VersionRefArgs),
+    /// Archive a version (still readable and servable by number; no alias may point at it), or --restore it.
+    Archive(ArchiveArgs),
+    /// Set a version's description and tags (audited).
+    ///
+    /// Example: keel models annotate churn@3 --description "weekly retrain" --tag team=risk
+    Annotate(AnnotateArgs),
 }
 
 #[derive(Args, Debug)]

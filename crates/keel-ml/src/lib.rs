@@ -29,6 +29,7 @@ pub mod select;
 pub mod shap;
 pub mod split;
 pub mod tree;
+pub mod tune;
 
 use keel_core::ErrorClass;
 use serde::{Deserialize, Serialize};

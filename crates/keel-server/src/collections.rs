@@ -50,7 +50,7 @@ pub struct CollectionList {
 }
 
 /// Every collection.
-#[utoipa::path(get, path = "/v1/rag/collections", tag = "rag", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/rag/collections", operation_id = "list_collections", tag = "rag", security(("bearer" = [])),
     responses((status = 200, body = CollectionList), (status = 401, body = ErrorBody)))]
 pub async fn list(
     _: AsReader,

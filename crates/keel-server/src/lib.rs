@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod rag;
 pub mod rollouts;
 pub mod routes;
+pub mod runs;
 pub mod schemas;
 pub mod versions;
 

@@ -15,12 +15,18 @@ use crate::routes::*;
         crate::versions::list, crate::versions::show, crate::versions::card, crate::versions::lineage, crate::versions::aliases, crate::versions::rollback,
         crate::rollouts::deploy, crate::rollouts::status, crate::rollouts::promote, crate::rollouts::stop, crate::rollouts::drift,
         crate::audit::list, crate::audit::verify,
+        crate::runs::create, crate::runs::list, crate::runs::get, crate::runs::log_batch, crate::runs::end, crate::runs::put_artifact,
+        crate::runs::get_artifact, crate::runs::metric_history, crate::runs::compare, crate::runs::delete_version, crate::runs::archive, crate::runs::annotate,
         crate::collections::list, crate::collections::ingest, crate::collections::chunks, crate::collections::delete),
     components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ReportFormat, ErrorBody, ErrorDetail, Detail,
         crate::jobs::Job, crate::jobs::JobList, crate::jobs::TrainRequest, crate::jobs::RetrainRequest, crate::jobs::ImportRequest, crate::jobs::ImportGate,
         crate::versions::VersionList, crate::versions::VersionDetail, crate::versions::CardResponse, crate::versions::Lineage, crate::versions::AuditEntry, crate::versions::AliasList, crate::versions::RollbackRequest, crate::versions::AliasMove,
         crate::rollouts::Rollout, crate::rollouts::RolloutStatus, crate::rollouts::DeployRequest, crate::rollouts::Promotion, crate::rollouts::DriftHistory, crate::rollouts::WindowDrift,
         crate::audit::AuditPage, crate::audit::Verification,
+        crate::runs::Run, crate::runs::RunMetric, crate::runs::RunArtifact, crate::runs::CreateRunRequest, crate::runs::RunList, crate::runs::KeyValue,
+        crate::runs::KeyValues, crate::runs::MetricIn, crate::runs::LogBatchRequest, crate::runs::Logged, crate::runs::EndRunRequest, crate::runs::MetricValue,
+        crate::runs::MetricHistory, crate::runs::DiffRow, crate::runs::RunColumn, crate::runs::RunComparison, crate::runs::VersionChange, crate::runs::ArchiveRequest,
+        crate::runs::AnnotateRequest,
         crate::collections::Collection, crate::collections::CollectionList, crate::collections::IngestForm, crate::collections::Chunk, crate::collections::ChunkPage, crate::collections::Deleted)),
     modifiers(&BearerAuth, &CommonResponses)
 )]

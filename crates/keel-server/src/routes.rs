@@ -13,6 +13,7 @@ use keel_engine::request::BodyError;
 use keel_engine::{FieldError, LoadedModel};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -56,6 +57,10 @@ pub fn router(st: AppState) -> Router {
     let uploads = Router::new()
         .route("/v1/jobs/train", post(crate::jobs::train))
         .route(
+            "/v1/runs/{id}/artifacts/{*path}",
+            axum::routing::put(crate::runs::put_artifact).get(crate::runs::get_artifact),
+        )
+        .route(
             "/v1/rag/collections/{collection}/documents",
             post(crate::collections::ingest),
         )
@@ -82,7 +87,22 @@ pub fn router(st: AppState) -> Router {
         .route("/v1/models/{name}/versions", get(crate::versions::list))
         .route(
             "/v1/models/{name}/versions/{version}",
-            get(crate::versions::show),
+            get(crate::versions::show)
+                .patch(crate::runs::annotate)
+                .delete(crate::runs::delete_version),
+        )
+        .route(
+            "/v1/models/{name}/versions/{version}/archive",
+            post(crate::runs::archive),
+        )
+        .route("/v1/runs", post(crate::runs::create).get(crate::runs::list))
+        .route("/v1/runs/compare", get(crate::runs::compare))
+        .route("/v1/runs/{id}", get(crate::runs::get))
+        .route("/v1/runs/{id}/log-batch", post(crate::runs::log_batch))
+        .route("/v1/runs/{id}/end", post(crate::runs::end))
+        .route(
+            "/v1/runs/{id}/metrics/{key}",
+            get(crate::runs::metric_history),
         )
         .route(
             "/v1/models/{name}/versions/{version}/card",
@@ -796,6 +816,11 @@ pub struct ModelSummary {
     pub dataset_hash: String,
     pub created_at: String,
     pub created_by: String,
+    /// What this version is (`PATCH .../versions/{version}`).
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    /// Archived: readable and servable by number, but no alias may point at it.
+    pub archived: bool,
 }
 
 pub(crate) fn summary(v: keel_store::VersionRecord) -> ModelSummary {
@@ -809,6 +834,9 @@ pub(crate) fn summary(v: keel_store::VersionRecord) -> ModelSummary {
         dataset_hash: v.dataset_hash,
         created_at: v.created_at,
         created_by: v.created_by,
+        description: v.description,
+        tags: v.tags,
+        archived: v.archived,
     }
 }
 

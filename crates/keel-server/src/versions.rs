@@ -25,7 +25,7 @@ pub struct VersionList {
 }
 
 /// The versions of a model.
-#[utoipa::path(get, path = "/v1/models/{name}/versions", tag = "registry", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/models/{name}/versions", operation_id = "list_versions", tag = "registry", security(("bearer" = [])),
     params(("name" = String, Path, description = "Model name")),
     responses((status = 200, body = VersionList), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(

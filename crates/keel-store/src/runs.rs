@@ -593,6 +593,23 @@ impl Store {
             .collect())
     }
 
+    /// Ids of runs starting with `prefix` (at most 10).
+    pub async fn run_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!(
+            "{}%",
+            prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 10",
+        )
+        .bind(pattern)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every experiment name with its run count, by name.
     pub async fn experiments(&self) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(

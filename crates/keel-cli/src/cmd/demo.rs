@@ -284,7 +284,9 @@ pub fn demo_loop(home: &Path, a: &DemoLoopArgs) -> Result<i32> {
             ..TrainArgs::defaults(p2015.clone(), LABEL, MODEL)
         },
     )?;
-    let v1 = trained.version;
+    let v1 = trained
+        .version
+        .context("the demo registers its first model")?;
     say(format!(
         "trained {MODEL}@{v1} on 2015 (holdout ROC-AUC {:.4}); it is the champion",
         trained.metrics.get("auc").copied().unwrap_or(f64::NAN)

@@ -7,14 +7,16 @@ pub mod monitor;
 pub mod rag;
 pub mod redteam;
 pub mod rollout;
+pub mod runs;
 pub mod serve;
 pub mod train;
+pub mod tune;
 
 use keel_core::ErrorClass;
 
 use crate::cli::{
     AuditCommand, Cli, Command, DataCommand, DemoCommand, EvalCommand, GuardCommand, KeysCommand,
-    ModelsCommand, MonitorCommand, RagCommand, RedteamCommand,
+    ModelsCommand, MonitorCommand, RagCommand, RedteamCommand, RunsCommand,
 };
 
 /// An error raised by the command layer itself, with its class.
@@ -51,6 +53,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             DataCommand::Schema(a) => data::schema(&a),
         },
         Command::Train(a) => train::train_cmd(&home, &a),
+        Command::Tune(a) => tune::tune(&home, &a),
         Command::Quickstart(a) => train::quickstart(&home, &a),
         Command::Models { command } => match command {
             ModelsCommand::List(a) => models::list(&home, &a),
@@ -59,6 +62,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ModelsCommand::Alias(a) => models::alias(&home, &a),
             ModelsCommand::Rollback(a) => models::rollback(&home, &a),
             ModelsCommand::Import(a) => models::import(&home, &a),
+            ModelsCommand::Delete(a) => runs::delete(&home, &a),
+            ModelsCommand::Archive(a) => runs::archive(&home, &a),
+            ModelsCommand::Annotate(a) => runs::annotate(&home, &a),
+        },
+        Command::Runs { command } => match command {
+            RunsCommand::List(a) => runs::list(&home, &a),
+            RunsCommand::Show(a) => runs::show(&home, &a),
+            RunsCommand::Compare(a) => runs::compare(&home, &a),
         },
         Command::Serve(a) => serve::serve(&home, &a),
         Command::Keys { command } => match command {

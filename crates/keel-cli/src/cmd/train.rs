@@ -175,6 +175,12 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
         champion_if_none: a.champion_if_none,
         description: a.description.clone(),
         reuse_identical: false,
+        register: !a.no_register,
+        run: keel_app::runs::RunOptions {
+            experiment: a.experiment.clone(),
+            name: a.run_name.clone(),
+            tags: super::runs::parse_tags(&a.tags)?,
+        },
     })
 }
 

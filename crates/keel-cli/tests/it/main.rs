@@ -13,6 +13,7 @@ mod quickstart;
 mod rag;
 mod registry;
 mod regression;
+mod runs;
 mod serve;
 mod validate;
 

@@ -374,6 +374,18 @@ fn the_committed_openapi_document_matches_the_code() {
         generated.trim_end(),
         "openapi.json is out of date: run `cargo run -p keel-cli -- openapi --out openapi.json`"
     );
+    // Every operation has its own id (client generators name methods after them).
+    let doc: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str()
+                && let Some(other) = seen.insert(id.to_string(), format!("{method} {path}"))
+            {
+                panic!("operationId '{id}' is used by {other} and {method} {path}");
+            }
+        }
+    }
 }
 
 /// 2,000 seeded mutations of a valid Arrow IPC body: each is scored or refused with a 4xx, never a 500 (they

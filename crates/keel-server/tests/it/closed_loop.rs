@@ -66,13 +66,15 @@ async fn an_alert_queues_a_retrain_that_the_servers_own_worker_trains_gates_and_
             champion_if_none: true,
             description: None,
             reuse_identical: false,
+            register: true,
+            run: Default::default(),
         },
         "test",
         keel_app::train::no_progress(),
     )
     .await
     .unwrap();
-    assert_eq!(champion.version, 1);
+    assert_eq!(champion.version, Some(1));
     let key = keel_engine::keys::create_key(&store, Role::Predictor, "test", "test")
         .await
         .unwrap()
