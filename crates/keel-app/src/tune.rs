@@ -213,6 +213,20 @@ pub async fn tune(
     })
 }
 
+/// A cross-validated score as a metric: its step is the rung's trees, its interval ±1.96 standard errors
+/// over the folds.
+fn cv_point(key: &str, s: &keel_ml::tune::RungScore) -> MetricPoint {
+    let se = s.std_error();
+    MetricPoint {
+        key: key.to_string(),
+        value: s.mean,
+        step: s.trees as i64,
+        timestamp: None,
+        lower: Some(s.mean - 1.96 * se),
+        upper: Some(s.mean + 1.96 * se),
+    }
+}
+
 /// The parent run (the search's settings, the best score and parameters) and one finished run per trial
 /// (its parameters, its score at each rung as the metric's steps, by trees). Returns (parent id, trial ids).
 async fn record(
@@ -252,12 +266,7 @@ async fn record(
     );
     let mut metrics = Vec::new();
     if let Some(last) = best.last() {
-        let se = last.std_error();
-        metrics.push(MetricPoint {
-            lower: Some(last.mean - 1.96 * se),
-            upper: Some(last.mean + 1.96 * se),
-            ..point(&cv, last.mean, last.trees as i64)
-        });
+        metrics.push(cv_point(&cv, last));
     }
     if let Some(b) = r.baseline_score() {
         metrics.push(point(&format!("baseline.{cv}"), b, 0));
@@ -289,18 +298,7 @@ async fn record(
         .await?;
     let mut ids = Vec::with_capacity(r.trials.len());
     for t in &r.trials {
-        let mut metrics: Vec<MetricPoint> = t
-            .rungs
-            .iter()
-            .map(|s| {
-                let se = s.std_error();
-                MetricPoint {
-                    lower: Some(s.mean - 1.96 * se),
-                    upper: Some(s.mean + 1.96 * se),
-                    ..point(&cv, s.mean, s.trees as i64)
-                }
-            })
-            .collect();
+        let mut metrics: Vec<MetricPoint> = t.rungs.iter().map(|s| cv_point(&cv, s)).collect();
         if let Some(s) = t.last() {
             metrics.push(point("trees", s.trees as f64, 0));
         }
