@@ -6,6 +6,28 @@ use crate::*;
 #[tokio::test]
 async fn every_route_enforces_its_role() {
     let s = server(ServerConfig::default()).await;
+    // A third version to delete, and two runs to log to and compare.
+    let store = s.state.cache.store();
+    register(store, &model(3, 20), &[]).await;
+    let mut run_ids = vec![];
+    for _ in 0..2 {
+        let r = store
+            .create_run(keel_store::NewRun {
+                experiment: "auth".into(),
+                source: "client".into(),
+                created_by: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        run_ids.push(r.id);
+    }
+    store
+        .put_run_artifact(&run_ids[0], "notes.txt", b"hi")
+        .await
+        .unwrap();
+    let run = run_ids[0].clone();
+    let compare = format!("/v1/runs/compare?ids={},{}", run_ids[0], run_ids[1]);
     let alias_body = r#"{"version": 1}"#;
     let key_body = r#"{"role": "reader"}"#;
     let predict_body = record(30.0, "red", 0.5).to_string();
@@ -102,6 +124,71 @@ async fn every_route_enforces_its_role() {
             "GET",
             "/v1/rag/collections",
             Role::Reader,
+            "",
+            String::new(),
+        ),
+        ("GET", "/v1/runs", Role::Reader, "", String::new()),
+        (
+            "POST",
+            "/v1/runs",
+            Role::Predictor,
+            "application/json",
+            r#"{"experiment": "auth"}"#.into(),
+        ),
+        (
+            "POST",
+            format!("/v1/runs/{run}/log-batch").leak(),
+            Role::Predictor,
+            "application/json",
+            r#"{"params": {"lr": 0.1}, "metrics": [{"key": "loss", "value": 0.5, "step": 1}]}"#
+                .into(),
+        ),
+        (
+            "PUT",
+            format!("/v1/runs/{run}/artifacts/plots/a.txt").leak(),
+            Role::Predictor,
+            "application/octet-stream",
+            "bytes".into(),
+        ),
+        (
+            "GET",
+            format!("/v1/runs/{run}/artifacts/notes.txt").leak(),
+            Role::Reader,
+            "",
+            String::new(),
+        ),
+        (
+            "GET",
+            format!("/v1/runs/{run}/metrics/loss").leak(),
+            Role::Reader,
+            "",
+            String::new(),
+        ),
+        (
+            "GET",
+            compare.clone().leak(),
+            Role::Reader,
+            "",
+            String::new(),
+        ),
+        (
+            "PATCH",
+            "/v1/models/risk/versions/2",
+            Role::Deployer,
+            "application/json",
+            r#"{"description": "second", "tags": {"team": "risk"}}"#.into(),
+        ),
+        (
+            "POST",
+            "/v1/models/risk/versions/2/archive",
+            Role::Deployer,
+            "application/json",
+            r#"{"restore": true}"#.into(),
+        ),
+        (
+            "DELETE",
+            "/v1/models/risk/versions/3",
+            Role::Admin,
             "",
             String::new(),
         ),
