@@ -151,6 +151,7 @@ pub enum Command {
     /// (POST /v1/runs, /v1/runs/{id}/log-batch, …, the way MLflow tracking is used).
     ///
     /// Example: keel runs list --experiment churn
+    ///
     /// Example: keel runs compare 3f2a9c 81be04        (only what differs)
     Runs {
         #[command(subcommand)]
