@@ -56,6 +56,7 @@ impl Cli {
                 RunsCommand::List(a) => a.json,
                 RunsCommand::Show(a) => a.json,
                 RunsCommand::Compare(a) => a.json,
+                RunsCommand::Experiments(a) => a.json,
             },
             Command::Assets(a) => a.json,
             Command::Serve(_) => false,
@@ -1269,6 +1270,15 @@ pub enum RunsCommand {
     Show(RunShowArgs),
     /// Two or more runs side by side, showing only the parameters, metrics, tags and attributes that differ.
     Compare(RunsCompareArgs),
+    /// Experiments with their run counts.
+    Experiments(JsonArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JsonArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]

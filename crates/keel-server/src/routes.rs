@@ -97,6 +97,7 @@ pub fn router(st: AppState) -> Router {
         )
         .route("/v1/runs", post(crate::runs::create).get(crate::runs::list))
         .route("/v1/runs/compare", get(crate::runs::compare))
+        .route("/v1/experiments", get(crate::runs::experiments))
         .route("/v1/runs/{id}", get(crate::runs::get))
         .route("/v1/runs/{id}/log-batch", post(crate::runs::log_batch))
         .route("/v1/runs/{id}/end", post(crate::runs::end))

@@ -199,6 +199,35 @@ pub async fn list(
     }))
 }
 
+/// An experiment and how many runs it holds.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Experiment {
+    pub experiment: String,
+    pub runs: i64,
+}
+
+/// Every experiment, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentList {
+    pub experiments: Vec<Experiment>,
+}
+
+/// Lists experiments with their run counts.
+#[utoipa::path(get, path = "/v1/experiments", operation_id = "list_experiments", tag = "runs", security(("bearer" = [])),
+    responses((status = 200, body = ExperimentList)))]
+pub async fn experiments(
+    _: AsReader,
+    State(st): State<AppState>,
+) -> Result<Json<ExperimentList>, ApiError> {
+    let list = st.cache.store().experiments().await?;
+    Ok(Json(ExperimentList {
+        experiments: list
+            .into_iter()
+            .map(|(experiment, runs)| Experiment { experiment, runs })
+            .collect(),
+    }))
+}
+
 /// One run.
 #[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "get_run", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The run's id (or a unique prefix of at least 6 characters)")),

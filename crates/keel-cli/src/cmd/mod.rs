@@ -70,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             RunsCommand::List(a) => runs::list(&home, &a),
             RunsCommand::Show(a) => runs::show(&home, &a),
             RunsCommand::Compare(a) => runs::compare(&home, &a),
+            RunsCommand::Experiments(a) => runs::experiments(&home, &a),
         },
         Command::Serve(a) => serve::serve(&home, &a),
         Command::Keys { command } => match command {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{block_on, input_error};
 use crate::cli::{
-    AnnotateArgs, ArchiveArgs, RunShowArgs, RunsCompareArgs, RunsListArgs, VersionRefArgs,
+    AnnotateArgs, ArchiveArgs, JsonArgs, RunShowArgs, RunsCompareArgs, RunsListArgs, VersionRefArgs,
 };
 use crate::output::print_json;
 
@@ -157,6 +157,26 @@ fn metric_text(m: &RunMetric) -> String {
         s.push_str(&format!(" ({} steps)", m.steps));
     }
     s
+}
+
+pub fn experiments(home: &Path, a: &JsonArgs) -> Result<i32> {
+    let store = block_on(Store::open(home))?;
+    let list = block_on(store.experiments())?;
+    if a.json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|(name, runs)| serde_json::json!({ "experiment": name, "runs": runs }))
+            .collect();
+        print_json(&serde_json::json!({ "experiments": v }));
+    } else if list.is_empty() {
+        println!("no experiments yet (keel train files its run under the model's name)");
+    } else {
+        println!("{:<32} runs", "experiment");
+        for (name, runs) in &list {
+            println!("{name:<32} {runs}");
+        }
+    }
+    Ok(0)
 }
 
 pub fn compare(home: &Path, a: &RunsCompareArgs) -> Result<i32> {

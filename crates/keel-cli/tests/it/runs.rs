@@ -177,6 +177,11 @@ fn a_requests_script_logs_a_run_that_compares_with_a_trained_one() {
         text.contains("torch-mlp") && text.contains("loss") && text.contains("100 steps"),
         "{text}"
     );
+    let o = keel(&home, &["runs", "experiments", "--json"]);
+    assert_eq!(
+        stdout_json(&o)["experiments"],
+        serde_json::json!([{"experiment": "seed", "runs": 3}])
+    );
     let o = keel(&home, &["runs", "list", "--experiment", "seed"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).lines().count() == 4,

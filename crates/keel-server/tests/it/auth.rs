@@ -128,6 +128,7 @@ async fn every_route_enforces_its_role() {
             String::new(),
         ),
         ("GET", "/v1/runs", Role::Reader, "", String::new()),
+        ("GET", "/v1/experiments", Role::Reader, "", String::new()),
         (
             "POST",
             "/v1/runs",
