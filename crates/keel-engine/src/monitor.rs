@@ -635,6 +635,8 @@ mod tests {
             output,
             label,
             shadow: None,
+            probabilities: None,
+            shadow_probabilities: None,
         }
     }
 

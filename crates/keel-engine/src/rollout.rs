@@ -59,8 +59,8 @@ impl Decision {
 pub struct Arm {
     pub version: i64,
     pub labelled: usize,
-    /// ROC-AUC (binary), accuracy (multiclass: the log holds the predicted class) or RMSE (regression); `None`
-    /// with too few labels or one class only.
+    /// ROC-AUC (binary), log loss (multiclass; accuracy for rows logged without probabilities) or RMSE
+    /// (regression); `None` with too few labels or one class only.
     pub metric: Option<f64>,
 }
 
@@ -79,29 +79,66 @@ pub struct RolloutEvaluation {
     pub reason: String,
 }
 
-fn metric(y: &[f64], p: &[f64], objective: keel_ml::Objective) -> Option<f64> {
+/// What an arm is judged on: the served output per labelled row, and for multiclass every class's
+/// probability when the log holds them (then the arm is judged on log loss, as the gate judges).
+struct Scored<'a> {
+    y: Vec<f64>,
+    output: Vec<f64>,
+    probabilities: Option<Vec<&'a [f64]>>,
+}
+
+fn metric(s: &Scored, objective: keel_ml::Objective) -> Option<f64> {
+    let (y, p) = (&s.y, &s.output);
     if objective == keel_ml::Objective::Binary {
         keel_ml::metrics::roc_auc(y, p)
     } else if y.is_empty() {
         None
     } else if objective == keel_ml::Objective::Multiclass {
-        Some(y.iter().zip(p).filter(|(a, b)| a == b).count() as f64 / y.len() as f64)
+        match &s.probabilities {
+            Some(rows) => {
+                let k = rows.first().map_or(0, |r| r.len());
+                let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+                Some(keel_ml::metrics::multiclass_log_loss(y, &flat, k, None))
+            }
+            None => Some(y.iter().zip(p).filter(|(a, b)| a == b).count() as f64 / y.len() as f64),
+        }
     } else {
         let mse = y.iter().zip(p).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / y.len() as f64;
         Some(mse.sqrt())
     }
 }
 
-fn arm(version: i64, y: &[f64], p: &[f64], objective: keel_ml::Objective, min: usize) -> Arm {
+fn arm(version: i64, s: &Scored, objective: keel_ml::Objective, min: usize) -> Arm {
     Arm {
         version,
-        labelled: y.len(),
-        metric: if y.len() >= min {
-            metric(y, p, objective)
+        labelled: s.y.len(),
+        metric: if s.y.len() >= min {
+            metric(s, objective)
         } else {
             None
         },
     }
+}
+
+/// Rows scored by one version: (label, output, probabilities if logged). With `use_probabilities`, every row
+/// has them (the caller checked).
+fn scored<'a>(
+    rows: impl Iterator<Item = (f64, f64, Option<&'a Vec<f64>>)>,
+    use_probabilities: bool,
+) -> Scored<'a> {
+    let mut s = Scored {
+        y: vec![],
+        output: vec![],
+        probabilities: use_probabilities.then(Vec::new),
+    };
+    for (y, o, p) in rows {
+        s.y.push(y);
+        s.output.push(o);
+        if let (Some(all), Some(p)) = (s.probabilities.as_mut(), p) {
+            all.push(p.as_slice());
+        }
+    }
+    s
 }
 
 /// The decision on a canary from the champion's metric `a` and the canary's `b` (ROC-AUC or accuracy, higher
@@ -140,36 +177,63 @@ pub async fn evaluate(
     objective: keel_ml::Objective,
     policy: &RolloutPolicy,
 ) -> Result<RolloutEvaluation> {
-    let higher_better = objective.is_classification();
     let labelled = store.labelled(&rollout.model, rollout.started_ms).await?;
-    let mut by = |version: i64| {
-        let (y, p): (Vec<f64>, Vec<f64>) = labelled
+    let multiclass = objective == keel_ml::Objective::Multiclass;
+    // Multiclass arms are judged on log loss when every row they use logged its probabilities (rows logged
+    // before the log held them fall back to accuracy on the predicted class, for every arm alike).
+    let arms = [Some(champion), rollout.canary_version];
+    let by_log_loss = multiclass
+        && labelled
             .iter()
-            .filter(|l| l.version == version)
-            .map(|l| (l.label, l.output))
-            .unzip();
-        arm(version, &y, &p, objective, policy.min_labels)
+            .all(|l| !arms.contains(&Some(l.version)) || l.probabilities.is_some())
+        && labelled
+            .iter()
+            .filter(|l| l.shadow.is_some())
+            .all(|l| l.probabilities.is_some() && l.shadow_probabilities.is_some());
+    let higher_better = objective == keel_ml::Objective::Binary || (multiclass && !by_log_loss);
+    let by = |version: i64| {
+        let s = scored(
+            labelled
+                .iter()
+                .filter(|l| l.version == version)
+                .map(|l| (l.label, l.output, l.probabilities.as_ref())),
+            by_log_loss,
+        );
+        arm(version, &s, objective, policy.min_labels)
     };
     let champ = by(champion);
-    let canary = rollout.canary_version.map(&mut by);
+    let canary = rollout.canary_version.map(by);
     let (shadow, shadow_champion) = match rollout.shadow_version {
         Some(sv) => {
             let rows: Vec<_> = labelled
                 .iter()
                 .filter(|l| l.shadow.is_some_and(|s| s.0 == sv))
                 .collect();
-            let y: Vec<f64> = rows.iter().map(|l| l.label).collect();
-            let ps: Vec<f64> = rows.iter().map(|l| l.shadow.expect("filtered").1).collect();
-            let pc: Vec<f64> = rows.iter().map(|l| l.output).collect();
+            let ss = scored(
+                rows.iter().map(|l| {
+                    (
+                        l.label,
+                        l.shadow.expect("filtered").1,
+                        l.shadow_probabilities.as_ref(),
+                    )
+                }),
+                by_log_loss,
+            );
+            let sc = scored(
+                rows.iter()
+                    .map(|l| (l.label, l.output, l.probabilities.as_ref())),
+                by_log_loss,
+            );
             (
-                Some(arm(sv, &y, &ps, objective, policy.min_labels)),
-                Some(arm(champion, &y, &pc, objective, policy.min_labels)),
+                Some(arm(sv, &ss, objective, policy.min_labels)),
+                Some(arm(champion, &sc, objective, policy.min_labels)),
             )
         }
         None => (None, None),
     };
     let name = match objective {
         keel_ml::Objective::Binary => "roc_auc",
+        keel_ml::Objective::Multiclass if by_log_loss => "log_loss",
         keel_ml::Objective::Multiclass => "accuracy",
         keel_ml::Objective::Regression => "rmse",
     };
@@ -209,7 +273,20 @@ pub async fn evaluate(
 
 #[cfg(test)]
 mod tests {
-    use super::{Decision, verdict};
+    use super::{Decision, metric, scored, verdict};
+
+    /// A multiclass arm with logged probabilities is judged on log loss; without them, on accuracy.
+    #[test]
+    fn multiclass_arms_use_log_loss_when_the_log_holds_probabilities() {
+        let p0 = vec![0.7, 0.2, 0.1];
+        let p1 = vec![0.1, 0.5, 0.4];
+        let rows = || vec![(0.0, 0.0, Some(&p0)), (2.0, 1.0, Some(&p1))].into_iter();
+        let m = metric(&scored(rows(), true), keel_ml::Objective::Multiclass).unwrap();
+        let expected = -(0.7f64.ln() + 0.4f64.ln()) / 2.0;
+        assert!((m - expected).abs() < 1e-12, "{m} vs {expected}");
+        let acc = metric(&scored(rows(), false), keel_ml::Objective::Multiclass).unwrap();
+        assert_eq!(acc, 0.5);
+    }
 
     #[test]
     fn the_verdict_says_better_when_the_canary_is_better() {

@@ -754,10 +754,30 @@ fn log_rows(
                 features,
                 output: LoadedModel::output(p),
                 shadow: shadow.and_then(|(v, sp)| sp.get(i).map(|s| (*v, LoadedModel::output(s)))),
+                probabilities: class_probabilities(model, p),
+                shadow_probabilities: shadow
+                    .and_then(|(_, sp)| sp.get(i))
+                    .and_then(|s| class_probabilities(model, s)),
             }
         })
         .collect();
     st.log_predictions(logged);
+}
+
+/// A multiclass prediction's probabilities in the model's class order (what the canary's log loss reads).
+fn class_probabilities(model: &LoadedModel, p: &Prediction) -> Option<Vec<f64>> {
+    let by_label = p.probabilities.as_ref()?;
+    model
+        .labels()
+        .iter()
+        .map(|l| {
+            let key = match l {
+                Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            by_label.get(&key).copied()
+        })
+        .collect()
 }
 
 fn too_many(n: usize, max: usize) -> ApiError {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_jobs_rollouts.sql"),
     include_str!("../migrations/0007_prediction_log_retention.sql"),
     include_str!("../migrations/0008_runs.sql"),
+    include_str!("../migrations/0009_prediction_probabilities.sql"),
 ];
 
 async fn migrate(pool: &SqlitePool) -> Result<()> {
@@ -210,6 +211,19 @@ pub struct LoggedPrediction {
     pub output: f64,
     /// The shadow version's score of the same row, when a shadow was running: (version, output).
     pub shadow: Option<(i64, f64)>,
+    /// Multiclass: every class's probability, in class order (and the shadow's).
+    pub probabilities: Option<Vec<f64>>,
+    pub shadow_probabilities: Option<Vec<f64>>,
+}
+
+fn f64s_to_blob(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn blob_to_f64s(b: &[u8]) -> Vec<f64> {
+    b.chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect()
 }
 
 /// A label that arrived later, for the prediction `request_id` (row `row`).
@@ -275,6 +289,9 @@ pub struct Labelled {
     pub label: f64,
     /// The shadow version's score of the same row, if one was running: (version, output).
     pub shadow: Option<(i64, f64)>,
+    /// Multiclass: every class's probability as served, in class order (and the shadow's).
+    pub probabilities: Option<Vec<f64>>,
+    pub shadow_probabilities: Option<Vec<f64>>,
 }
 
 /// A stored API key: the id is public, the secret is kept only as an argon2 hash.
@@ -760,10 +777,10 @@ impl Store {
         // Multi-row statements: one round trip through sqlx per 500 rows instead of per row.
         for chunk in rows.chunks(500) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output, shadow_version, shadow_output) ",
+                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output, shadow_version, shadow_output, probabilities, shadow_probabilities) ",
             );
             q.push_values(chunk, |mut b, r| {
-                let blob: Vec<u8> = r.features.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let blob = f64s_to_blob(&r.features);
                 b.push_bind(r.model.clone())
                     .push_bind(r.request_id.clone())
                     .push_bind(r.row)
@@ -772,7 +789,9 @@ impl Store {
                     .push_bind(blob)
                     .push_bind(r.output)
                     .push_bind(r.shadow.map(|s| s.0))
-                    .push_bind(r.shadow.map(|s| s.1));
+                    .push_bind(r.shadow.map(|s| s.1))
+                    .push_bind(r.probabilities.as_deref().map(f64s_to_blob))
+                    .push_bind(r.shadow_probabilities.as_deref().map(f64s_to_blob));
             });
             q.push(" ON CONFLICT(model, request_id, row) DO NOTHING");
             q.build().execute(&mut *tx).await?;
@@ -890,7 +909,8 @@ impl Store {
     /// Logged predictions of `model` that have labels, since `since_ms`, oldest first.
     pub async fn labelled(&self, model: &str, since_ms: i64) -> Result<Vec<Labelled>> {
         let rows = sqlx::query(
-            "SELECT p.version, p.at_ms, p.features, p.output, l.label, p.shadow_version, p.shadow_output FROM prediction_log p
+            "SELECT p.version, p.at_ms, p.features, p.output, l.label, p.shadow_version, p.shadow_output,
+                    p.probabilities, p.shadow_probabilities FROM prediction_log p
              JOIN labels l ON l.model = p.model AND l.request_id = p.request_id AND l.row = p.row
              WHERE p.model = ? AND p.at_ms >= ? ORDER BY p.at_ms, p.request_id, p.row",
         )
@@ -905,15 +925,18 @@ impl Store {
                 Labelled {
                     version: r.get("version"),
                     at_ms: r.get("at_ms"),
-                    features: blob
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect(),
+                    features: blob_to_f64s(&blob),
                     output: r.get("output"),
                     label: r.get("label"),
                     shadow: r
                         .get::<Option<i64>, _>("shadow_version")
                         .zip(r.get::<Option<f64>, _>("shadow_output")),
+                    probabilities: r
+                        .get::<Option<Vec<u8>>, _>("probabilities")
+                        .map(|b| blob_to_f64s(&b)),
+                    shadow_probabilities: r
+                        .get::<Option<Vec<u8>>, _>("shadow_probabilities")
+                        .map(|b| blob_to_f64s(&b)),
                 }
             })
             .collect())
@@ -1378,6 +1401,8 @@ mod tests {
                 features: vec![1.0],
                 output: 0.5,
                 shadow: None,
+                probabilities: None,
+                shadow_probabilities: None,
             })
             .collect();
         store.log_predictions(&rows).await.unwrap();

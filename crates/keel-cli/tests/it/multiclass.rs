@@ -1,7 +1,7 @@
 //! A three-class model through every path a binary one takes, on the real multiclass data (nannyml's synthetic
 //! credit-card products: prepaid, highstreet, upmarket): train, card, batch, serve with per-class
 //! probabilities, explain the predicted or a named class, feedback in the data's own labels, realized
-//! accuracy and predicted-class drift, the retraining gate on log loss, a canary judged on accuracy, promotion
+//! accuracy and predicted-class drift, the retraining gate on log loss, a canary judged on log loss, promotion
 //! and rollback.
 
 use crate::*;
@@ -272,7 +272,8 @@ fn a_three_class_model_goes_through_every_path_a_binary_one_does() {
     assert!(gate["champion"].as_f64().unwrap() > gate["challenger"].as_f64().unwrap());
     assert!(gate["delta_lower"].as_f64().unwrap() > 0.0, "{gate}");
 
-    // The canary answers part of the traffic; both arms are judged on realized accuracy.
+    // The canary answers part of the traffic; both arms are judged on realized log loss (the log holds every
+    // class's probability), as the gate judged.
     {
         let server = serve(&home, &["--prediction-log-rate", "1"]);
         let addr = format!("127.0.0.1:{}", server.port);
@@ -284,8 +285,14 @@ fn a_three_class_model_goes_through_every_path_a_binary_one_does() {
     }
     let status = stdout_json(&keel(&home, &["deploy", "cards", "--status", "--json"]));
     let eval = &status["evaluation"];
-    assert_eq!(eval["metric"], "accuracy", "{status}");
+    assert_eq!(eval["metric"], "log_loss", "{status}");
     assert!(eval["canary"]["labelled"].as_u64().unwrap() > 0, "{status}");
+    for arm in ["champion", "canary"] {
+        if let Some(m) = eval[arm]["metric"].as_f64() {
+            // Three classes: a log loss between 0 and that of a uniform guess (ln 3) and then some.
+            assert!(m > 0.0 && m < 1.5, "{arm}: {status}");
+        }
+    }
     let o = keel(&home, &["deploy", "cards", "--promote", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let shown = stdout_json(&keel(

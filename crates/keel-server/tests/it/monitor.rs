@@ -386,6 +386,8 @@ async fn a_flush_returns_only_when_rows_another_flush_took_are_stored() {
                 features: vec![40.0, 1.0, 0.5],
                 output: 0.5,
                 shadow: None,
+                probabilities: None,
+                shadow_probabilities: None,
             })
             .collect(),
     );
@@ -440,6 +442,8 @@ async fn the_prediction_log_is_bounded_and_its_losses_are_exported() {
         features: vec![40.0, 1.0, 0.5],
         output: 0.5,
         shadow: None,
+        probabilities: None,
+        shadow_probabilities: None,
     };
     let dropped_before = keel_server::metrics::METRICS.log_dropped.get();
     s.state
