@@ -260,23 +260,37 @@ fn report(out: &TrainOutcome, json: bool) {
     }
     let m = &out["metrics"];
     let ci = &out["metrics_ci"];
-    println!(
-        "registered {}@{} ({}){}",
-        out["model"].as_str().unwrap_or(""),
-        out["version"],
-        out["kind"].as_str().unwrap_or(""),
-        out["aliases"]
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .map(|a| format!(
-                " aliases: {}",
-                a.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .unwrap_or_default()
-    );
+    let run = out["run_id"].as_str().unwrap_or("");
+    if out["version"].is_null() {
+        println!(
+            "recorded run {run} ({}, not registered: keel runs show {})",
+            out["kind"].as_str().unwrap_or(""),
+            &run[..12.min(run.len())]
+        );
+    } else {
+        println!(
+            "registered {}@{} ({}){}{}",
+            out["model"].as_str().unwrap_or(""),
+            out["version"],
+            out["kind"].as_str().unwrap_or(""),
+            out["aliases"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| format!(
+                    " aliases: {}",
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+                .unwrap_or_default(),
+            if run.is_empty() {
+                String::new()
+            } else {
+                format!(", run {}", &run[..12.min(run.len())])
+            }
+        );
+    }
     if out["reused"].as_bool() == Some(true) {
         println!("  (an identical version was already registered; use --force to train again)");
     }
