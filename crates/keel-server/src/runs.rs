@@ -17,6 +17,7 @@ use crate::auth::{AsAdmin, AsDeployer, AsPredictor, AsReader, Authorized};
 use crate::body::{UPLOAD_LIMIT_BYTES, json, page_limit, query, read_body};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::{ModelSummary, summary};
+use crate::versions::reference;
 
 /// The latest value of one metric.
 #[derive(Debug, Serialize, ToSchema)]
@@ -148,8 +149,7 @@ pub async fn create(
         },
         &caller.actor(),
     )
-    .await
-    .map_err(batch_error)?;
+    .await?;
     let location = format!("/v1/runs/{}", run.id);
     Ok((
         StatusCode::CREATED,
@@ -312,35 +312,6 @@ pub struct Logged {
     pub tags: usize,
 }
 
-/// A store refusal of a batch, an artifact path or a run name is the body's fault: 422 with the store's
-/// message (it names the entry, `metrics[3].value`).
-fn batch_error(e: impl Into<ApiError> + IntoStoreError) -> ApiError {
-    match e.store_invalid() {
-        Some(message) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", message),
-        None => e.into(),
-    }
-}
-
-/// Reaches the store's `Invalid` inside an error, for [`batch_error`].
-pub trait IntoStoreError {
-    fn store_invalid(&self) -> Option<String>;
-}
-
-impl IntoStoreError for keel_store::Error {
-    fn store_invalid(&self) -> Option<String> {
-        matches!(self, keel_store::Error::Invalid { .. }).then(|| self.to_string())
-    }
-}
-
-impl IntoStoreError for keel_app::Error {
-    fn store_invalid(&self) -> Option<String> {
-        match self {
-            keel_app::Error::Store(e) => e.store_invalid(),
-            _ => None,
-        }
-    }
-}
-
 /// Logs parameters, metrics and tags to a running run, atomically.
 #[utoipa::path(post, path = "/v1/runs/{id}/log-batch", operation_id = "log_run_batch", tag = "runs", security(("bearer" = [])),
     params(("id" = String, Path, description = "The run's id")),
@@ -376,11 +347,7 @@ pub async fn log_batch(
             .collect(),
         tags: req.tags.pairs(),
     };
-    st.cache
-        .store()
-        .log_run_batch(&id, &batch)
-        .await
-        .map_err(batch_error)?;
+    st.cache.store().log_run_batch(&id, &batch).await?;
     Ok(Json(Logged {
         params: batch.params.len(),
         metrics: batch.metrics.len(),
@@ -428,12 +395,7 @@ pub async fn end(
             ));
         }
     };
-    let run = st
-        .cache
-        .store()
-        .end_run(&id, status, req.end_time)
-        .await
-        .map_err(batch_error)?;
+    let run = st.cache.store().end_run(&id, status, req.end_time).await?;
     Ok(Json(run.into()))
 }
 
@@ -455,8 +417,7 @@ pub async fn put_artifact(
         .cache
         .store()
         .put_run_artifact(&id, &path, &bytes)
-        .await
-        .map_err(batch_error)?;
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(RunArtifact {
@@ -626,10 +587,6 @@ impl From<keel_app::registry::VersionChange> for VersionChange {
     }
 }
 
-fn numbered(name: &str, version: &str) -> String {
-    format!("{name}@{version}")
-}
-
 /// Deletes a version no alias or live rollout points at (admin; audited). Its number is never reused.
 #[utoipa::path(delete, path = "/v1/models/{name}/versions/{version}", tag = "registry", security(("bearer" = [])),
     params(("name" = String, Path, description = "Model name"), ("version" = i64, Path, description = "A version number")),
@@ -642,7 +599,7 @@ pub async fn delete_version(
 ) -> Result<Json<VersionChange>, ApiError> {
     let c = keel_app::registry::delete_version(
         st.cache.store(),
-        &numbered(&name, &version),
+        &reference(&name, &version)?,
         &caller.actor(),
     )
     .await?;
@@ -678,7 +635,7 @@ pub async fn archive(
     };
     let c = keel_app::registry::archive_version(
         st.cache.store(),
-        &numbered(&name, &version),
+        &reference(&name, &version)?,
         !req.restore,
         &caller.actor(),
     )
@@ -714,14 +671,13 @@ pub async fn annotate(
     )?;
     let v = keel_app::registry::annotate_version(
         st.cache.store(),
-        &numbered(&name, &version),
+        &reference(&name, &version)?,
         &keel_app::registry::Annotation {
             description: req.description,
             tags: req.tags,
         },
         &caller.actor(),
     )
-    .await
-    .map_err(batch_error)?;
+    .await?;
     Ok(Json(summary(v)))
 }

@@ -56,7 +56,7 @@ fn bare(name: &str) -> Result<(), ApiError> {
 }
 
 /// `NAME@{version}` for a path's name and version (a number or an alias).
-fn reference(name: &str, version: &str) -> Result<String, ApiError> {
+pub(crate) fn reference(name: &str, version: &str) -> Result<String, ApiError> {
     bare(name)?;
     Ok(format!("{name}@{version}"))
 }

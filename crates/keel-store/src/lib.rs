@@ -69,6 +69,12 @@ pub enum Error {
     Invalid { what: &'static str, message: String },
     #[error("run '{0}' does not exist (keel runs list shows the runs)")]
     UnknownRun(String),
+    #[error("run '{run}' has no artifact '{path}'")]
+    UnknownArtifact { run: String, path: String },
+    /// What a request carried is wrong (a run batch, an artifact path, a description): the message names the
+    /// entry (`metrics[3].value`). Names in paths are [`Error::Invalid`].
+    #[error("invalid {what}: {message}")]
+    InvalidContent { what: &'static str, message: String },
     /// Valid, but the current state forbids it (an alias points at the version, the run has ended, …).
     #[error("{0}")]
     Conflict(String),
@@ -88,6 +94,8 @@ impl Error {
             | Error::NoAlias { .. }
             | Error::LastAdmin(_)
             | Error::UnknownRun(_)
+            | Error::UnknownArtifact { .. }
+            | Error::InvalidContent { .. }
             | Error::Conflict(_)
             | Error::Invalid { .. } => ErrorClass::Input,
             Error::Corrupt { .. } => ErrorClass::Io,

@@ -1637,12 +1637,14 @@ mod tests {
             store.run_artifact(&run.id, "plots/loss.txt").await.unwrap(),
             b"down"
         );
-        assert!(
-            store
-                .put_run_artifact(&run.id, "../escape", b"x")
-                .await
-                .is_err()
-        );
+        assert!(matches!(
+            store.put_run_artifact(&run.id, "../escape", b"x").await,
+            Err(Error::InvalidContent { .. })
+        ));
+        assert!(matches!(
+            store.run_artifact(&run.id, "plots/missing.txt").await,
+            Err(Error::UnknownArtifact { .. })
+        ));
 
         let ended = store
             .end_run(&run.id, RunStatus::Finished, None)

@@ -10,7 +10,6 @@
 //! run takes no more writes; an artifact blob is durable before the row that names it.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 use std::collections::BTreeMap;
 
@@ -167,7 +166,7 @@ pub struct RunFilter {
 }
 
 fn invalid(what: &'static str, message: String) -> Error {
-    Error::Invalid { what, message }
+    Error::InvalidContent { what, message }
 }
 
 fn check_key(path: &str, key: &str) -> Result<()> {
@@ -290,23 +289,10 @@ pub fn validate_artifact_path(path: &str) -> Result<()> {
     }
 }
 
-/// A fresh run id: 32 hex digits, unique across processes and replicas.
+/// A fresh run id: 32 hex digits from the operating system's random source, unique across processes and
+/// replicas.
 fn new_run_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = Sha256::new();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    h.update(nanos.to_le_bytes());
-    h.update(std::process::id().to_le_bytes());
-    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    // Per-process random keys from the standard library's hasher seed.
-    use std::hash::{BuildHasher, Hasher};
-    let mut rs = std::collections::hash_map::RandomState::new().build_hasher();
-    rs.write_u64(nanos as u64);
-    h.update(rs.finish().to_le_bytes());
-    hex::encode(&h.finalize()[..16])
+    format!("{:032x}", rand::random::<u128>())
 }
 
 type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -435,9 +421,9 @@ impl Store {
     pub async fn run_artifact(&self, id: &str, path: &str) -> Result<Vec<u8>> {
         let run = self.run(id).await?;
         let Some(a) = run.artifacts.iter().find(|a| a.path == path) else {
-            return Err(Error::UnknownVersion {
-                model: format!("run {id}"),
-                selector: format!("artifact '{path}'"),
+            return Err(Error::UnknownArtifact {
+                run: id.to_string(),
+                path: path.to_string(),
             });
         };
         self.get_artifact(&a.uri, &a.sha256).await

@@ -215,7 +215,7 @@ impl Store {
         if let Some(d) = description
             && d.len() > 5000
         {
-            return Err(Error::Invalid {
+            return Err(Error::InvalidContent {
                 what: "description",
                 message: format!("{} bytes, at most 5000", d.len()),
             });
@@ -223,7 +223,7 @@ impl Store {
         for (k, v) in tags {
             crate::registry::validate_name("tag key", k)?;
             if v.len() > 5000 {
-                return Err(Error::Invalid {
+                return Err(Error::InvalidContent {
                     what: "tag value",
                     message: format!("'{k}': {} bytes, at most 5000", v.len()),
                 });
