@@ -465,7 +465,7 @@ fn evaluate_reference(
     for f in &model.features {
         let c = schema.column_mut(&f.name).expect("checked above");
         c.column_type = match f.kind {
-            FeatureKind::Numeric => ColumnType::Numeric,
+            FeatureKind::Numeric | FeatureKind::Time { .. } => ColumnType::Numeric,
             FeatureKind::Categorical { .. } => ColumnType::Categorical,
         };
         c.unique = false;
@@ -582,7 +582,7 @@ fn first_window_reference(model: &Model) -> serde_json::Value {
                 FeatureKind::Categorical { levels } => BinSpec::Categorical {
                     levels: levels.clone(),
                 },
-                FeatureKind::Numeric => BinSpec::Numeric {
+                FeatureKind::Numeric | FeatureKind::Time { .. } => BinSpec::Numeric {
                     edges: bin_edges(t, 10),
                 },
             };
@@ -632,7 +632,7 @@ fn schema_of(model: &Model) -> Schema {
             .map(|f| ColumnSchema {
                 name: f.name.clone(),
                 column_type: match f.kind {
-                    FeatureKind::Numeric => ColumnType::Numeric,
+                    FeatureKind::Numeric | FeatureKind::Time { .. } => ColumnType::Numeric,
                     FeatureKind::Categorical { .. } => ColumnType::Categorical,
                 },
                 nullable: true,
@@ -640,7 +640,7 @@ fn schema_of(model: &Model) -> Schema {
                 max: None,
                 allowed: match &f.kind {
                     FeatureKind::Categorical { levels } => Some(levels.clone()),
-                    FeatureKind::Numeric => None,
+                    FeatureKind::Numeric | FeatureKind::Time { .. } => None,
                 },
                 unique: false,
             })

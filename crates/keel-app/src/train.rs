@@ -4,6 +4,7 @@
 //! reference. The CPU work runs on the blocking pool; progress is reported to a hook that can cancel.
 
 use crate::{Error, Result};
+use keel_core::time::TimePart;
 use keel_core::{ColumnType, Frame, Schema};
 use keel_data::infer::InferOptions;
 use keel_data::target::{TargetKind, extract_target};
@@ -61,6 +62,18 @@ pub struct TrainSettings {
     /// Split by time instead of at random: train on the earliest rows of this timestamp column and evaluate on
     /// the latest `test_size` share.
     pub time_split: Option<String>,
+    /// Timestamp columns to take features from (year, month, …); other timestamps are not used.
+    pub time_features: Vec<TimeFeatures>,
+}
+
+/// Features taken from one timestamp column: `COLUMN.PART` for each part (a part with one value in the
+/// training data is left out, with why).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeFeatures {
+    pub column: String,
+    /// Empty: every part ([`TimePart::ALL`]).
+    #[serde(default)]
+    pub parts: Vec<TimePart>,
 }
 
 impl Default for TrainSettings {
@@ -79,6 +92,7 @@ impl Default for TrainSettings {
             model: Choice::Auto,
             interval_level: 0.9,
             time_split: None,
+            time_features: vec![],
         }
     }
 }
@@ -504,14 +518,22 @@ pub(crate) struct Prepared {
 }
 
 /// Reads the training file and chooses the features: everything but the target, dropped columns,
-/// identifiers, text and timestamps; a column that is empty or holds one value is refused with what to do.
+/// identifiers, text and timestamps, then the parts of the timestamps named by `time_features`; a column that
+/// is empty or holds one value is refused with what to do (a time part with one value is left out).
 pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
     let a = &spec.settings;
     let params = &a.gbdt;
     let (frame, schema) = load_frame_for_target(&spec.data, a.schema.as_ref(), &a.target)?;
     let dataset_hash = keel_data::hash::file_sha256(&spec.data)?;
     let source = spec.data.display().to_string();
-    for c in a.drop.iter().chain(&a.sensitive).chain(&a.slices) {
+    let time_columns = a.time_features.iter().map(|t| &t.column);
+    for c in a
+        .drop
+        .iter()
+        .chain(&a.sensitive)
+        .chain(&a.slices)
+        .chain(time_columns)
+    {
         if frame.index_of(c).is_none() {
             return Err(Error::input(format!(
                 "{source}: column '{c}' is not in the file (columns: {})",
@@ -551,7 +573,11 @@ pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
         } else if cs.column_type == ColumnType::Text {
             Some("free text")
         } else if cs.column_type == ColumnType::Timestamp {
-            Some("timestamp")
+            Some(if a.time_features.iter().any(|t| t.column == *name) {
+                "timestamp (its parts are features)"
+            } else {
+                "timestamp (use --time-features to learn from it)"
+            })
         } else {
             None
         };
@@ -560,7 +586,8 @@ pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
             None => features.push(name.clone()),
         }
     }
-    if features.is_empty() {
+    let time_specs = time_feature_specs(&frame, &schema, a, &source, &mut dropped)?;
+    if features.is_empty() && time_specs.is_empty() {
         return Err(Error::input(format!(
             "{source}: no feature columns left to train on"
         )));
@@ -583,7 +610,9 @@ pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
             }
         }
     }
-    let specs = FeatureSpec::from_frame(&frame, &features)?;
+    let mut specs = FeatureSpec::from_frame(&frame, &features)?;
+    features.extend(time_specs.iter().map(|s| s.name.clone()));
+    specs.extend(time_specs);
     let encoder = Encoder::new(&specs);
     Ok(Prepared {
         frame,
@@ -598,6 +627,65 @@ pub(crate) fn prepare(spec: &TrainSpec) -> Result<Prepared> {
         specs,
         encoder,
     })
+}
+
+/// The features `time_features` asks for: each must name a timestamp column; a part that holds one value
+/// over the file (the hour of a date-only column) is left out and listed in `dropped`.
+fn time_feature_specs(
+    frame: &Frame,
+    schema: &Schema,
+    a: &TrainSettings,
+    source: &str,
+    dropped: &mut Vec<(String, String)>,
+) -> Result<Vec<FeatureSpec>> {
+    let mut specs = Vec::new();
+    for tf in &a.time_features {
+        let c = &tf.column;
+        let cs = schema
+            .column(c)
+            .expect("checked against the file's columns");
+        if *c == a.target {
+            return Err(Error::input(format!(
+                "{source}: --time-features {c}: '{c}' is the target"
+            )));
+        }
+        if cs.column_type != ColumnType::Timestamp {
+            return Err(Error::input(format!(
+                "{source}: --time-features {c}: the column is {}, not a timestamp (values such as 2024-03-01 12:00:00)",
+                cs.column_type.as_str()
+            )));
+        }
+        let parts: &[TimePart] = if tf.parts.is_empty() {
+            &TimePart::ALL
+        } else {
+            &tf.parts
+        };
+        for &part in parts {
+            let spec = FeatureSpec::time(c, part);
+            if specs.iter().any(|s: &FeatureSpec| s.name == spec.name)
+                || frame.index_of(&spec.name).is_some()
+            {
+                return Err(Error::input(format!(
+                    "{source}: --time-features {c}: the feature '{}' is named twice (a part listed twice, or a column of that name)",
+                    spec.name
+                )));
+            }
+            let values = Encoder::new(std::slice::from_ref(&spec))
+                .encode(frame)
+                .map_err(|e| Error::input(format!("{source}: {e}")))?;
+            let mut present = values.iter().filter(|v| !v.is_nan());
+            let distinct = match present.next() {
+                None => false,
+                Some(first) => present.any(|v| v != first),
+            };
+            if distinct {
+                specs.push(spec);
+            } else {
+                dropped.push((spec.name, "time part with a single value".into()));
+            }
+        }
+    }
+    Ok(specs)
 }
 
 /// The CPU part: read, split, train both candidates, choose, evaluate, build the version to register.
@@ -634,6 +722,7 @@ fn fit(
                     .iter()
                     .filter(|c| {
                         features.contains(&c.name)
+                            || a.time_features.iter().any(|t| t.column == c.name)
                             || c.name == a.target
                             || a.sensitive.contains(&c.name)
                             || a.slices.contains(&c.name)
@@ -1041,7 +1130,7 @@ pub(crate) fn reference_profile(
         .map(|f| {
             let levels = match &f.kind {
                 keel_ml::FeatureKind::Categorical { levels } => Some(levels.clone()),
-                keel_ml::FeatureKind::Numeric => None,
+                keel_ml::FeatureKind::Numeric | keel_ml::FeatureKind::Time { .. } => None,
             };
             (f.name.clone(), levels)
         })

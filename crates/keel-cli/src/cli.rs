@@ -1100,6 +1100,13 @@ pub struct TrainArgs {
     /// past and evaluate on the latest --test-size share by that timestamp column.
     #[arg(long, default_value = "random")]
     pub split: String,
+    /// Learn from a timestamp column (repeatable): `COLUMN` adds its year, month, day, day_of_week, hour and
+    /// elapsed_days (days since 1970, the trend) as features named `COLUMN.PART`; `COLUMN:hour,day_of_week`
+    /// adds only those. Requests then send the timestamp itself. Without this, timestamps are not features.
+    /// elapsed_days keeps growing after training, so monitoring reports it drifting by design; trees predict
+    /// beyond the training period as at its end.
+    #[arg(long = "time-features", value_name = "COLUMN[:PART,…]")]
+    pub time_features: Vec<String>,
     /// Random seed (split, bootstrap, sampling).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

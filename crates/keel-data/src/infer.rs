@@ -69,26 +69,7 @@ pub fn parse_f64(s: &str) -> Option<f64> {
 
 /// Dates and date-times in ISO-like formats.
 pub fn parse_timestamp(s: &str) -> Option<chrono::NaiveDateTime> {
-    let t = s.trim();
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Some(d.naive_utc());
-    }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y/%m/%d %H:%M:%S",
-    ] {
-        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(t, f) {
-            return Some(d);
-        }
-    }
-    for f in ["%Y-%m-%d", "%Y/%m/%d"] {
-        if let Ok(d) = chrono::NaiveDate::parse_from_str(t, f) {
-            return d.and_hms_opt(0, 0, 0);
-        }
-    }
-    None
+    keel_core::time::parse_timestamp(s)
 }
 
 /// Infers a schema for every column of the table.

@@ -73,7 +73,9 @@ fn bench(c: &mut Criterion) {
         record.insert(
             f.name.clone(),
             match &f.kind {
-                keel_ml::FeatureKind::Numeric => serde_json::json!(rows[7 * nf + j]),
+                keel_ml::FeatureKind::Numeric | keel_ml::FeatureKind::Time { .. } => {
+                    serde_json::json!(rows[7 * nf + j])
+                }
                 keel_ml::FeatureKind::Categorical { .. } => serde_json::json!(v),
             },
         );

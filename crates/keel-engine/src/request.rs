@@ -9,6 +9,7 @@
 //! [`serde_json::Value`].
 
 use keel_core::Schema;
+use keel_core::time::TimePart;
 use keel_ml::{FeatureKind, FeatureSpec};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -62,10 +63,31 @@ pub enum BodyError {
     TooManyRecords { limit: usize },
 }
 
+/// One field a record must carry: a feature, or a timestamp the model takes several time features from.
+#[derive(Debug, Clone)]
+struct Input {
+    name: String,
+    target: InputTarget,
+}
+
+#[derive(Debug, Clone)]
+enum InputTarget {
+    /// The value of feature `j`.
+    Feature(usize),
+    /// A timestamp; each `(j, part)` writes that part into feature `j`.
+    Time {
+        nullable: bool,
+        parts: Vec<(usize, TimePart)>,
+    },
+}
+
 /// The compiled check for one model.
 #[derive(Debug, Clone)]
 pub struct RequestSchema {
     names: Vec<String>,
+    /// The fields of a record, in feature order (a timestamp where its first time feature is).
+    inputs: Vec<Input>,
+    /// Field name → index in `inputs`.
     index: FastMap<String, usize>,
     nullable: Vec<bool>,
     /// Features the training data held as booleans (true/false, yes/no words in text files), encoded 1/0.
@@ -147,17 +169,40 @@ impl RequestSchema {
     pub fn new(features: &[FeatureSpec], training: &Schema, unseen: UnseenCategory) -> Self {
         let levels: Vec<Option<FastMap<String, u32>>> = features
             .iter()
-            .map(|f| match &f.kind {
-                FeatureKind::Numeric => None,
-                FeatureKind::Categorical { levels } => Some(
+            .map(|f| {
+                f.kind.levels().map(|levels| {
                     levels
                         .iter()
                         .enumerate()
                         .map(|(i, l)| (l.clone(), i as u32))
-                        .collect(),
-                ),
+                        .collect()
+                })
             })
             .collect();
+        let mut inputs: Vec<Input> = Vec::new();
+        for (j, f) in features.iter().enumerate() {
+            match &f.kind {
+                FeatureKind::Time { source, part } => {
+                    match inputs.iter_mut().find(|i| i.name == *source) {
+                        Some(Input {
+                            target: InputTarget::Time { parts, .. },
+                            ..
+                        }) => parts.push((j, *part)),
+                        _ => inputs.push(Input {
+                            name: source.clone(),
+                            target: InputTarget::Time {
+                                nullable: training.column(source).is_some_and(|c| c.nullable),
+                                parts: vec![(j, *part)],
+                            },
+                        }),
+                    }
+                }
+                _ => inputs.push(Input {
+                    name: f.name.clone(),
+                    target: InputTarget::Feature(j),
+                }),
+            }
+        }
         let int_levels = levels
             .iter()
             .map(|m| {
@@ -172,7 +217,7 @@ impl RequestSchema {
             .collect();
         RequestSchema {
             names: features.iter().map(|f| f.name.clone()).collect(),
-            index: features
+            index: inputs
                 .iter()
                 .enumerate()
                 .map(|(i, f)| (f.name.clone(), i))
@@ -189,7 +234,8 @@ impl RequestSchema {
                         .is_some_and(|c| c.column_type == keel_core::ColumnType::Boolean)
                 })
                 .collect(),
-            records_is_batch: !features.iter().any(|f| f.name == "records"),
+            records_is_batch: !inputs.iter().any(|f| f.name == "records"),
+            inputs,
             levels,
             int_levels,
             unseen,
@@ -202,6 +248,80 @@ impl RequestSchema {
 
     pub fn feature_names(&self) -> &[String] {
         &self.names
+    }
+
+    /// The fields a record carries: the features, except that time features are read from their timestamp.
+    pub fn input_names(&self) -> impl Iterator<Item = &str> {
+        self.inputs.iter().map(|i| i.name.as_str())
+    }
+
+    /// The features an input or feature called `name` fills: the feature of that name, or every time feature
+    /// read from the timestamp of that name (what redacting `name` must blank).
+    pub fn features_named(&self, name: &str) -> Vec<usize> {
+        match self.index.get(name).map(|&i| &self.inputs[i].target) {
+            Some(InputTarget::Feature(j)) => vec![*j],
+            Some(InputTarget::Time { parts, .. }) => parts.iter().map(|(j, _)| *j).collect(),
+            None => self
+                .names
+                .iter()
+                .position(|f| f == name)
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    pub(crate) fn n_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Checks the value of input `i` and writes what it encodes into `row`.
+    pub(crate) fn write_input(&self, i: usize, v: &Scalar, row: &mut [f64]) -> Result<(), Problem> {
+        match &self.inputs[i].target {
+            InputTarget::Feature(j) => {
+                row[*j] = self.value(*j, v)?;
+                Ok(())
+            }
+            InputTarget::Time { nullable, parts } => {
+                let t = match v {
+                    Scalar::Null if *nullable => None,
+                    Scalar::Null => {
+                        return Err((
+                            "null_not_allowed",
+                            "null is not allowed: the training data had no missing values here".into(),
+                        ));
+                    }
+                    Scalar::Str(s) => Some(keel_core::time::parse_timestamp(s).ok_or_else(|| {
+                        (
+                            "wrong_type",
+                            format!(
+                                "'{}' is not a timestamp (e.g. 2024-03-01 12:00:00 or 2024-03-01T12:00:00Z)",
+                                truncate(s, 64)
+                            ),
+                        )
+                    })?),
+                    other => {
+                        return Err((
+                            "wrong_type",
+                            format!("expected a timestamp (string), found {}", other.kind()),
+                        ));
+                    }
+                };
+                for &(j, part) in parts {
+                    row[j] = t.as_ref().map_or(f64::NAN, |t| part.of(t));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// How table cells of input `i` are read.
+    pub(crate) fn input_kind(&self, i: usize) -> InputKind {
+        match self.inputs[i].target {
+            InputTarget::Time { .. } => InputKind::Text,
+            InputTarget::Feature(j) if self.levels[j].is_some() => InputKind::Text,
+            InputTarget::Feature(j) if self.boolean[j] => InputKind::Boolean,
+            InputTarget::Feature(_) => InputKind::Numeric,
+        }
     }
 
     /// Checks one parsed record and writes its encoded row into `row` (length = number of features). Problems
@@ -218,7 +338,7 @@ impl RequestSchema {
             errors.push(not_an_object(path.to_string(), Scalar::of(record).kind()));
             return false;
         };
-        let mut seen = vec![false; self.names.len()];
+        let mut seen = vec![false; self.inputs.len()];
         let mut rc = RecordCheck::start(self, row, &mut seen);
         for (key, value) in map {
             rc.field(key, Scalar::of(value), errors, || path.to_string());
@@ -251,21 +371,6 @@ impl RequestSchema {
             Err(_) if too_many.get() => Err(BodyError::TooManyRecords { limit: max_records }),
             Err(e) => Err(BodyError::Malformed(e.to_string())),
         }
-    }
-
-    /// Whether feature `j` is categorical.
-    pub(crate) fn is_categorical(&self, j: usize) -> bool {
-        self.levels[j].is_some()
-    }
-
-    /// Whether feature `j` was a boolean column in training.
-    pub(crate) fn is_boolean(&self, j: usize) -> bool {
-        self.boolean[j]
-    }
-
-    /// The check of one value of feature `j`, shared by JSON records and table cells.
-    pub(crate) fn cell_value(&self, j: usize, v: &Scalar) -> Result<f64, Problem> {
-        self.value(j, v)
     }
 
     fn value(&self, j: usize, v: &Scalar) -> Result<f64, Problem> {
@@ -360,6 +465,15 @@ impl RequestSchema {
     }
 }
 
+/// How the text cells of an input are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InputKind {
+    Numeric,
+    Boolean,
+    /// Categories and timestamps: the text itself.
+    Text,
+}
+
 fn not_an_object(path: String, kind: &str) -> FieldError {
     FieldError {
         path,
@@ -393,7 +507,7 @@ impl<'s, 'r> RecordCheck<'s, 'r> {
             errors.push(FieldError {
                 path: field_path(&prefix(), key),
                 problem: "unknown_field",
-                message: format!("'{}' is not a feature of this model", truncate(key, 64)),
+                message: format!("'{}' is not an input of this model", truncate(key, 64)),
             });
             return;
         };
@@ -405,8 +519,8 @@ impl<'s, 'r> RecordCheck<'s, 'r> {
             });
             return;
         }
-        match self.schema.value(j, &v) {
-            Ok(x) => self.row[j] = x,
+        match self.schema.write_input(j, &v, self.row) {
+            Ok(()) => {}
             Err((problem, message)) => errors.push(FieldError {
                 path: field_path(&prefix(), key),
                 problem,
@@ -416,17 +530,25 @@ impl<'s, 'r> RecordCheck<'s, 'r> {
     }
 
     fn finish(self, errors: &mut Vec<FieldError>, prefix: impl Fn() -> String) {
-        for (name, _) in self
+        for (input, _) in self
             .schema
-            .names
+            .inputs
             .iter()
             .zip(self.seen.iter())
             .filter(|(_, s)| !**s)
         {
+            let name = &input.name;
             errors.push(FieldError {
                 path: field_path(&prefix(), name),
                 problem: "missing_field",
-                message: format!("feature '{name}' is required"),
+                message: match &input.target {
+                    InputTarget::Feature(_) => format!("feature '{name}' is required"),
+                    InputTarget::Time { .. } => {
+                        format!(
+                            "the timestamp '{name}' is required (time features are read from it)"
+                        )
+                    }
+                },
             });
         }
     }
@@ -564,7 +686,7 @@ impl<'de> Visitor<'de> for Top<'_> {
         let s = self.schema;
         let nf = s.n_features();
         let mut row = vec![0.0; nf];
-        let mut seen = vec![false; nf];
+        let mut seen = vec![false; s.n_inputs()];
         let mut errors = Vec::new();
         let mut single = RecordCheck::start(s, &mut row, &mut seen);
         let mut first_other: Option<Cow<'de, str>> = None;
@@ -657,7 +779,7 @@ impl<'de> Visitor<'de> for Records<'_> {
         let nf = s.n_features();
         let mut rows: Vec<f64> =
             Vec::with_capacity(nf * seq.size_hint().unwrap_or(8).min(self.max_records));
-        let mut seen = vec![false; nf];
+        let mut seen = vec![false; s.n_inputs()];
         let mut errors = Vec::new();
         let mut n = 0usize;
         loop {
@@ -796,6 +918,99 @@ mod tests {
         age.nullable = true;
         training.columns.push(age);
         RequestSchema::new(&features, &training, unseen)
+    }
+
+    /// A model with `age`, then the hour and day of week of `at` (not nullable), then `colour`.
+    fn timed() -> RequestSchema {
+        let features = vec![
+            FeatureSpec {
+                name: "age".into(),
+                kind: FeatureKind::Numeric,
+            },
+            FeatureSpec::time("at", TimePart::Hour),
+            FeatureSpec::time("at", TimePart::DayOfWeek),
+            FeatureSpec {
+                name: "colour".into(),
+                kind: FeatureKind::Categorical {
+                    levels: vec!["blue".into()],
+                },
+            },
+        ];
+        let mut training = Schema::default();
+        training.columns.push(keel_core::ColumnSchema::new(
+            "at",
+            keel_core::ColumnType::Timestamp,
+        ));
+        RequestSchema::new(&features, &training, UnseenCategory::Reject)
+    }
+
+    #[test]
+    fn a_timestamp_field_fills_every_time_feature_read_from_it() {
+        let s = timed();
+        assert_eq!(s.input_names().collect::<Vec<_>>(), ["age", "at", "colour"]);
+        assert_eq!(s.n_features(), 4);
+        let mut row = vec![0.0; 4];
+        let mut errs = Vec::new();
+        let rec = json!({"age": 30, "at": "2024-03-01 13:30:00", "colour": "blue"});
+        assert!(s.check_record(&rec, "$", &mut row, &mut errs), "{errs:?}");
+        assert_eq!(row, [30.0, 13.0, 4.0, 0.0]);
+        // The same through the streaming parser, one record and a batch.
+        let body = s.parse_json_body(rec.to_string().as_bytes(), 10).unwrap();
+        assert_eq!(body.rows, row);
+        let batch =
+            json!({"records": [rec, {"age": 1, "at": "2024-03-03T23:00:00Z", "colour": "blue"}]});
+        let body = s.parse_json_body(batch.to_string().as_bytes(), 10).unwrap();
+        assert_eq!(&body.rows[4..], &[1.0, 23.0, 6.0, 0.0]);
+
+        // The timestamp is required, must parse, and is not nullable here; the derived names are not inputs.
+        let problems = |v: Value| {
+            let mut row = vec![0.0; 4];
+            let mut errs = Vec::new();
+            s.check_record(&v, "$", &mut row, &mut errs);
+            errs.into_iter()
+                .map(|e| (e.path, e.problem))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            problems(json!({"age": 30, "colour": "blue"})),
+            [("$.at".to_string(), "missing_field")]
+        );
+        assert_eq!(
+            problems(json!({"age": 30, "at": "yesterday", "colour": "blue"})),
+            [("$.at".to_string(), "wrong_type")]
+        );
+        assert_eq!(
+            problems(json!({"age": 30, "at": 1709300000, "colour": "blue"})),
+            [("$.at".to_string(), "wrong_type")]
+        );
+        assert_eq!(
+            problems(json!({"age": 30, "at": null, "colour": "blue"})),
+            [("$.at".to_string(), "null_not_allowed")]
+        );
+        assert_eq!(
+            problems(json!({"age": 30, "at": "2024-03-01", "at.hour": 3, "colour": "blue"})),
+            [("$[\"at.hour\"]".to_string(), "unknown_field")]
+        );
+        // Redacting the timestamp blanks both of its features.
+        assert_eq!(s.features_named("at"), [1, 2]);
+        assert_eq!(s.features_named("colour"), [3]);
+    }
+
+    #[test]
+    fn a_table_sends_the_timestamp_column_itself() {
+        let s = timed();
+        let table = keel_data::read::read_csv_body(
+            b"age,at,colour\n30,2024-03-01 13:30:00,blue\n31,soon,blue\n",
+            10,
+        )
+        .unwrap();
+        let checked = s.check_table(&table, false).unwrap();
+        assert_eq!(checked.rows, [30.0, 13.0, 4.0, 0.0]);
+        assert_eq!(checked.bad[0].0, 1);
+        assert_eq!(checked.bad[0].1[0].path, "$.rows[1].at");
+        let errs = s.check_columns(&["age", "at.hour", "colour"], false);
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["$.columns.at", "$.columns.at.hour"]);
     }
 
     fn check(s: &RequestSchema, v: Value) -> (Vec<f64>, Vec<(String, &'static str)>) {

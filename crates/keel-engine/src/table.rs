@@ -7,7 +7,7 @@
 use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use arrow_schema::DataType;
 
-use crate::request::{FieldError, RequestSchema, Scalar};
+use crate::request::{FieldError, InputKind, RequestSchema, Scalar};
 
 /// The outcome of checking a table.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,14 +25,6 @@ impl TableCheck {
     pub fn errors(&self) -> impl Iterator<Item = &FieldError> {
         self.bad.iter().flat_map(|(_, e)| e.iter())
     }
-}
-
-/// What a feature's text cells mean.
-#[derive(Clone, Copy)]
-enum CellKind {
-    Numeric,
-    Boolean,
-    Categorical,
 }
 
 /// How one column's cells are read.
@@ -87,7 +79,7 @@ impl Cells {
     /// The cell as a JSON-like scalar: text of a numeric column is parsed as a number (what a CSV cell means),
     /// text of a boolean one as `true`/`false` (also `yes`/`no`, `t`/`f`, `1`/`0`, as training read it), text
     /// of a categorical one is the category; null tokens (`""`, `NA`, …) are null.
-    fn scalar(&self, i: usize, kind: CellKind) -> Scalar<'_> {
+    fn scalar(&self, i: usize, kind: InputKind) -> Scalar<'_> {
         match self {
             Cells::F64(a) if a.is_null(i) => Scalar::Null,
             Cells::F64(a) => Scalar::F64(a.value(i)),
@@ -102,12 +94,12 @@ impl Cells {
                     return Scalar::Null;
                 }
                 match kind {
-                    CellKind::Categorical => Scalar::Str(s.into()),
-                    CellKind::Boolean => match keel_data::infer::parse_bool(s) {
+                    InputKind::Text => Scalar::Str(s.into()),
+                    InputKind::Boolean => match keel_data::infer::parse_bool(s) {
                         Some(b) => Scalar::Bool(b),
                         None => Scalar::Str(s.into()),
                     },
-                    CellKind::Numeric => match s.parse::<f64>() {
+                    InputKind::Numeric => match s.parse::<f64>() {
                         Ok(x) => Scalar::F64(x),
                         Err(_) => Scalar::Str(s.into()),
                     },
@@ -118,26 +110,27 @@ impl Cells {
 }
 
 impl RequestSchema {
-    /// Column-level problems of a table: a feature column missing, and (unless `allow_extra`: batch files
-    /// pass other columns through) columns that are not features.
+    /// Column-level problems of a table: an input column missing (a feature, or the timestamp time features
+    /// are read from), and (unless `allow_extra`: batch files pass other columns through) columns that are
+    /// not inputs.
     pub fn check_columns(&self, columns: &[&str], allow_extra: bool) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        for f in self.feature_names() {
-            if !columns.contains(&f.as_str()) {
+        for f in self.input_names() {
+            if !columns.contains(&f) {
                 errors.push(FieldError {
                     path: format!("$.columns.{f}"),
                     problem: "missing_field",
-                    message: format!("feature column '{f}' is required"),
+                    message: format!("input column '{f}' is required"),
                 });
             }
         }
         if !allow_extra {
             for c in columns {
-                if !self.feature_names().iter().any(|f| f == c) {
+                if !self.input_names().any(|f| f == *c) {
                     errors.push(FieldError {
                         path: format!("$.columns.{c}"),
                         problem: "unknown_field",
-                        message: format!("'{c}' is not a feature of this model"),
+                        message: format!("'{c}' is not an input of this model"),
                     });
                 }
             }
@@ -158,12 +151,13 @@ impl RequestSchema {
             return Err(errors);
         }
         let nf = self.n_features();
-        let mut cells = Vec::with_capacity(nf);
-        for f in self.feature_names() {
+        let names: Vec<&str> = self.input_names().collect();
+        let mut cells = Vec::with_capacity(names.len());
+        for f in &names {
             let col = table
                 .columns
                 .iter()
-                .find(|c| &c.name == f)
+                .find(|c| c.name == *f)
                 .expect("checked above");
             cells.push(Cells::of(&col.array).map_err(|m| {
                 vec![FieldError {
@@ -182,17 +176,10 @@ impl RequestSchema {
         for i in 0..table.nrows {
             let mut problems = Vec::new();
             for (j, c) in cells.iter().enumerate() {
-                let kind = if self.is_categorical(j) {
-                    CellKind::Categorical
-                } else if self.is_boolean(j) {
-                    CellKind::Boolean
-                } else {
-                    CellKind::Numeric
-                };
-                match self.cell_value(j, &c.scalar(i, kind)) {
-                    Ok(x) => row[j] = x,
+                match self.write_input(j, &c.scalar(i, self.input_kind(j)), &mut row) {
+                    Ok(()) => {}
                     Err((problem, message)) => problems.push(FieldError {
-                        path: format!("$.rows[{i}].{}", self.feature_names()[j]),
+                        path: format!("$.rows[{i}].{}", names[j]),
                         problem,
                         message,
                     }),

@@ -4,8 +4,10 @@
 //! of its label in the model's own level list, as `f64`; a label the model never saw becomes `NaN` (missing).
 //! Files whose type inference disagrees with the model are read the model's way: a numeric column feeding a
 //! categorical feature is looked up by each number's text (`16` → level "16"), and a categorical column
-//! feeding a numeric feature must hold numbers.
+//! feeding a numeric feature must hold numbers. A time feature ([`FeatureKind::Time`]) is one number taken from
+//! a timestamp column (its year, month, hour, …); several features may read the same column.
 
+use keel_core::time::TimePart;
 use keel_core::{ColumnData, Frame, MISSING_CODE};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -16,7 +18,25 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum FeatureKind {
     Numeric,
-    Categorical { levels: Vec<String> },
+    Categorical {
+        levels: Vec<String>,
+    },
+    /// A number taken from the timestamp column `source` (the trees read it as numeric). Added last: the
+    /// model format encodes variants by position.
+    Time {
+        source: String,
+        part: TimePart,
+    },
+}
+
+impl FeatureKind {
+    /// The level list of a categorical feature.
+    pub fn levels(&self) -> Option<&[String]> {
+        match self {
+            FeatureKind::Categorical { levels } => Some(levels),
+            FeatureKind::Numeric | FeatureKind::Time { .. } => None,
+        }
+    }
 }
 
 /// One input feature of a model.
@@ -27,6 +47,25 @@ pub struct FeatureSpec {
 }
 
 impl FeatureSpec {
+    /// The feature `part` of the timestamp column `source`, named `source.part` (`pickup.hour`).
+    pub fn time(source: &str, part: TimePart) -> FeatureSpec {
+        FeatureSpec {
+            name: format!("{source}.{}", part.name()),
+            kind: FeatureKind::Time {
+                source: source.to_string(),
+                part,
+            },
+        }
+    }
+
+    /// The data column the feature reads: its own name, or a time feature's timestamp column.
+    pub fn source(&self) -> &str {
+        match &self.kind {
+            FeatureKind::Time { source, .. } => source,
+            _ => &self.name,
+        }
+    }
+
     /// Feature specs for the named columns of a frame, in that order.
     pub fn from_frame(frame: &Frame, names: &[String]) -> Result<Vec<FeatureSpec>> {
         names
@@ -64,15 +103,14 @@ impl Encoder {
     pub fn new(specs: &[FeatureSpec]) -> Self {
         let level_maps = specs
             .iter()
-            .map(|s| match &s.kind {
-                FeatureKind::Numeric => None,
-                FeatureKind::Categorical { levels } => Some(
+            .map(|s| {
+                s.kind.levels().map(|levels| {
                     levels
                         .iter()
                         .enumerate()
                         .map(|(i, l)| (l.clone(), i as u32))
-                        .collect(),
-                ),
+                        .collect()
+                })
             })
             .collect();
         Encoder {
@@ -97,9 +135,27 @@ impl Encoder {
         let mut out = vec![f64::NAN; n * f];
         for (j, spec) in self.specs.iter().enumerate() {
             let col = frame
-                .column(&spec.name)
-                .ok_or_else(|| Error::MissingColumn(spec.name.clone()))?;
+                .column(spec.source())
+                .ok_or_else(|| Error::MissingColumn(spec.source().to_string()))?;
             match (col, &spec.kind) {
+                (ColumnData::Other(v), FeatureKind::Time { source, part }) => {
+                    for (i, t) in v.iter().enumerate() {
+                        let Some(t) = t else { continue };
+                        let parsed = keel_core::time::parse_timestamp(t).ok_or_else(|| {
+                            Error::InvalidInput(format!(
+                                "row {}: column '{source}': '{t}' is not a timestamp (e.g. 2024-03-01 12:00:00)",
+                                i + 1
+                            ))
+                        })?;
+                        out[i * f + j] = part.of(&parsed);
+                    }
+                }
+                (_, FeatureKind::Time { source, .. }) => {
+                    return Err(Error::InvalidInput(format!(
+                        "feature '{}' reads the timestamp column '{source}', but the data holds numbers or categories there",
+                        spec.name
+                    )));
+                }
                 (ColumnData::Numeric(v), FeatureKind::Numeric) => {
                     for (i, &x) in v.iter().enumerate() {
                         out[i * f + j] = x;

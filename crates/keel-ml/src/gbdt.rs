@@ -497,7 +497,7 @@ fn train_groups(
         .iter()
         .enumerate()
         .map(|(j, s)| match &s.kind {
-            FeatureKind::Numeric => {
+            FeatureKind::Numeric | FeatureKind::Time { .. } => {
                 BinMapper::numeric((0..n).map(|i| x[i * nf + j]), params.max_bins)
             }
             FeatureKind::Categorical { levels } => {

@@ -136,7 +136,7 @@ pub fn check(
 fn binner(kind: &FeatureKind, train: &[f64]) -> impl Fn(f64) -> u64 {
     let edges: Vec<f64> = match kind {
         FeatureKind::Categorical { .. } => Vec::new(),
-        FeatureKind::Numeric => {
+        FeatureKind::Numeric | FeatureKind::Time { .. } => {
             let mut v: Vec<f64> = train.iter().copied().filter(|x| !x.is_nan()).collect();
             v.sort_by(f64::total_cmp);
             let mut e: Vec<f64> = (1..100)

@@ -92,7 +92,7 @@ fn design(
     for (j, s) in specs.iter().enumerate() {
         offsets.push(dim);
         match &s.kind {
-            FeatureKind::Numeric => {
+            FeatureKind::Numeric | FeatureKind::Time { .. } => {
                 let vals: Vec<f64> = (0..n)
                     .map(|i| x[i * nf + j])
                     .filter(|v| !v.is_nan())

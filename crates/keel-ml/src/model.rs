@@ -6,8 +6,8 @@
 //! bit-identical predictions.
 //!
 //! Versions: 1 had no [`Link`] or [`Numerics`] (the link followed the objective, sums were f64); 2 adds both,
-//! for models imported from other libraries; 3 holds any number of class labels (multiclass). This build reads
-//! 1 to 3 and writes 3, so an older Keel refuses a newer model instead of misreading it.
+//! for models imported from other libraries; 3 holds any number of class labels (multiclass); 4 adds time features
+//! ([`crate::FeatureKind::Time`], decoded by the same struct as 3). This build reads 1 to 4 and writes 4, so an older Keel refuses a newer model instead of misreading it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use crate::{Error, Objective, Result};
 
 const MAGIC: &[u8; 8] = b"KEELMDL\0";
 /// The model format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// How the raw margin becomes the output.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

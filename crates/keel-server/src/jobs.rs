@@ -123,9 +123,23 @@ pub struct TrainRequest {
     /// The column to predict (not blank).
     #[schema(pattern = "\\S")]
     pub target: String,
-    /// `binary` or `regression` (default: inferred from the target).
-    #[schema(nullable = false, pattern = "^(binary|regression)$")]
+    /// `binary`, `multiclass` or `regression` (default: inferred from the target; the regression loss is
+    /// `gbdt.loss`).
+    #[schema(nullable = false, pattern = "^(binary|multiclass|regression)$")]
     pub objective: Option<String>,
+    /// Split by time: train on the earliest rows of this timestamp column, evaluate on the latest `test_size`.
+    #[schema(nullable = false, min_length = 1)]
+    pub time_split: Option<String>,
+    /// Timestamp columns to take features from (`COLUMN.year`, `.month`, `.day`, `.day_of_week`, `.hour`,
+    /// `.elapsed_days`); requests to the model then send the timestamp itself.
+    #[schema(nullable = false)]
+    pub time_features: Option<Vec<TimeFeaturesDoc>>,
+    /// Regression: coverage of the served prediction intervals (default 0.9).
+    #[schema(nullable = false, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    pub interval_level: Option<f64>,
+    /// Register a version (default true); false records the run only.
+    #[schema(nullable = false)]
+    pub register: Option<bool>,
     /// Share of rows held out (default 0.2).
     #[schema(nullable = false, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub test_size: Option<f64>,
@@ -161,6 +175,22 @@ pub struct TrainRequest {
     #[schema(nullable = false)]
     pub reuse_identical: Option<bool>,
 }
+
+/// The features of one timestamp column.
+#[derive(Debug, Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TimeFeaturesDoc {
+    #[schema(min_length = 1)]
+    pub column: String,
+    /// Which parts (default: all); a part with one value in the training data is left out.
+    #[schema(nullable = false, value_type = Option<Vec<TimePartName>>)]
+    pub parts: Option<Vec<String>>,
+}
+
+/// A part of a timestamp.
+#[derive(ToSchema)]
+#[schema(pattern = "^(year|month|day|day_of_week|hour|elapsed_days)$")]
+pub struct TimePartName(#[allow(dead_code)] String);
 
 const TRAIN_EXPECTED: &str = "a training request ({\"data\", \"name\", \"target\", ...})";
 

@@ -19,7 +19,7 @@ use crate::routes::*;
         crate::runs::get_artifact, crate::runs::metric_history, crate::runs::compare, crate::runs::delete_version, crate::runs::archive, crate::runs::annotate,
         crate::collections::list, crate::collections::ingest, crate::collections::chunks, crate::collections::delete),
     components(schemas(crate::guard::ScanRequest, crate::rag::RagQueryRequest, crate::rag::EmbeddingsRequest, FeedbackRequest, PredictRequest, PredictResponse, PredictionBody, ModelSummary, ModelList, ModelEntry, AliasRequest, AliasResponse, KeyRequest, ReportFormat, ErrorBody, ErrorDetail, Detail,
-        crate::jobs::Job, crate::jobs::JobList, crate::jobs::TrainRequest, crate::jobs::RetrainRequest, crate::jobs::ImportRequest, crate::jobs::ImportGate,
+        crate::jobs::Job, crate::jobs::JobList, crate::jobs::TrainRequest, crate::jobs::TimeFeaturesDoc, crate::jobs::TimePartName, crate::jobs::RetrainRequest, crate::jobs::ImportRequest, crate::jobs::ImportGate,
         crate::versions::VersionList, crate::versions::VersionDetail, crate::versions::CardResponse, crate::versions::Lineage, crate::versions::AuditEntry, crate::versions::AliasList, crate::versions::RollbackRequest, crate::versions::AliasMove,
         crate::rollouts::Rollout, crate::rollouts::RolloutStatus, crate::rollouts::DeployRequest, crate::rollouts::Promotion, crate::rollouts::DriftHistory, crate::rollouts::WindowDrift,
         crate::audit::AuditPage, crate::audit::Verification,

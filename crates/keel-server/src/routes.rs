@@ -733,7 +733,7 @@ fn log_rows(
         .config
         .redact
         .iter()
-        .filter_map(|r| model.schema.feature_names().iter().position(|f| f == r))
+        .flat_map(|r| model.schema.features_named(r))
         .collect();
     let at_ms = keel_core::time::now_unix_ms();
     let logged = rows

@@ -100,6 +100,11 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             }
         },
     };
+    let time_features = a
+        .time_features
+        .iter()
+        .map(|t| parse_time_features(t))
+        .collect::<Result<Vec<_>>>()?;
     let mut monotone_constraints = std::collections::BTreeMap::new();
     for m in &a.monotone {
         let (name, dir) = m.rsplit_once(':').ok_or_else(|| {
@@ -169,6 +174,7 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             model: a.model.into(),
             interval_level: a.interval_level,
             time_split,
+            time_features,
         },
         test: a.test.clone(),
         aliases: a.alias.clone(),
@@ -181,6 +187,39 @@ pub fn spec_of(a: &TrainArgs) -> Result<TrainSpec> {
             name: a.run_name.clone(),
             tags: super::runs::parse_tags(&a.tags)?,
         },
+    })
+}
+
+/// `COLUMN` or `COLUMN:PART,PART` (`--time-features`).
+fn parse_time_features(t: &str) -> Result<keel_app::train::TimeFeatures> {
+    let (column, parts) = match t.split_once(':') {
+        Some((c, p)) => (c, Some(p)),
+        None => (t, None),
+    };
+    if column.trim().is_empty() {
+        return Err(input_error(format!(
+            "--time-features '{t}' names no column (COLUMN or COLUMN:hour,day_of_week)"
+        )));
+    }
+    let parts = parts
+        .into_iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| {
+            keel_core::time::TimePart::parse(p).ok_or_else(|| {
+                let known: Vec<&str> = keel_core::time::TimePart::ALL
+                    .iter()
+                    .map(|p| p.name())
+                    .collect();
+                input_error(format!(
+                    "--time-features '{t}': unknown part '{p}' (parts: {})",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(keel_app::train::TimeFeatures {
+        column: column.trim().to_string(),
+        parts,
     })
 }
 

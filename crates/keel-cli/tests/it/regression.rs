@@ -410,3 +410,147 @@ fn monotone_constraints_from_the_command_line_hold_on_served_predictions() {
         assert!(car[0] > car[20], "age matters: {car:?}");
     }
 }
+
+/// `--time-features timestamp` turns the used-car data's timestamps into features (a part with one value, the
+/// year, is left out with why); requests and batch files then send the timestamp itself, checked like any
+/// other field, and explanations name the parts.
+#[test]
+fn timestamps_become_features_on_request_and_are_sent_as_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = head(dir.path(), "regression_synthetic_reference.csv", 3000);
+    let o = keel(
+        &home,
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--target",
+            "y_true",
+            "--name",
+            "cars",
+            "--drop",
+            "id,y_pred",
+            "--time-features",
+            "timestamp",
+            "--trees",
+            "30",
+            "--model",
+            "gbdt",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let card = stdout_json(&keel(&home, &["models", "card", "cars@1", "--json"]));
+    let features: Vec<&str> = card["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for part in ["day", "day_of_week", "hour", "elapsed_days"] {
+        assert!(
+            features.contains(&format!("timestamp.{part}").as_str()),
+            "{features:?}"
+        );
+    }
+    // These rows cover 28 hours of January 2017: one year, one month.
+    let dropped = card["data"]["dropped"].to_string();
+    for part in ["year", "month"] {
+        let name = format!("timestamp.{part}");
+        assert!(!features.contains(&name.as_str()), "{features:?}");
+        assert!(dropped.contains(&name), "{dropped}");
+    }
+
+    // An unknown part and a column that is not a timestamp are refused before any work.
+    for (flag, says) in [
+        ("timestamp:weekday", "unknown part 'weekday'"),
+        ("fuel", "not a timestamp"),
+    ] {
+        let o = keel(
+            &home,
+            &[
+                "train",
+                "--data",
+                data.to_str().unwrap(),
+                "--target",
+                "y_true",
+                "--name",
+                "cars",
+                "--time-features",
+                flag,
+            ],
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{}", stderr(&o));
+    }
+
+    // Batch: the file's timestamp column is read for the parts.
+    let scored = dir.path().join("scored.csv");
+    let o = predict(&home, "cars", &data, &scored, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&scored).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let first: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let batch_prediction: f64 = first[at("prediction")].parse().unwrap();
+
+    // Served: the same row, sent with its timestamp, predicts the same; the parts are explained.
+    let server = serve(&home, &[]);
+    let addr = format!("127.0.0.1:{}", server.port);
+    let mut rec = serde_json::Map::new();
+    for c in [
+        "car_age",
+        "km_driven",
+        "price_new",
+        "accident_count",
+        "door_count",
+        "fuel",
+        "transmission",
+        "timestamp",
+    ] {
+        let v = first[at(c)];
+        rec.insert(
+            c.into(),
+            v.parse::<f64>()
+                .map_or(serde_json::json!(v), |x| serde_json::json!(x)),
+        );
+    }
+    let post = |path: &str, body: &serde_json::Value| {
+        let (st, text) = crate::serve::http(&addr, "POST", path, None, &body.to_string());
+        (
+            st,
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        )
+    };
+    let record = serde_json::Value::Object(rec.clone());
+    let (st, v) = post("/v1/models/cars/predict?explain=true&top_k=20", &record);
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        (v["prediction"].as_f64().unwrap() - batch_prediction).abs() < 1e-6,
+        "served {v} vs batch {batch_prediction}"
+    );
+    assert!(
+        v["explanation"].to_string().contains("timestamp.hour"),
+        "{v}"
+    );
+    // A malformed timestamp and a derived name sent as a field are refused with their paths.
+    let mut bad = rec.clone();
+    bad.insert("timestamp".into(), serde_json::json!("last tuesday"));
+    let (st, v) = post("/v1/models/cars/predict", &serde_json::Value::Object(bad));
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("$.timestamp"), "{v}");
+    let mut derived = rec.clone();
+    derived.remove("timestamp");
+    derived.insert("timestamp.hour".into(), serde_json::json!(8));
+    let (st, v) = post(
+        "/v1/models/cars/predict",
+        &serde_json::Value::Object(derived),
+    );
+    assert_eq!(st, 422, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("missing_field") && text.contains("unknown_field"),
+        "{v}"
+    );
+}

@@ -47,7 +47,9 @@ fn frame(specs: &[FeatureSpec], x: &[f64]) -> Frame {
         .map(|(j, s)| {
             let col = x.chunks_exact(nf).map(|r| r[j]);
             match &s.kind {
-                FeatureKind::Numeric => ColumnData::Numeric(col.collect()),
+                FeatureKind::Numeric | FeatureKind::Time { .. } => {
+                    ColumnData::Numeric(col.collect())
+                }
                 FeatureKind::Categorical { levels } => ColumnData::Categorical {
                     codes: col.map(|v| v as u32).collect(),
                     levels: levels.clone(),

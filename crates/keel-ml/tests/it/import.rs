@@ -186,15 +186,16 @@ fn a_version_1_model_file_still_loads_and_predicts_as_before() {
         let margin = trees.iter().fold(0.25, |s, t| s + t.predict(&x));
         assert_eq!(m.predict(&x).to_bits(), keel_ml::sigmoid(margin).to_bits());
     }
-    // Written again, it is version 3 and reads back equal.
+    // Written again, it is version 4 (the current one) and reads back equal.
     let again = m.to_bytes().unwrap();
-    assert_eq!(u32::from_le_bytes(again[8..12].try_into().unwrap()), 3);
+    assert_eq!(u32::from_le_bytes(again[8..12].try_into().unwrap()), 4);
+    assert_eq!(keel_ml::model::FORMAT_VERSION, 4);
     assert_eq!(keel_ml::Model::from_bytes(&again).unwrap(), m);
     // A version from the future is refused by name.
     let mut future = again.clone();
-    future[8..12].copy_from_slice(&4u32.to_le_bytes());
+    future[8..12].copy_from_slice(&5u32.to_le_bytes());
     let e = keel_ml::Model::from_bytes(&future).unwrap_err().to_string();
-    assert!(e.contains("version 4"), "{e}");
+    assert!(e.contains("version 5"), "{e}");
 }
 
 #[test]
@@ -333,7 +334,9 @@ fn lightgbm_with_pandas_categories_predicts_real_rows_by_label_bit_for_bit() {
             .map(|(j, f)| {
                 let cell = cells[header.iter().position(|h| *h == f.name).unwrap()];
                 match &f.kind {
-                    keel_ml::FeatureKind::Numeric => cell.parse().unwrap(),
+                    keel_ml::FeatureKind::Numeric | keel_ml::FeatureKind::Time { .. } => {
+                        cell.parse().unwrap()
+                    }
                     keel_ml::FeatureKind::Categorical { .. } => {
                         enc.level_code(j, cell).map_or(f64::NAN, f64::from)
                     }
