@@ -1,10 +1,13 @@
 //! Keel's histogram gradient-boosted decision trees, in the manner of LightGBM: features are binned once,
 //! trees grow leaf-wise (best gain first) from gradient/hessian histograms with the sibling-subtraction trick,
 //! categorical features get many-vs-many splits (categories ordered by gradient statistics), missing values learn
-//! their direction. A large leaf's histogram is the sum, in a fixed block order, of partial histograms over
-//! blocks of 16,384 rows, which `num_threads` threads may build at once, and split search may share features
-//! among them; a seed gives bit-identical trees whatever the thread count. The result is compiled into Keel's
-//! [`Tree`] layout.
+//! their direction. Bins are kept row-major for histograms (LightGBM's row-wise layout) and column-major for
+//! partitions (branch-free). Work over many rows is cut into blocks of 16,384 rows that `num_threads` threads
+//! share: a large leaf's histogram is the sum, in block order, of its blocks' partial histograms; a large leaf's
+//! partition joins its blocks' left and right parts in block order; gradients are computed per block; split
+//! search may share features. The boosting loop runs on a thread of the training pool, so shared work goes to
+//! threads that are awake. A seed gives bit-identical trees whatever the thread count. The result is compiled
+//! into Keel's [`Tree`] layout.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -407,7 +410,7 @@ pub struct TrainLog {
 /// Progress callback: called with (trees done, trees planned).
 /// Called after each tree with (trees done, trees planned); returning `false` stops training with
 /// [`Error::Cancelled`].
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+pub type Progress<'a> = &'a mut (dyn FnMut(usize, usize) -> bool + Send);
 
 /// Trains an ensemble on row-major encoded rows `x` (`n × specs.len()`) with labels `y` (0/1 for binary
 /// classification, the value for regression). `valid` is an optional early-stopping set (rows, labels).
@@ -492,13 +495,15 @@ fn train_groups(
         )));
     }
 
-    // Bin every feature once.
+    // Bin every feature once. Numeric bins come from at most BIN_SAMPLE evenly spaced rows (LightGBM's
+    // `bin_construct_sample_cnt`): sorting millions of values per feature costs more than it buys.
+    let step = n.div_ceil(BIN_SAMPLE).max(1);
     let mappers: Vec<BinMapper> = specs
         .iter()
         .enumerate()
         .map(|(j, s)| match &s.kind {
             FeatureKind::Numeric | FeatureKind::Time { .. } => {
-                BinMapper::numeric((0..n).map(|i| x[i * nf + j]), params.max_bins)
+                BinMapper::numeric((0..n).step_by(step).map(|i| x[i * nf + j]), params.max_bins)
             }
             FeatureKind::Categorical { levels } => {
                 let codes: Vec<u32> = (0..n)
@@ -518,10 +523,18 @@ fn train_groups(
         total_bins += m.n_bins();
     }
     offsets.push(total_bins);
+    // Twice: row-major for histograms (a row's bins share a cache line, and its gradient is read once for all
+    // features), column-major for partitions (a split reads one feature's bytes).
+    let mut bins_by_row = vec![0u8; n * nf];
+    for (i, row) in bins_by_row.chunks_exact_mut(nf).enumerate() {
+        for (j, b) in row.iter_mut().enumerate() {
+            *b = mappers[j].bin(x[i * nf + j]) as u8;
+        }
+    }
     let mut bins = vec![0u8; n * nf];
-    for i in 0..n {
-        for j in 0..nf {
-            bins[i * nf + j] = mappers[j].bin(x[i * nf + j]) as u8;
+    for (j, col) in bins.chunks_exact_mut(n).enumerate() {
+        for (i, b) in col.iter_mut().enumerate() {
+            *b = bins_by_row[i * nf + j];
         }
     }
 
@@ -599,7 +612,9 @@ fn train_groups(
     };
     let ctx = Ctx {
         nf,
+        n,
         bins: &bins,
+        bins_by_row: &bins_by_row,
         mappers: &mappers,
         offsets: &offsets,
         params,
@@ -626,107 +641,142 @@ fn train_groups(
     let mut best_loss = f64::INFINITY;
     let mut best_iter = 0usize;
 
-    for iter in 0..params.n_trees {
-        gradients(
-            objective,
-            params.loss,
-            k,
-            y,
-            &scores,
-            &weights,
-            &mut grad,
-            &mut hess,
-        );
-
-        let rows: Vec<u32> = if params.bagging_fraction < 1.0 {
-            let mut r: Vec<u32> = (0..n as u32).collect();
-            r.shuffle(&mut rng);
-            r.truncate(((n as f64) * params.bagging_fraction).ceil() as usize);
-            r.sort_unstable();
-            r
-        } else {
-            (0..n as u32).collect()
-        };
-        let features: Vec<bool> = if params.feature_fraction < 1.0 {
-            let kf = ((nf as f64) * params.feature_fraction).ceil().max(1.0) as usize;
-            let mut idx: Vec<usize> = (0..nf).collect();
-            idx.shuffle(&mut rng);
-            let mut f = vec![false; nf];
-            for &j in &idx[..kf] {
-                f[j] = true;
-            }
-            f
-        } else {
-            vec![true; nf]
-        };
-
-        for g in 0..k {
-            let group = g * n..(g + 1) * n;
-            let mut tree = grower.grow(
-                &ctx,
-                rows.clone(),
-                &grad[group.clone()],
-                &hess[group.clone()],
-                &features,
-            );
-            let scores = &mut scores[group];
-            // L1 and quantile: each leaf's value becomes the (weighted) quantile of its rows' residuals, as
-            // LightGBM renews them; the gradient step only chose the splits.
-            if let (Objective::Regression, Some(alpha)) = (objective, params.loss.renew_alpha()) {
-                for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
-                    let rows = &grower.indices[range.0..range.1];
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    let residuals = rows.iter().map(|&r| {
-                        let r = r as usize;
-                        (y[r] - scores[r], weights[r])
+    // The whole loop runs on a thread of the training pool, so the work it shares is handed to threads that
+    // are already awake, not from outside the pool per histogram.
+    let mut boost = || -> Result<()> {
+        for iter in 0..params.n_trees {
+            // Row by row, so blocks of rows can go to threads (single-output tasks; a row's gradient does not
+            // depend on how the rows are divided).
+            match pool.as_ref().filter(|_| k == 1 && n >= BLOCKED_ROWS) {
+                Some(pool) => {
+                    use rayon::prelude::*;
+                    pool.install(|| {
+                        grad.par_chunks_mut(BLOCK_ROWS)
+                            .zip(hess.par_chunks_mut(BLOCK_ROWS))
+                            .enumerate()
+                            .for_each(|(b, (g, h))| {
+                                let rows = b * BLOCK_ROWS..b * BLOCK_ROWS + g.len();
+                                gradients(
+                                    objective,
+                                    params.loss,
+                                    1,
+                                    &y[rows.clone()],
+                                    &scores[rows.clone()],
+                                    &weights[rows],
+                                    g,
+                                    h,
+                                );
+                            })
                     });
-                    tree.leaf_values[leaf] =
-                        weighted_quantile(residuals, alpha) * params.learning_rate;
                 }
+                None => gradients(
+                    objective,
+                    params.loss,
+                    k,
+                    y,
+                    &scores,
+                    &weights,
+                    &mut grad,
+                    &mut hess,
+                ),
             }
-            // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
-            if params.bagging_fraction < 1.0 {
-                for (i, s) in scores.iter_mut().enumerate() {
-                    *s += tree.predict(&x[i * nf..(i + 1) * nf]);
-                }
+
+            let rows: Vec<u32> = if params.bagging_fraction < 1.0 {
+                let mut r: Vec<u32> = (0..n as u32).collect();
+                r.shuffle(&mut rng);
+                r.truncate(((n as f64) * params.bagging_fraction).ceil() as usize);
+                r.sort_unstable();
+                r
             } else {
-                for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
-                    let v = tree.leaf_values[leaf];
-                    for &r in &grower.indices[range.0..range.1] {
-                        scores[r as usize] += v;
+                (0..n as u32).collect()
+            };
+            let features: Vec<bool> = if params.feature_fraction < 1.0 {
+                let kf = ((nf as f64) * params.feature_fraction).ceil().max(1.0) as usize;
+                let mut idx: Vec<usize> = (0..nf).collect();
+                idx.shuffle(&mut rng);
+                let mut f = vec![false; nf];
+                for &j in &idx[..kf] {
+                    f[j] = true;
+                }
+                f
+            } else {
+                vec![true; nf]
+            };
+
+            for g in 0..k {
+                let group = g * n..(g + 1) * n;
+                let mut tree = grower.grow(
+                    &ctx,
+                    rows.clone(),
+                    &grad[group.clone()],
+                    &hess[group.clone()],
+                    &features,
+                );
+                let scores = &mut scores[group];
+                // L1 and quantile: each leaf's value becomes the (weighted) quantile of its rows' residuals, as
+                // LightGBM renews them; the gradient step only chose the splits.
+                if let (Objective::Regression, Some(alpha)) = (objective, params.loss.renew_alpha())
+                {
+                    for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
+                        let rows = &grower.indices[range.0..range.1];
+                        if rows.is_empty() {
+                            continue;
+                        }
+                        let residuals = rows.iter().map(|&r| {
+                            let r = r as usize;
+                            (y[r] - scores[r], weights[r])
+                        });
+                        tree.leaf_values[leaf] =
+                            weighted_quantile(residuals, alpha) * params.learning_rate;
                     }
                 }
+                // Update training scores: rows in the bag from the leaf partition, the others by walking the tree.
+                if params.bagging_fraction < 1.0 {
+                    for (i, s) in scores.iter_mut().enumerate() {
+                        *s += tree.predict(&x[i * nf..(i + 1) * nf]);
+                    }
+                } else {
+                    for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
+                        let v = tree.leaf_values[leaf];
+                        for &r in &grower.indices[range.0..range.1] {
+                            scores[r as usize] += v;
+                        }
+                    }
+                }
+                if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
+                    let nv = vy.len();
+                    for (i, s) in vs[g * nv..(g + 1) * nv].iter_mut().enumerate() {
+                        *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
+                    }
+                }
+                trees[g].push(tree);
             }
-            if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
-                let nv = vy.len();
-                for (i, s) in vs[g * nv..(g + 1) * nv].iter_mut().enumerate() {
-                    *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
+            if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
+                let loss = match objective {
+                    Objective::Regression => params.loss.mean_loss(vy, vs),
+                    _ => crate::metrics::loss(objective, vy, vs),
+                };
+                log.validation_loss.push(loss);
+                if loss < best_loss - 1e-12 {
+                    best_loss = loss;
+                    best_iter = iter + 1;
                 }
             }
-            trees[g].push(tree);
-        }
-        if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
-            let loss = match objective {
-                Objective::Regression => params.loss.mean_loss(vy, vs),
-                _ => crate::metrics::loss(objective, vy, vs),
-            };
-            log.validation_loss.push(loss);
-            if loss < best_loss - 1e-12 {
-                best_loss = loss;
-                best_iter = iter + 1;
+            if !progress(iter + 1, params.n_trees) {
+                return Err(Error::Cancelled);
+            }
+            if valid.is_some()
+                && params.early_stopping_rounds > 0
+                && iter + 1 >= best_iter + params.early_stopping_rounds
+            {
+                break;
             }
         }
-        if !progress(iter + 1, params.n_trees) {
-            return Err(Error::Cancelled);
-        }
-        if valid.is_some()
-            && params.early_stopping_rounds > 0
-            && iter + 1 >= best_iter + params.early_stopping_rounds
-        {
-            break;
-        }
+        Ok(())
+    };
+    match &pool {
+        Some(p) => p.install(&mut boost)?,
+        None => boost()?,
     }
     log.trees_trained = trees[0].len();
     if valid.is_some() && params.early_stopping_rounds > 0 && best_iter > 0 {
@@ -876,7 +926,12 @@ fn gradients(
 
 struct Ctx<'a> {
     nf: usize,
+    /// Training rows.
+    n: usize,
+    /// Column-major bins (`bins[feature * n + row]`).
     bins: &'a [u8],
+    /// Row-major bins (`bins_by_row[row * nf + feature]`).
+    bins_by_row: &'a [u8],
     mappers: &'a [BinMapper],
     offsets: &'a [usize],
     params: &'a GbdtParams,
@@ -998,23 +1053,20 @@ impl Grower {
             let split = leaves[li].best.take().expect("best split present");
             let (start, end) = (leaves[li].start, leaves[li].end);
 
-            // Stable partition of the leaf's rows.
+            // Stable partition of the leaf's rows, without branches (the direction of a row is a coin flip
+            // to the branch predictor): each row is written to both sides and only its side's count moves.
             let f = split.feature;
-            let nf = ctx.nf;
-            let mut nl = 0usize;
-            let mut nr = 0usize;
-            for k in start..end {
-                let r = self.indices[k];
-                let b = ctx.bins[r as usize * nf + f] as usize;
-                if split.go_left[b] {
-                    self.indices[start + nl] = r;
-                    nl += 1;
-                } else {
-                    self.scratch[nr] = r;
-                    nr += 1;
-                }
-            }
-            self.indices[start + nl..end].copy_from_slice(&self.scratch[..nr]);
+            let col = &ctx.bins[f * ctx.n..(f + 1) * ctx.n];
+            let mut go = [false; 256];
+            go[..split.go_left.len()].copy_from_slice(&split.go_left);
+            let nl = partition(
+                &mut self.indices[start..end],
+                &mut self.scratch[..end - start],
+                col,
+                &go,
+                ctx.pool,
+            );
+            let nr = end - start - nl;
             let mid = start + nl;
 
             // New internal node replaces the leaf in its parent.
@@ -1170,73 +1222,120 @@ fn compile(
     }
 }
 
-/// Accumulates gradient and hessian sums per bin for the given rows. This is the hot loop of training.
 /// Fewest (rows × features) a leaf must hold before its features' split search is shared among threads.
 const PARALLEL_CELLS: usize = 1 << 20;
 
-/// Rows per block of a histogram: a large leaf's histogram is the sum, in block order, of its blocks' partial
-/// histograms, built on the training threads. The blocks do not depend on the thread count, so neither do the
-/// sums.
+/// Rows per block of a large leaf's histogram.
 const BLOCK_ROWS: usize = 16_384;
-/// Blocks built together before they are folded in (bounds the partial histograms held at once).
-const BLOCK_WAVE: usize = 16;
+/// Fewest rows a leaf must hold before its histogram is built in blocks (which threads can share).
+const BLOCKED_ROWS: usize = 4 * BLOCK_ROWS;
 
+/// Rows sampled to place the numeric bin edges (LightGBM's default `bin_construct_sample_cnt`).
+const BIN_SAMPLE: usize = 200_000;
+
+/// Partitions `idx` stably by `go[bin]` (left first) and returns the number of left rows; `scratch` is as
+/// long as `idx`. A large range is partitioned in blocks (on the training threads when there are several) whose
+/// left and right parts are then joined in block order: the same result as one pass.
+fn partition(
+    idx: &mut [u32],
+    scratch: &mut [u32],
+    col: &[u8],
+    go: &[bool; 256],
+    pool: Option<&rayon::ThreadPool>,
+) -> usize {
+    // Without branches (a row's side is a coin flip to the branch predictor): each row is written to both
+    // sides and only its side's count moves.
+    let one = |idx: &mut [u32], scratch: &mut [u32]| {
+        let (mut nl, mut nr) = (0usize, 0usize);
+        for k in 0..idx.len() {
+            let r = idx[k];
+            let left = go[col[r as usize] as usize];
+            idx[nl] = r;
+            scratch[nr] = r;
+            nl += usize::from(left);
+            nr += usize::from(!left);
+        }
+        nl
+    };
+    let n = idx.len();
+    let Some(pool) = pool.filter(|_| n >= BLOCKED_ROWS) else {
+        let nl = one(idx, scratch);
+        idx[nl..].copy_from_slice(&scratch[..n - nl]);
+        return nl;
+    };
+    use rayon::prelude::*;
+    let lefts: Vec<usize> = pool.install(|| {
+        idx.par_chunks_mut(BLOCK_ROWS)
+            .zip(scratch.par_chunks_mut(BLOCK_ROWS))
+            .map(|(i, s)| one(i, s))
+            .collect()
+    });
+    // Left parts forward (each moves to or before where it is), then the right parts from the scratch.
+    let mut at = 0;
+    for (b, &nl) in lefts.iter().enumerate() {
+        idx.copy_within(b * BLOCK_ROWS..b * BLOCK_ROWS + nl, at);
+        at += nl;
+    }
+    let total_left = at;
+    for (b, &nl) in lefts.iter().enumerate() {
+        let len = BLOCK_ROWS.min(n - b * BLOCK_ROWS);
+        let right = &scratch[b * BLOCK_ROWS..b * BLOCK_ROWS + len - nl];
+        idx[at..at + right.len()].copy_from_slice(right);
+        at += right.len();
+    }
+    total_left
+}
+
+/// Builds the histogram of `rows`, row by row (LightGBM's row-wise way). A large leaf's histogram is the sum, in
+/// block order, of its row blocks' partial histograms, built on the training threads when there are several;
+/// the blocks depend only on the rows, so the sums are the same whatever the thread count.
 fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
-    if rows.len() <= BLOCK_ROWS {
-        accumulate(hist, ctx, rows, grad, hess);
+    let nf = ctx.nf;
+    if rows.len() < BLOCKED_ROWS {
+        accumulate(hist, ctx, 0..nf, rows, grad, hess);
         return;
     }
-    // Threads pay off from a few blocks up; below that, waking them costs more than they save.
-    let pool = ctx.pool.filter(|_| rows.len() >= 4 * BLOCK_ROWS);
-    let blocks: Vec<&[u32]> = rows.chunks(BLOCK_ROWS).collect();
-    let bins = hist.len();
-    let partial = |b: &&[u32]| {
-        let mut h = vec![[0.0f64; 2]; bins];
-        accumulate(&mut h, ctx, b, grad, hess);
+    let partial = |block: &[u32]| {
+        let mut h = vec![[0.0f64; 2]; hist.len()];
+        accumulate(&mut h, ctx, 0..nf, block, grad, hess);
         h
     };
-    for wave in blocks.chunks(BLOCK_WAVE) {
-        let parts: Vec<Vec<[f64; 2]>> = match pool {
-            Some(pool) => {
-                // Scoped threads, one contiguous group of blocks each; no worker is left spinning afterwards.
-                let per = wave.len().div_ceil(pool.current_num_threads());
-                std::thread::scope(|sc| {
-                    let handles: Vec<_> = wave
-                        .chunks(per)
-                        .map(|group| {
-                            sc.spawn(move || group.iter().map(partial).collect::<Vec<_>>())
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .flat_map(|h| h.join().expect("histogram thread"))
-                        .collect()
-                })
-            }
-            None => wave.iter().map(partial).collect(),
-        };
-        for part in &parts {
-            for (e, v) in hist.iter_mut().zip(part) {
-                e[0] += v[0];
-                e[1] += v[1];
-            }
+    let parts: Vec<Vec<[f64; 2]>> = match ctx.pool {
+        Some(pool) => {
+            use rayon::prelude::*;
+            pool.install(|| rows.par_chunks(BLOCK_ROWS).map(partial).collect())
+        }
+        None => rows.chunks(BLOCK_ROWS).map(partial).collect(),
+    };
+    for part in &parts {
+        for (e, v) in hist.iter_mut().zip(part) {
+            e[0] += v[0];
+            e[1] += v[1];
         }
     }
 }
 
-/// Adds the rows' gradients and hessians to their bins, row by row. This is the hot loop of training.
-fn accumulate(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
+/// Adds the rows' gradients and hessians to the bins of features `fs` (`hist` holds exactly their bins). This
+/// is the hot loop of training.
+fn accumulate(
+    hist: &mut [[f64; 2]],
+    ctx: &Ctx,
+    fs: std::ops::Range<usize>,
+    rows: &[u32],
+    grad: &[f64],
+    hess: &[f64],
+) {
     let nf = ctx.nf;
-    let offsets = &ctx.offsets[..nf];
+    let base = ctx.offsets[fs.start];
+    let offsets: Vec<usize> = ctx.offsets[fs.clone()].iter().map(|o| o - base).collect();
     for &r in rows {
         let r = r as usize;
-        let (g, h) = (grad[r], hess[r]);
-        let b = &ctx.bins[r * nf..r * nf + nf];
-        for (bb, &off) in b.iter().zip(offsets) {
-            // SAFETY-free indexing: bins are always below the feature's bin count by construction.
+        let gh = [grad[r], hess[r]];
+        let b = &ctx.bins_by_row[r * nf + fs.start..r * nf + fs.end];
+        for (bb, &off) in b.iter().zip(&offsets) {
             let e = &mut hist[off + *bb as usize];
-            e[0] += g;
-            e[1] += h;
+            e[0] += gh[0];
+            e[1] += gh[1];
         }
     }
 }
