@@ -1246,7 +1246,7 @@ fn fit_gbdt(
     n_classes: usize,
     params: &GbdtParams,
     seed: u64,
-    progress: &mut dyn FnMut(usize, usize) -> bool,
+    progress: &mut (dyn FnMut(usize, usize) -> bool + Send),
 ) -> Result<(ModelKind, keel_ml::gbdt::TrainLog)> {
     let nf = specs.len();
     let split;
