@@ -631,7 +631,9 @@ fn train_groups(
     let mut hess = vec![0.0f64; n * k];
     let mut trees: Vec<Vec<Tree>> = (0..k).map(|_| Vec::with_capacity(params.n_trees)).collect();
     let mut log = TrainLog::default();
-    let mut grower = Grower::new(n, total_bins, params.num_leaves);
+    let mut growers: Vec<Grower> = (0..k)
+        .map(|_| Grower::new(n, total_bins, params.num_leaves))
+        .collect();
 
     let mut valid_scores: Option<Vec<f64>> = valid.map(|(_, vy)| {
         init.iter()
@@ -647,7 +649,7 @@ fn train_groups(
         for iter in 0..params.n_trees {
             // Row by row, so blocks of rows can go to threads (single-output tasks; a row's gradient does not
             // depend on how the rows are divided).
-            match pool.as_ref().filter(|_| k == 1 && n >= BLOCKED_ROWS) {
+            match pool.as_ref().filter(|_| k == 1 && n >= 2 * BLOCK_ROWS) {
                 Some(pool) => {
                     use rayon::prelude::*;
                     pool.install(|| {
@@ -703,16 +705,24 @@ fn train_groups(
                 vec![true; nf]
             };
 
-            for g in 0..k {
-                let group = g * n..(g + 1) * n;
-                let mut tree = grower.grow(
-                    &ctx,
-                    rows.clone(),
-                    &grad[group.clone()],
-                    &hess[group.clone()],
-                    &features,
-                );
-                let scores = &mut scores[group];
+            // One tree per score group; a multiclass round's class trees are independent (each reads only its
+            // class's gradients and writes only its class's scores), so the training threads grow them at once.
+            let nv = valid.map_or(0, |(_, vy)| vy.len());
+            let mut valid_groups: Vec<Option<&mut [f64]>> = match valid_scores.as_mut() {
+                Some(vs) => vs.chunks_mut(nv.max(1)).map(Some).collect(),
+                None => (0..k).map(|_| None).collect(),
+            };
+            let jobs: Vec<_> = growers
+                .iter_mut()
+                .zip(scores.chunks_mut(n))
+                .zip(grad.chunks(n).zip(hess.chunks(n)))
+                .zip(valid_groups.iter_mut().zip(trees.iter_mut()))
+                .collect();
+            let step = |(((grower, scores), (grad, hess)), (vs, trees)): (
+                ((&mut Grower, &mut [f64]), (&[f64], &[f64])),
+                (&mut Option<&mut [f64]>, &mut Vec<Tree>),
+            )| {
+                let mut tree = grower.grow(&ctx, rows.clone(), grad, hess, &features);
                 // L1 and quantile: each leaf's value becomes the (weighted) quantile of its rows' residuals, as
                 // LightGBM renews them; the gradient step only chose the splits.
                 if let (Objective::Regression, Some(alpha)) = (objective, params.loss.renew_alpha())
@@ -743,13 +753,19 @@ fn train_groups(
                         }
                     }
                 }
-                if let (Some((vx, vy)), Some(vs)) = (valid, valid_scores.as_mut()) {
-                    let nv = vy.len();
-                    for (i, s) in vs[g * nv..(g + 1) * nv].iter_mut().enumerate() {
+                if let (Some((vx, _)), Some(vs)) = (valid, vs.as_deref_mut()) {
+                    for (i, s) in vs.iter_mut().enumerate() {
                         *s += tree.predict(&vx[i * nf..(i + 1) * nf]);
                     }
                 }
-                trees[g].push(tree);
+                trees.push(tree);
+            };
+            match pool.as_ref().filter(|_| k > 1) {
+                Some(pool) => {
+                    use rayon::prelude::*;
+                    pool.install(|| jobs.into_par_iter().with_max_len(1).for_each(step));
+                }
+                None => jobs.into_iter().for_each(step),
             }
             if let (Some((_, vy)), Some(vs)) = (valid, valid_scores.as_ref()) {
                 let loss = match objective {
@@ -1226,9 +1242,9 @@ fn compile(
 const PARALLEL_CELLS: usize = 1 << 20;
 
 /// Rows per block of a large leaf's histogram.
-const BLOCK_ROWS: usize = 16_384;
+const BLOCK_ROWS: usize = 8_192;
 /// Fewest rows a leaf must hold before its histogram is built in blocks (which threads can share).
-const BLOCKED_ROWS: usize = 4 * BLOCK_ROWS;
+const BLOCKED_ROWS: usize = 8 * BLOCK_ROWS;
 
 /// Rows sampled to place the numeric bin edges (LightGBM's default `bin_construct_sample_cnt`).
 const BIN_SAMPLE: usize = 200_000;

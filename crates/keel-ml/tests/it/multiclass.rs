@@ -386,3 +386,31 @@ fn the_gate_judges_multiclass_challengers_on_log_loss_with_a_paired_interval() {
         .to_string();
     assert!(e.contains("objective"), "{e}");
 }
+
+/// A round's class trees grow on the training threads at once; each is the tree one thread grows, with early
+/// stopping on a validation set and bagging too.
+#[test]
+fn class_trees_are_bit_identical_whatever_the_thread_count() {
+    let (specs, x, y) = three_classes(6_000, 11);
+    let (vspecs, vx, vy) = three_classes(1_000, 12);
+    assert_eq!(specs, vspecs);
+    let fit = |threads: usize| {
+        let p = GbdtParams {
+            n_trees: 40,
+            learning_rate: 0.1,
+            bagging_fraction: 0.8,
+            early_stopping_rounds: 5,
+            num_threads: threads,
+            seed: 4,
+            ..Default::default()
+        };
+        gbdt::train_multiclass(&specs, &x, &y, 3, &p, Some((&vx, &vy)), &mut |_, _| true).unwrap()
+    };
+    let (one, log) = fit(1);
+    assert!(log.validation_loss.len() > 5, "{log:?}");
+    for threads in [2, 3] {
+        let (many, many_log) = fit(threads);
+        assert_eq!(many, one, "{threads} threads");
+        assert_eq!(many_log.validation_loss, log.validation_loss);
+    }
+}
