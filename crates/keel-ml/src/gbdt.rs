@@ -712,16 +712,31 @@ fn train_groups(
                 Some(vs) => vs.chunks_mut(nv.max(1)).map(Some).collect(),
                 None => (0..k).map(|_| None).collect(),
             };
-            let jobs: Vec<_> = growers
+            let jobs: Vec<GroupJob> = growers
                 .iter_mut()
                 .zip(scores.chunks_mut(n))
                 .zip(grad.chunks(n).zip(hess.chunks(n)))
                 .zip(valid_groups.iter_mut().zip(trees.iter_mut()))
+                .map(
+                    |(((grower, scores), (grad, hess)), (valid, trees))| GroupJob {
+                        grower,
+                        scores,
+                        grad,
+                        hess,
+                        valid,
+                        trees,
+                    },
+                )
                 .collect();
-            let step = |(((grower, scores), (grad, hess)), (vs, trees)): (
-                ((&mut Grower, &mut [f64]), (&[f64], &[f64])),
-                (&mut Option<&mut [f64]>, &mut Vec<Tree>),
-            )| {
+            let step = |job: GroupJob| {
+                let GroupJob {
+                    grower,
+                    scores,
+                    grad,
+                    hess,
+                    valid: vs,
+                    trees,
+                } = job;
                 let mut tree = grower.grow(&ctx, rows.clone(), grad, hess, &features);
                 // L1 and quantile: each leaf's value becomes the (weighted) quantile of its rows' residuals, as
                 // LightGBM renews them; the gradient step only chose the splits.
@@ -938,6 +953,16 @@ fn gradients(
             }
         }
     }
+}
+
+/// One score group's share of a boosting round: its grower, scores, gradients, validation scores and trees.
+struct GroupJob<'a, 'v> {
+    grower: &'a mut Grower,
+    scores: &'a mut [f64],
+    grad: &'a [f64],
+    hess: &'a [f64],
+    valid: &'a mut Option<&'v mut [f64]>,
+    trees: &'a mut Vec<Tree>,
 }
 
 struct Ctx<'a> {
