@@ -1155,7 +1155,7 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub monotone: Vec<String>,
     /// Training threads (0 = every core); the trees are identical whatever the count.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Histogram bins per numeric feature (2–256).
     #[arg(long, default_value_t = 255)]

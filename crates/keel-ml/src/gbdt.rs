@@ -2,12 +2,13 @@
 //! trees grow leaf-wise (best gain first) from gradient/hessian histograms with the sibling-subtraction trick,
 //! categorical features get many-vs-many splits (categories ordered by gradient statistics), missing values learn
 //! their direction. Bins are kept row-major for histograms (LightGBM's row-wise layout) and column-major for
-//! partitions (branch-free). Work over many rows is cut into blocks of 16,384 rows that `num_threads` threads
-//! share: a large leaf's histogram is the sum, in block order, of its blocks' partial histograms; a large leaf's
-//! partition joins its blocks' left and right parts in block order; gradients are computed per block; split
-//! search may share features. The boosting loop runs on a thread of the training pool, so shared work goes to
-//! threads that are awake. A seed gives bit-identical trees whatever the thread count. The result is compiled
-//! into Keel's [`Tree`] layout.
+//! partitions (branch-free). Work over many rows is cut into blocks of 4,096 rows (8,192 from a million rows)
+//! that `num_threads` threads share: a large leaf's histogram is the sum, in block order, of its blocks' partial
+//! histograms; a large leaf's partition joins its blocks' left and right parts in block order; gradients are
+//! computed per block; a multiclass round's class trees grow at once; split search may share features. The
+//! boosting loop runs on a thread of the training pool whose other workers stay awake meanwhile, so shared work
+//! starts at once. A seed gives bit-identical trees whatever the thread count. The result is compiled into
+//! Keel's [`Tree`] layout.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -71,8 +72,9 @@ pub struct GbdtParams {
     pub class_weight: ClassWeight,
     /// The loss of a regression (ignored for classification).
     pub loss: Loss,
-    /// Threads for histograms and split search (0: every core). The trees are identical for a seed whatever the
-    /// count. Default 1: on the 2-vCPU machines measured so far, two threads trained slower (see BENCHMARKS.md).
+    /// Training threads (0: every core). The trees are identical for a seed whatever the count. Default 1 for
+    /// library callers and server jobs, which share the machine with serving (idle training threads spin while a
+    /// training runs); `keel train` uses every core.
     pub num_threads: usize,
     /// Monotone constraints by feature name: `1` the prediction never decreases as the feature grows, `-1` it
     /// never increases (numeric features only; LightGBM's basic method).
@@ -613,6 +615,11 @@ fn train_groups(
     let ctx = Ctx {
         nf,
         n,
+        block: if n >= 1 << 20 {
+            BLOCK_ROWS_LARGE
+        } else {
+            BLOCK_ROWS
+        },
         bins: &bins,
         bins_by_row: &bins_by_row,
         mappers: &mappers,
@@ -649,15 +656,16 @@ fn train_groups(
         for iter in 0..params.n_trees {
             // Row by row, so blocks of rows can go to threads (single-output tasks; a row's gradient does not
             // depend on how the rows are divided).
-            match pool.as_ref().filter(|_| k == 1 && n >= 2 * BLOCK_ROWS) {
+            let block = ctx.block;
+            match pool.as_ref().filter(|_| k == 1 && n >= 2 * block) {
                 Some(pool) => {
                     use rayon::prelude::*;
                     pool.install(|| {
-                        grad.par_chunks_mut(BLOCK_ROWS)
-                            .zip(hess.par_chunks_mut(BLOCK_ROWS))
+                        grad.par_chunks_mut(block)
+                            .zip(hess.par_chunks_mut(block))
                             .enumerate()
                             .for_each(|(b, (g, h))| {
-                                let rows = b * BLOCK_ROWS..b * BLOCK_ROWS + g.len();
+                                let rows = b * block..b * block + g.len();
                                 gradients(
                                     objective,
                                     params.loss,
@@ -806,7 +814,7 @@ fn train_groups(
         Ok(())
     };
     match &pool {
-        Some(p) => p.install(&mut boost)?,
+        Some(p) => p.install(|| with_awake_workers(p.current_num_threads(), &mut boost))?,
         None => boost()?,
     }
     log.trees_trained = trees[0].len();
@@ -955,6 +963,35 @@ fn gradients(
     }
 }
 
+/// Runs `work` on the current pool thread while the pool's other `threads - 1` workers stay awake, taking the
+/// blocks `work` shares as soon as they are queued (OpenMP's active wait, which LightGBM relies on): a sleeping
+/// worker takes tens of microseconds to wake, longer than a medium leaf's histogram block takes to build.
+fn with_awake_workers<R: Send>(threads: usize, work: impl FnOnce() -> R + Send) -> R {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = AtomicBool::new(false);
+    let started = AtomicUsize::new(0);
+    rayon::scope(|s| {
+        for _ in 1..threads {
+            s.spawn(|_| {
+                started.fetch_add(1, Ordering::AcqRel);
+                while !stop.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        // Wait (without taking work, so this thread never runs a spinner itself) until the other workers hold
+        // the spinners; then they are out of every queue.
+        while started.load(Ordering::Acquire) < threads - 1 {
+            std::hint::spin_loop();
+        }
+        let out = work();
+        stop.store(true, Ordering::Release);
+        out
+    })
+}
+
 /// One score group's share of a boosting round: its grower, scores, gradients, validation scores and trees.
 struct GroupJob<'a, 'v> {
     grower: &'a mut Grower,
@@ -969,6 +1006,8 @@ struct Ctx<'a> {
     nf: usize,
     /// Training rows.
     n: usize,
+    /// Rows per block of shared work (from the data's size alone, so sums never depend on the thread count).
+    block: usize,
     /// Column-major bins (`bins[feature * n + row]`).
     bins: &'a [u8],
     /// Row-major bins (`bins_by_row[row * nf + feature]`).
@@ -1106,6 +1145,7 @@ impl Grower {
                 col,
                 &go,
                 ctx.pool,
+                ctx.block,
             );
             let nr = end - start - nl;
             let mid = start + nl;
@@ -1266,10 +1306,12 @@ fn compile(
 /// Fewest (rows × features) a leaf must hold before its features' split search is shared among threads.
 const PARALLEL_CELLS: usize = 1 << 20;
 
-/// Rows per block of a large leaf's histogram.
-const BLOCK_ROWS: usize = 8_192;
-/// Fewest rows a leaf must hold before its histogram is built in blocks (which threads can share).
-const BLOCKED_ROWS: usize = 8 * BLOCK_ROWS;
+/// Rows per block of shared work (histograms, partitions, gradients).
+const BLOCK_ROWS: usize = 4_096;
+/// Rows per block from a million training rows (fewer partial histograms to add up).
+const BLOCK_ROWS_LARGE: usize = 8_192;
+/// Fewest blocks a leaf must hold before its histogram and partition are built in blocks (which threads share).
+const BLOCKED_BLOCKS: usize = 2;
 
 /// Rows sampled to place the numeric bin edges (LightGBM's default `bin_construct_sample_cnt`).
 const BIN_SAMPLE: usize = 200_000;
@@ -1283,6 +1325,7 @@ fn partition(
     col: &[u8],
     go: &[bool; 256],
     pool: Option<&rayon::ThreadPool>,
+    block: usize,
 ) -> usize {
     // Without branches (a row's side is a coin flip to the branch predictor): each row is written to both
     // sides and only its side's count moves.
@@ -1299,28 +1342,28 @@ fn partition(
         nl
     };
     let n = idx.len();
-    let Some(pool) = pool.filter(|_| n >= BLOCKED_ROWS) else {
+    let Some(pool) = pool.filter(|_| n >= BLOCKED_BLOCKS * block) else {
         let nl = one(idx, scratch);
         idx[nl..].copy_from_slice(&scratch[..n - nl]);
         return nl;
     };
     use rayon::prelude::*;
     let lefts: Vec<usize> = pool.install(|| {
-        idx.par_chunks_mut(BLOCK_ROWS)
-            .zip(scratch.par_chunks_mut(BLOCK_ROWS))
+        idx.par_chunks_mut(block)
+            .zip(scratch.par_chunks_mut(block))
             .map(|(i, s)| one(i, s))
             .collect()
     });
     // Left parts forward (each moves to or before where it is), then the right parts from the scratch.
     let mut at = 0;
     for (b, &nl) in lefts.iter().enumerate() {
-        idx.copy_within(b * BLOCK_ROWS..b * BLOCK_ROWS + nl, at);
+        idx.copy_within(b * block..b * block + nl, at);
         at += nl;
     }
     let total_left = at;
     for (b, &nl) in lefts.iter().enumerate() {
-        let len = BLOCK_ROWS.min(n - b * BLOCK_ROWS);
-        let right = &scratch[b * BLOCK_ROWS..b * BLOCK_ROWS + len - nl];
+        let len = block.min(n - b * block);
+        let right = &scratch[b * block..b * block + len - nl];
         idx[at..at + right.len()].copy_from_slice(right);
         at += right.len();
     }
@@ -1332,7 +1375,7 @@ fn partition(
 /// the blocks depend only on the rows, so the sums are the same whatever the thread count.
 fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess: &[f64]) {
     let nf = ctx.nf;
-    if rows.len() < BLOCKED_ROWS {
+    if rows.len() < BLOCKED_BLOCKS * ctx.block {
         accumulate(hist, ctx, 0..nf, rows, grad, hess);
         return;
     }
@@ -1344,9 +1387,9 @@ fn build_hist(hist: &mut [[f64; 2]], ctx: &Ctx, rows: &[u32], grad: &[f64], hess
     let parts: Vec<Vec<[f64; 2]>> = match ctx.pool {
         Some(pool) => {
             use rayon::prelude::*;
-            pool.install(|| rows.par_chunks(BLOCK_ROWS).map(partial).collect())
+            pool.install(|| rows.par_chunks(ctx.block).map(partial).collect())
         }
-        None => rows.chunks(BLOCK_ROWS).map(partial).collect(),
+        None => rows.chunks(ctx.block).map(partial).collect(),
     };
     for part in &parts {
         for (e, v) in hist.iter_mut().zip(part) {
