@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::binning::BinMapper;
 use crate::features::{FeatureKind, FeatureSpec};
@@ -769,11 +770,23 @@ fn train_groups(
                         *s += tree.predict(&x[i * nf..(i + 1) * nf]);
                     }
                 } else {
-                    for (leaf, range) in grower.leaf_ranges.iter().enumerate() {
-                        let v = tree.leaf_values[leaf];
-                        for &r in &grower.indices[range.0..range.1] {
-                            scores[r as usize] += v;
+                    // Every row is in the tree: add its leaf's value, in row order (on the threads in blocks).
+                    let values = &tree.leaf_values;
+                    let add = |(s, l): (&mut [f64], &[AtomicU32])| {
+                        for (s, l) in s.iter_mut().zip(l) {
+                            *s += values[l.load(Ordering::Relaxed) as usize];
                         }
+                    };
+                    let pairs = scores
+                        .chunks_mut(ctx.block)
+                        .zip(grower.leaf_of.chunks(ctx.block));
+                    match ctx.pool.filter(|_| n >= BLOCKED_BLOCKS * ctx.block) {
+                        Some(pool) => {
+                            use rayon::prelude::*;
+                            let pairs: Vec<_> = pairs.collect();
+                            pool.install(|| pairs.into_par_iter().for_each(add));
+                        }
+                        None => pairs.for_each(add),
                     }
                 }
                 if let (Some((vx, _)), Some(vs)) = (valid, vs.as_deref_mut()) {
@@ -1057,6 +1070,9 @@ struct Leaf {
 struct Grower {
     indices: Vec<u32>,
     scratch: Vec<u32>,
+    /// Each training row's leaf in the tree being grown (rows are disjoint per leaf, so the partition's blocks
+    /// write them from the threads).
+    leaf_of: Vec<AtomicU32>,
     leaf_ranges: Vec<(usize, usize)>,
     spare_hists: Vec<Vec<[f64; 2]>>,
     total_bins: usize,
@@ -1067,6 +1083,7 @@ impl Grower {
         Grower {
             indices: Vec::with_capacity(n),
             scratch: vec![0; n],
+            leaf_of: (0..n).map(|_| AtomicU32::new(0)).collect(),
             leaf_ranges: Vec::with_capacity(num_leaves),
             spare_hists: Vec::new(),
             total_bins,
@@ -1094,6 +1111,19 @@ impl Grower {
         let p = ctx.params;
         self.indices = rows;
         let n = self.indices.len();
+        // Every row starts in the root (leaf 0).
+        let reset = |c: &[AtomicU32]| c.iter().for_each(|a| a.store(0, Ordering::Relaxed));
+        match ctx.pool.filter(|_| n >= BLOCKED_BLOCKS * ctx.block) {
+            Some(pool) if n == ctx.n => {
+                use rayon::prelude::*;
+                pool.install(|| self.leaf_of.par_chunks(ctx.block).for_each(reset));
+            }
+            _ if n == ctx.n => reset(&self.leaf_of),
+            _ => self
+                .indices
+                .iter()
+                .for_each(|&r| self.leaf_of[r as usize].store(0, Ordering::Relaxed)),
+        }
         let mut root_hist = self.take_hist();
         build_hist(&mut root_hist, ctx, &self.indices, grad, hess);
         let (mut sg, mut sh) = (0.0, 0.0);
@@ -1142,8 +1172,12 @@ impl Grower {
             let nl = partition(
                 &mut self.indices[start..end],
                 &mut self.scratch[..end - start],
-                col,
-                &go,
+                Side {
+                    col,
+                    go: &go,
+                    leaf_of: &self.leaf_of,
+                    ids: [leaves.len() as u32, li as u32],
+                },
                 ctx.pool,
                 ctx.block,
             );
@@ -1316,24 +1350,39 @@ const BLOCKED_BLOCKS: usize = 2;
 /// Rows sampled to place the numeric bin edges (LightGBM's default `bin_construct_sample_cnt`).
 const BIN_SAMPLE: usize = 200_000;
 
+/// How a split sends rows: the split feature's column of bins, each bin's side, and the leaf id each side's rows
+/// take (`ids[0]` right, `ids[1]` left).
+struct Side<'a> {
+    col: &'a [u8],
+    go: &'a [bool; 256],
+    leaf_of: &'a [AtomicU32],
+    ids: [u32; 2],
+}
+
 /// Partitions `idx` stably by `go[bin]` (left first) and returns the number of left rows; `scratch` is as
 /// long as `idx`. A large range is partitioned in blocks (on the training threads when there are several) whose
 /// left and right parts are then joined in block order: the same result as one pass.
 fn partition(
     idx: &mut [u32],
     scratch: &mut [u32],
-    col: &[u8],
-    go: &[bool; 256],
+    side: Side,
     pool: Option<&rayon::ThreadPool>,
     block: usize,
 ) -> usize {
+    let Side {
+        col,
+        go,
+        leaf_of,
+        ids,
+    } = side;
     // Without branches (a row's side is a coin flip to the branch predictor): each row is written to both
-    // sides and only its side's count moves.
+    // sides and only its side's count moves; its leaf id becomes its side's.
     let one = |idx: &mut [u32], scratch: &mut [u32]| {
         let (mut nl, mut nr) = (0usize, 0usize);
         for k in 0..idx.len() {
             let r = idx[k];
             let left = go[col[r as usize] as usize];
+            leaf_of[r as usize].store(ids[usize::from(left)], Ordering::Relaxed);
             idx[nl] = r;
             scratch[nr] = r;
             nl += usize::from(left);
