@@ -660,6 +660,19 @@ fn time_feature_specs(
         } else {
             &tf.parts
         };
+        let times = match frame.column(c) {
+            Some(keel_core::ColumnData::Other(v)) => keel_core::time::parse_column(v).map_err(|(i, t)| {
+                Error::input(format!(
+                    "{source}: row {}: column '{c}': '{t}' is not a timestamp (e.g. 2024-03-01 12:00:00)",
+                    i + 1
+                ))
+            })?,
+            _ => {
+                return Err(Error::input(format!(
+                    "{source}: --time-features {c}: the column was not read as timestamps"
+                )));
+            }
+        };
         for &part in parts {
             let spec = FeatureSpec::time(c, part);
             if specs.iter().any(|s: &FeatureSpec| s.name == spec.name)
@@ -670,10 +683,7 @@ fn time_feature_specs(
                     spec.name
                 )));
             }
-            let values = Encoder::new(std::slice::from_ref(&spec))
-                .encode(frame)
-                .map_err(|e| Error::input(format!("{source}: {e}")))?;
-            let mut present = values.iter().filter(|v| !v.is_nan());
+            let mut present = times.iter().flatten().map(|t| part.of(t));
             let distinct = match present.next() {
                 None => false,
                 Some(first) => present.any(|v| v != first),

@@ -51,6 +51,21 @@ pub fn parse_timestamp(s: &str) -> Option<chrono::NaiveDateTime> {
     None
 }
 
+/// Parses a column of timestamps once (`None` stays missing), for every feature taken from it. A value that does
+/// not parse is the error: its row (0-based) and text.
+pub fn parse_column(
+    values: &[Option<String>],
+) -> Result<Vec<Option<chrono::NaiveDateTime>>, (usize, &str)> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            None => Ok(None),
+            Some(t) => parse_timestamp(t).map(Some).ok_or((i, t.as_str())),
+        })
+        .collect()
+}
+
 /// A number a model can learn from, taken from a timestamp column (`keel train --time-features`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,5 +142,13 @@ mod tests {
         assert_eq!(TimePart::Day.of(&t), 29.0);
         assert_eq!(TimePart::parse("day_of_week"), Some(TimePart::DayOfWeek));
         assert_eq!(TimePart::parse("weekday"), None);
+        // A column parses once; the first bad value is named by row.
+        let column = [
+            Some("2024-03-01".to_string()),
+            None,
+            Some("soon".to_string()),
+        ];
+        assert_eq!(parse_column(&column), Err((2, "soon")));
+        assert_eq!(parse_column(&column[..2]).unwrap()[1], None);
     }
 }

@@ -133,21 +133,31 @@ impl Encoder {
         let n = frame.nrows();
         let f = self.specs.len();
         let mut out = vec![f64::NAN; n * f];
+        // Each timestamp column is parsed once, whatever the number of parts read from it.
+        let mut parsed: Vec<(&str, Vec<Option<_>>)> = Vec::new();
         for (j, spec) in self.specs.iter().enumerate() {
             let col = frame
                 .column(spec.source())
                 .ok_or_else(|| Error::MissingColumn(spec.source().to_string()))?;
             match (col, &spec.kind) {
                 (ColumnData::Other(v), FeatureKind::Time { source, part }) => {
-                    for (i, t) in v.iter().enumerate() {
-                        let Some(t) = t else { continue };
-                        let parsed = keel_core::time::parse_timestamp(t).ok_or_else(|| {
-                            Error::InvalidInput(format!(
-                                "row {}: column '{source}': '{t}' is not a timestamp (e.g. 2024-03-01 12:00:00)",
-                                i + 1
-                            ))
-                        })?;
-                        out[i * f + j] = part.of(&parsed);
+                    let at = match parsed.iter().position(|(s, _)| *s == source.as_str()) {
+                        Some(at) => at,
+                        None => {
+                            let times = keel_core::time::parse_column(v).map_err(|(i, t)| {
+                                Error::InvalidInput(format!(
+                                    "row {}: column '{source}': '{t}' is not a timestamp (e.g. 2024-03-01 12:00:00)",
+                                    i + 1
+                                ))
+                            })?;
+                            parsed.push((source, times));
+                            parsed.len() - 1
+                        }
+                    };
+                    for (i, t) in parsed[at].1.iter().enumerate() {
+                        if let Some(t) = t {
+                            out[i * f + j] = part.of(t);
+                        }
                     }
                 }
                 (_, FeatureKind::Time { source, .. }) => {
