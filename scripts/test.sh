@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Keel's test suite: fetch the pinned assets the tests read, check formatting and lints, run every test.
+# Keel's test suite: fetch the pinned assets the tests read, start the services the store contract tests run
+# against (PostgreSQL, SeaweedFS; scripts/services.sh), check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard pii onnxruntime
@@ -10,6 +11,9 @@ if [ ! -x "$CACHE/openai-venv/bin/python" ] || ! "$CACHE/openai-venv/bin/python"
   python3 -m venv "$CACHE/openai-venv"
   "$CACHE/openai-venv/bin/pip" install --quiet --disable-pip-version-check openai==1.109.1 requests==2.32.5
 fi
+# PostgreSQL (127.0.0.1:5432 when it answers, else a throw-away cluster) and SeaweedFS (S3) on loopback; both
+# throw-away services stop when this script exits.
+source scripts/services.sh
 # The test runner (each test in its own process, binaries in parallel); crates.io only.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 cargo fmt --all -- --check
@@ -18,3 +22,5 @@ cargo clippy -j2 -p keel-engine -p keel-cli --all-targets --features keel-cli/on
 cargo nextest run -j2 --workspace --no-fail-fast
 # The optional ONNX Runtime build (imported neural networks): the runtime's own tests and the end-to-end import.
 cargo nextest run -j2 -p keel-engine -p keel-cli --features keel-cli/onnx-runtime --no-fail-fast -E 'binary(onnxrt) | test(neural)'
+# The Helm chart: lint --strict, schema validation of the rendered manifests, and its invariants (offline).
+deploy/test-chart.sh

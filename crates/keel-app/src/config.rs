@@ -10,13 +10,21 @@ use crate::error::{Error, Result};
 use crate::guard::GuardConfig;
 use crate::rag::LlmConfig;
 
-/// The configuration file to read: `explicit`, else `./keel.toml` when there is one, else none.
+/// The configuration file to read: `explicit`, else `$KEEL_CONFIG`, else `./keel.toml` when there is one, else
+/// none.
 pub fn discover(explicit: Option<&Path>) -> Option<PathBuf> {
-    explicit.map(Path::to_path_buf).or_else(|| {
-        Path::new("keel.toml")
-            .exists()
-            .then(|| PathBuf::from("keel.toml"))
-    })
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            std::env::var_os("KEEL_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            Path::new("keel.toml")
+                .exists()
+                .then(|| PathBuf::from("keel.toml"))
+        })
 }
 
 /// `[serve.{key}]` of a TOML text (its defaults when the file has no such table). `source` names the file in
@@ -43,6 +51,24 @@ pub fn read_section<T: DeserializeOwned + Default>(path: Option<&Path>, key: &st
             let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
             section(&text, &p.display().to_string(), key)
         }
+    }
+}
+
+/// `[store]`: where state lives (database and artifact URLs, pool size, S3 endpoint); the defaults without a
+/// file or a table. Secrets never come from here: S3 credentials are read from the environment.
+pub fn store(path: Option<&Path>) -> Result<keel_store::StoreConfig> {
+    let Some(p) = discover(path) else {
+        return Ok(keel_store::StoreConfig::default());
+    };
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
+    let v: toml::Table =
+        toml::from_str(&text).map_err(|e| Error::input(format!("{}: {e}", p.display())))?;
+    match v.get("store") {
+        None => Ok(keel_store::StoreConfig::default()),
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| Error::input(format!("{}: [store]: {e}", p.display()))),
     }
 }
 

@@ -20,6 +20,16 @@ pub struct Cli {
     /// Keel home directory (registry and artifacts).
     #[arg(long, global = true, env = "KEEL_HOME", default_value = ".keel")]
     pub home: PathBuf,
+    /// Database of the registry, audit log, jobs and monitoring: sqlite://PATH (default: registry.db in the
+    /// home) or postgres://USER@HOST:PORT/DB for replicas and workers sharing state. Also `database_url` in
+    /// [store] of keel.toml. Postgres is migrated only by `keel migrate`.
+    #[arg(long, global = true, env = "KEEL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where model files and run artifacts go: file:///DIR (default: artifacts/ in the home) or
+    /// s3://BUCKET/PREFIX (endpoint in KEEL_S3_ENDPOINT or [store] s3_endpoint; credentials in
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). Also `artifact_url` in [store] of keel.toml.
+    #[arg(long, global = true, env = "KEEL_ARTIFACT_URL")]
+    pub artifact_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -33,6 +43,8 @@ impl Cli {
     pub fn json(&self) -> bool {
         match &self.command {
             Command::Init(a) => a.json,
+            Command::Migrate(a) => a.json,
+            Command::Worker(a) => a.json,
             Command::Data { command } => match command {
                 DataCommand::Validate(a) => a.json,
                 DataCommand::Profile(a) => a.json,
@@ -117,6 +129,23 @@ impl Cli {
 pub enum Command {
     /// Create the Keel home and its registry.
     Init(InitArgs),
+    /// Bring the database's schema up to this Keel's version, once.
+    ///
+    /// SQLite migrates itself when opened. PostgreSQL is migrated only by this command (run it once per
+    /// upgrade, e.g. as the Helm chart's pre-upgrade Job): it holds an advisory lock and applies every missing
+    /// migration in one transaction, so a second concurrent run waits and then does nothing, and a crash
+    /// leaves the schema as it was. `keel serve` and `keel jobs work` refuse to start on a schema that is
+    /// behind.
+    ///
+    /// Example: keel migrate --database-url postgres://keel@db:5432/keel
+    Migrate(InitArgs),
+    /// Run queued jobs (retraining, imports) until stopped: the worker of a deployment whose `keel serve`
+    /// replicas run with --no-worker. Any number of workers may share one PostgreSQL database: each job is
+    /// claimed by exactly one (FOR UPDATE SKIP LOCKED), and a job whose worker stops reporting progress is
+    /// marked interrupted. SIGTERM stops the running job at its next progress report.
+    ///
+    /// Example: KEEL_DATABASE_URL=postgres://keel@db/keel keel worker
+    Worker(JobsWorkArgs),
     /// Inspect and check data files.
     Data {
         #[command(subcommand)]
@@ -858,8 +887,8 @@ pub struct ServeArgs {
     /// Serve without API keys (local use only; logged as a warning).
     #[arg(long)]
     pub no_auth: bool,
-    /// Configuration file (default: ./keel.toml when present).
-    #[arg(long)]
+    /// Configuration file (default: $KEEL_CONFIG, else ./keel.toml when present).
+    #[arg(long, env = "KEEL_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
@@ -895,6 +924,9 @@ pub struct ServeArgs {
     /// Put guards on /v1/chat/completions (input and output; policies from [serve.guard]).
     #[arg(long)]
     pub guard: bool,
+    /// Do not run queued jobs in this process: replicas next to separate `keel worker` processes.
+    #[arg(long)]
+    pub no_worker: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -931,17 +963,22 @@ pub struct KeysRevokeArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct PredictArgs {
     /// NAME@VERSION, NAME@ALIAS, or a bare NAME (= NAME@champion).
     #[arg(long)]
     pub model: String,
-    /// CSV or Parquet input.
+    /// CSV or Parquet input: a file, or s3://BUCKET/KEY (the configured S3 endpoint and credentials).
     #[arg(long)]
     pub input: PathBuf,
-    /// Output file (.csv or .parquet): the input columns plus prediction (and probability).
+    /// Output file (.csv or .parquet): the input columns plus prediction (and probability). A file or
+    /// s3://BUCKET/KEY (uploaded once complete; quarantined rows go beside it as NAME.quarantine.csv).
     #[arg(long)]
     pub output: PathBuf,
+    /// Score one shard: `{index}` in --input and --output becomes this variable's value (a Kubernetes
+    /// indexed Job sets JOB_COMPLETION_INDEX), e.g. --input s3://b/in/part-{index}.parquet.
+    #[arg(long, value_name = "VAR")]
+    pub shard_index_env: Option<String>,
     /// Rows per chunk (memory stays bounded by this).
     #[arg(long, default_value_t = 65_536)]
     pub batch_size: usize,

@@ -36,7 +36,8 @@ pub struct ServerConfig {
     pub auth_attempts_burst: u32,
     /// What to do with a category the model never saw.
     pub unseen_category: UnseenCategory,
-    /// How often aliases are re-read from the registry to pick up moves made elsewhere.
+    /// How often the registry's change counter is polled to pick up alias moves, rollouts and keys changed
+    /// elsewhere (on Postgres a notification also wakes the check at once).
     pub refresh_interval_ms: u64,
     /// Batches larger than this are scored on the blocking pool instead of the request task.
     pub inline_batch_rows: usize,
@@ -63,6 +64,11 @@ pub struct ServerConfig {
     pub rollout: keel_engine::rollout::RolloutPolicy,
     /// How often running canaries are judged.
     pub rollout_interval_ms: u64,
+    /// The single-writer lease's time to live: replicas sharing a database run the rollout judge, alert
+    /// evaluation and retention on one replica at a time; when it dies, another takes over within this time.
+    pub lease_ttl_ms: u64,
+    /// Run queued jobs (retraining, imports) in this process. Off for replicas next to `keel worker`s.
+    pub worker: bool,
     /// Generative endpoints: local model location, answer length, the upstream OpenAI-compatible LLM.
     pub llm: crate::rag::LlmConfig,
     /// Guardrails: the gateway's guards on `/v1/chat/completions`, policies per route and collection.
@@ -97,7 +103,7 @@ impl Default for ServerConfig {
             rate_limit_per_second: 0,
             rate_limit_burst: 100,
             unseen_category: UnseenCategory::Reject,
-            refresh_interval_ms: 2000,
+            refresh_interval_ms: 1000,
             inline_batch_rows: 64,
             monitoring: true,
             monitor_window_seconds: 3600,
@@ -110,6 +116,8 @@ impl Default for ServerConfig {
             alert_interval_ms: 60_000,
             rollout: Default::default(),
             rollout_interval_ms: 10_000,
+            lease_ttl_ms: 15_000,
+            worker: true,
             llm: Default::default(),
             guard: Default::default(),
         }
@@ -149,6 +157,11 @@ impl ServerConfig {
         }
         if self.rollout.max_degradation.is_nan() || self.rollout.max_degradation < 0.0 {
             return Err("rollout.max_degradation must be 0 or more".into());
+        }
+        if self.lease_ttl_ms < 300 || self.refresh_interval_ms == 0 {
+            return Err(
+                "lease_ttl_ms must be at least 300 and refresh_interval_ms positive".into(),
+            );
         }
         if self.monitor_window_seconds == 0 || self.monitor_flush_ms == 0 {
             return Err("monitor_window_seconds and monitor_flush_ms must be positive".into());

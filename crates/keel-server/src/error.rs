@@ -131,6 +131,7 @@ impl From<keel_store::Error> for ApiError {
                 e.to_string(),
             ),
             E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::LeaseLost { .. } => ApiError::new(StatusCode::CONFLICT, "lease_lost", e.to_string()),
             E::Invalid { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_reference", e.to_string())
             }
@@ -138,6 +139,8 @@ impl From<keel_store::Error> for ApiError {
             | E::Io { .. }
             | E::Database(_)
             | E::Artifact(_)
+            | E::Unavailable { .. }
+            | E::SchemaBehind { .. }
             | E::Corrupt { .. } => {
                 tracing::error!(error = %e, "store error");
                 ApiError::new(

@@ -80,7 +80,17 @@ pub struct Shared {
     pub jobs: Arc<keel_app::jobs::Worker>,
     /// Its state, for health checks ([`WorkerState::Off`] until it is started).
     pub worker: Arc<WorkerHealth>,
+    /// The lease on the single-writer loops (rollout judge, alert evaluation, retention) while this replica
+    /// holds it: exactly one replica sharing the database runs them, with writes fenced by its token.
+    pub singleton: std::sync::Mutex<Option<keel_store::Lease>>,
+    /// Woken when the database announces a change (Postgres NOTIFY), so the refresh loop checks at once.
+    pub changes: tokio::sync::Notify,
+    /// Set when notifications may have been missed (the listening connection was lost): reload everything.
+    pub reload_all: AtomicBool,
 }
+
+/// The lease the single-writer loops run under.
+pub const SINGLETON_LEASE: &str = "singletons";
 
 pub use keel_app::jobs::{WorkerHealth, WorkerState};
 
@@ -136,6 +146,9 @@ impl AppState {
             config: Arc::new(config),
             ready: Arc::new(AtomicBool::new(false)),
             replica: format!("{:08x}-{}", rand::random::<u32>(), std::process::id()),
+            singleton: std::sync::Mutex::new(None),
+            changes: tokio::sync::Notify::new(),
+            reload_all: AtomicBool::new(false),
             log: std::sync::Mutex::new(Vec::new()),
             log_dropped: std::sync::atomic::AtomicU64::new(0),
             log_writer: tokio::sync::Mutex::new(()),
@@ -148,12 +161,71 @@ impl AppState {
         })))
     }
 
+    /// The store fenced by the single-writer lease when this replica holds it (taking or renewing it now if
+    /// needed); None while another replica holds it. Writes through the returned store fail once the lease is
+    /// lost, so a paused replica never acts after its successor.
+    pub async fn singleton_store(&self) -> Option<keel_store::Store> {
+        let ttl = self.config.lease_ttl_ms as i64;
+        let now = keel_core::time::now_unix_ms();
+        let held = self.singleton.lock().expect("lease state").clone();
+        let lease = match held {
+            // Fresh enough: at least half its time left.
+            Some(l) if l.expires_ms - now > ttl / 2 => Some(l),
+            _ => self.renew_singleton().await,
+        }?;
+        Some(self.cache.store().fenced(&lease))
+    }
+
+    /// Takes or renews the single-writer lease; returns it when this replica holds it.
+    pub async fn renew_singleton(&self) -> Option<keel_store::Lease> {
+        let got = self
+            .cache
+            .store()
+            .acquire_lease(
+                SINGLETON_LEASE,
+                &self.replica,
+                self.config.lease_ttl_ms as i64,
+            )
+            .await;
+        let lease = match got {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not take or renew the single-writer lease");
+                None
+            }
+        };
+        let mut held = self.singleton.lock().expect("lease state");
+        if let Some(l) = &lease
+            && held.as_ref().is_none_or(|h| h.token != l.token)
+        {
+            tracing::info!(
+                token = l.token,
+                "this replica now runs the rollout judge, alerts and retention"
+            );
+        }
+        *held = lease.clone();
+        lease
+    }
+
+    /// Gives the single-writer lease up (on shutdown), so another replica takes over at once.
+    pub async fn release_singleton(&self) {
+        let held = self.singleton.lock().expect("lease state").take();
+        if let Some(l) = held
+            && let Err(e) = self.cache.store().release_lease(&l).await
+        {
+            tracing::warn!(error = %e, "could not release the single-writer lease");
+        }
+    }
+
     /// Evaluates every alert rule on every monitored version; returns the alerts that started firing. Each is
     /// logged, counted in `keel_alerts_total`, written to the audit log and, when its rule names a webhook,
     /// POSTed there on its own task (four attempts, backoff from 500 ms).
     pub async fn evaluate_alerts(&self) -> Vec<FiredAlert> {
         self.flush_monitoring().await;
         self.flush_log().await;
+        let Some(fenced) = self.singleton_store().await else {
+            return Vec::new();
+        };
         let mut fired = Vec::new();
         let window = self.config.monitor_window_seconds as i64;
         let now = keel_engine::monitor::now_unix();
@@ -206,7 +278,7 @@ impl AppState {
                             reason,
                             at: keel_core::time::now_rfc3339(),
                         };
-                        self.notify(rule, &a).await;
+                        self.notify(&fenced, rule, &a).await;
                         fired.push(a);
                     }
                     None => {
@@ -220,16 +292,14 @@ impl AppState {
         fired
     }
 
-    async fn notify(&self, rule: &alerts::AlertRule, a: &FiredAlert) {
+    async fn notify(&self, fenced: &keel_store::Store, rule: &alerts::AlertRule, a: &FiredAlert) {
         tracing::warn!(alert = %a.alert, model = %a.model, version = a.version, reason = %a.reason, "alert fired");
         metrics::METRICS
             .alerts
             .with_label_values(&[a.alert.as_str()])
             .inc();
         let body = serde_json::to_value(a).expect("alerts serialise");
-        if let Err(e) = self
-            .cache
-            .store()
+        if let Err(e) = fenced
             .audit(
                 keel_store::AuditEvent::new(
                     "keel",
@@ -243,7 +313,7 @@ impl AppState {
             tracing::warn!(error = %e, "could not audit an alert");
         }
         if let Some(spec) = &rule.retrain {
-            self.queue_retrain(&a.model, spec, &format!("keel (alert {})", a.alert))
+            self.queue_retrain(fenced, &a.model, spec, &format!("keel (alert {})", a.alert))
                 .await;
         }
         if let Some(url) = rule.webhook.clone() {
@@ -261,9 +331,15 @@ impl AppState {
     }
 
     /// Queues a retraining job for `model` unless one is already queued or running, and wakes the worker.
-    async fn queue_retrain(&self, model: &str, spec: &keel_app::retrain::RetrainSpec, actor: &str) {
+    async fn queue_retrain(
+        &self,
+        fenced: &keel_store::Store,
+        model: &str,
+        spec: &keel_app::retrain::RetrainSpec,
+        actor: &str,
+    ) {
         let spec = keel_app::jobs::JobSpec::Retrain(spec.clone());
-        match keel_app::jobs::enqueue(self.cache.store(), model, &spec, actor, true).await {
+        match keel_app::jobs::enqueue(fenced, model, &spec, actor, true).await {
             Ok(j) => {
                 tracing::info!(
                     model,
@@ -287,14 +363,16 @@ impl AppState {
     /// promotes it as the labels say; swaps the served versions at once when something changed.
     pub async fn judge_rollouts(&self) -> Vec<keel_engine::rollout::RolloutEvaluation> {
         self.flush_log().await;
-        let judged =
-            match keel_app::rollout::judge_all(self.cache.store(), &self.config.rollout).await {
-                Ok(j) => j,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not judge rollouts");
-                    return Vec::new();
-                }
-            };
+        let Some(fenced) = self.singleton_store().await else {
+            return Vec::new();
+        };
+        let judged = match keel_app::rollout::judge_all(&fenced, &self.config.rollout).await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not judge rollouts");
+                return Vec::new();
+            }
+        };
         if judged.iter().any(|j| j.applied)
             && let Err(e) = self.cache.refresh().await
         {
@@ -351,9 +429,10 @@ impl AppState {
     pub async fn prune_log(&self) -> u64 {
         let keep_ms = (self.config.prediction_log_retention_hours as i64).saturating_mul(3_600_000);
         let older_than = keel_core::time::now_unix_ms().saturating_sub(keep_ms);
-        match self
-            .cache
-            .store()
+        let Some(fenced) = self.singleton_store().await else {
+            return 0;
+        };
+        match fenced
             .prune_prediction_log(older_than, self.config.prediction_log_max_rows)
             .await
         {
@@ -460,10 +539,31 @@ impl AppState {
                 }
             }
             st.ready.store(true, Ordering::Release);
+            // Alias moves, rollouts and keys reach this replica through the change counter: polled every
+            // refresh interval, checked at once when the database announces a change, and a full reload after
+            // a lost notification connection (and every 30 s regardless).
             let mut tick =
                 tokio::time::interval(Duration::from_millis(st.config.refresh_interval_ms));
+            let mut last: Option<i64> = None;
+            let mut last_full = std::time::Instant::now();
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = st.changes.notified() => {}
+                }
+                let counter = st.cache.store().change_counter().await;
+                let full = st.reload_all.swap(false, Ordering::AcqRel)
+                    || last_full.elapsed() > Duration::from_secs(30);
+                let moved = match &counter {
+                    Ok(c) => last != Some(*c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading the change counter failed");
+                        true
+                    }
+                };
+                if !(moved || full) {
+                    continue;
+                }
                 match st.cache.refresh().await {
                     Ok(moved) => {
                         for (r, v) in moved {
@@ -475,6 +575,49 @@ impl AppState {
                 if let Err(e) = st.keys.reload().await {
                     tracing::warn!(error = %e, "key reload failed");
                 }
+                last = counter.ok();
+                last_full = std::time::Instant::now();
+            }
+        });
+        // Postgres: a LISTEN connection wakes the refresh loop when a change commits anywhere.
+        let st = self.clone();
+        tokio::spawn(async move {
+            let name = format!("keel-listen-{}", std::process::id());
+            loop {
+                match st.cache.store().listen_changes(&name).await {
+                    Ok(None) => return,
+                    Ok(Some(mut listener)) => loop {
+                        match listener.next().await {
+                            Ok(keel_store::ChangeEvent::Changed) => st.changes.notify_one(),
+                            Ok(keel_store::ChangeEvent::Reconnected) => {
+                                tracing::warn!(
+                                    "the change notification connection was lost; reloading everything"
+                                );
+                                st.reload_all.store(true, Ordering::Release);
+                                st.changes.notify_one();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "change notifications failed; polling meanwhile");
+                                st.reload_all.store(true, Ordering::Release);
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not listen for changes; polling meanwhile")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        });
+        // The single-writer lease: renewed three times per TTL while held, tried as often while not.
+        let st = self.clone();
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_millis((st.config.lease_ttl_ms / 3).max(50)));
+            loop {
+                tick.tick().await;
+                st.renew_singleton().await;
             }
         });
     }

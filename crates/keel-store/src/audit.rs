@@ -13,7 +13,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -80,7 +80,7 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    pub(crate) fn from_row(r: &sqlx::sqlite::SqliteRow) -> AuditRecord {
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> AuditRecord {
         use sqlx::Row;
         AuditRecord {
             seq: r.get("seq"),
@@ -240,9 +240,17 @@ pub fn check_signature(
 
 /// Appends `ev` inside `tx` and returns the new record.
 pub(crate) async fn append_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     ev: &AuditEvent,
 ) -> Result<AuditRecord> {
+    // Postgres: concurrent writers would both read the same last record and fork the chain; a transaction-scoped
+    // advisory lock queues them (released at commit or rollback). SQLite has one writer already.
+    if tx.backend_name().eq_ignore_ascii_case("postgres") {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::db::LOCK_AUDIT)
+            .execute(&mut **tx)
+            .await?;
+    }
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut **tx)
@@ -266,7 +274,7 @@ pub(crate) async fn append_in(
     r.hash = r.expected_hash();
     sqlx::query(
         "INSERT INTO audit_log(seq, at, actor, action, target, before, after, evidence, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(r.seq)
     .bind(&r.at)
@@ -337,6 +345,48 @@ pub(crate) fn write_head(
     }
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(())
+}
+
+/// Moves the head row (Postgres) to `r`, inside the transaction that appends it.
+pub(crate) async fn write_head_row(
+    tx: &mut Transaction<'_, Any>,
+    r: &AuditRecord,
+    signer: Option<&ed25519_dalek::SigningKey>,
+) -> Result<()> {
+    let mut head = AuditHead {
+        seq: r.seq,
+        hash: r.hash.clone(),
+        pending: None,
+        signature: None,
+    };
+    if let Some(k) = signer {
+        use ed25519_dalek::Signer;
+        head.signature = Some(hex::encode(k.sign(&head.message()).to_bytes()));
+    }
+    sqlx::query(
+        "INSERT INTO audit_head(id, seq, hash, signature) VALUES (1, $1, $2, $3)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, signature = excluded.signature",
+    )
+    .bind(head.seq)
+    .bind(&head.hash)
+    .bind(&head.signature)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The head row (Postgres), if any record was appended.
+pub(crate) async fn read_head_row(pool: &sqlx::AnyPool) -> Result<Option<AuditHead>> {
+    let row: Option<(i64, String, Option<String>)> =
+        sqlx::query_as("SELECT seq, hash, signature FROM audit_head WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(seq, hash, signature)| AuditHead {
+        seq,
+        hash,
+        pending: None,
+        signature,
+    }))
 }
 
 pub(crate) fn read_head(home: &Path) -> Result<Option<AuditHead>> {

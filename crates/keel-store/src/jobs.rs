@@ -81,7 +81,7 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    fn from_row(r: &sqlx::sqlite::SqliteRow) -> JobRecord {
+    fn from_row(r: &sqlx::any::AnyRow) -> JobRecord {
         let json = |c: &str| serde_json::from_str(&r.get::<String, _>(c)).unwrap_or(Value::Null);
         JobRecord {
             id: r.get("id"),
@@ -151,7 +151,7 @@ impl Store {
         crate::registry::validate_name("model name", model)?;
         let mut tx = self.write_tx().await?;
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO jobs(kind, model, spec, state, created_by, created_at) VALUES (?, ?, ?, 'queued', ?, ?)
+            "INSERT INTO jobs(kind, model, spec, state, created_by, created_at) VALUES ($1, $2, $3, 'queued', $4, $5)
              RETURNING id",
         )
         .bind(kind)
@@ -167,7 +167,7 @@ impl Store {
                 .after(serde_json::json!({"kind": kind, "model": model, "spec": spec})),
         )
         .await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         self.job(id).await
@@ -175,7 +175,7 @@ impl Store {
 
     /// One job.
     pub async fn job(&self, id: i64) -> Result<JobRecord> {
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -188,7 +188,7 @@ impl Store {
 
     /// The latest `limit` jobs, newest first.
     pub async fn jobs(&self, limit: i64) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY id DESC LIMIT $1")
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
@@ -205,36 +205,42 @@ impl Store {
         self.claim(Some(id), worker).await
     }
 
+    /// One statement: the oldest queued job becomes running. Postgres skips rows another worker has locked
+    /// (`FOR UPDATE SKIP LOCKED`), so concurrent workers never claim one job twice; SQLite's write transaction
+    /// already admits one claimer at a time.
     async fn claim(&self, only: Option<i64>, worker: &str) -> Result<Option<JobRecord>> {
-        let mut tx = self.write_tx().await?;
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE state = 'queued' AND (? IS NULL OR id = ?) ORDER BY id LIMIT 1",
-        )
-        .bind(only)
-        .bind(only)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = id else {
-            return Ok(None);
+        let lock = match self.backend {
+            crate::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            crate::Backend::Sqlite => "",
         };
-        sqlx::query(
-            "UPDATE jobs SET state = 'running', worker = ?, heartbeat_ms = ?, started_at = ?, stage = 'starting'
-             WHERE id = ?",
-        )
-        .bind(worker)
-        .bind(keel_core::time::now_unix_ms())
-        .bind(keel_core::time::now_rfc3339())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', worker = $1, heartbeat_ms = $2, started_at = $3, stage = 'starting'
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND ($4 IS NULL OR id = $5) ORDER BY id LIMIT 1{lock})
+             RETURNING id"
+        );
+        let mut tx = match self.backend {
+            crate::Backend::Sqlite => self.write_tx().await?,
+            crate::Backend::Postgres => self.pool.begin().await?,
+        };
+        let id: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(keel_core::time::now_unix_ms())
+            .bind(keel_core::time::now_rfc3339())
+            .bind(only)
+            .bind(only)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(Some(self.job(id).await?))
+        match id {
+            Some(id) => Ok(Some(self.job(id).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Records progress (and the heartbeat) of a running job. Returns whether a cancellation was requested.
     pub async fn job_progress(&self, id: i64, progress: f64, stage: &str) -> Result<bool> {
         let cancel: Option<i64> = sqlx::query_scalar(
-            "UPDATE jobs SET progress = ?, stage = ?, heartbeat_ms = ? WHERE id = ? AND state = 'running'
+            "UPDATE jobs SET progress = $1, stage = $2, heartbeat_ms = $3 WHERE id = $4 AND state = 'running'
              RETURNING cancel_requested",
         )
         .bind(progress.clamp(0.0, 1.0))
@@ -263,9 +269,9 @@ impl Store {
         }
         failpoint("jobs.before_finish");
         sqlx::query(
-            "UPDATE jobs SET state = ?, message = ?, result = ?, finished_at = ?,
-                 progress = CASE WHEN ? = 'succeeded' THEN 1 ELSE progress END
-             WHERE id = ? AND state = 'running'",
+            "UPDATE jobs SET state = $1, message = $2, result = $3, finished_at = $4,
+                 progress = CASE WHEN $5 = 'succeeded' THEN 1 ELSE progress END
+             WHERE id = $6 AND state = 'running'",
         )
         .bind(state.as_str())
         .bind(message)
@@ -291,9 +297,9 @@ impl Store {
         sqlx::query(
             "UPDATE jobs SET cancel_requested = 1,
                  state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
-                 finished_at = CASE WHEN state = 'queued' THEN ? ELSE finished_at END,
+                 finished_at = CASE WHEN state = 'queued' THEN $1 ELSE finished_at END,
                  message = CASE WHEN state = 'queued' THEN 'cancelled before it started' ELSE message END
-             WHERE id = ?",
+             WHERE id = $2",
         )
         .bind(keel_core::time::now_rfc3339())
         .bind(id)
@@ -305,7 +311,7 @@ impl Store {
                 .before(serde_json::json!({"state": job.state})),
         )
         .await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         self.job(id).await
@@ -324,7 +330,12 @@ impl Store {
             let worker: Option<String> = r.get("worker");
             let beat: Option<i64> = r.get("heartbeat_ms");
             let me = worker_id();
-            let gone = worker.as_deref().is_none_or(worker_gone);
+            // On one machine (SQLite) a worker whose process is gone is known at once; across machines only
+            // the heartbeat lease says so.
+            let gone = match self.backend {
+                crate::Backend::Sqlite => worker.as_deref().is_none_or(worker_gone),
+                crate::Backend::Postgres => worker.is_none(),
+            };
             let silent = beat.is_none_or(|b| now - b > stale_ms);
             if worker.as_deref() != Some(me.as_str()) && (gone || silent) {
                 let why = format!(
@@ -337,7 +348,7 @@ impl Store {
                     }
                 );
                 let n = sqlx::query(
-                    "UPDATE jobs SET state = 'failed', message = ?, finished_at = ? WHERE id = ? AND state = 'running'",
+                    "UPDATE jobs SET state = 'failed', message = $1, finished_at = $2 WHERE id = $3 AND state = 'running'",
                 )
                 .bind(&why)
                 .bind(keel_core::time::now_rfc3339())
@@ -355,7 +366,7 @@ impl Store {
 
     /// The live rollout of `model`, if any.
     pub async fn rollout(&self, model: &str) -> Result<Option<Rollout>> {
-        let row = sqlx::query("SELECT * FROM rollouts WHERE model = ?")
+        let row = sqlx::query("SELECT * FROM rollouts WHERE model = $1")
             .bind(model)
             .fetch_optional(&self.pool)
             .await?;
@@ -390,7 +401,7 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM model_versions WHERE model = ? AND version = ?",
+            "SELECT version FROM model_versions WHERE model = $1 AND version = $2",
         )
         .bind(model)
         .bind(version)
@@ -403,7 +414,7 @@ impl Store {
             });
         }
         let champion: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM aliases WHERE model = ? AND alias = 'champion'",
+            "SELECT version FROM aliases WHERE model = $1 AND alias = 'champion'",
         )
         .bind(model)
         .fetch_optional(&mut *tx)
@@ -422,7 +433,7 @@ impl Store {
                 message: format!("{model}@{version} is already the champion"),
             });
         }
-        let before = sqlx::query("SELECT * FROM rollouts WHERE model = ?")
+        let before = sqlx::query("SELECT * FROM rollouts WHERE model = $1")
             .bind(model)
             .fetch_optional(&mut *tx)
             .await?
@@ -456,7 +467,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO rollouts(model, canary_version, canary_weight, shadow_version, started_at, started_ms)
-             VALUES (?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT(model) DO UPDATE SET canary_version = excluded.canary_version,
                  canary_weight = excluded.canary_weight, shadow_version = excluded.shadow_version,
                  started_at = excluded.started_at, started_ms = excluded.started_ms",
@@ -477,7 +488,7 @@ impl Store {
                 .evidence(evidence),
         )
         .await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         Ok(after)
@@ -493,7 +504,7 @@ impl Store {
         evidence: Value,
     ) -> Result<(Option<i64>, i64)> {
         let mut tx = self.write_tx().await?;
-        let rollout = sqlx::query("SELECT * FROM rollouts WHERE model = ?")
+        let rollout = sqlx::query("SELECT * FROM rollouts WHERE model = $1")
             .bind(model)
             .fetch_optional(&mut *tx)
             .await?
@@ -507,7 +518,7 @@ impl Store {
             });
         };
         let before: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM aliases WHERE model = ? AND alias = 'champion'",
+            "SELECT version FROM aliases WHERE model = $1 AND alias = 'champion'",
         )
         .bind(model)
         .fetch_optional(&mut *tx)
@@ -520,7 +531,7 @@ impl Store {
             &keel_core::time::now_rfc3339(),
         )
         .await?;
-        sqlx::query("DELETE FROM rollouts WHERE model = ?")
+        sqlx::query("DELETE FROM rollouts WHERE model = $1")
             .bind(model)
             .execute(&mut *tx)
             .await?;
@@ -533,7 +544,7 @@ impl Store {
                 .evidence(evidence),
         )
         .await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         Ok((before, version))
@@ -550,7 +561,7 @@ impl Store {
         evidence: Value,
     ) -> Result<Rollout> {
         let mut tx = self.write_tx().await?;
-        let Some(before) = sqlx::query("SELECT * FROM rollouts WHERE model = ?")
+        let Some(before) = sqlx::query("SELECT * FROM rollouts WHERE model = $1")
             .bind(model)
             .fetch_optional(&mut *tx)
             .await?
@@ -561,7 +572,7 @@ impl Store {
                 message: format!("'{model}' has no canary or shadow running"),
             });
         };
-        sqlx::query("DELETE FROM rollouts WHERE model = ?")
+        sqlx::query("DELETE FROM rollouts WHERE model = $1")
             .bind(model)
             .execute(&mut *tx)
             .await?;
@@ -577,14 +588,14 @@ impl Store {
                 .evidence(evidence),
         )
         .await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         Ok(before)
     }
 }
 
-fn rollout_from_row(r: &sqlx::sqlite::SqliteRow) -> Rollout {
+fn rollout_from_row(r: &sqlx::any::AnyRow) -> Rollout {
     Rollout {
         model: r.get("model"),
         canary_version: r.get("canary_version"),

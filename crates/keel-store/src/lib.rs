@@ -1,8 +1,9 @@
 //! keel-store: the registry and the artifact store, and the only crate that touches either.
 //!
-//! The registry is a SQLite database (`registry.db` under the Keel home, WAL mode, foreign keys on) reached
-//! through sqlx, so PostgreSQL can follow with the same queries. Artifacts (model files) are content-addressed
-//! blobs behind the `object_store` crate: a local directory today, S3-compatible storage later.
+//! The registry is a database reached through sqlx: SQLite (`registry.db` under the Keel home, WAL mode,
+//! foreign keys on) by default, PostgreSQL when `database_url` says so, with the same queries ([`db`]).
+//! Artifacts (model files, run artifacts) are content-addressed blobs behind the `object_store` crate: a local
+//! directory by default, S3-compatible storage when `artifact_url` says so.
 //!
 //! Invariants:
 //! - A model version is registered in one database transaction (model row, version row, aliases); a crash at
@@ -17,12 +18,20 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod cluster;
+mod db;
 mod jobs;
 mod registry;
 mod runs;
 mod versions;
 
 pub use audit::{AuditEvent, AuditRecord, Verification};
+pub use cluster::{CHANNEL, ChangeEvent, ChangeListener, Lease};
+pub(crate) use db::multi_values;
+pub use db::{
+    Backend, MigrationReport, SCHEMA_VERSION, StoreConfig, configure, download_url, redact_url,
+    upload_url,
+};
 pub use jobs::{JobRecord, JobState, Rollout, worker_id};
 pub use registry::{
     ApiKeyRecord, CHAMPION, Feedback, FeedbackOutcome, Labelled, LoggedPrediction, ModelListing,
@@ -78,6 +87,25 @@ pub enum Error {
     /// Valid, but the current state forbids it (an alias points at the version, the run has ended, …).
     #[error("{0}")]
     Conflict(String),
+    /// The database could not be reached.
+    #[error(
+        "{what} at {target} is unreachable ({reason}); check the URL and that the server is running"
+    )]
+    Unavailable {
+        what: &'static str,
+        target: String,
+        reason: String,
+    },
+    /// The database's schema is older than this Keel's: `keel migrate` has not run.
+    #[error(
+        "the database has schema version {have}, this Keel needs {want}: run `keel migrate` (once, from one place) before starting servers and workers"
+    )]
+    SchemaBehind { have: i64, want: i64 },
+    /// A fenced store's lease expired or was taken over: the write was refused so two holders never act.
+    #[error(
+        "lease '{name}' (token {token}) is no longer held by this process; the write was refused"
+    )]
+    LeaseLost { name: String, token: i64 },
     #[error(
         "key '{0}' is the last active admin key; create another admin key before revoking it (keel keys create --role admin)"
     )]
@@ -97,8 +125,11 @@ impl Error {
             | Error::UnknownArtifact { .. }
             | Error::InvalidContent { .. }
             | Error::Conflict(_)
+            | Error::LeaseLost { .. }
             | Error::Invalid { .. } => ErrorClass::Input,
-            Error::Corrupt { .. } => ErrorClass::Io,
+            Error::Corrupt { .. } | Error::Unavailable { .. } | Error::SchemaBehind { .. } => {
+                ErrorClass::Io
+            }
         }
     }
 }

@@ -1,58 +1,16 @@
 //! The model registry: models, versions, aliases, artifacts.
 
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::audit::{self, AuditEvent, AuditRecord, Verification};
 use crate::{Error, Result, failpoint};
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/0001_registry.sql"),
-    include_str!("../migrations/0002_api_keys.sql"),
-    include_str!("../migrations/0003_audit.sql"),
-    include_str!("../migrations/0004_profiles.sql"),
-    include_str!("../migrations/0005_prediction_log.sql"),
-    include_str!("../migrations/0006_jobs_rollouts.sql"),
-    include_str!("../migrations/0007_prediction_log_retention.sql"),
-    include_str!("../migrations/0008_runs.sql"),
-    include_str!("../migrations/0009_prediction_probabilities.sql"),
-];
-
-async fn migrate(pool: &SqlitePool) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *tx)
-        .await?;
-    if applied as usize > MIGRATIONS.len() {
-        return Err(Error::Invalid {
-            what: "registry",
-            message: format!(
-                "the registry has schema version {applied}, newer than this Keel understands ({}); upgrade Keel",
-                MIGRATIONS.len()
-            ),
-        });
-    }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        sqlx::raw_sql(*m).execute(&mut *tx).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            i + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
 
 /// The alias that a bare model name resolves to.
 pub const CHAMPION: &str = "champion";
@@ -307,58 +265,101 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<String>,
 }
 
-/// The registry plus the artifact store under one Keel home.
+/// The registry plus the artifact store under one Keel home. Cloning shares the pool and the artifact store.
+#[derive(Clone)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: crate::Backend,
     pub(crate) artifacts: Arc<dyn ObjectStore>,
-    artifact_root: PathBuf,
+    /// Where the database and the artifacts are, for people (passwords redacted).
+    locations: (String, String),
+    /// The directory behind `artifacts` when it is local (writes are fsynced there).
+    artifact_root: Option<PathBuf>,
     home: PathBuf,
     /// Signs the audit head when configured (`KEEL_AUDIT_SIGNING_KEY[_FILE]`, never stored in the home).
     signer: Option<ed25519_dalek::SigningKey>,
+    /// The database URL when one was configured (the change listener opens its own connection).
+    pub(crate) database_url: Option<String>,
+    /// Set by [`Store::fenced`]: writes first check this lease is still held.
+    pub(crate) fence: Option<crate::cluster::Lease>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store under `home`. Fails with [`Error::ReadOnly`] before writing anything
-    /// when `home` cannot be written.
+    /// Opens (creating if needed) the store of `home` with the configuration the binary set (or the
+    /// environment's; [`crate::StoreConfig::current`]): SQLite and files under `home` by default. Fails with
+    /// [`Error::ReadOnly`] before writing anything when `home` cannot be written. SQLite migrates itself;
+    /// PostgreSQL must have been migrated (`keel migrate`), else [`Error::SchemaBehind`].
     pub async fn open(home: &Path) -> Result<Store> {
-        let io = |e: std::io::Error| Error::Io {
-            path: home.to_path_buf(),
-            source: e,
-        };
+        Store::connect(home, &crate::StoreConfig::current()?).await
+    }
+
+    /// [`Store::open`] with an explicit configuration.
+    pub async fn connect(home: &Path, config: &crate::StoreConfig) -> Result<Store> {
+        let store = Store::connect_unchecked(home, config).await?;
+        match store.backend {
+            crate::Backend::Sqlite => {
+                crate::db::migrate(&store.pool, store.backend).await?;
+            }
+            crate::Backend::Postgres => crate::db::check_schema(&store.pool, store.backend).await?,
+        }
+        Ok(store)
+    }
+
+    /// Applies the missing migrations of the configured database (`keel migrate`): once, under a lock, so a
+    /// concurrent run waits and then finds nothing to do. Returns what it did.
+    pub async fn migrate(
+        home: &Path,
+        config: &crate::StoreConfig,
+    ) -> Result<crate::MigrationReport> {
+        let store = Store::connect_unchecked(home, config).await?;
+        let report = crate::db::migrate(&store.pool, store.backend).await?;
+        store.close().await;
+        Ok(report)
+    }
+
+    /// The database's schema version.
+    pub async fn schema_version(&self) -> Result<i64> {
+        crate::db::schema_version(&self.pool, self.backend).await
+    }
+
+    /// Where the database and the artifacts are (a path or a URL, passwords redacted).
+    pub fn locations(&self) -> (&str, &str) {
+        (&self.locations.0, &self.locations.1)
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> crate::Backend {
+        self.backend
+    }
+
+    async fn connect_unchecked(home: &Path, config: &crate::StoreConfig) -> Result<Store> {
         if let Err(e) = std::fs::create_dir_all(home) {
             return Err(classify_write_error(home, e));
         }
         probe_writable(home)?;
-        let artifact_root = home.join("artifacts");
-        std::fs::create_dir_all(&artifact_root).map_err(io)?;
-        let options = SqliteConnectOptions::new()
-            .filename(home.join("registry.db"))
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let db = home.join("registry.db");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.message().contains("readonly") => Error::ReadOnly {
-                    path: db.clone(),
-                    reason: d.message().to_string(),
-                },
-                _ => Error::Database(e),
-            })?;
-        probe_database(&pool, &db).await?;
-        migrate(&pool).await?;
-        let artifacts = LocalFileSystem::new_with_prefix(&artifact_root)?;
+        let (artifacts, artifact_root) = crate::db::artifact_store(config, home)?;
+        let (pool, backend) = crate::db::connect(config, home).await?;
+        let database = match backend {
+            crate::Backend::Sqlite => crate::db::sqlite_path(config, home).display().to_string(),
+            crate::Backend::Postgres => {
+                crate::redact_url(config.database_url.as_deref().unwrap_or_default())
+            }
+        };
+        let artifact_place = match (&artifact_root, &config.artifact_url) {
+            (Some(dir), _) => dir.display().to_string(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => String::new(),
+        };
         Ok(Store {
             pool,
-            artifacts: Arc::new(artifacts),
+            backend,
+            locations: (database, artifact_place),
+            artifacts,
             artifact_root,
             home: home.to_path_buf(),
             signer: audit::signing_key_from_env()?,
+            database_url: config.database_url.clone(),
+            fence: None,
         })
     }
 
@@ -392,21 +393,54 @@ impl Store {
             .put(&path, PutPayload::from(Bytes::copy_from_slice(bytes)))
             .await?;
         // object_store's local backend stages to a temporary file and renames it into place; make the result
-        // durable before the registry refers to it.
-        let file = self.artifact_root.join(&key);
-        let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
-        sync(&file).map_err(|e| Error::Io {
-            path: file.clone(),
-            source: e,
-        })?;
-        if let Some(dir) = file.parent() {
-            let _ = sync(dir);
+        // durable before the registry refers to it. (An S3 PUT is durable when it returns.)
+        if let Some(root) = &self.artifact_root {
+            let file = root.join(&key);
+            let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&file).map_err(|e| Error::Io {
+                path: file.clone(),
+                source: e,
+            })?;
+            if let Some(dir) = file.parent() {
+                let _ = sync(dir);
+            }
         }
         Ok((key, sha))
     }
 
     /// Reads an artifact and checks it against its recorded SHA-256.
     pub async fn get_artifact(&self, uri: &str, sha256: &str) -> Result<Vec<u8>> {
+        self.fetch_artifact(uri, sha256, true).await
+    }
+
+    /// The local copy of a remote artifact, when one is cached (`cache/artifacts/` under the home).
+    pub fn cached_artifact_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.artifact_root.is_none().then(|| {
+            self.home
+                .join("cache")
+                .join("artifacts")
+                .join(sha256.get(..2).unwrap_or("xx"))
+                .join(sha256)
+        })
+    }
+
+    async fn fetch_artifact(&self, uri: &str, sha256: &str, use_cache: bool) -> Result<Vec<u8>> {
+        // Remote artifacts are cached on local disk by content hash: a pod downloads each model once, and a
+        // cached copy is used only while it still matches its checksum.
+        let cached = self.artifact_root.is_none().then(|| {
+            self.home
+                .join("cache")
+                .join("artifacts")
+                .join(sha256.get(..2).unwrap_or("xx"))
+                .join(sha256)
+        });
+        if let Some(path) = &cached
+            && use_cache
+            && let Ok(bytes) = tokio::fs::read(path).await
+            && hex::encode(Sha256::digest(&bytes)) == sha256
+        {
+            return Ok(bytes);
+        }
         let bytes = self
             .artifacts
             .get(&ObjectPath::from(uri))
@@ -421,7 +455,41 @@ impl Store {
                 found,
             });
         }
+        if let Some(path) = cached {
+            // Best effort: a full or read-only disk means no cache, not a failed load.
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            let write = async {
+                tokio::fs::create_dir_all(path.parent().expect("has a parent")).await?;
+                tokio::fs::write(&tmp, &bytes).await?;
+                tokio::fs::rename(&tmp, &path).await
+            };
+            if let Err(e) = write.await {
+                tracing::warn!(error = %e, path = %path.display(), "could not cache an artifact locally");
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+        }
         Ok(bytes.to_vec())
+    }
+
+    /// Whether the artifact store holds `uri` (a model blob or a run artifact).
+    pub async fn has_artifact(&self, uri: &str) -> Result<bool> {
+        match self.artifacts.head(&ObjectPath::from(uri)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Test hook: replaces the bytes stored at `uri` (to play a faulty disk or a person with bucket access).
+    #[doc(hidden)]
+    pub async fn debug_overwrite_artifact(&self, uri: &str, bytes: &[u8]) -> Result<()> {
+        self.artifacts
+            .put(
+                &ObjectPath::from(uri),
+                PutPayload::from(Bytes::copy_from_slice(bytes)),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Registers a new version: artifact first, then one transaction for model, version and aliases.
@@ -434,7 +502,7 @@ impl Store {
         failpoint("registry.after_artifact");
         let now = keel_core::time::now_rfc3339();
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO models(name, created_at, description) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+        sqlx::query("INSERT INTO models(name, created_at, description) VALUES ($1, $2, $3) ON CONFLICT(name) DO NOTHING")
             .bind(&new.model)
             .bind(&now)
             .bind(&new.description)
@@ -442,8 +510,8 @@ impl Store {
             .await?;
         // Deleted numbers count: a version number names one version forever (the audit log refers to it).
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM (SELECT version FROM model_versions WHERE model = ?
-             UNION ALL SELECT version FROM deleted_versions WHERE model = ?)",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM (SELECT version FROM model_versions WHERE model = $1
+             UNION ALL SELECT version FROM deleted_versions WHERE model = $2) AS numbers",
         )
         .bind(&new.model)
         .bind(&new.model)
@@ -456,7 +524,7 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO model_versions(model, version, kind, objective, artifact_uri, artifact_sha256, params, metrics, schema, card, dataset_hash, code_version, created_by, created_at, profile)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(&new.model)
         .bind(version)
@@ -479,7 +547,7 @@ impl Store {
         let mut aliases = new.aliases.clone();
         if new.champion_if_none && !aliases.iter().any(|a| a == CHAMPION) {
             let has: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+                sqlx::query_scalar("SELECT version FROM aliases WHERE model = $1 AND alias = $2")
                     .bind(&new.model)
                     .bind(CHAMPION)
                     .fetch_optional(&mut *tx)
@@ -506,30 +574,68 @@ impl Store {
         )
         .await?;
         failpoint("registry.before_commit");
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         self.get(&new.model, &Selector::Version(version)).await
     }
 
-    /// A write transaction that takes the database's write lock at once (`BEGIN IMMEDIATE`), so two writers
-    /// queue on the busy timeout instead of one failing when it upgrades a read.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction, one at a time across every process sharing the database, as SQLite has it: every
+    /// read-check-write in the store (an alias move checking the version, a profile merge, the last-admin
+    /// check, an audit append) then holds on both backends. SQLite takes its write lock at once (`BEGIN
+    /// IMMEDIATE`), so two writers queue on the busy timeout instead of one failing when it upgrades a read;
+    /// Postgres takes a transaction-scoped advisory lock, released at commit or rollback. These are the
+    /// control-plane writes; the high-rate ones (prediction log, job claims, progress) do not take it.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let mut tx = self.unfenced_write_tx().await?;
+        self.check_fence(&mut tx).await?;
+        Ok(tx)
     }
 
-    /// After a commit that appended `r`: moves the head file forward. A failure here is logged, not returned:
-    /// the change is committed, and `keel audit verify` accepts a head that lags behind an intact chain.
+    /// [`Store::write_tx`] without the fence check (taking and renewing leases).
+    pub(crate) async fn unfenced_write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            crate::Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            crate::Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(crate::db::LOCK_WRITE)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        })
+    }
+
+    /// After a commit that appended `r`: SQLite moves the head file forward. A failure here is logged, not
+    /// returned: the change is committed, and `keel audit verify` accepts a head that lags behind an intact
+    /// chain. (Postgres moved its head row inside the transaction.)
     pub(crate) fn after_audit(&self, r: &AuditRecord) {
+        if self.backend != crate::Backend::Sqlite {
+            return;
+        }
         failpoint("audit.before_head");
         if let Err(e) = audit::write_head(&self.home, r, true, self.signer.as_ref()) {
             tracing::warn!(error = %e, "could not update audit.head");
         }
     }
 
-    /// Before a commit that appends `r`: marks it pending in the head file.
-    pub(crate) fn before_commit(&self, r: &AuditRecord) -> Result<()> {
-        audit::write_head(&self.home, r, false, self.signer.as_ref())?;
+    /// Before a commit that appends `r`: SQLite marks it pending in the head file (replicas share no disk, so
+    /// Postgres keeps the head in a row, written in the same transaction as the record).
+    pub(crate) async fn before_commit(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        r: &AuditRecord,
+    ) -> Result<()> {
+        self.bump_changes(tx).await?;
+        match self.backend {
+            crate::Backend::Sqlite => {
+                audit::write_head(&self.home, r, false, self.signer.as_ref())?;
+            }
+            crate::Backend::Postgres => {
+                audit::write_head_row(tx, r, self.signer.as_ref()).await?;
+            }
+        }
         failpoint("audit.before_commit");
         Ok(())
     }
@@ -538,7 +644,7 @@ impl Store {
     pub async fn audit(&self, ev: AuditEvent) -> Result<AuditRecord> {
         let mut tx = self.write_tx().await?;
         let r = audit::append_in(&mut tx, &ev).await?;
-        self.before_commit(&r)?;
+        self.before_commit(&mut tx, &r).await?;
         tx.commit().await?;
         self.after_audit(&r);
         Ok(r)
@@ -547,7 +653,7 @@ impl Store {
     /// Every audit record, oldest first.
     pub async fn audit_records(&self) -> Result<Vec<AuditRecord>> {
         let rows = sqlx::query(
-            "SELECT seq, at, actor, action, target, before, after, evidence, prev_hash, hash FROM audit_log ORDER BY rowid",
+            "SELECT seq, at, actor, action, target, before, after, evidence, prev_hash, hash FROM audit_log ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -565,7 +671,10 @@ impl Store {
         trusted: Option<&ed25519_dalek::VerifyingKey>,
     ) -> Result<Verification> {
         let records = self.audit_records().await?;
-        let head = audit::read_head(&self.home)?;
+        let head = match self.backend {
+            crate::Backend::Sqlite => audit::read_head(&self.home)?,
+            crate::Backend::Postgres => audit::read_head_row(&self.pool).await?,
+        };
         Ok(audit::verify_signed(&records, head.as_ref(), trusted))
     }
 
@@ -581,7 +690,7 @@ impl Store {
         validate_alias(alias)?;
         let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM model_versions WHERE model = ? AND version = ?",
+            "SELECT version FROM model_versions WHERE model = $1 AND version = $2",
         )
         .bind(model)
         .bind(version)
@@ -594,7 +703,7 @@ impl Store {
             });
         }
         let before: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+            sqlx::query_scalar("SELECT version FROM aliases WHERE model = $1 AND alias = $2")
                 .bind(model)
                 .bind(alias)
                 .fetch_optional(&mut *tx)
@@ -615,7 +724,7 @@ impl Store {
                 .after(serde_json::json!({ "version": version })),
         )
         .await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         Ok(before)
@@ -631,14 +740,15 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let model: String = r.get("model");
-            let aliases: Vec<(String, i64)> =
-                sqlx::query_as("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias")
-                    .bind(&model)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let aliases: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT alias, version FROM aliases WHERE model = $1 ORDER BY alias",
+            )
+            .bind(&model)
+            .fetch_all(&self.pool)
+            .await?;
             let latest: i64 = r.get("latest");
             let kind: String = sqlx::query_scalar(
-                "SELECT kind FROM model_versions WHERE model = ? AND version = ?",
+                "SELECT kind FROM model_versions WHERE model = $1 AND version = $2",
             )
             .bind(&model)
             .bind(latest)
@@ -663,11 +773,12 @@ impl Store {
 
     /// Every version of one model, newest first.
     pub async fn versions(&self, model: &str) -> Result<Vec<VersionRecord>> {
-        let rows =
-            sqlx::query("SELECT version FROM model_versions WHERE model = ? ORDER BY version DESC")
-                .bind(model)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT version FROM model_versions WHERE model = $1 ORDER BY version DESC",
+        )
+        .bind(model)
+        .fetch_all(&self.pool)
+        .await?;
         if rows.is_empty() {
             return Err(Error::UnknownModel(model.to_string()));
         }
@@ -683,7 +794,7 @@ impl Store {
 
     /// One version, by number, alias or latest.
     pub async fn get(&self, model: &str, sel: &Selector) -> Result<VersionRecord> {
-        let known: Option<String> = sqlx::query_scalar("SELECT name FROM models WHERE name = ?")
+        let known: Option<String> = sqlx::query_scalar("SELECT name FROM models WHERE name = $1")
             .bind(model)
             .fetch_optional(&self.pool)
             .await?;
@@ -692,14 +803,14 @@ impl Store {
         }
         let version: Option<i64> = match sel {
             Selector::Latest => {
-                sqlx::query_scalar("SELECT MAX(version) FROM model_versions WHERE model = ?")
+                sqlx::query_scalar("SELECT MAX(version) FROM model_versions WHERE model = $1")
                     .bind(model)
                     .fetch_one(&self.pool)
                     .await?
             }
             Selector::Version(v) => {
                 sqlx::query_scalar(
-                    "SELECT version FROM model_versions WHERE model = ? AND version = ?",
+                    "SELECT version FROM model_versions WHERE model = $1 AND version = $2",
                 )
                 .bind(model)
                 .bind(v)
@@ -707,7 +818,7 @@ impl Store {
                 .await?
             }
             Selector::Alias(a) => {
-                sqlx::query_scalar("SELECT version FROM aliases WHERE model = ? AND alias = ?")
+                sqlx::query_scalar("SELECT version FROM aliases WHERE model = $1 AND alias = $2")
                     .bind(model)
                     .bind(a)
                     .fetch_optional(&self.pool)
@@ -726,13 +837,13 @@ impl Store {
                 },
             });
         };
-        let r = sqlx::query("SELECT * FROM model_versions WHERE model = ? AND version = ?")
+        let r = sqlx::query("SELECT * FROM model_versions WHERE model = $1 AND version = $2")
             .bind(model)
             .bind(version)
             .fetch_one(&self.pool)
             .await?;
         let aliases: Vec<String> = sqlx::query_scalar(
-            "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+            "SELECT alias FROM aliases WHERE model = $1 AND version = $2 ORDER BY alias",
         )
         .bind(model)
         .bind(version)
@@ -742,7 +853,7 @@ impl Store {
             serde_json::from_str(&r.get::<String, _>(col)).unwrap_or(serde_json::Value::Null)
         };
         let tags: Vec<(String, String)> = sqlx::query_as(
-            "SELECT key, value FROM version_tags WHERE model = ? AND version = ? ORDER BY key",
+            "SELECT key, value FROM version_tags WHERE model = $1 AND version = $2 ORDER BY key",
         )
         .bind(model)
         .bind(version)
@@ -776,25 +887,28 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Multi-row statements: one round trip through sqlx per 500 rows instead of per row.
         for chunk in rows.chunks(500) {
-            let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output, shadow_version, shadow_output, probabilities, shadow_probabilities) ",
+            let sql = crate::multi_values(
+                "INSERT INTO prediction_log(model, request_id, row, version, at_ms, features, output, shadow_version, shadow_output, probabilities, shadow_probabilities)",
+                chunk.len(),
+                11,
+                "ON CONFLICT(model, request_id, row) DO NOTHING",
             );
-            q.push_values(chunk, |mut b, r| {
-                let blob = f64s_to_blob(&r.features);
-                b.push_bind(r.model.clone())
-                    .push_bind(r.request_id.clone())
-                    .push_bind(r.row)
-                    .push_bind(r.version)
-                    .push_bind(r.at_ms)
-                    .push_bind(blob)
-                    .push_bind(r.output)
-                    .push_bind(r.shadow.map(|s| s.0))
-                    .push_bind(r.shadow.map(|s| s.1))
-                    .push_bind(r.probabilities.as_deref().map(f64s_to_blob))
-                    .push_bind(r.shadow_probabilities.as_deref().map(f64s_to_blob));
-            });
-            q.push(" ON CONFLICT(model, request_id, row) DO NOTHING");
-            q.build().execute(&mut *tx).await?;
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.model.clone())
+                    .bind(r.request_id.clone())
+                    .bind(r.row)
+                    .bind(r.version)
+                    .bind(r.at_ms)
+                    .bind(f64s_to_blob(&r.features))
+                    .bind(r.output)
+                    .bind(r.shadow.map(|s| s.0))
+                    .bind(r.shadow.map(|s| s.1))
+                    .bind(r.probabilities.as_deref().map(f64s_to_blob))
+                    .bind(r.shadow_probabilities.as_deref().map(f64s_to_blob));
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -807,7 +921,7 @@ impl Store {
         let mut cutoff = older_than_ms;
         // The at_ms of the newest row that must go for the log to hold at most `max_rows`.
         let over: Option<i64> = sqlx::query_scalar(
-            "SELECT at_ms FROM prediction_log ORDER BY at_ms DESC LIMIT 1 OFFSET ?",
+            "SELECT at_ms FROM prediction_log ORDER BY at_ms DESC LIMIT 1 OFFSET $1",
         )
         .bind(max_rows as i64)
         .fetch_optional(&mut *tx)
@@ -817,12 +931,12 @@ impl Store {
         }
         sqlx::query(
             "DELETE FROM labels WHERE EXISTS (SELECT 1 FROM prediction_log p WHERE p.model = labels.model
-             AND p.request_id = labels.request_id AND p.row = labels.row AND p.at_ms < ?)",
+             AND p.request_id = labels.request_id AND p.row = labels.row AND p.at_ms < $1)",
         )
         .bind(cutoff)
         .execute(&mut *tx)
         .await?;
-        let gone = sqlx::query("DELETE FROM prediction_log WHERE at_ms < ?")
+        let gone = sqlx::query("DELETE FROM prediction_log WHERE at_ms < $1")
             .bind(cutoff)
             .execute(&mut *tx)
             .await?
@@ -845,7 +959,7 @@ impl Store {
         let now = keel_core::time::now_unix_ms();
         for f in labels {
             let known: Option<i64> = sqlx::query_scalar(
-                "SELECT version FROM prediction_log WHERE model = ? AND request_id = ? AND row = ?",
+                "SELECT version FROM prediction_log WHERE model = $1 AND request_id = $2 AND row = $3",
             )
             .bind(model)
             .bind(&f.request_id)
@@ -860,7 +974,7 @@ impl Store {
                 continue;
             }
             let previous: Option<f64> = sqlx::query_scalar(
-                "SELECT label FROM labels WHERE model = ? AND request_id = ? AND row = ?",
+                "SELECT label FROM labels WHERE model = $1 AND request_id = $2 AND row = $3",
             )
             .bind(model)
             .bind(&f.request_id)
@@ -868,7 +982,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO labels(model, request_id, row, label, at_ms) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO labels(model, request_id, row, label, at_ms) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT(model, request_id, row) DO UPDATE SET label = excluded.label, at_ms = excluded.at_ms",
             )
             .bind(model)
@@ -897,7 +1011,7 @@ impl Store {
             )
         };
         if let Some(r) = &record {
-            self.before_commit(r)?;
+            self.before_commit(&mut tx, r).await?;
         }
         tx.commit().await?;
         if let Some(r) = &record {
@@ -912,7 +1026,7 @@ impl Store {
             "SELECT p.version, p.at_ms, p.features, p.output, l.label, p.shadow_version, p.shadow_output,
                     p.probabilities, p.shadow_probabilities FROM prediction_log p
              JOIN labels l ON l.model = p.model AND l.request_id = p.request_id AND l.row = p.row
-             WHERE p.model = ? AND p.at_ms >= ? ORDER BY p.at_ms, p.request_id, p.row",
+             WHERE p.model = $1 AND p.at_ms >= $2 ORDER BY p.at_ms, p.request_id, p.row",
         )
         .bind(model)
         .bind(since_ms)
@@ -955,7 +1069,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let stored: Option<String> = sqlx::query_scalar(
-            "SELECT counts FROM profiles WHERE model = ? AND version = ? AND window_start = ? AND replica = ?",
+            "SELECT counts FROM profiles WHERE model = $1 AND version = $2 AND window_start = $3 AND replica = $4",
         )
         .bind(model)
         .bind(version)
@@ -968,7 +1082,7 @@ impl Store {
             message: format!("{model}@{version}, window {window_start}: {message}"),
         })?;
         sqlx::query(
-            "INSERT INTO profiles(model, version, window_start, replica, counts, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO profiles(model, version, window_start, replica, counts, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT(model, version, window_start, replica) DO UPDATE SET counts = excluded.counts, updated_at = excluded.updated_at",
         )
         .bind(model)
@@ -992,7 +1106,7 @@ impl Store {
         since: i64,
     ) -> Result<Vec<(i64, serde_json::Value)>> {
         let rows = sqlx::query(
-            "SELECT window_start, counts FROM profiles WHERE model = ? AND version = ? AND window_start >= ? ORDER BY window_start, replica",
+            "SELECT window_start, counts FROM profiles WHERE model = $1 AND version = $2 AND window_start >= $3 ORDER BY window_start, replica",
         )
         .bind(model)
         .bind(version)
@@ -1020,17 +1134,20 @@ impl Store {
     /// Returns the problems found (empty when consistent).
     pub async fn check(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
-        let ic: String = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_one(&self.pool)
-            .await?;
-        if ic != "ok" {
-            problems.push(format!("integrity_check: {ic}"));
-        }
-        let fk = sqlx::query("PRAGMA foreign_key_check")
-            .fetch_all(&self.pool)
-            .await?;
-        if !fk.is_empty() {
-            problems.push(format!("{} rows violate foreign keys", fk.len()));
+        // Postgres checks its pages and enforces foreign keys itself; SQLite is asked.
+        if self.backend == crate::Backend::Sqlite {
+            let ic: String = sqlx::query_scalar("PRAGMA integrity_check")
+                .fetch_one(&self.pool)
+                .await?;
+            if ic != "ok" {
+                problems.push(format!("integrity_check: {ic}"));
+            }
+            let fk = sqlx::query("PRAGMA foreign_key_check")
+                .fetch_all(&self.pool)
+                .await?;
+            if !fk.is_empty() {
+                problems.push(format!("{} rows violate foreign keys", fk.len()));
+            }
         }
         let rows =
             sqlx::query("SELECT model, version, artifact_uri, artifact_sha256 FROM model_versions")
@@ -1038,7 +1155,8 @@ impl Store {
                 .await?;
         for r in rows {
             let (uri, sha): (String, String) = (r.get("artifact_uri"), r.get("artifact_sha256"));
-            if let Err(e) = self.get_artifact(&uri, &sha).await {
+            // The stored object itself, never a local copy: this is the check of the artifact store.
+            if let Err(e) = self.fetch_artifact(&uri, &sha, false).await {
                 problems.push(format!(
                     "{}@{}: {e}",
                     r.get::<String, _>("model"),
@@ -1052,7 +1170,7 @@ impl Store {
     /// Stores a new API key (its argon2 hash only).
     pub async fn create_key(&self, key: &ApiKeyRecord) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("INSERT INTO api_keys(id, hash, role, description, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO api_keys(id, hash, role, description, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(&key.id)
             .bind(&key.hash)
             .bind(key.role.as_str())
@@ -1068,7 +1186,7 @@ impl Store {
             ),
         )
         .await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         Ok(())
@@ -1103,7 +1221,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         // Never the last active admin key: nobody could manage keys over HTTP afterwards.
         let role: Option<String> =
-            sqlx::query_scalar("SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query_scalar("SELECT role FROM api_keys WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -1118,7 +1236,7 @@ impl Store {
             }
         }
         let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(keel_core::time::now_rfc3339())
                 .bind(id)
                 .execute(&mut *tx)
@@ -1127,7 +1245,7 @@ impl Store {
             return Ok(false);
         }
         let record = audit::append_in(&mut tx, &AuditEvent::new(actor, "key.revoke", id)).await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         Ok(true)
@@ -1163,7 +1281,7 @@ pub fn validate_alias(alias: &str) -> Result<()> {
 }
 
 pub(crate) async fn set_alias_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     model: &str,
     alias: &str,
     version: i64,
@@ -1171,7 +1289,7 @@ pub(crate) async fn set_alias_in(
 ) -> Result<()> {
     crate::versions::ensure_not_archived(tx, model, version).await?;
     sqlx::query(
-        "INSERT INTO aliases(model, alias, version, updated_at) VALUES (?, ?, ?, ?)
+        "INSERT INTO aliases(model, alias, version, updated_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT(model, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
     )
     .bind(model)
@@ -1213,29 +1331,6 @@ fn probe_writable(home: &Path) -> Result<()> {
         }
         Err(e) => Err(classify_write_error(home, e)),
     }
-}
-
-/// Takes and releases the database's write lock through SQLite, so a database file that cannot be written
-/// fails at open with [`Error::ReadOnly`] rather than half-way through a change.
-async fn probe_database(pool: &SqlitePool, db: &Path) -> Result<()> {
-    let readonly = |e: sqlx::Error| match &e {
-        sqlx::Error::Database(d)
-            if d.code().as_deref() == Some("8") || d.message().contains("readonly") =>
-        {
-            Error::ReadOnly {
-                path: db.to_path_buf(),
-                reason: d.message().to_string(),
-            }
-        }
-        _ => Error::Database(e),
-    };
-    let mut conn = pool.acquire().await.map_err(readonly)?;
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *conn)
-        .await
-        .map_err(readonly)?;
-    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1283,53 +1378,6 @@ mod tests {
             champion_if_none,
             profile: serde_json::Value::Null,
         }
-    }
-
-    /// A challenger registered after the champion is newer, but a bare name still means the champion; the
-    /// listing shows the champion's metrics and every alias.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_bare_name_is_the_champion_not_the_newest_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let v1 = store.register(version("m", &[], true)).await.unwrap();
-        assert_eq!(
-            v1.aliases,
-            vec!["champion".to_string()],
-            "first version becomes champion"
-        );
-        let v2 = store
-            .register(version("m", &["challenger"], false))
-            .await
-            .unwrap();
-        assert_eq!(v2.aliases, vec!["challenger".to_string()]);
-        // A later plain registration does not take the champion either.
-        let v3 = store.register(version("m", &[], true)).await.unwrap();
-        assert!(v3.aliases.is_empty(), "{:?}", v3.aliases);
-        let (name, sel) = Selector::parse("m").unwrap();
-        assert_eq!(store.get(&name, &sel).await.unwrap().version, 1);
-        let listed = store.list().await.unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].latest_version, 3);
-        assert_eq!(listed[0].versions, 3);
-        let champion = listed[0].champion.as_ref().unwrap();
-        assert_eq!(champion.version, 1);
-        assert_eq!(champion.metrics["auc"], 0.0);
-        assert_eq!(listed[0].aliases.get("challenger"), Some(&2));
-        assert_eq!(listed[0].aliases.get("champion"), Some(&1));
-
-        // A model without a champion: a bare name is refused with what to do.
-        store
-            .register(version("solo", &["staging"], false))
-            .await
-            .unwrap();
-        let (name, sel) = Selector::parse("solo").unwrap();
-        let e = store.get(&name, &sel).await.unwrap_err();
-        assert!(matches!(e, Error::NoAlias { .. }), "{e:?}");
-        assert!(
-            e.to_string().contains("keel models alias solo champion"),
-            "{e}"
-        );
-        assert!(store.get("solo", &Selector::Version(1)).await.is_ok());
     }
 
     /// Another process reading the registry (an operator's `sqlite3`, a backup) while this process holds it
@@ -1385,293 +1433,5 @@ mod tests {
         assert_eq!(again.audit_records().await.unwrap().len(), records);
         let v = again.audit_verify().await.unwrap();
         assert!(v.ok, "{v:?}");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn the_prediction_log_keeps_what_retention_allows_and_labels_go_with_their_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let rows: Vec<LoggedPrediction> = (0..100)
-            .map(|i| LoggedPrediction {
-                model: "m".into(),
-                version: 1,
-                request_id: format!("r{i}"),
-                row: 0,
-                at_ms: 1_000 + i,
-                features: vec![1.0],
-                output: 0.5,
-                shadow: None,
-                probabilities: None,
-                shadow_probabilities: None,
-            })
-            .collect();
-        store.log_predictions(&rows).await.unwrap();
-        let label = |id: &str| Feedback {
-            request_id: id.into(),
-            row: 0,
-            label: 1.0,
-        };
-        store
-            .put_labels("m", &[label("r5"), label("r95")], "t")
-            .await
-            .unwrap();
-        // Age: everything before at_ms 1,010 goes (r0..r9), with r5's label.
-        assert_eq!(store.prune_prediction_log(1_010, 1_000).await.unwrap(), 10);
-        // Size: at most 50 rows remain, the newest.
-        assert_eq!(store.prune_prediction_log(0, 50).await.unwrap(), 40);
-        let left = store.labelled("m", 0).await.unwrap();
-        assert_eq!(left.len(), 1, "r95's label stays with its row");
-        let out = store
-            .put_labels("m", &[label("r49"), label("r50")], "t")
-            .await
-            .unwrap();
-        assert_eq!((out.stored, out.unknown), (1, 1), "r49 is gone, r50 kept");
-    }
-
-    /// With a signing key outside the home, rewriting history needs the key: a head rewritten to match an
-    /// edited log fails the signature check, as does a head signed by another key.
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_signed_head_catches_a_rewrite_made_without_the_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
-        let public = key.verifying_key();
-        let other = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]).verifying_key();
-        let store = Store::open(dir.path())
-            .await
-            .unwrap()
-            .with_audit_signer(key);
-        store.register(version("m", &[], true)).await.unwrap();
-        store.set_alias("m", "staging", 1, "tester").await.unwrap();
-        let v = store.audit_verify_signed(Some(&public)).await.unwrap();
-        assert!(v.ok, "{v:?}");
-        assert_eq!(v.signature.as_deref(), Some("valid"));
-        assert!(!store.audit_verify_signed(Some(&other)).await.unwrap().ok);
-        // Without a trusted key the chain still verifies and says the signature was not checked.
-        let v = store.audit_verify().await.unwrap();
-        assert_eq!((v.ok, v.signature.as_deref()), (true, Some("unchecked")));
-        // An attacker with write access to the database and the home, but not the key, drops the last
-        // record and rewrites the head to match: the chain is consistent again, the signature is not.
-        let records = store.audit_records().await.unwrap();
-        sqlx::query("DELETE FROM audit_log WHERE seq = ?")
-            .bind(records.last().unwrap().seq)
-            .execute(&store.pool)
-            .await
-            .unwrap();
-        let prev = &records[records.len() - 2];
-        let forged = audit::AuditHead {
-            seq: prev.seq,
-            hash: prev.hash.clone(),
-            pending: None,
-            signature: None,
-        };
-        std::fs::write(
-            dir.path().join("audit.head"),
-            serde_json::to_vec(&forged).unwrap(),
-        )
-        .unwrap();
-        assert!(
-            store.audit_verify().await.unwrap().ok,
-            "without the key it looks intact"
-        );
-        let v = store.audit_verify_signed(Some(&public)).await.unwrap();
-        assert!(!v.ok, "{v:?}");
-        assert!(v.problem.unwrap().contains("not signed"));
-    }
-
-    /// Deleting and archiving respect what points at a version; numbers are never reused; a blob shared by
-    /// two versions outlives the first deletion; every change is audited.
-    #[tokio::test(flavor = "current_thread")]
-    async fn versions_are_archived_and_deleted_only_when_nothing_points_at_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let mut shared = version("m", &[], true);
-        shared.model_bytes = b"same bytes".to_vec();
-        let v1 = store.register(shared.clone()).await.unwrap();
-        shared.aliases = vec![];
-        shared.champion_if_none = false;
-        let v2 = store.register(shared.clone()).await.unwrap();
-        assert_eq!(v1.artifact_uri, v2.artifact_uri);
-        let v3 = store
-            .register(version("m", &["staging"], false))
-            .await
-            .unwrap();
-
-        // The champion and an aliased version are pinned.
-        for v in [1, 3] {
-            let e = store.delete_version("m", v, "t").await.unwrap_err();
-            assert!(matches!(e, Error::Conflict(_)), "{e}");
-            assert!(e.to_string().contains("alias"), "{e}");
-            assert!(store.set_archived("m", v, true, "t").await.is_err());
-        }
-        // Archiving v2 forbids aliasing it until it is restored.
-        assert!(store.set_archived("m", 2, true, "t").await.unwrap());
-        assert!(
-            store
-                .get("m", &Selector::Version(2))
-                .await
-                .unwrap()
-                .archived
-        );
-        let e = store.set_alias("m", "canary", 2, "t").await.unwrap_err();
-        assert!(e.to_string().contains("archived"), "{e}");
-        assert!(store.set_archived("m", 2, false, "t").await.unwrap());
-        store.set_alias("m", "canary", 2, "t").await.unwrap();
-        store.set_alias("m", "canary", 1, "t").await.unwrap();
-
-        // Tags and a description.
-        let tags: std::collections::BTreeMap<String, String> =
-            [("team".to_string(), "risk".to_string())].into();
-        store
-            .annotate_version("m", 2, Some("weekly retrain"), &tags, "t")
-            .await
-            .unwrap();
-        let got = store.get("m", &Selector::Version(2)).await.unwrap();
-        assert_eq!(got.description, "weekly retrain");
-        assert_eq!(got.tags, tags);
-
-        // v2 shares its blob with v1: deleting v2 keeps the blob; v1 still loads.
-        assert!(!store.delete_version("m", 2, "t").await.unwrap());
-        assert!(store.model_bytes(&v1).await.is_ok());
-        assert!(matches!(
-            store.get("m", &Selector::Version(2)).await,
-            Err(Error::UnknownVersion { .. })
-        ));
-        // v3's own blob goes with it once its alias moved.
-        store.set_alias("m", "staging", 1, "t").await.unwrap();
-        assert!(store.delete_version("m", 3, "t").await.unwrap());
-        assert!(!dir.path().join("artifacts").join(&v3.artifact_uri).exists());
-        // Numbers are not reused: the next version is 4.
-        let v4 = store.register(version("m", &[], false)).await.unwrap();
-        assert_eq!(v4.version, 4);
-        assert_eq!(store.versions("m").await.unwrap().len(), 2);
-
-        let actions: Vec<String> = store
-            .audit_records()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.action)
-            .collect();
-        for a in [
-            "model.archive",
-            "model.restore",
-            "model.annotate",
-            "model.delete",
-        ] {
-            assert!(
-                actions.iter().any(|x| x == a),
-                "{a} missing from {actions:?}"
-            );
-        }
-        assert!(store.audit_verify().await.unwrap().ok);
-    }
-
-    /// A run logged in batches: parameters immutable, metrics by step with the latest shown, a bad batch
-    /// refused whole with the JSON path of the bad entry, an ended run closed to writes.
-    #[tokio::test(flavor = "current_thread")]
-    async fn runs_take_batches_atomically_and_close_when_ended() {
-        use crate::runs::{MetricPoint, NewRun, RunBatch, RunFilter, RunStatus};
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        let run = store
-            .create_run(NewRun {
-                experiment: "exp".into(),
-                name: "first".into(),
-                source: "client".into(),
-                created_by: "t".into(),
-                ..NewRun::default()
-            })
-            .await
-            .unwrap();
-        assert_eq!(run.status, RunStatus::Running);
-        let m = |key: &str, step: i64, value: f64| MetricPoint {
-            key: key.into(),
-            value,
-            step,
-            timestamp: None,
-            lower: None,
-            upper: None,
-        };
-        let batch = RunBatch {
-            params: vec![("lr".into(), "0.1".into())],
-            metrics: (0..100)
-                .map(|s| m("loss", s, 1.0 / (s + 1) as f64))
-                .collect(),
-            tags: vec![("framework".into(), "torch".into())],
-        };
-        store.log_run_batch(&run.id, &batch).await.unwrap();
-        // The same parameter value again is fine; another value is refused and nothing of that batch lands.
-        store.log_run_batch(&run.id, &batch).await.unwrap();
-        let bad = RunBatch {
-            params: vec![("lr".into(), "0.2".into())],
-            metrics: vec![m("acc", 0, 0.5)],
-            tags: vec![],
-        };
-        let e = store.log_run_batch(&run.id, &bad).await.unwrap_err();
-        assert!(e.to_string().contains("params[0]"), "{e}");
-        let nan = RunBatch {
-            metrics: vec![m("acc", 0, 0.5), m("acc", 1, f64::NAN)],
-            ..RunBatch::default()
-        };
-        let e = store.log_run_batch(&run.id, &nan).await.unwrap_err();
-        assert!(e.to_string().contains("metrics[1].value"), "{e}");
-        let got = store.run(&run.id).await.unwrap();
-        assert!(
-            !got.metrics.contains_key("acc"),
-            "a refused batch left {:?}",
-            got.metrics
-        );
-        assert_eq!(got.metrics["loss"].steps, 100);
-        assert_eq!(got.metrics["loss"].step, 99);
-        assert_eq!(got.metrics["loss"].value, 0.01);
-        assert_eq!(
-            store.metric_history(&run.id, "loss").await.unwrap().len(),
-            100
-        );
-
-        store
-            .put_run_artifact(&run.id, "plots/loss.txt", b"down")
-            .await
-            .unwrap();
-        assert_eq!(
-            store.run_artifact(&run.id, "plots/loss.txt").await.unwrap(),
-            b"down"
-        );
-        assert!(matches!(
-            store.put_run_artifact(&run.id, "../escape", b"x").await,
-            Err(Error::InvalidContent { .. })
-        ));
-        assert!(matches!(
-            store.run_artifact(&run.id, "plots/missing.txt").await,
-            Err(Error::UnknownArtifact { .. })
-        ));
-
-        let ended = store
-            .end_run(&run.id, RunStatus::Finished, None)
-            .await
-            .unwrap();
-        assert_eq!(ended.status, RunStatus::Finished);
-        let e = store.log_run_batch(&run.id, &batch).await.unwrap_err();
-        assert!(matches!(e, Error::Conflict(_)), "{e}");
-        assert!(matches!(store.run("nope").await, Err(Error::UnknownRun(_))));
-
-        store
-            .create_run(NewRun {
-                experiment: "other".into(),
-                source: "train".into(),
-                created_by: "t".into(),
-                ..NewRun::default()
-            })
-            .await
-            .unwrap();
-        let only = store
-            .runs(&RunFilter {
-                experiment: Some("exp".into()),
-                limit: None,
-            })
-            .await
-            .unwrap();
-        assert_eq!(only.len(), 1);
-        assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 2);
     }
 }

@@ -295,7 +295,7 @@ fn new_run_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 impl Store {
     /// Creates a run (and its experiment on first use), with its first batch and artifacts, in one
@@ -322,13 +322,13 @@ impl Store {
         let now_ms = keel_core::time::now_unix_ms();
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO experiments(name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO experiments(name, created_at) VALUES ($1, $2) ON CONFLICT(name) DO NOTHING",
         )
         .bind(&new.experiment)
         .bind(keel_core::time::now_rfc3339())
         .execute(&mut *tx)
         .await?;
-        let exp: i64 = sqlx::query_scalar("SELECT id FROM experiments WHERE name = ?")
+        let exp: i64 = sqlx::query_scalar("SELECT id FROM experiments WHERE name = $1")
             .bind(&new.experiment)
             .fetch_one(&mut *tx)
             .await?;
@@ -338,7 +338,7 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO runs(id, experiment_id, name, source, status, data_hash, seed, created_by, start_ms, end_ms, model, version)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&id)
         .bind(exp)
@@ -357,7 +357,7 @@ impl Store {
         write_batch(&mut tx, &id, &new.batch, now_ms).await?;
         for (path, (uri, sha), size) in &stored {
             sqlx::query(
-                "INSERT INTO run_artifacts(run_id, path, uri, sha256, size) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO run_artifacts(run_id, path, uri, sha256, size) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(&id)
             .bind(path)
@@ -398,7 +398,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         running(&mut tx, id).await?;
         sqlx::query(
-            "INSERT INTO run_artifacts(run_id, path, uri, sha256, size) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO run_artifacts(run_id, path, uri, sha256, size) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT(run_id, path) DO UPDATE SET uri = excluded.uri, sha256 = excluded.sha256, size = excluded.size",
         )
         .bind(id)
@@ -451,7 +451,7 @@ impl Store {
                 format!("{end} is before the run's start {start}"),
             ));
         }
-        sqlx::query("UPDATE runs SET status = ?, end_ms = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET status = $1, end_ms = $2 WHERE id = $3")
             .bind(status.as_str())
             .bind(end)
             .bind(id)
@@ -464,34 +464,34 @@ impl Store {
     /// One run with its parameters, latest metrics, tags and artifacts.
     pub async fn run(&self, id: &str) -> Result<RunRecord> {
         let r = sqlx::query(
-            "SELECT r.*, e.name AS experiment FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = ?",
+            "SELECT r.*, e.name AS experiment FROM runs r JOIN experiments e ON e.id = r.experiment_id WHERE r.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| Error::UnknownRun(id.to_string()))?;
         let params: Vec<(String, String)> =
-            sqlx::query_as("SELECT key, value FROM run_params WHERE run_id = ? ORDER BY key")
+            sqlx::query_as("SELECT key, value FROM run_params WHERE run_id = $1 ORDER BY key")
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
         let tags: Vec<(String, String)> =
-            sqlx::query_as("SELECT key, value FROM run_tags WHERE run_id = ? ORDER BY key")
+            sqlx::query_as("SELECT key, value FROM run_tags WHERE run_id = $1 ORDER BY key")
                 .bind(id)
                 .fetch_all(&self.pool)
                 .await?;
         let metrics = sqlx::query(
             "SELECT m.key, m.step, m.value, m.lower, m.upper, c.n FROM run_metrics m
-             JOIN (SELECT key, MAX(step) AS last, COUNT(*) AS n FROM run_metrics WHERE run_id = ? GROUP BY key) c
+             JOIN (SELECT key, MAX(step) AS last, COUNT(*) AS n FROM run_metrics WHERE run_id = $1 GROUP BY key) c
                ON c.key = m.key AND c.last = m.step
-             WHERE m.run_id = ? ORDER BY m.key",
+             WHERE m.run_id = $2 ORDER BY m.key",
         )
         .bind(id)
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
         let artifacts = sqlx::query(
-            "SELECT path, uri, sha256, size FROM run_artifacts WHERE run_id = ? ORDER BY path",
+            "SELECT path, uri, sha256, size FROM run_artifacts WHERE run_id = $1 ORDER BY path",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -543,10 +543,10 @@ impl Store {
     pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT r.id FROM runs r JOIN experiments e ON e.id = r.experiment_id
-             WHERE (?1 IS NULL OR e.name = ?1) ORDER BY r.start_ms DESC, r.rowid DESC LIMIT ?2",
+             WHERE ($1 IS NULL OR e.name = $1) ORDER BY r.start_ms DESC, r.id DESC LIMIT $2",
         )
         .bind(&filter.experiment)
-        .bind(filter.limit.unwrap_or(-1))
+        .bind(filter.limit.unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
         let mut out = Vec::with_capacity(ids.len());
@@ -560,7 +560,7 @@ impl Store {
     pub async fn metric_history(&self, id: &str, key: &str) -> Result<Vec<MetricPoint>> {
         self.run(id).await?;
         let rows = sqlx::query(
-            "SELECT step, value, lower, upper, at_ms FROM run_metrics WHERE run_id = ? AND key = ? ORDER BY step",
+            "SELECT step, value, lower, upper, at_ms FROM run_metrics WHERE run_id = $1 AND key = $2 ORDER BY step",
         )
         .bind(id)
         .bind(key)
@@ -589,7 +589,7 @@ impl Store {
                 .replace('_', "\\_")
         );
         Ok(sqlx::query_scalar(
-            "SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT 10",
+            "SELECT id FROM runs WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT 10",
         )
         .bind(pattern)
         .fetch_all(&self.pool)
@@ -607,9 +607,9 @@ impl Store {
 }
 
 /// The run's start time when it is running; its absence or its end as errors.
-async fn running(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: &str) -> Result<i64> {
+async fn running(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<i64> {
     let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT status, start_ms FROM runs WHERE id = ?")
+        sqlx::query_as("SELECT status, start_ms FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?;
@@ -625,7 +625,7 @@ async fn running(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, id: &str) -> Resu
 async fn write_batch(tx: &mut Tx, id: &str, b: &RunBatch, now_ms: i64) -> Result<()> {
     for (i, (k, v)) in b.params.iter().enumerate() {
         let old: Option<String> =
-            sqlx::query_scalar("SELECT value FROM run_params WHERE run_id = ? AND key = ?")
+            sqlx::query_scalar("SELECT value FROM run_params WHERE run_id = $1 AND key = $2")
                 .bind(id)
                 .bind(k)
                 .fetch_optional(&mut **tx)
@@ -638,7 +638,7 @@ async fn write_batch(tx: &mut Tx, id: &str, b: &RunBatch, now_ms: i64) -> Result
                 )));
             }
             None => {
-                sqlx::query("INSERT INTO run_params(run_id, key, value) VALUES (?, ?, ?)")
+                sqlx::query("INSERT INTO run_params(run_id, key, value) VALUES ($1, $2, $3)")
                     .bind(id)
                     .bind(k)
                     .bind(v)
@@ -648,27 +648,29 @@ async fn write_batch(tx: &mut Tx, id: &str, b: &RunBatch, now_ms: i64) -> Result
         }
     }
     for chunk in b.metrics.chunks(400) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO run_metrics(run_id, key, step, value, lower, upper, at_ms) ",
-        );
-        q.push_values(chunk, |mut r, m| {
-            r.push_bind(id.to_string())
-                .push_bind(m.key.clone())
-                .push_bind(m.step)
-                .push_bind(m.value)
-                .push_bind(m.lower)
-                .push_bind(m.upper)
-                .push_bind(m.timestamp.unwrap_or(now_ms));
-        });
-        q.push(
-            " ON CONFLICT(run_id, key, step) DO UPDATE SET value = excluded.value, lower = excluded.lower,
+        let sql = crate::multi_values(
+            "INSERT INTO run_metrics(run_id, key, step, value, lower, upper, at_ms)",
+            chunk.len(),
+            7,
+            "ON CONFLICT(run_id, key, step) DO UPDATE SET value = excluded.value, lower = excluded.lower,
               upper = excluded.upper, at_ms = excluded.at_ms",
         );
-        q.build().execute(&mut **tx).await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in chunk {
+            q = q
+                .bind(id.to_string())
+                .bind(m.key.clone())
+                .bind(m.step)
+                .bind(m.value)
+                .bind(m.lower)
+                .bind(m.upper)
+                .bind(m.timestamp.unwrap_or(now_ms));
+        }
+        q.execute(&mut **tx).await?;
     }
     for (k, v) in &b.tags {
         sqlx::query(
-            "INSERT INTO run_tags(run_id, key, value) VALUES (?, ?, ?)
+            "INSERT INTO run_tags(run_id, key, value) VALUES ($1, $2, $3)
              ON CONFLICT(run_id, key) DO UPDATE SET value = excluded.value",
         )
         .bind(id)

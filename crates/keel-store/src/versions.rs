@@ -13,12 +13,12 @@ use crate::audit::{self, AuditEvent};
 use crate::registry::Store;
 use crate::{Error, Result};
 
-type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// What pins a version: its aliases and live rollouts, as words for an error message.
 async fn pinned_by(tx: &mut Tx, model: &str, version: i64) -> Result<Vec<String>> {
     let mut why: Vec<String> = sqlx::query_scalar::<_, String>(
-        "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+        "SELECT alias FROM aliases WHERE model = $1 AND version = $2 ORDER BY alias",
     )
     .bind(model)
     .bind(version)
@@ -28,7 +28,7 @@ async fn pinned_by(tx: &mut Tx, model: &str, version: i64) -> Result<Vec<String>
     .map(|a| format!("alias '{a}'"))
     .collect();
     let rollout: Option<(Option<i64>, Option<i64>)> =
-        sqlx::query_as("SELECT canary_version, shadow_version FROM rollouts WHERE model = ?")
+        sqlx::query_as("SELECT canary_version, shadow_version FROM rollouts WHERE model = $1")
             .bind(model)
             .fetch_optional(&mut **tx)
             .await?;
@@ -44,12 +44,12 @@ async fn pinned_by(tx: &mut Tx, model: &str, version: i64) -> Result<Vec<String>
 }
 
 async fn exists(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     model: &str,
     version: i64,
 ) -> Result<Option<bool>> {
     let row: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT archived_at FROM model_versions WHERE model = ? AND version = ?",
+        "SELECT archived_at FROM model_versions WHERE model = $1 AND version = $2",
     )
     .bind(model)
     .bind(version)
@@ -67,7 +67,7 @@ fn unknown(model: &str, version: i64) -> Error {
 
 /// Refuses an alias move onto an archived version.
 pub(crate) async fn ensure_not_archived(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     model: &str,
     version: i64,
 ) -> Result<()> {
@@ -104,7 +104,7 @@ impl Store {
                 )));
             }
         }
-        sqlx::query("UPDATE model_versions SET archived_at = ? WHERE model = ? AND version = ?")
+        sqlx::query("UPDATE model_versions SET archived_at = $1 WHERE model = $2 AND version = $3")
             .bind(archived.then(keel_core::time::now_rfc3339))
             .bind(model)
             .bind(version)
@@ -122,7 +122,7 @@ impl Store {
                 .after(serde_json::json!({ "archived": archived })),
         )
         .await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         Ok(true)
@@ -143,16 +143,16 @@ impl Store {
             )));
         }
         let (uri, sha, kind, dataset): (String, String, String, String) = sqlx::query_as(
-            "SELECT artifact_uri, artifact_sha256, kind, dataset_hash FROM model_versions WHERE model = ? AND version = ?",
+            "SELECT artifact_uri, artifact_sha256, kind, dataset_hash FROM model_versions WHERE model = $1 AND version = $2",
         )
         .bind(model)
         .bind(version)
         .fetch_one(&mut *tx)
         .await?;
         for sql in [
-            "DELETE FROM version_tags WHERE model = ? AND version = ?",
-            "DELETE FROM profiles WHERE model = ? AND version = ?",
-            "DELETE FROM model_versions WHERE model = ? AND version = ?",
+            "DELETE FROM version_tags WHERE model = $1 AND version = $2",
+            "DELETE FROM profiles WHERE model = $1 AND version = $2",
+            "DELETE FROM model_versions WHERE model = $1 AND version = $2",
         ] {
             sqlx::query(sql)
                 .bind(model)
@@ -160,21 +160,23 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO deleted_versions(model, version, deleted_at, deleted_by) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO deleted_versions(model, version, deleted_at, deleted_by) VALUES ($1, $2, $3, $4)")
             .bind(model)
             .bind(version)
             .bind(keel_core::time::now_rfc3339())
             .bind(actor)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE runs SET model = NULL, version = NULL WHERE model = ? AND version = ?")
-            .bind(model)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE runs SET model = NULL, version = NULL WHERE model = $1 AND version = $2",
+        )
+        .bind(model)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
         let still_used: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM model_versions WHERE artifact_uri = ?1)
-                  + (SELECT COUNT(*) FROM run_artifacts WHERE uri = ?1)",
+            "SELECT (SELECT COUNT(*) FROM model_versions WHERE artifact_uri = $1)
+                  + (SELECT COUNT(*) FROM run_artifacts WHERE uri = $1)",
         )
         .bind(&uri)
         .fetch_one(&mut *tx)
@@ -186,7 +188,7 @@ impl Store {
             ),
         )
         .await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         if still_used > 0 {
@@ -234,7 +236,7 @@ impl Store {
             return Err(unknown(model, version));
         }
         let before: String = sqlx::query_scalar(
-            "SELECT version_description FROM model_versions WHERE model = ? AND version = ?",
+            "SELECT version_description FROM model_versions WHERE model = $1 AND version = $2",
         )
         .bind(model)
         .bind(version)
@@ -242,7 +244,7 @@ impl Store {
         .await?;
         if let Some(d) = description {
             sqlx::query(
-                "UPDATE model_versions SET version_description = ? WHERE model = ? AND version = ?",
+                "UPDATE model_versions SET version_description = $1 WHERE model = $2 AND version = $3",
             )
             .bind(d)
             .bind(model)
@@ -252,15 +254,17 @@ impl Store {
         }
         for (k, v) in tags {
             if v.is_empty() {
-                sqlx::query("DELETE FROM version_tags WHERE model = ? AND version = ? AND key = ?")
-                    .bind(model)
-                    .bind(version)
-                    .bind(k)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "DELETE FROM version_tags WHERE model = $1 AND version = $2 AND key = $3",
+                )
+                .bind(model)
+                .bind(version)
+                .bind(k)
+                .execute(&mut *tx)
+                .await?;
             } else {
                 sqlx::query(
-                    "INSERT INTO version_tags(model, version, key, value) VALUES (?, ?, ?, ?)
+                    "INSERT INTO version_tags(model, version, key, value) VALUES ($1, $2, $3, $4)
                      ON CONFLICT(model, version, key) DO UPDATE SET value = excluded.value",
                 )
                 .bind(model)
@@ -278,7 +282,7 @@ impl Store {
                 .after(serde_json::json!({ "description": description, "tags": tags })),
         )
         .await?;
-        self.before_commit(&record)?;
+        self.before_commit(&mut tx, &record).await?;
         tx.commit().await?;
         self.after_audit(&record);
         Ok(())

@@ -42,11 +42,34 @@ pub fn input_error(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// Where state lives: `[store]` in keel.toml, under the `KEEL_*` variables, under the flags.
+fn store_config(cli: &Cli) -> anyhow::Result<keel_store::StoreConfig> {
+    let file = keel_app::config::store(None)?;
+    let mut config = file.with_env()?;
+    if let Some(u) = &cli.database_url {
+        config.database_url = Some(u.clone());
+    }
+    if let Some(u) = &cli.artifact_url {
+        config.artifact_url = Some(u.clone());
+    }
+    config.backend()?;
+    Ok(config)
+}
+
 /// Runs a command; returns the exit code for outcomes that are not errors (0, or 1 for a failed check).
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let home = cli.home();
+    keel_store::configure(store_config(&cli)?);
     match cli.command {
         Command::Init(a) => models::init(&home, &a),
+        Command::Migrate(a) => models::migrate(&home, &a),
+        Command::Worker(a) => rollout::jobs_cmd(
+            &home,
+            &crate::cli::JobsCommand::Work(crate::cli::JobsWorkArgs {
+                forever: true,
+                json: a.json,
+            }),
+        ),
         Command::Data { command } => match command {
             DataCommand::Validate(a) => data::validate(&home, &a),
             DataCommand::Profile(a) => data::profile(&a),

@@ -13,16 +13,43 @@ use crate::output::print_json;
 pub fn init(home: &Path, a: &InitArgs) -> Result<i32> {
     let store = block_on(Store::open(home))?;
     let home = std::fs::canonicalize(store.home()).unwrap_or_else(|_| home.to_path_buf());
+    let (registry, artifacts) = store.locations();
+    let canon = |p: &str| {
+        std::fs::canonicalize(p).map_or_else(|_| p.to_string(), |c| c.display().to_string())
+    };
+    let (registry, artifacts) = (canon(registry), canon(artifacts));
     block_on(store.close());
     if a.json {
         print_json(
-            &serde_json::json!({"home": home, "registry": home.join("registry.db"), "artifacts": home.join("artifacts")}),
+            &serde_json::json!({"home": home, "registry": registry, "artifacts": artifacts}),
         );
     } else {
         println!("Keel home ready at {}", home.display());
-        println!("  registry:  {}", home.join("registry.db").display());
-        println!("  artifacts: {}", home.join("artifacts").display());
+        println!("  registry:  {registry}");
+        println!("  artifacts: {artifacts}");
         println!("Next: keel quickstart, or keel train --help");
+    }
+    Ok(0)
+}
+
+/// `keel migrate`: applies the missing schema migrations of the configured database.
+pub fn migrate(home: &Path, a: &InitArgs) -> Result<i32> {
+    let config = keel_store::StoreConfig::current()?;
+    let report = block_on(Store::migrate(home, &config))?;
+    if a.json {
+        print_json(&serde_json::json!({
+            "backend": report.backend, "from": report.from, "to": report.to, "applied": report.applied(),
+        }));
+    } else if report.applied() {
+        println!(
+            "migrated the {} schema from version {} to {}",
+            report.backend, report.from, report.to
+        );
+    } else {
+        println!(
+            "the {} schema is already at version {} (nothing to do)",
+            report.backend, report.to
+        );
     }
     Ok(0)
 }

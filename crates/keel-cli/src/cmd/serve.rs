@@ -88,6 +88,9 @@ fn server_config(a: &ServeArgs) -> Result<ServerConfig> {
     if let Some(w) = a.monitor_window {
         c.monitor_window_seconds = w;
     }
+    if a.no_worker {
+        c.worker = false;
+    }
     if a.guard {
         c.guard.enabled = true;
     }
@@ -144,8 +147,9 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
         let limits = config.connection_limits();
         let state = AppState::new(store, config).await?;
         state.spawn_background();
-        // Jobs (queued by alert rules, `keel retrain --queue` or the API) run next to the server, on its store.
-        let worker = state.start_worker();
+        // Jobs (queued by alert rules, `keel retrain --queue` or the API) run next to the server, on its store,
+        // unless separate `keel worker`s run them (--no-worker).
+        let worker = state.config.worker.then(|| state.start_worker());
         let app = keel_server::router(state.clone());
         tracing::info!(%addr, "keel serving");
         println!("listening on http://{addr}");
@@ -154,9 +158,11 @@ pub fn serve(home: &Path, a: &ServeArgs) -> Result<i32> {
             .context("serving")?;
         // A running job stops at its next progress report and is recorded as cancelled.
         state.jobs.stop();
-        if tokio::time::timeout(std::time::Duration::from_secs(30), worker)
-            .await
-            .is_err()
+        state.release_singleton().await;
+        if let Some(worker) = worker
+            && tokio::time::timeout(std::time::Duration::from_secs(30), worker)
+                .await
+                .is_err()
         {
             tracing::warn!(
                 "the job worker did not stop within 30 s; its job will be marked failed"
@@ -224,7 +230,77 @@ pub fn keys_revoke(home: &Path, a: &KeysRevokeArgs) -> Result<i32> {
 }
 
 /// Streams the input in chunks: encode against the training schema, predict, append, write.
+/// `keel predict`: scores a file; inputs and outputs in object storage are downloaded and uploaded around the
+/// local scoring, and `--shard-index-env` picks one shard of a larger job.
 pub fn predict(home: &Path, a: &PredictArgs) -> Result<i32> {
+    let index = match &a.shard_index_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            input_error(format!(
+                "--shard-index-env {var}: the variable is not set (an indexed Kubernetes Job sets JOB_COMPLETION_INDEX)"
+            ))
+        })?),
+        None => None,
+    };
+    let sub = |p: &Path| {
+        let s = p.to_string_lossy().to_string();
+        match &index {
+            Some(i) => s.replace("{index}", i),
+            None => s,
+        }
+    };
+    let (input, output) = (sub(&a.input), sub(&a.output));
+    let (remote_in, remote_out) = (input.starts_with("s3://"), output.starts_with("s3://"));
+    let mut local = a.clone();
+    local.input = PathBuf::from(&input);
+    local.output = PathBuf::from(&output);
+    if !remote_in && !remote_out {
+        return predict_local(home, &local);
+    }
+    let config = keel_store::StoreConfig::current()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let dir = home
+        .join("tmp")
+        .join(format!("predict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name_of = |url: &str| url.rsplit('/').next().unwrap_or("data").to_string();
+    let mut run = || -> Result<i32> {
+        if remote_in {
+            let p = dir.join(format!("in-{}", name_of(&input)));
+            let n = rt.block_on(keel_store::download_url(&config, &input, &p))?;
+            tracing::info!(bytes = n, from = %input, "downloaded the input");
+            local.input = p;
+        }
+        let quarantine_url = remote_out.then(|| {
+            let stem = output.rsplit_once('.').map_or(output.as_str(), |(s, _)| s);
+            format!("{stem}.quarantine.csv")
+        });
+        if remote_out {
+            local.output = dir.join(name_of(&output));
+            if local.quarantine.is_none() {
+                local.quarantine = Some(dir.join("quarantine.csv"));
+            }
+        }
+        let code = predict_local(home, &local)?;
+        if remote_out {
+            if local.output.exists() {
+                rt.block_on(keel_store::upload_url(&config, &local.output, &output))?;
+            }
+            if let (Some(q), Some(url)) = (&local.quarantine, &quarantine_url)
+                && q.exists()
+            {
+                rt.block_on(keel_store::upload_url(&config, q, url))?;
+            }
+        }
+        Ok(code)
+    };
+    let result = run();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn predict_local(home: &Path, a: &PredictArgs) -> Result<i32> {
     use crate::cli::{BadRows, UnseenArg};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -14,6 +14,7 @@ mod rag;
 mod registry;
 mod regression;
 mod runs;
+mod scaleout;
 mod serve;
 mod validate;
 

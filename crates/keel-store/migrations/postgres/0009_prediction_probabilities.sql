@@ -1,0 +1,4 @@
+-- Multiclass: every class's probability (little-endian f64s in class order) next to the predicted class, so
+-- a canary and a shadow are judged on log loss as the gate is.
+ALTER TABLE prediction_log ADD COLUMN probabilities BYTEA;
+ALTER TABLE prediction_log ADD COLUMN shadow_probabilities BYTEA;
