@@ -279,6 +279,9 @@ async fn ingest(
             ..IngestScreen::resolve_none()
         }
     };
+    // Shared collections: build on the published generation, publish the new one by compare-and-swap.
+    let base = crate::rag::sync_collection(store, ctx.rag.root(), &spec.collection).await?;
+    let name = spec.collection.clone();
     let embedder: Arc<dyn keel_rag::Embedder> = match ctx.rag.collection(&spec.collection) {
         Ok(c) => ctx.rag.embedder_for(&c).await?,
         Err(_) => ctx.rag.embedder().await?,
@@ -287,14 +290,23 @@ async fn ingest(
     let progress = Box::new(move |done: usize, total: usize| {
         hook("embedding", done as f64 / total.max(1) as f64);
     });
-    crate::rag::ingest(
+    let outcome = crate::rag::ingest(
         embedder,
         ctx.rag.root().to_path_buf(),
         spec,
         screen,
         progress,
     )
-    .await
+    .await?;
+    crate::rag::publish_collection(
+        store,
+        ctx.rag.root(),
+        &name,
+        base.as_deref(),
+        "keel (ingest job)",
+    )
+    .await?;
+    Ok(outcome)
 }
 
 /// [`run_job`] with the RAG settings of the process (what `keel serve`'s worker uses).

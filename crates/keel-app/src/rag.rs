@@ -283,6 +283,92 @@ pub fn summary(c: &Collection) -> CollectionSummary {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Collections shared by replicas
+
+/// The local copy's current generation of collection `name` (`CURRENT` under `root`), if any.
+fn local_generation(root: &Path, name: &str) -> Option<String> {
+    std::fs::read_to_string(root.join(name).join("CURRENT"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// When the store's files are shared (object storage): brings the local copy of collection `name` to its
+/// published generation, downloading that generation once into `root/NAME/GENERATION` (fetched into a
+/// temporary directory, then renamed, then `CURRENT` switched). Returns the published generation (None when
+/// the collection was never published, or when files are local and there is nothing to share).
+pub async fn sync_collection(
+    store: &keel_store::Store,
+    root: &Path,
+    name: &str,
+) -> Result<Option<String>> {
+    if !store.shares_files() {
+        return Ok(None);
+    }
+    keel_rag::collection::validate_name(name)?;
+    let Some(published) = store.collection_generation(name).await? else {
+        return Ok(None);
+    };
+    if local_generation(root, name).as_deref() == Some(published.as_str()) {
+        return Ok(Some(published));
+    }
+    let dir = root.join(name);
+    let target = dir.join(&published);
+    if !target.join("manifest.json").exists() {
+        let tmp = dir.join(format!(".fetch-{published}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        if let Err(e) = store.fetch_collection(name, &published, &tmp).await {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
+    }
+    let current = dir.join("CURRENT");
+    let tmp = dir.join(format!("CURRENT.sync{}", std::process::id()));
+    std::fs::write(&tmp, format!("{published}\n")).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &current).map_err(|e| Error::io(&current, e))?;
+    Ok(Some(published))
+}
+
+/// [`sync_collection`] for every published collection (before listing them).
+pub async fn sync_all(store: &keel_store::Store, root: &Path) -> Result<()> {
+    if !store.shares_files() {
+        return Ok(());
+    }
+    for (name, _) in store.collection_generations().await? {
+        sync_collection(store, root, &name).await?;
+    }
+    Ok(())
+}
+
+/// When the store's files are shared: publishes the local current generation of `name` if it is not `base`
+/// (the generation the change was built on, from [`sync_collection`]): its files are uploaded, then the
+/// collection's pointer is switched from `base` by compare-and-swap, so a concurrent writer's generation is
+/// never overwritten (that writer's publish fails with a conflict instead).
+pub async fn publish_collection(
+    store: &keel_store::Store,
+    root: &Path,
+    name: &str,
+    base: Option<&str>,
+    actor: &str,
+) -> Result<()> {
+    if !store.shares_files() {
+        return Ok(());
+    }
+    let Some(local) = local_generation(root, name) else {
+        return Ok(());
+    };
+    if Some(local.as_str()) == base {
+        return Ok(());
+    }
+    store
+        .publish_collection(name, &local, &root.join(name).join(&local), base, actor)
+        .await?;
+    Ok(())
+}
+
 /// Removes documents (by their path in the collection) from a collection; at least one must be there.
 pub fn delete_documents(root: &Path, collection: &str, documents: &[String]) -> Result<usize> {
     if documents.is_empty() {

@@ -57,6 +57,7 @@ pub async fn list(
     State(st): State<AppState>,
 ) -> Result<Json<CollectionList>, ApiError> {
     let root = st.rag.root().to_path_buf();
+    keel_app::rag::sync_all(st.cache.store(), &root).await?;
     let all = keel_app::rag::blocking(move || keel_app::rag::list(&root)).await?;
     Ok(Json(CollectionList {
         collections: all.into_iter().map(Collection::from).collect(),
@@ -223,6 +224,7 @@ pub async fn chunks(
             format!("offset {offset} must be 0–1000000000"),
         ));
     }
+    keel_app::rag::sync_collection(st.cache.store(), st.rag.root(), &collection).await?;
     let rag = st.rag.clone();
     let c = keel_app::rag::blocking(move || rag.collection(&collection)).await?;
     let matching: Vec<&keel_rag::chunk::Chunk> = c
@@ -264,15 +266,25 @@ pub struct Deleted {
     responses((status = 200, body = Deleted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
 pub async fn delete(
-    Authorized(_caller): AsDeployer,
+    Authorized(caller): AsDeployer,
     State(st): State<AppState>,
     Path((collection, document)): Path<(String, String)>,
 ) -> Result<Json<Deleted>, ApiError> {
+    let store = st.cache.store();
+    let base = keel_app::rag::sync_collection(store, st.rag.root(), &collection).await?;
     let root = st.rag.root().to_path_buf();
     let name = collection.clone();
     let removed =
         keel_app::rag::blocking(move || keel_app::rag::delete_documents(&root, &name, &[document]))
             .await?;
+    keel_app::rag::publish_collection(
+        store,
+        st.rag.root(),
+        &collection,
+        base.as_deref(),
+        &caller.actor(),
+    )
+    .await?;
     Ok(Json(Deleted {
         collection,
         removed: removed as u64,

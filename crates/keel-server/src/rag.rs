@@ -135,6 +135,7 @@ pub async fn rag_query(
         ));
     }
     keel_rag::query::check_question(&req.question).map_err(ApiError::from)?;
+    keel_app::rag::sync_collection(st.cache.store(), st.rag.root(), &collection).await?;
     let rag = st.rag.clone();
     let c = rag.collection(&collection)?;
     let q = keel_app::rag::Question {

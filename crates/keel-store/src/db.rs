@@ -54,6 +54,7 @@ const SQLITE_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_runs.sql"),
     include_str!("../migrations/sqlite/0009_prediction_probabilities.sql"),
     include_str!("../migrations/sqlite/0010_scale_out.sql"),
+    include_str!("../migrations/sqlite/0011_collections.sql"),
 ];
 
 const POSTGRES_MIGRATIONS: &[&str] = &[
@@ -67,10 +68,11 @@ const POSTGRES_MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0008_runs.sql"),
     include_str!("../migrations/postgres/0009_prediction_probabilities.sql"),
     include_str!("../migrations/postgres/0010_scale_out.sql"),
+    include_str!("../migrations/postgres/0011_collections.sql"),
 ];
 
 /// The schema version this build of Keel writes and reads.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Advisory lock keys (Postgres): migrations, audit appends, control-plane writes
 /// ([`crate::Store::write_tx`]; always taken before the audit lock, so the two never deadlock).

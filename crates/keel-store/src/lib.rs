@@ -19,6 +19,7 @@
 
 pub mod audit;
 mod cluster;
+mod collections;
 mod db;
 mod jobs;
 mod registry;

@@ -274,7 +274,7 @@ pub struct Store {
     /// Where the database and the artifacts are, for people (passwords redacted).
     locations: (String, String),
     /// The directory behind `artifacts` when it is local (writes are fsynced there).
-    artifact_root: Option<PathBuf>,
+    pub(crate) artifact_root: Option<PathBuf>,
     home: PathBuf,
     /// Signs the audit head when configured (`KEEL_AUDIT_SIGNING_KEY[_FILE]`, never stored in the home).
     signer: Option<ed25519_dalek::SigningKey>,

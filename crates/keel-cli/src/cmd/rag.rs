@@ -10,6 +10,8 @@ use keel_rag::{Embedder, MiniLm};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use super::block_on;
 use std::time::Instant;
 
 use super::input_error;
@@ -104,18 +106,29 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         .enable_all()
         .build()?;
     let outcome = rt.block_on(async {
+        let store = keel_store::Store::open(home).await?;
+        // Shared collections: build on the published generation, publish the new one by compare-and-swap.
+        let base = keel_app::rag::sync_collection(&store, &root(home), &spec.collection).await?;
+        let name = spec.collection.clone();
         let screen = if a.no_screen {
             IngestScreen {
                 screening: "off (--no-screen)".into(),
                 ..IngestScreen::resolve_none()
             }
         } else {
-            let store = keel_store::Store::open(home).await?;
-            let screen = IngestScreen::resolve(&store, &gcfg, &spec.collection, true).await;
-            store.close().await;
-            screen?
+            IngestScreen::resolve(&store, &gcfg, &spec.collection, true).await?
         };
-        keel_app::rag::ingest(e, root(home), spec, screen, progress).await
+        let outcome = keel_app::rag::ingest(e, root(home), spec, screen, progress).await?;
+        keel_app::rag::publish_collection(
+            &store,
+            &root(home),
+            &name,
+            base.as_deref(),
+            &super::train::actor(),
+        )
+        .await?;
+        store.close().await;
+        anyhow::Ok(outcome)
     })?;
     let (report, screening) = (&outcome.report, &outcome.screening);
     pb.finish_and_clear();
@@ -188,6 +201,9 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
         .enable_all()
         .build()?;
     let answer = rt.block_on(async {
+        let store = keel_store::Store::open(home).await?;
+        keel_app::rag::sync_collection(&store, &root(home), &a.collection).await?;
+        store.close().await;
         let c = rag.collection(&a.collection)?;
         // In a terminal, a local model's answer appears as it is generated.
         let stream: Option<TextSink> = (mode == AnswerMode::Local && !a.json).then(|| {
@@ -242,7 +258,25 @@ pub fn query(home: &Path, a: &RagQueryArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Shared collections (artifacts in object storage): brings the local copies up to the published
+/// generations first, `name` or all of them; returns the published generation of `name`.
+fn sync(home: &Path, name: Option<&str>) -> Result<Option<String>> {
+    block_on(async {
+        let store = keel_store::Store::open(home).await?;
+        let out = match name {
+            Some(n) => keel_app::rag::sync_collection(&store, &root(home), n).await?,
+            None => {
+                keel_app::rag::sync_all(&store, &root(home)).await?;
+                None
+            }
+        };
+        store.close().await;
+        anyhow::Ok(out)
+    })
+}
+
 pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {
+    sync(home, None)?;
     let names = keel_rag::collection::list(&root(home))?;
     let mut rows = Vec::new();
     for n in names {
@@ -272,6 +306,7 @@ pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {
 }
 
 pub fn chunks(home: &Path, a: &RagCollectionArgs) -> Result<i32> {
+    sync(home, Some(&a.collection))?;
     let c = Collection::open(&root(home), &a.collection)?;
     for ch in &c.chunks {
         if a.json {
@@ -284,7 +319,23 @@ pub fn chunks(home: &Path, a: &RagCollectionArgs) -> Result<i32> {
 }
 
 pub fn delete(home: &Path, a: &RagDeleteArgs) -> Result<i32> {
+    let base = sync(home, Some(&a.collection))?;
     let n = Collection::delete_documents(&root(home), &a.collection, &a.document)?;
+    if n > 0 {
+        block_on(async {
+            let store = keel_store::Store::open(home).await?;
+            keel_app::rag::publish_collection(
+                &store,
+                &root(home),
+                &a.collection,
+                base.as_deref(),
+                &super::train::actor(),
+            )
+            .await?;
+            store.close().await;
+            anyhow::Ok(())
+        })?;
+    }
     if n == 0 {
         return Err(input_error(format!(
             "none of {} is a document of '{}' (see keel rag chunks)",

@@ -267,6 +267,62 @@ fn replicas_share_one_registry_over_postgres_and_s3() {
         stderr(&o)
     );
 
+    // A RAG collection ingested in one home is queried, listed and changed from another: its generation is
+    // published to object storage and the database pointer, fetched once into the other pod's cache.
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("ships.md"),
+        "# Ships\n\n## What is a keel?\n\nThe structural spine along the bottom of a hull.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("sails.md"),
+        "# Sails\n\n## What is a jib?\n\nA triangular sail set ahead of the mast.\n",
+    )
+    .unwrap();
+    let rag = |home: &Path, args: &[&str]| {
+        let mut all = vec!["rag"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let o = keel_in(&env, home, &all);
+        assert!(o.status.success(), "rag {args:?}: {}", stderr(&o));
+        stdout_json(&o)
+    };
+    rag(
+        &trainer,
+        &["ingest", docs.to_str().unwrap(), "--collection", "kb"],
+    );
+    let listed = rag(&pod, &["list"]);
+    assert_eq!(listed["collections"][0]["collection"], "kb", "{listed}");
+    let answer = rag(
+        &pod,
+        &[
+            "query",
+            "--collection",
+            "kb",
+            "--question",
+            "What is a keel?",
+        ],
+    );
+    assert_eq!(answer["citations"][0]["document"], "ships.md", "{answer}");
+    rag(
+        &pod,
+        &["delete", "--collection", "kb", "--document", "sails.md"],
+    );
+    // The trainer's copy is behind now; its next read fetches the pod's generation.
+    let chunks = keel_in(
+        &env,
+        &trainer,
+        &["rag", "chunks", "--collection", "kb", "--json"],
+    );
+    assert!(chunks.status.success(), "{}", stderr(&chunks));
+    let text = String::from_utf8_lossy(&chunks.stdout);
+    assert!(
+        text.contains("ships.md") && !text.contains("sails.md"),
+        "{text}"
+    );
+
     let o = keel_in(&env, &pod, &["audit", "verify", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout_json(&o)["ok"], true);

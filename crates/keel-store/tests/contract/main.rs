@@ -6,6 +6,7 @@
 
 mod artifacts;
 mod cluster;
+mod collections;
 mod races;
 mod registry;
 
