@@ -108,6 +108,19 @@ else:
             problems.append(f"{where(d)}: embedded mode must replace its pod with Recreate (one writer)")
     if not by_kind.get("PersistentVolumeClaim"):
         problems.append("embedded mode: expected a PersistentVolumeClaim for the home")
+if scale:
+    # Connections: every pod's pool, plus each serve pod's LISTEN connection, at the HPA's maximum, must fit
+    # PostgreSQL's default max_connections (100).
+    def pool(d):
+        env = {e["name"]: e.get("value") for e in pod_spec(d)["containers"][0].get("env", [])}
+        return int(env.get("KEEL_DB_POOL_SIZE") or 10)
+    hpa = by_kind.get("HorizontalPodAutoscaler", [])
+    serve_max = hpa[0]["spec"]["maxReplicas"] if hpa else serves[0]["spec"].get("replicas", 1)
+    total = serve_max * (pool(serves[0]) + 1)
+    total += sum(d["spec"].get("replicas", 1) * pool(d) for d in workers)
+    total += sum(pool(d) for d in migrate)
+    if total > 100:
+        problems.append(f"scale mode: up to {total} PostgreSQL connections at the HPA's maximum; keep it under 100")
 if name.endswith("-batch"):
     batch = [d for n, d in jobs.items() if n.endswith("-batch")]
     if len(batch) != 1 or batch[0]["spec"].get("completionMode") != "Indexed":
