@@ -19,8 +19,8 @@ trap 'keel_services_stop; rm -rf "$WORK"' EXIT
 
 scripts/fetch-assets.sh nannyml
 echo "== building keel and the balancer (release)" >&2
-cargo build --release -j2 -p keel-cli >&2
-cargo build --release -j2 -p keel-server --example balancer >&2
+# One invocation, so both share one feature resolution (two would rebuild keel-server in turn).
+cargo build --release -j2 -p keel-cli -p keel-server --bin keel --example balancer >&2
 if [ ! -x "$OHA" ]; then
   echo "== installing oha (load generator) into $CACHE/tools" >&2
   cargo install oha --version 1.16.0 --locked --root "$CACHE/tools" >&2

@@ -10,6 +10,7 @@
 
 KEEL_SVC_DIR="$(mktemp -d -t keel-services.XXXXXX)"
 KEEL_SVC_PIDS=()
+KEEL_PG_AS=()
 
 keel_services_stop() {
   local p i
@@ -20,7 +21,7 @@ keel_services_stop() {
     kill -9 "$p" 2>/dev/null || true
   done
   if [ -n "${KEEL_PG_DATA:-}" ]; then
-    "$KEEL_PG_BIN/pg_ctl" -D "$KEEL_PG_DATA" -m immediate stop >/dev/null 2>&1 || true
+    "${KEEL_PG_AS[@]}" "$KEEL_PG_BIN/pg_ctl" -D "$KEEL_PG_DATA" -m immediate -w stop >/dev/null 2>&1 || true
   fi
   rm -rf "$KEEL_SVC_DIR"
 }
@@ -62,13 +63,14 @@ keel_start_postgres() {
   local port
   port="$(keel_free_port)"
   KEEL_PG_DATA="$KEEL_SVC_DIR/pg"
-  local as=()
+  # PostgreSQL refuses to run as root: as root, run it as the `postgres` user the package created.
+  KEEL_PG_AS=()
   if [ "$(id -u)" = 0 ]; then
     chown -R postgres "$KEEL_SVC_DIR" 2>/dev/null || true
-    as=(runuser -u postgres --)
+    KEEL_PG_AS=(runuser -u postgres --)
   fi
-  "${as[@]}" "$KEEL_PG_BIN/initdb" -D "$KEEL_PG_DATA" -U postgres -A trust >/dev/null
-  "${as[@]}" "$KEEL_PG_BIN/pg_ctl" -D "$KEEL_PG_DATA" -l "$KEEL_SVC_DIR/pg.log" -w \
+  "${KEEL_PG_AS[@]}" "$KEEL_PG_BIN/initdb" -D "$KEEL_PG_DATA" -U postgres -A trust >/dev/null
+  "${KEEL_PG_AS[@]}" "$KEEL_PG_BIN/pg_ctl" -D "$KEEL_PG_DATA" -l "$KEEL_SVC_DIR/pg.log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $KEEL_SVC_DIR -c max_connections=200 -c fsync=off" start >/dev/null
   "$KEEL_PG_BIN/psql" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres -c 'CREATE DATABASE test' >/dev/null
   export KEEL_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$port/test"

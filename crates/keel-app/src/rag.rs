@@ -369,6 +369,64 @@ pub async fn publish_collection(
     Ok(())
 }
 
+/// When the store's files are shared: after a change made in place to the local current generation (a tuned
+/// fusion weight in its manifest), publishes it as a new generation (a copy under a new id), since published
+/// generations are immutable.
+pub async fn republish_collection(
+    store: &keel_store::Store,
+    root: &Path,
+    name: &str,
+    base: Option<&str>,
+    actor: &str,
+) -> Result<()> {
+    if !store.shares_files() {
+        return Ok(());
+    }
+    let Some(current) = local_generation(root, name) else {
+        return Ok(());
+    };
+    let dir = root.join(name);
+    let fresh = format!(
+        "gen-{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos()),
+        std::process::id()
+    );
+    copy_dir(&dir.join(&current), &dir.join(&fresh))?;
+    let manifest_path = dir.join(&fresh).join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    let mut manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::input(format!("{}: {e}", manifest_path.display())))?;
+    manifest["generation"] = serde_json::Value::String(fresh.clone());
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).expect("JSON serialises"),
+    )
+    .map_err(|e| Error::io(&manifest_path, e))?;
+    let current_file = dir.join("CURRENT");
+    let tmp = dir.join(format!("CURRENT.tune{}", std::process::id()));
+    std::fs::write(&tmp, format!("{fresh}\n")).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &current_file).map_err(|e| Error::io(&current_file, e))?;
+    publish_collection(store, root, name, base, actor).await
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for e in std::fs::read_dir(from)
+        .map_err(|e| Error::io(from, e))?
+        .flatten()
+    {
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes documents (by their path in the collection) from a collection; at least one must be there.
 pub fn delete_documents(root: &Path, collection: &str, documents: &[String]) -> Result<usize> {
     if documents.is_empty() {

@@ -476,6 +476,7 @@ pub fn eval_retrieval(home: &Path, a: &EvalRetrievalArgs) -> Result<i32> {
 }
 
 pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
+    let base = sync(home, Some(&a.collection))?;
     let mut c = Collection::open(&root(home), &a.collection)?;
     let e = collection_embedder(&c, &a.embeddings, a.json)?;
     let r = runs(&c, e.as_ref(), &a.qrels, a.json)?;
@@ -494,6 +495,20 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
         .collect();
     let best = tied[tied.len() / 2];
     c.set_fusion_weight(best.0)?;
+    // Shared collections: published generations are immutable, so the tuned one is published as a new one.
+    block_on(async {
+        let store = keel_store::Store::open(home).await?;
+        keel_app::rag::republish_collection(
+            &store,
+            &root(home),
+            &a.collection,
+            base.as_deref(),
+            &super::train::actor(),
+        )
+        .await?;
+        store.close().await;
+        anyhow::Ok(())
+    })?;
     if a.json {
         print_json(
             &json!({"collection": a.collection, "fusion_weight": best.0, "weight": best.0, "ndcg@10": best.1,
