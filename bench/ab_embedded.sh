@@ -38,7 +38,7 @@ for round in $(seq "$ROUNDS"); do
       -H "authorization: Bearer $key" -d "$RECORD" "$url" | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r["statusCodeDistribution"]; assert list(c)==["200"], c; print(round(r["summary"]["requestsPerSec"]))')
     RPS[$which]+="$rps "
     kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
-    echo "ab: round $round $which: quickstart ${QS[$which]##* } s… rps $rps" >&2
+    echo "ab: round $round $which: rps $rps, quickstart times so far ${QS[$which]}" >&2
   done
 done
 med() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' $1; }
