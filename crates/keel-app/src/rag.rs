@@ -286,6 +286,14 @@ pub fn summary(c: &Collection) -> CollectionSummary {
 // ---------------------------------------------------------------------------------------------------------
 // Collections shared by replicas
 
+/// Points the local copy's `CURRENT` (in the collection directory `dir`) at `generation`, atomically.
+fn set_local_generation(dir: &Path, generation: &str) -> Result<()> {
+    let current = dir.join("CURRENT");
+    let tmp = dir.join(format!("CURRENT.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{generation}\n")).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &current).map_err(|e| Error::io(&current, e))
+}
+
 /// The local copy's current generation of collection `name` (`CURRENT` under `root`), if any.
 fn local_generation(root: &Path, name: &str) -> Option<String> {
     std::fs::read_to_string(root.join(name).join("CURRENT"))
@@ -325,10 +333,7 @@ pub async fn sync_collection(
         let _ = std::fs::remove_dir_all(&target);
         std::fs::rename(&tmp, &target).map_err(|e| Error::io(&target, e))?;
     }
-    let current = dir.join("CURRENT");
-    let tmp = dir.join(format!("CURRENT.sync{}", std::process::id()));
-    std::fs::write(&tmp, format!("{published}\n")).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &current).map_err(|e| Error::io(&current, e))?;
+    set_local_generation(&dir, &published)?;
     Ok(Some(published))
 }
 
@@ -404,10 +409,7 @@ pub async fn republish_collection(
         serde_json::to_vec_pretty(&manifest).expect("JSON serialises"),
     )
     .map_err(|e| Error::io(&manifest_path, e))?;
-    let current_file = dir.join("CURRENT");
-    let tmp = dir.join(format!("CURRENT.tune{}", std::process::id()));
-    std::fs::write(&tmp, format!("{fresh}\n")).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &current_file).map_err(|e| Error::io(&current_file, e))?;
+    set_local_generation(&dir, &fresh)?;
     publish_collection(store, root, name, base, actor).await
 }
 

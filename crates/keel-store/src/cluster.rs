@@ -191,20 +191,6 @@ impl Store {
         Ok(())
     }
 
-    /// The lease `name` as stored (whoever holds it, expired or not).
-    pub async fn lease(&self, name: &str) -> Result<Option<Lease>> {
-        let row = sqlx::query("SELECT holder, token, expires_ms FROM leases WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| Lease {
-            name: name.to_string(),
-            holder: r.get("holder"),
-            token: r.get("token"),
-            expires_ms: r.get("expires_ms"),
-        }))
-    }
-
     /// This store, fenced by `lease`: every write it makes first checks, under the write lock, that the lease
     /// is still held with this token and unexpired, and fails with [`Error::LeaseLost`] otherwise.
     pub fn fenced(&self, lease: &Lease) -> Store {

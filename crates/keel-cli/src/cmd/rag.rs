@@ -275,6 +275,22 @@ fn sync(home: &Path, name: Option<&str>) -> Result<Option<String>> {
     })
 }
 
+/// Shared collections: publishes the local current generation of `name`, built on `base` (`copy`: as a new
+/// generation, after a change made in place to the published one).
+fn publish(home: &Path, name: &str, base: Option<&str>, copy: bool) -> Result<()> {
+    block_on(async {
+        let store = keel_store::Store::open(home).await?;
+        let (root, actor) = (root(home), super::train::actor());
+        if copy {
+            keel_app::rag::republish_collection(&store, &root, name, base, &actor).await?;
+        } else {
+            keel_app::rag::publish_collection(&store, &root, name, base, &actor).await?;
+        }
+        store.close().await;
+        anyhow::Ok(())
+    })
+}
+
 pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {
     sync(home, None)?;
     let names = keel_rag::collection::list(&root(home))?;
@@ -322,19 +338,7 @@ pub fn delete(home: &Path, a: &RagDeleteArgs) -> Result<i32> {
     let base = sync(home, Some(&a.collection))?;
     let n = Collection::delete_documents(&root(home), &a.collection, &a.document)?;
     if n > 0 {
-        block_on(async {
-            let store = keel_store::Store::open(home).await?;
-            keel_app::rag::publish_collection(
-                &store,
-                &root(home),
-                &a.collection,
-                base.as_deref(),
-                &super::train::actor(),
-            )
-            .await?;
-            store.close().await;
-            anyhow::Ok(())
-        })?;
+        publish(home, &a.collection, base.as_deref(), false)?;
     }
     if n == 0 {
         return Err(input_error(format!(
@@ -496,19 +500,7 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
     let best = tied[tied.len() / 2];
     c.set_fusion_weight(best.0)?;
     // Shared collections: published generations are immutable, so the tuned one is published as a new one.
-    block_on(async {
-        let store = keel_store::Store::open(home).await?;
-        keel_app::rag::republish_collection(
-            &store,
-            &root(home),
-            &a.collection,
-            base.as_deref(),
-            &super::train::actor(),
-        )
-        .await?;
-        store.close().await;
-        anyhow::Ok(())
-    })?;
+    publish(home, &a.collection, base.as_deref(), true)?;
     if a.json {
         print_json(
             &json!({"collection": a.collection, "fusion_weight": best.0, "weight": best.0, "ndcg@10": best.1,

@@ -186,11 +186,7 @@ fn replicas_share_one_registry_over_postgres_and_s3() {
     .unwrap();
     let port = keel_testkit::bound_port(&mut served).expect("serve reports its port");
     let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while crate::serve::http(&addr, "GET", "/readyz", None, "").0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    crate::serve::wait_ready(&addr);
     let body = r#"{"x": 3.5, "c": "red"}"#;
     let (status, resp) = crate::serve::http(&addr, "POST", "/v1/models/shared/predict", None, body);
     let _ = served.kill();

@@ -81,6 +81,18 @@ fn batch_scoring_streams_csv_and_parquet_in_chunks() {
     assert!(!out2.exists());
 }
 
+/// Polls `/readyz` until it answers 200 (the champions are loaded), failing after 60 s.
+pub(crate) fn wait_ready(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while http(addr, "GET", "/readyz", None, "").0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} not ready after 60 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn http(
     addr: &str,
     method: &str,
@@ -132,15 +144,7 @@ fn keel_serve_answers_with_keys_and_shuts_down_on_sigterm() {
         .expect(&line)
         .to_string();
     // Ready once the champion is loaded.
-    let mut ready = false;
-    for _ in 0..100 {
-        if http(&addr, "GET", "/readyz", None, "").0 == 200 {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(ready);
+    wait_ready(&addr);
     let body = r#"{"x": 5.5, "c": "red"}"#;
     let (st, b) = http(
         &addr,
