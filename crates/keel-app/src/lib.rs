@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod guard;
+pub mod guard_model;
 pub mod import;
 pub mod jobs;
 pub mod openai;

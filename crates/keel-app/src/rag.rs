@@ -557,7 +557,7 @@ impl IngestScreen {
         }
         match crate::guard::load_model(store, &config.model).await {
             Ok(m) => {
-                let g = blocking(move || Ok(Guard::new(&m)?)).await?;
+                let g = blocking(move || Ok(crate::guard::build_guard(&m)?)).await?;
                 screen.guard = Some(Arc::new(g));
                 screen.screening = format!("on ({})", ingest_action_name(screen.policy.injection));
             }

@@ -460,9 +460,21 @@ pub enum GuardCommand {
     Scan(GuardScanArgs),
     /// Train the injection classifier from labelled CSV (text,label), calibrate its threshold on a second
     /// file, and register it as a guard model (default name `guard`, alias champion).
+    ///
+    /// With --encoder: the encoder guard instead, from every corpus in the asset cache (S-Labs, neuralchemy,
+    /// yanismiraoui, in-the-wild jailbreaks, and benign documentation, chat, support messages, code comments
+    /// and non-English text): the n-gram model, a head over frozen MiniLM embeddings, a calibrated
+    /// probability, a review band and the cascade band, all from the train and validation splits. Same seed,
+    /// same model. Fetch the data first: `scripts/fetch-assets.sh guard guard-corpora pydocs pii minilm`.
     Train(GuardTrainArgs),
     /// Evaluate the guard on labelled CSV (text,label): ROC-AUC, TPR at 1 % FPR, F1 at the calibrated
     /// threshold, and full-scan latency per text (p50, p99).
+    ///
+    /// With --corpora: the generalisation report instead (no registry model needed): leave-one-corpus-out
+    /// for every attack corpus, each corpus's own test split, every benign domain's false-positive rate at the
+    /// shipped threshold and a multilingual set, for the encoder guard, the n-gram model trained on the same
+    /// data, and the n-gram model trained on S-Labs alone (the guard before the encoder). `bench/guard.sh`
+    /// runs it.
     Eval(GuardEvalArgs),
     /// Generate the seeded, span-labelled PII test set from presidio-evaluator's templates and identities.
     PiiSet(PiiSetArgs),
@@ -522,18 +534,56 @@ pub struct GuardTrainArgs {
     /// Aliases to point at the new version.
     #[arg(long, default_values_t = vec!["champion".to_string()])]
     pub alias: Vec<String>,
+    /// Train the encoder guard from the corpora in the asset cache (--train, --calibration and --benign do
+    /// not apply).
+    #[arg(long)]
+    pub encoder: bool,
+    #[command(flatten)]
+    pub encoder_args: EncoderArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
+/// Settings of the encoder guard's training (`--encoder`, `--corpora`).
+#[derive(Args, Debug, Clone)]
+pub struct EncoderArgs {
+    /// Seed of the head's initial weights and batch order.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Training epochs of the head.
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    /// Hidden units of the head.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: usize,
+    /// At most this many texts per corpus and split, taken in a fixed order (a quick run; 0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_per_corpus: usize,
+    /// False-positive rate of the review band's lower edge on the validation negatives.
+    #[arg(long, default_value_t = 0.03)]
+    pub review_fpr: f64,
+    /// The cascade: texts whose n-gram score is below this quantile of the validation injections' n-gram
+    /// scores are allowed without the encoder (higher: faster, more attacks decided by the n-gram alone).
+    #[arg(long, default_value_t = 0.05)]
+    pub fast_allow_quantile: f64,
+}
+
 #[derive(Args, Debug)]
 pub struct GuardEvalArgs {
     /// Labelled CSV (text,label) [default: the S-Labs test split].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "corpora")]
     pub file: Option<PathBuf>,
     #[arg(long, default_value = "guard@champion")]
     pub model: String,
+    /// The generalisation report across corpora (trains its own models; --model does not apply).
+    #[arg(long)]
+    pub corpora: bool,
+    #[command(flatten)]
+    pub encoder_args: EncoderArgs,
+    /// With --corpora: also write the tables as Markdown to this file.
+    #[arg(long, requires = "corpora")]
+    pub markdown: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -8,7 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod corpora;
+pub mod encoder;
 pub mod injection;
+pub mod lang;
 pub mod leak;
 pub mod normalize;
 pub mod pii;
@@ -57,11 +60,18 @@ pub struct Finding {
 /// The injection verdict.
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectionVerdict {
+    /// With an encoder guard, a calibrated probability; with the n-gram model alone, its raw score.
     pub score: f32,
     pub flagged: bool,
     pub threshold: f32,
     /// Rules that fired and what normalisation undid.
     pub reasons: Vec<String>,
+    /// Which path decided: `ngram` (microseconds) or `encoder` (the uncertain band).
+    pub path: &'static str,
+    /// The model's review threshold (scores above it and not above `threshold` are worth a person's look);
+    /// absent for n-gram-only models.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_threshold: Option<f32>,
 }
 
 /// Everything the detectors found in one text.
@@ -71,6 +81,10 @@ pub struct Report {
     pub pii: Vec<Finding>,
     pub secrets: Vec<Finding>,
     pub leaks: Vec<Finding>,
+    /// The detected language (when PII was scanned).
+    pub language: Option<lang::Language>,
+    /// What a detector could not do for this text (e.g. person names in an unsupported language).
+    pub notes: Vec<String>,
 }
 
 /// What to scan for.
@@ -97,8 +111,26 @@ impl ScanOptions<'_> {
     }
 }
 
-/// Format version of the guard model artifact.
-pub const MODEL_FORMAT: u32 = 1;
+/// Format version of the guard model artifact (1: n-gram only; 2: adds the encoder guard).
+pub const MODEL_FORMAT: u32 = 2;
+
+/// The encoder guard: a head over frozen sentence embeddings, its calibration, and the cascade band.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EncoderGuard {
+    /// The embedding model the head was trained on (`Embedder::id`) and its dimension.
+    pub embedder: String,
+    pub dim: usize,
+    pub head: encoder::Head,
+    /// Calibrated probability from `[head logit, n-gram logit]` (stacking and Platt scaling in one).
+    pub stack: encoder::Logistic,
+    /// Calibrated probability from the n-gram logit alone (texts the fast path decides).
+    pub ngram_only: encoder::Logistic,
+    /// The fast path decides when the n-gram score is at or below `band.0` or at or above `band.1`.
+    pub band: (f32, f32),
+    /// Probability threshold at the default review rate.
+    pub review_threshold: f32,
+    pub params: encoder::HeadParams,
+}
 
 /// The guard model as stored in the registry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,37 +144,83 @@ pub struct GuardModel {
     pub target_fpr: f64,
     pub params: injection::TrainParams,
     pub lexicon: pii::StoredLexicon,
+    /// The encoder guard (format 2); `None` for the n-gram model alone.
+    pub encoder: Option<EncoderGuard>,
+}
+
+/// Format 1's layout (no encoder), still read.
+#[derive(Deserialize)]
+struct GuardModelV1 {
+    format: u32,
+    classifier: injection::StoredClassifier,
+    threshold: f32,
+    document_threshold: f32,
+    target_fpr: f64,
+    params: injection::TrainParams,
+    lexicon: pii::StoredLexicon,
 }
 
 impl GuardModel {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = b"KEELGRD1".to_vec();
+        let mut out = b"KEELGRD2".to_vec();
         out.extend(postcard::to_allocvec(self).expect("guard model serialises"));
         out
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<GuardModel> {
-        let body = b
-            .strip_prefix(b"KEELGRD1")
-            .ok_or_else(|| Error::Model("not a Keel guard model (bad magic)".into()))?;
-        let m: GuardModel = postcard::from_bytes(body)
-            .map_err(|e| Error::Model(format!("corrupt guard model: {e}")))?;
-        if m.format != MODEL_FORMAT {
+        let corrupt = |e: postcard::Error| Error::Model(format!("corrupt guard model: {e}"));
+        let m = if let Some(body) = b.strip_prefix(b"KEELGRD2") {
+            postcard::from_bytes::<GuardModel>(body).map_err(corrupt)?
+        } else if let Some(body) = b.strip_prefix(b"KEELGRD1") {
+            let v: GuardModelV1 = postcard::from_bytes(body).map_err(corrupt)?;
+            if v.format != 1 {
+                return Err(Error::Model(format!(
+                    "format {} is not supported (this Keel reads 1 and {MODEL_FORMAT})",
+                    v.format
+                )));
+            }
+            GuardModel {
+                format: 1,
+                classifier: v.classifier,
+                threshold: v.threshold,
+                document_threshold: v.document_threshold,
+                target_fpr: v.target_fpr,
+                params: v.params,
+                lexicon: v.lexicon,
+                encoder: None,
+            }
+        } else {
+            return Err(Error::Model("not a Keel guard model (bad magic)".into()));
+        };
+        if m.format != 1 && m.format != MODEL_FORMAT {
             return Err(Error::Model(format!(
-                "format {} is not supported (this Keel reads {MODEL_FORMAT})",
+                "format {} is not supported (this Keel reads 1 and {MODEL_FORMAT})",
                 m.format
             )));
+        }
+        if let Some(e) = &m.encoder {
+            e.head.validate()?;
+            if e.head.d_in != e.dim || e.stack.w.len() != 2 || e.ngram_only.w.len() != 1 {
+                return Err(Error::Model(
+                    "corrupt guard model: encoder head and calibration sizes disagree".into(),
+                ));
+            }
         }
         Ok(m)
     }
 }
 
-/// A ready-to-use guard: the classifier expanded, the lexicon indexed.
+/// Longest piece of text (in characters) the encoder reads per window; longer texts are read as their first
+/// and last windows (MiniLM truncates at 256 tokens, about this many characters of English).
+pub const ENCODER_WINDOW_CHARS: usize = 1200;
+
+/// A ready-to-use guard: the classifier expanded, the lexicon indexed, the encoder (if any) attached.
 pub struct Guard {
     classifier: injection::Classifier,
     threshold: f32,
     document_threshold: f32,
     lexicon: pii::Lexicon,
+    encoder: Option<(EncoderGuard, std::sync::Arc<dyn keel_rag::embed::Embedder>)>,
 }
 
 thread_local! {
@@ -150,13 +228,48 @@ thread_local! {
 }
 
 impl Guard {
+    /// A guard from an n-gram model. A model with an encoder guard needs [`Guard::with_encoder`].
     pub fn new(model: &GuardModel) -> Result<Guard> {
+        if model.encoder.is_some() {
+            return Err(Error::Model(
+                "this guard model has an encoder guard: load it with its embedding model (all-MiniLM-L6-v2)"
+                    .into(),
+            ));
+        }
+        Self::build(model, None)
+    }
+
+    /// A guard whose encoder path embeds with `embedder` (which must be the model the head was trained on).
+    pub fn with_encoder(
+        model: &GuardModel,
+        embedder: std::sync::Arc<dyn keel_rag::embed::Embedder>,
+    ) -> Result<Guard> {
+        let Some(e) = &model.encoder else {
+            return Self::build(model, None);
+        };
+        if embedder.id() != e.embedder || embedder.dim() != e.dim {
+            return Err(Error::Model(format!(
+                "the encoder head was trained on {} ({} dimensions), not {} ({})",
+                e.embedder,
+                e.dim,
+                embedder.id(),
+                embedder.dim()
+            )));
+        }
+        Self::build(model, Some((e.clone(), embedder)))
+    }
+
+    fn build(
+        model: &GuardModel,
+        encoder: Option<(EncoderGuard, std::sync::Arc<dyn keel_rag::embed::Embedder>)>,
+    ) -> Result<Guard> {
         Ok(Guard {
             classifier: injection::Classifier::from_stored(&model.classifier)
                 .map_err(Error::Model)?,
             threshold: model.threshold,
             document_threshold: model.document_threshold,
             lexicon: pii::Lexicon::new(&model.lexicon),
+            encoder,
         })
     }
 
@@ -164,41 +277,123 @@ impl Guard {
         self.threshold
     }
 
-    /// Injection score (max over the normalised text and its decoded payloads) with rules and reasons.
-    pub fn injection(&self, text: &str) -> InjectionVerdict {
-        let n = normalize::normalize(text);
+    /// The n-gram model's score alone (no rules, no encoder): max over the text and its decoded payloads.
+    pub fn ngram_score(&self, text: &str) -> f32 {
+        self.ngram(&normalize::normalize(text), self.threshold).0
+    }
+
+    /// Whether the encoder path is attached.
+    pub fn has_encoder(&self) -> bool {
+        self.encoder.is_some()
+    }
+
+    /// The n-gram score (max over the normalised text and its decoded payloads) and its reasons.
+    fn ngram(&self, n: &normalize::Normalized, threshold: f32) -> (f32, Vec<String>) {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let mut score = self.classifier.score_normalized(&n.text, &mut s);
             let mut reasons: Vec<String> = Vec::new();
             for d in &n.decoded {
                 let ds = self.classifier.score_normalized(&d.text, &mut s);
-                if ds > self.threshold {
+                if ds > threshold {
                     reasons.push(format!("{} payload classified as injection", d.encoding));
                 }
                 score = score.max(ds);
             }
-            let rules = injection::rules(&n);
-            if !rules.is_empty() {
-                score = score.max(1.0);
-            }
-            for r in rules {
-                reasons.push(format!("rule: {r}"));
-            }
-            let flagged = score > self.threshold;
-            if flagged && reasons.is_empty() {
-                reasons.push("classifier".into());
-            }
-            if flagged {
-                reasons.extend(n.notes.iter().map(|s| s.to_string()));
-            }
-            InjectionVerdict {
-                score,
-                flagged,
-                threshold: self.threshold,
-                reasons,
-            }
+            (score, reasons)
         })
+    }
+
+    /// The pieces of a normalised text the encoder reads: the text (its first and last window when long)
+    /// and up to two decoded payloads.
+    pub fn encoder_windows(n: &normalize::Normalized) -> Vec<String> {
+        let mut out = Vec::new();
+        let window = |t: &str, out: &mut Vec<String>| {
+            let chars = t.chars().count();
+            if chars <= ENCODER_WINDOW_CHARS {
+                out.push(t.to_string());
+            } else {
+                out.push(t.chars().take(ENCODER_WINDOW_CHARS).collect());
+                out.push(t.chars().skip(chars - ENCODER_WINDOW_CHARS).collect());
+            }
+        };
+        window(&n.text, &mut out);
+        for d in n.decoded.iter().take(2) {
+            window(&d.text, &mut out);
+        }
+        out
+    }
+
+    /// The encoder guard's calibrated probability for a normalised text whose n-gram score is `s`, and
+    /// whether the encoder ran. Errors of the embedding model fall back to the n-gram probability.
+    fn encoder_probability(
+        &self,
+        e: &EncoderGuard,
+        embedder: &dyn keel_rag::embed::Embedder,
+        n: &normalize::Normalized,
+        s: f32,
+    ) -> (f32, bool) {
+        let zn = encoder::logit(s);
+        if s <= e.band.0 || s >= e.band.1 {
+            return (e.ngram_only.prob(&[zn]), false);
+        }
+        let windows = Self::encoder_windows(n);
+        let refs: Vec<&str> = windows.iter().map(String::as_str).collect();
+        match embedder.embed(&refs) {
+            Ok(vs) => {
+                let ze = vs
+                    .iter()
+                    .map(|v| e.head.logit(v))
+                    .fold(f32::NEG_INFINITY, f32::max);
+                (e.stack.prob(&[ze, zn]), true)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "guard encoder failed; the n-gram model decided");
+                (e.ngram_only.prob(&[zn]), false)
+            }
+        }
+    }
+
+    /// Injection score with rules and reasons: the n-gram model alone, or the cascade (n-gram first; the
+    /// encoder for texts in the uncertain band) with a calibrated probability.
+    pub fn injection(&self, text: &str) -> InjectionVerdict {
+        let n = normalize::normalize(text);
+        let (ngram, mut reasons) = self.ngram(&n, self.threshold);
+        let (mut score, path) = match &self.encoder {
+            None => (ngram, "ngram"),
+            Some((e, emb)) => {
+                // Payload reasons from the n-gram threshold mean little on the probability scale.
+                reasons.clear();
+                let (p, ran) = self.encoder_probability(e, emb.as_ref(), &n, ngram);
+                (p, if ran { "encoder" } else { "ngram" })
+            }
+        };
+        let rules = injection::rules(&n);
+        if !rules.is_empty() {
+            score = score.max(1.0);
+        }
+        for r in rules {
+            reasons.push(format!("rule: {r}"));
+        }
+        let flagged = score > self.threshold;
+        if flagged && reasons.is_empty() {
+            reasons.push(if path == "encoder" {
+                "encoder classifier".into()
+            } else {
+                "classifier".into()
+            });
+        }
+        if flagged {
+            reasons.extend(n.notes.iter().map(|s| s.to_string()));
+        }
+        InjectionVerdict {
+            score,
+            flagged,
+            threshold: self.threshold,
+            reasons,
+            path,
+            review_threshold: self.encoder.as_ref().map(|(e, _)| e.review_threshold),
+        }
     }
 
     /// Indirect injection in a document passage: each sentence is scored (documents are long; the classifier
@@ -209,6 +404,8 @@ impl Guard {
             flagged: false,
             threshold: self.document_threshold,
             reasons: Vec::new(),
+            path: "ngram",
+            review_threshold: None,
         };
         for s in sentences(text) {
             let v = self.injection(s);
@@ -219,6 +416,8 @@ impl Guard {
                     flagged: rule || v.score > self.document_threshold,
                     threshold: self.document_threshold,
                     reasons: v.reasons,
+                    path: v.path,
+                    review_threshold: None,
                 };
                 if best.flagged && !best.reasons.is_empty() {
                     let quoted: String = s.chars().take(80).collect();
@@ -236,7 +435,15 @@ impl Guard {
             r.injection = Some(self.injection(text));
         }
         if opts.pii {
-            r.pii = pii::detect(text, &self.lexicon);
+            let (found, language, names) = pii::detect_in_language(text, &self.lexicon);
+            r.pii = found;
+            r.language = language;
+            if !names && let Some(l) = language {
+                r.notes.push(format!(
+                    "person names are detected in English only; this text is {} ({}), so names were not checked",
+                    l.name, l.code
+                ));
+            }
         }
         if opts.secrets {
             r.secrets = secrets::detect(text);
@@ -253,7 +460,7 @@ impl Guard {
     }
 
     pub fn pii(&self, text: &str) -> Vec<Finding> {
-        pii::detect(text, &self.lexicon)
+        pii::detect_in_language(text, &self.lexicon).0
     }
 }
 
@@ -307,11 +514,22 @@ pub fn report_json(text: &str, r: &Report, d: &policy::Decision) -> serde_json::
         "blocked": d.blocked,
         "action": d.action.as_str(),
         "reasons": d.reasons,
+        "review": d.review,
     });
+    if let Some(l) = &r.language {
+        v["language"] = l.code.into();
+    }
+    if !r.notes.is_empty() {
+        v["notes"] = r.notes.clone().into();
+    }
     if let Some(i) = &r.injection {
         v["injection"] = serde_json::json!({
             "score": i.score, "flagged": i.flagged, "threshold": i.threshold, "reasons": i.reasons,
+            "path": i.path,
         });
+        if let Some(r) = i.review_threshold {
+            v["injection"]["review_threshold"] = r.into();
+        }
     }
     if d.action >= policy::Action::Redact {
         v["redacted"] = d.text.clone().into();
@@ -410,6 +628,7 @@ pub fn train_model(
     let classifier = injection::train(&all, params);
     let mut model = GuardModel {
         format: MODEL_FORMAT,
+        encoder: None,
         classifier: classifier.to_stored(),
         threshold: 0.5,
         document_threshold: 0.99,

@@ -585,6 +585,21 @@ pub fn detect(text: &str, lex: &Lexicon) -> Vec<Finding> {
     found
 }
 
+/// [`detect`], with person names only where the language supports them ([`crate::lang`]): the findings, the
+/// detected language, and whether names were checked.
+pub fn detect_in_language(
+    text: &str,
+    lex: &Lexicon,
+) -> (Vec<Finding>, Option<crate::lang::Language>, bool) {
+    let language = crate::lang::detect(text);
+    let names = crate::lang::names_supported(language.as_ref());
+    let mut found = detect(text, lex);
+    if !names {
+        found.retain(|f| f.kind != "person");
+    }
+    (found, language, names)
+}
+
 /// Person names: runs of capitalised words, judged by cues and the lexicon.
 fn persons(text: &str, lex: &Lexicon, found: &mut Vec<Finding>) {
     // Words with their byte spans; a run continues over single spaces only.

@@ -36,6 +36,11 @@ pub struct DetectorPolicy {
     /// Only these finding types (PII/secret type names); all when absent.
     #[serde(default)]
     pub types: Option<Vec<String>>,
+    /// Injection only: scores above this and not above the threshold pass, marked for review (the decision
+    /// says `review`, the action is at least flag). Default: the model's review threshold (encoder guards);
+    /// set it above the threshold to turn the band off.
+    #[serde(default)]
+    pub review: Option<f32>,
 }
 
 impl DetectorPolicy {
@@ -44,6 +49,7 @@ impl DetectorPolicy {
             action,
             threshold: None,
             types: None,
+            review: None,
         }
     }
     fn applies(&self, f: &Finding) -> bool {
@@ -126,6 +132,8 @@ pub struct Decision {
     /// The strongest action taken.
     pub action: Action,
     pub blocked: bool,
+    /// The injection score fell in the review band: passed, but worth a person's look.
+    pub review: bool,
     /// `detector: reason` for every finding that triggered an action other than allow.
     pub reasons: Vec<String>,
     /// The text with redactions applied (equal to the input when nothing was redacted).
@@ -144,8 +152,22 @@ impl Policy {
         let mut counts = Vec::new();
         let mut blocked_by = Vec::new();
         let mut redact: Vec<&Finding> = Vec::new();
+        let mut review = false;
         if let Some(inj) = &report.injection {
             let t = self.injection.threshold.unwrap_or(inj.threshold);
+            let r = self.injection.review.or(inj.review_threshold);
+            if inj.score <= t
+                && r.is_some_and(|r| inj.score > r)
+                && self.injection.action != Action::Allow
+            {
+                review = true;
+                action = action.max(Action::Flag);
+                reasons.push(format!(
+                    "injection: review band, score {:.3} > {:.3} (threshold {t:.3})",
+                    inj.score,
+                    r.unwrap_or_default()
+                ));
+            }
             if inj.score > t && self.injection.action != Action::Allow {
                 action = action.max(self.injection.action.min(Action::Block));
                 reasons.push(format!(
@@ -188,6 +210,7 @@ impl Policy {
         Decision {
             action,
             blocked: action == Action::Block,
+            review,
             reasons,
             text,
             counts,
@@ -317,6 +340,7 @@ mod tests {
                 action: Action::Redact,
                 threshold: None,
                 types: Some(vec!["phone".into()]),
+                review: None,
             },
             ..Default::default()
         };
@@ -330,6 +354,8 @@ mod tests {
                 flagged: true,
                 threshold: 0.5,
                 reasons: vec![],
+                path: "ngram",
+                review_threshold: None,
             }),
             ..Default::default()
         };
@@ -339,6 +365,7 @@ mod tests {
                 action: Action::Block,
                 threshold: Some(0.95),
                 types: None,
+                review: None,
             },
             ..Default::default()
         };
@@ -348,5 +375,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(flag.decide("x", &inj).action, Action::Flag);
+        // The review band: above the review threshold, not above the block threshold.
+        let band = |score: f32, review: Option<f32>| {
+            let r = Report {
+                injection: Some(InjectionVerdict {
+                    score,
+                    flagged: false,
+                    threshold: 0.8,
+                    reasons: vec![],
+                    path: "encoder",
+                    review_threshold: Some(0.4),
+                }),
+                ..Default::default()
+            };
+            let p = Policy {
+                injection: DetectorPolicy {
+                    review,
+                    ..DetectorPolicy::new(Action::Block)
+                },
+                ..Default::default()
+            };
+            let d = p.decide("x", &r);
+            (d.action, d.review)
+        };
+        assert_eq!(band(0.3, None), (Action::Allow, false));
+        assert_eq!(band(0.5, None), (Action::Flag, true));
+        assert_eq!(band(0.5, Some(0.6)), (Action::Allow, false));
+        assert_eq!(band(0.9, None), (Action::Block, false));
     }
 }

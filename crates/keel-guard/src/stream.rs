@@ -190,6 +190,7 @@ impl StreamGuard {
         Decision {
             action,
             blocked: action == Action::Block,
+            review: false,
             reasons,
             text: String::new(),
             counts,

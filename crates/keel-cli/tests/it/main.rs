@@ -5,6 +5,7 @@ mod audit;
 mod bad_input;
 mod closed_loop;
 mod guard;
+mod guard_encoder;
 mod hostile;
 mod import;
 mod multiclass;
