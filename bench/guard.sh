@@ -84,13 +84,12 @@ msgs = [l.strip() for l in open("bench/guard_chat.txt") if l.strip()] * 4
 def run(port):
     out = []
     for m in msgs:
-        body = json.dumps({"model": "local", "max_tokens": 1, "messages": [{"role": "user", "content": m}]}).encode()
+        body = json.dumps({"model": "keel-local", "max_tokens": 1, "messages": [{"role": "user", "content": m}]}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", body, {"content-type": "application/json"})
         t = time.perf_counter()
-        try:
-            urllib.request.urlopen(req, timeout=60).read()
-        except urllib.error.HTTPError as e:
-            e.read()
+        # Every typical chat message must be answered (a failed or blocked request would time nothing).
+        r = urllib.request.urlopen(req, timeout=60)
+        assert r.status == 200 and json.load(r)["choices"], (port, m)
         out.append((time.perf_counter() - t) * 1e3)
     return out
 run(18431); run(18432)  # warm

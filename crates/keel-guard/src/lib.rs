@@ -81,7 +81,7 @@ pub struct Report {
     pub pii: Vec<Finding>,
     pub secrets: Vec<Finding>,
     pub leaks: Vec<Finding>,
-    /// The detected language (when PII was scanned).
+    /// The detected language (when the PII scan found a candidate person name: only names depend on it).
     pub language: Option<lang::Language>,
     /// What a detector could not do for this text (e.g. person names in an unsupported language).
     pub notes: Vec<String>,

@@ -586,14 +586,18 @@ pub fn detect(text: &str, lex: &Lexicon) -> Vec<Finding> {
 }
 
 /// [`detect`], with person names only where the language supports them ([`crate::lang`]): the findings, the
-/// detected language, and whether names were checked.
+/// detected language (detected only when a name was found), and whether names were checked.
 pub fn detect_in_language(
     text: &str,
     lex: &Lexicon,
 ) -> (Vec<Finding>, Option<crate::lang::Language>, bool) {
+    let mut found = detect(text, lex);
+    // Language detection costs more than the rest of the scan; it is needed only to judge name findings.
+    if !found.iter().any(|f| f.kind == "person") {
+        return (found, None, true);
+    }
     let language = crate::lang::detect(text);
     let names = crate::lang::names_supported(language.as_ref());
-    let mut found = detect(text, lex);
     if !names {
         found.retain(|f| f.kind != "person");
     }

@@ -634,7 +634,7 @@ pub fn card_html(model: &str, version: i64, card: &Value) -> String {
 {b1}{b2}{b3}
 <table><tr><td>ROC-AUC</td><td>{auc}</td></tr><tr><td>F1 at the threshold</td><td>{f1}</td></tr><tr><td>Threshold</td><td>{thr}</td></tr><tr><td>Rows</td><td>{n}</td></tr></table>
 <h2>Data</h2>
-<table><tr><td>Training</td><td>{trp} ({trn} rows, sha256 {trh})</td></tr><tr><td>Calibration</td><td>{cap} ({can} rows)</td></tr><tr><td>Word list</td><td>{wl} words</td></tr></table>
+{data_table}
 <h2>Method</h2><p>{method}</p>
 <h2>Limitations</h2><ul>{limitations}</ul>"#,
         use_ = esc(card["intended_use"].as_str().unwrap_or("")),
@@ -648,12 +648,33 @@ pub fn card_html(model: &str, version: i64, card: &Value) -> String {
         f1 = num(&c["f1"]),
         thr = num(&card["threshold"]),
         n = c["n"],
-        trp = esc(data["train"]["path"].as_str().unwrap_or("")),
-        trn = data["train"]["rows"],
-        trh = esc(data["train"]["sha256"].as_str().unwrap_or("")),
-        cap = esc(data["calibration"]["path"].as_str().unwrap_or("")),
-        can = data["calibration"]["rows"],
-        wl = data["word_list"]["words"],
+        data_table = match data["corpora"].as_array() {
+            // The encoder guard: one row per corpus.
+            Some(cs) => format!(
+                "<table><tr><th>corpus</th><th>kind</th><th>train</th><th>validation</th><th>test (never read in training)</th><th>source</th><th>licence</th></tr>{}</table>",
+                cs.iter()
+                    .map(|c| format!(
+                        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                        esc(c["name"].as_str().unwrap_or("")),
+                        esc(c["kind"].as_str().unwrap_or("")),
+                        c["train"],
+                        c["validation"],
+                        c["test"],
+                        esc(c["source"].as_str().unwrap_or("")),
+                        esc(c["licence"].as_str().unwrap_or(""))
+                    ))
+                    .collect::<String>()
+            ),
+            None => format!(
+                "<table><tr><td>Training</td><td>{} ({} rows, sha256 {})</td></tr><tr><td>Calibration</td><td>{} ({} rows)</td></tr><tr><td>Word list</td><td>{} words</td></tr></table>",
+                esc(data["train"]["path"].as_str().unwrap_or("")),
+                data["train"]["rows"],
+                esc(data["train"]["sha256"].as_str().unwrap_or("")),
+                esc(data["calibration"]["path"].as_str().unwrap_or("")),
+                data["calibration"]["rows"],
+                data["word_list"]["words"]
+            ),
+        },
         method = esc(card["method"].as_str().unwrap_or("")),
     )
 }
