@@ -132,6 +132,9 @@ print("| prompt | Keel criterion mean | Keel p50 | Keel p99 | Presidio p50 | Pre
 for name in ["benign", "pii", "attack"]:
     p = pt["prompts"][name]
     print(f"| {name} | {est.get(name, '–')} | {pct.get(('p50', name), float('nan')):.1f} µs | {pct.get(('p99', name), float('nan')):.1f} µs | {p['p50_us']:.0f} µs | {p['p99_us']:.0f} µs |")
+print("\nThe n-gram injection path alone (normalisation, payload decoding, classifier, rules) on the same prompts: " + ", ".join(
+    f"{name} p50 {pct.get(('p50', 'injection_' + name), float('nan')):.1f} µs, p99 {pct.get(('p99', 'injection_' + name), float('nan')):.1f} µs"
+    for name in ["benign", "pii", "attack"]) + ".")
 rt = j("redteam.json")
 print(f"\nRed team: {rt['attacks']} attack rows of the S-Labs test split, each in one of {len(rt['templates'])} jailbreak templates")
 print("(" + ", ".join(rt["templates"]) + "), sent under a system prompt holding a secret to `keel serve` with the local")
