@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use keel_guard::corpora::{Corpus, Kind};
@@ -117,12 +117,6 @@ impl EmbeddingTable {
     pub fn get(&self, text: &str) -> Option<&Vec<f32>> {
         self.map.get(text)
     }
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 impl Embedder for EmbeddingTable {
@@ -138,22 +132,22 @@ impl Embedder for EmbeddingTable {
             .copied()
             .filter(|t| !self.map.contains_key(*t))
             .collect();
-        let fresh = if missing.is_empty() {
-            Vec::new()
+        // Texts the table does not hold (none when scoring the corpora) go to the model.
+        let fresh: HashMap<&str, Vec<f32>> = if missing.is_empty() {
+            HashMap::new()
         } else {
-            self.inner.embed(&missing)?
+            missing
+                .iter()
+                .copied()
+                .zip(self.inner.embed(&missing)?)
+                .collect()
         };
-        let mut fresh_it = missing.iter().zip(fresh);
-        let mut extra: HashMap<&str, Vec<f32>> = HashMap::new();
-        for (t, v) in fresh_it.by_ref() {
-            extra.insert(t, v);
-        }
         Ok(texts
             .iter()
             .map(|t| {
                 self.map
                     .get(*t)
-                    .or_else(|| extra.get(t))
+                    .or_else(|| fresh.get(t))
                     .cloned()
                     .unwrap_or_default()
             })
@@ -633,11 +627,6 @@ pub fn multilingual_set() -> Vec<(&'static str, &'static str, bool)> {
             false,
         ),
     ]
-}
-
-/// Paths of the guard's asset files (for error messages and the card).
-pub fn asset(cache: &Path, rel: &str) -> PathBuf {
-    cache.join(rel)
 }
 
 /// Everything `keel guard eval --corpora` reports.

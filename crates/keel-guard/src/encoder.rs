@@ -376,17 +376,6 @@ pub fn balanced_weights(groups: &[(usize, bool)]) -> Vec<f32> {
         .collect()
 }
 
-/// Embeddings as a dense `[n × d]` check: every vector of one length.
-pub fn check_dims(x: &[Vec<f32>], d: usize) -> Result<()> {
-    match x.iter().position(|v| v.len() != d) {
-        Some(i) => Err(Error::Model(format!(
-            "embedding {i} has {} dimensions, the head expects {d}",
-            x[i].len()
-        ))),
-        None => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

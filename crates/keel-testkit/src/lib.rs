@@ -90,6 +90,26 @@ where
     }
 }
 
+/// Polls `check` every 20 ms until it returns `Some`, or panics naming `what` after `timeout`: the blocking
+/// twin of [`eventually`] for tests that drive processes (a server becoming ready).
+pub fn poll_until<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Reads a starting `keel serve`'s stdout until it reports `listening on http://HOST:PORT` (it binds port 0),
 /// then drains the rest on a thread so the server never blocks on a full pipe. `None` if it exits first.
 pub fn bound_port(child: &mut std::process::Child) -> Option<u16> {

@@ -83,14 +83,11 @@ fn batch_scoring_streams_csv_and_parquet_in_chunks() {
 
 /// Polls `/readyz` until it answers 200 (the champions are loaded), failing after 60 s.
 pub(crate) fn wait_ready(addr: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while http(addr, "GET", "/readyz", None, "").0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{addr} not ready after 60 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    keel_testkit::poll_until(
+        &format!("{addr} to be ready"),
+        std::time::Duration::from_secs(60),
+        || (http(addr, "GET", "/readyz", None, "").0 == 200).then_some(()),
+    );
 }
 
 pub(crate) fn http(
