@@ -22,5 +22,8 @@ cargo clippy -j2 -p keel-engine -p keel-cli --all-targets --features keel-cli/on
 cargo nextest run -j2 --workspace --no-fail-fast
 # The optional ONNX Runtime build (imported neural networks): the runtime's own tests and the end-to-end import.
 cargo nextest run -j2 -p keel-engine -p keel-cli --features keel-cli/onnx-runtime --no-fail-fast -E 'binary(onnxrt) | test(neural)'
+# The Python client (clients/python): a cached venv from its lock file, the package installed from the path,
+# its generated models checked against openapi.json, mypy --strict, pytest against a real `keel serve`.
+clients/python/test.sh
 # The Helm chart: lint --strict, schema validation of the rendered manifests, and its invariants (offline).
 deploy/test-chart.sh

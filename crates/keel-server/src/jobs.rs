@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{AsDeployer, AsReader, Authorized};
-use crate::body::{UploadedFile, invalid_body, job_request, json, page_limit, query, read_body};
+use crate::body::{UploadedFile, invalid_body, job_request, json, page_limit, query};
 use crate::error::{ApiError, ErrorBody};
 
 /// A job: what was asked, where it stands, and what it produced.
@@ -235,7 +235,8 @@ pub async fn train(
 
 /// A retraining: a challenger trained with the champion's settings on new data, gated on fresh labelled
 /// rows, and rolled out when it passes (`gate` options are accepted too, as in `keel retrain`). Paths are on
-/// the server (404 when they are not there).
+/// the server (404 when they are not there); upload the files instead with `multipart/form-data` (`data`,
+/// `holdout`, and `spec` holding the other fields as JSON).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
@@ -260,9 +261,10 @@ pub struct RetrainRequest {
 /// Retrains a model against its champion, as a job.
 #[utoipa::path(post, path = "/v1/models/{name}/retrain", tag = "jobs", security(("bearer" = [])),
     params(("name" = String, Path, description = "The model (its champion is the baseline)")),
-    request_body = RetrainRequest,
+    request_body(content = RetrainRequest, description = "JSON with paths on the server, or multipart/form-data with files `data` and `holdout` and a `spec` field holding the other fields as JSON"),
     responses((status = 202, description = "Queued; follow it at the Location", body = Job),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+              (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn retrain(
     Authorized(caller): AsDeployer,
     State(st): State<AppState>,
@@ -270,16 +272,35 @@ pub async fn retrain(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body, &headers, st.config.body_limit_bytes).await?;
-    let spec: keel_app::retrain::RetrainSpec = json(
-        &bytes,
-        "a retraining request ({\"data\", \"holdout\", ...})",
-    )?;
+    const EXPECTED: &str = "a retraining request ({\"data\", \"holdout\", ...})";
+    const FILES: &[UploadedFile] = &[
+        UploadedFile {
+            field: "data",
+            at: &["data"],
+            required: true,
+        },
+        UploadedFile {
+            field: "holdout",
+            at: &["holdout"],
+            required: true,
+        },
+    ];
+    // The model first: an unknown one is refused before an upload is staged.
     keel_store::Selector::parse(&name)?;
     st.cache
         .store()
         .get(&name, &keel_store::Selector::Latest)
         .await?;
+    let spec: keel_app::retrain::RetrainSpec = job_request(
+        st.cache.store().home(),
+        &headers,
+        body,
+        st.config.body_limit_bytes,
+        EXPECTED,
+        FILES,
+        |v| json(&serde_json::to_vec(&v).unwrap_or_default(), EXPECTED),
+    )
+    .await?;
     let j = queue(&st, &name, &JobSpec::Retrain(spec), &caller.actor()).await?;
     Ok(accepted(j))
 }

@@ -260,9 +260,10 @@ pub struct EmbeddingsRequest {
     pub input: Value,
     #[serde(default)]
     pub model: Option<String>,
-    /// Only `float` is produced.
+    /// `float` (default): lists of numbers; `base64`: each vector's little-endian f32 bytes in base64, as
+    /// OpenAI's clients ask for by default.
     #[serde(default)]
-    #[schema(pattern = "^float$")]
+    #[schema(pattern = "^(float|base64)$")]
     pub encoding_format: Option<String>,
 }
 
@@ -319,13 +320,15 @@ pub async fn embeddings(
             texts.len()
         )));
     }
-    if let Some(f) = req.encoding_format.as_deref()
-        && f != "float"
-    {
-        return Err(bad(format!(
-            "$.encoding_format: '{f}' is not supported (float is)"
-        )));
-    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(f) => {
+            return Err(bad(format!(
+                "$.encoding_format: '{f}' is not supported (float and base64 are)"
+            )));
+        }
+    };
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
         return Err(bad(format!("$.input[{i}]: empty text")));
     }
@@ -388,7 +391,16 @@ pub async fn embeddings(
     let data: Vec<Value> = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(i, v)| {
+            let embedding = if base64 {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(v)
+            };
+            json!({"object": "embedding", "index": i, "embedding": embedding})
+        })
         .collect();
     Ok(axum::Json(json!({
         "object": "list",

@@ -212,6 +212,7 @@ pub async fn healthz(State(st): State<AppState>) -> Response {
     };
     let body = serde_json::json!({
         "status": if status == StatusCode::OK { "ok" } else { "worker_stopped" },
+        "version": env!("CARGO_PKG_VERSION"),
         "worker": worker,
     });
     (status, Json(body)).into_response()
@@ -277,8 +278,8 @@ pub enum PredictRequest {
 /// One prediction.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PredictionBody {
-    /// Class label (classification) or value (regression).
-    #[schema(value_type = Object)]
+    /// Class label (classification: a string or number, as the labels were) or value (regression).
+    #[schema(value_type = Value)]
     pub prediction: Value,
     /// Probability of the positive class (binary) or of the predicted class (multiclass).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -302,8 +303,9 @@ pub struct PredictResponse {
     pub request_id: String,
     pub model: String,
     pub version: i64,
+    /// One record's class label or value.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub prediction: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probability: Option<f64>,

@@ -247,7 +247,8 @@ pub async fn get(
 #[serde(deny_unknown_fields)]
 pub struct KeyValue {
     pub key: String,
-    #[schema(value_type = Object)]
+    /// Any JSON value (stored as text: strings as they are, other values as JSON).
+    #[schema(value_type = Value)]
     pub value: Value,
 }
 
@@ -495,7 +496,8 @@ pub struct CompareQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DiffRow {
     pub key: String,
-    #[schema(value_type = Vec<Object>)]
+    /// Any JSON value per run (a string, number, object or null).
+    #[schema(value_type = Vec<Value>)]
     pub values: Vec<Value>,
 }
 

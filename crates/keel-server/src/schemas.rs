@@ -10,6 +10,8 @@ use utoipa::ToSchema;
 pub struct Health {
     /// `ok`, or `worker_stopped` (with 503).
     pub status: String,
+    /// The server's version (`keel --version`).
+    pub version: String,
     /// The job worker's state (`state`: `off`, `running`, `retrying`, `stopped`).
     #[schema(value_type = Object)]
     pub worker: Value,
@@ -70,7 +72,9 @@ pub struct EmbeddingItem {
     /// `embedding`.
     pub object: String,
     pub index: u64,
-    pub embedding: Vec<f64>,
+    /// The vector: numbers, or a base64 string of little-endian f32 bytes with `encoding_format: base64`.
+    #[schema(value_type = Value)]
+    pub embedding: Value,
 }
 
 #[derive(Serialize, ToSchema)]
