@@ -20,16 +20,21 @@ SPEC = HERE.parent.parent / "openapi.json"
 TARGET = HERE / "src" / "keel_client" / "models.py"
 
 OPTIONS = [
-    "--input-file-type", "openapi",
-    "--output-model-type", "pydantic_v2.BaseModel",
-    "--target-python-version", "3.10",
+    "--input-file-type",
+    "openapi",
+    "--output-model-type",
+    "pydantic_v2.BaseModel",
+    "--target-python-version",
+    "3.10",
     "--use-standard-collections",
     "--use-union-operator",
     "--field-constraints",
     "--use-schema-description",
     "--use-field-description",
     "--disable-timestamp",
-    "--formatters", "black", "isort",
+    "--formatters",
+    "black",
+    "isort",
     "--custom-file-header",
     "# Generated from openapi.json by clients/python/generate.py (datamodel-code-generator, pinned in\n"
     "# requirements-dev.lock). Do not edit: change the server, regenerate, commit both.",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python client's checks: a cached virtualenv from requirements-dev.lock (PyPI only), the package installed
-# from this path, generated models compared with openapi.json, mypy --strict, then pytest against a real
+# from this path, generated models compared with openapi.json, mypy --strict, black and isort, then pytest against a real
 # `keel serve` (KEEL_BIN, default target/debug/keel) on a loopback port with a temporary home.
 # Needs the nannyml, pydocs and minilm assets (scripts/fetch-assets.sh); run by scripts/test.sh.
 set -euo pipefail
@@ -22,6 +22,8 @@ export KEEL_BIN="${KEEL_BIN:-$REPO/target/debug/keel}"
 cd "$HERE"
 "$VENV/bin/python" generate.py --check
 "$VENV/bin/mypy" --strict src/keel_client
+"$VENV/bin/black" --check --quiet src tests generate.py
+"$VENV/bin/isort" --check-only --quiet src tests generate.py
 REPORT="$(mktemp)"
 trap 'rm -f "$REPORT"' EXIT
 # Run from tests/ against the installed package (not the source tree).

@@ -56,7 +56,9 @@ class Server:
         return Client(self.url, api_key=self.keys[role], **kw)  # type: ignore[arg-type]
 
 
-def start_server(home: Path, log: Path, extra: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[str]]:
+def start_server(
+    home: Path, log: Path, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[str, subprocess.Popen[str]]:
     """Starts `keel serve --port 0` and returns its URL once it reported the port it bound."""
     e = dict(os.environ, KEEL_HOME=str(home), KEEL_CACHE=str(CACHE), **(env or {}))
     e.pop("KEEL_URL", None)

@@ -14,8 +14,7 @@ import pytest
 from conftest import Server
 
 import keel_client
-from keel_client import AsyncClient, Client, RetryPolicy
-from keel_client import _base
+from keel_client import AsyncClient, Client, RetryPolicy, _base
 
 
 def test_401_without_a_key_and_with_a_wrong_one(server: Server) -> None:
@@ -173,7 +172,9 @@ def test_a_retry_after_beyond_the_cap_is_raised_at_once(scripted: tuple[str, Scr
 def test_connect_errors_are_retried_with_backoff() -> None:
     attempts: list[float] = []
     http = httpx.Client(event_hooks={"request": [lambda r: attempts.append(time.monotonic())]})
-    c = Client("http://127.0.0.1:9", retry=RetryPolicy(max_retries=3, initial_delay=0.05, max_delay=0.2), http_client=http)
+    c = Client(
+        "http://127.0.0.1:9", retry=RetryPolicy(max_retries=3, initial_delay=0.05, max_delay=0.2), http_client=http
+    )
     with pytest.raises(keel_client.KeelConnectionError):
         c.health()
     assert len(attempts) == 4

@@ -40,7 +40,11 @@ def test_a_dataframe_goes_as_arrow_and_comes_back_on_its_index(
     with recording_client(server, "predictor", seen) as c:
         out = c.predict("loans", df, batch_size=100)
         records = c.predict("loans", json.loads(df.head(5).to_json(orient="records")))
-    arrow = [r for r in seen if r.url.path.endswith("/predict") and r.headers["content-type"] == "application/vnd.apache.arrow.stream"]
+    arrow = [
+        r
+        for r in seen
+        if r.url.path.endswith("/predict") and r.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    ]
     assert len(arrow) == 3  # 100 + 100 + 50 rows
     assert out.index.equals(df.index)
     assert list(out.columns[:2]) == ["prediction", "probability"]
@@ -50,7 +54,9 @@ def test_a_dataframe_goes_as_arrow_and_comes_back_on_its_index(
     assert out["probability"].head(5).tolist() == pytest.approx(first)
 
 
-def test_explain_returns_contributions_per_row_aligned(server: Server, trained: models.Job, loans_later: pd.DataFrame) -> None:
+def test_explain_returns_contributions_per_row_aligned(
+    server: Server, trained: models.Job, loans_later: pd.DataFrame
+) -> None:
     df = loans_later[FEATURES].iloc[[40, 7, 300]]
     with server.client("predictor") as c:
         out = c.predict("loans", df, explain=True, top_k=3)
@@ -125,7 +131,9 @@ async def test_async_predict_feedback_monitor(server: Server, trained: models.Jo
     async with AsyncClient(server.url, api_key=server.keys["predictor"]) as c:
         out = await c.predict("loans", df[FEATURES], explain=True)
         one = await c.predict("loans", json.loads(df[FEATURES].head(1).to_json(orient="records"))[0])
-        fb = await c.feedback("loans", out.assign(label=df["repaid"].astype(int).values)[["request_id", "row", "label"]])
+        fb = await c.feedback(
+            "loans", out.assign(label=df["repaid"].astype(int).values)[["request_id", "row", "label"]]
+        )
         drift = await c.monitor.drift("loans")
     assert out.index.equals(df.index) and "explanation" in out.columns
     assert one.probability == pytest.approx(out["probability"].iloc[0])

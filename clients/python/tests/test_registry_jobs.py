@@ -42,8 +42,14 @@ def test_a_training_job_reports_progress_until_it_succeeds(server: Server, loans
     seen: list[models.Job] = []
     err = io.StringIO()
     with server.client("deployer") as c:
-        job = c.jobs.train(loans.drop(columns=["id", "timestamp"]), name="loans", target="repaid", seed=11,
-                           gbdt={"n_trees": 40}, description="second")
+        job = c.jobs.train(
+            loans.drop(columns=["id", "timestamp"]),
+            name="loans",
+            target="repaid",
+            seed=11,
+            gbdt={"n_trees": 40},
+            description="second",
+        )
         assert job.state in ("queued", "running")
         done = c.jobs.wait(job, progress=seen.append, poll_interval=0.2, timeout=600)
         from keel_client._jobs import progress_printer
@@ -60,10 +66,26 @@ def test_a_training_job_reports_progress_until_it_succeeds(server: Server, loans
 
 def test_aliases_annotate_archive_delete(server: Server, trained: models.Job) -> None:
     with server.client("deployer") as c:
-        c.jobs.wait(c.jobs.train(server_data=_server_copy(server), name="scratch", target="repaid",
-                                 drop=["timestamp", "id"], gbdt={"n_trees": 10}), timeout=600)
-        c.jobs.wait(c.jobs.train(server_data=_server_copy(server), name="scratch", target="repaid",
-                                 drop=["timestamp", "id"], gbdt={"n_trees": 12}), timeout=600)
+        c.jobs.wait(
+            c.jobs.train(
+                server_data=_server_copy(server),
+                name="scratch",
+                target="repaid",
+                drop=["timestamp", "id"],
+                gbdt={"n_trees": 10},
+            ),
+            timeout=600,
+        )
+        c.jobs.wait(
+            c.jobs.train(
+                server_data=_server_copy(server),
+                name="scratch",
+                target="repaid",
+                drop=["timestamp", "id"],
+                gbdt={"n_trees": 12},
+            ),
+            timeout=600,
+        )
         moved = c.models.set_alias("scratch", "staging", 2)
         assert moved.version == 2
         noted = c.models.annotate("scratch", 1, description="first try", tags={"team": "credit"})
@@ -95,8 +117,12 @@ def _server_copy(server: Server) -> str:
 
 def test_a_queued_job_is_cancelled(server: Server, loans: pd.DataFrame) -> None:
     with server.client("deployer") as c:
-        first = c.jobs.train(loans.drop(columns=["id", "timestamp"]), name="busy", target="repaid", gbdt={"n_trees": 60})
-        second = c.jobs.train(loans.drop(columns=["id", "timestamp"]), name="busy", target="repaid", gbdt={"n_trees": 60})
+        first = c.jobs.train(
+            loans.drop(columns=["id", "timestamp"]), name="busy", target="repaid", gbdt={"n_trees": 60}
+        )
+        second = c.jobs.train(
+            loans.drop(columns=["id", "timestamp"]), name="busy", target="repaid", gbdt={"n_trees": 60}
+        )
         cancelled = c.jobs.cancel(second)
         assert cancelled.cancel_requested
         with pytest.raises(keel_client.JobFailedError) as e:
@@ -109,7 +135,10 @@ def test_import_a_lightgbm_model_with_a_reference_frame(server: Server) -> None:
     holdout = pd.read_csv(IMPORT / "employment_holdout.csv")
     with server.client("deployer") as c:
         job = c.models.import_model(
-            "employment-lgb", IMPORT / "lgb_employment.txt", reference=holdout, target="employed",
+            "employment-lgb",
+            IMPORT / "lgb_employment.txt",
+            reference=holdout,
+            target="employed",
             champion_if_none=True,
         )
         done = c.jobs.wait(job, timeout=600)
@@ -118,12 +147,14 @@ def test_import_a_lightgbm_model_with_a_reference_frame(server: Server) -> None:
     assert got.kind and got.version == 1
 
 
-def test_retrain_rollout_promote_and_rollback(server: Server, trained: models.Job, loans: pd.DataFrame,
-                                              loans_later: pd.DataFrame) -> None:
+def test_retrain_rollout_promote_and_rollback(
+    server: Server, trained: models.Job, loans: pd.DataFrame, loans_later: pd.DataFrame
+) -> None:
     fresh = loans_later.dropna(subset=["repaid"]).head(1000)
     with server.client("deployer") as c:
-        job = c.jobs.retrain("loans", data=loans.drop(columns=["id"]), holdout=fresh.drop(columns=["id"]), trees=30,
-                             canary=0.2)
+        job = c.jobs.retrain(
+            "loans", data=loans.drop(columns=["id"]), holdout=fresh.drop(columns=["id"]), trees=30, canary=0.2
+        )
         done = c.jobs.wait(job, timeout=600)
         assert done.kind == "retrain" and done.result is not None
         versions = [v.version for v in c.models.versions("loans")]
@@ -140,6 +171,14 @@ def test_retrain_rollout_promote_and_rollback(server: Server, trained: models.Jo
         back = c.rollouts.rollback("loans")
         assert back.version == before and back.before == latest
         assert c.models.aliases("loans")["champion"] == before
+        # A canary promoted by hand becomes the champion; a rollback restores the one before.
+        canary = c.rollouts.deploy("loans", latest, mode="canary", weight=0.1)
+        assert canary.canary_version == latest and canary.canary_weight == pytest.approx(0.1)
+        promoted = c.rollouts.promote("loans")
+        assert promoted.after == latest and promoted.before == before
+        assert c.models.aliases("loans")["champion"] == latest
+        assert c.rollouts.status("loans").rollout is None
+        assert c.rollouts.rollback("loans").version == before
 
 
 @pytest.mark.anyio
@@ -148,8 +187,13 @@ async def test_async_registry_and_jobs(server: Server, trained: models.Job, loan
         names = [e.id for e in await c.models.list()]
         assert "loans" in names
         assert (await c.models.get("loans@1")).version == 1
-        job = await c.jobs.train(loans.head(1500).drop(columns=["id", "timestamp"]), name="async-loans",
-                                 target="repaid", gbdt={"n_trees": 20}, champion_if_none=True)
+        job = await c.jobs.train(
+            loans.head(1500).drop(columns=["id", "timestamp"]),
+            name="async-loans",
+            target="repaid",
+            gbdt={"n_trees": 20},
+            champion_if_none=True,
+        )
         states: list[str] = []
         done = await c.jobs.wait(job, progress=lambda j: states.append(j.state), timeout=600)
         assert done.state == "succeeded" and states[-1] == "succeeded"

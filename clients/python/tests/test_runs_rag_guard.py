@@ -15,8 +15,9 @@ from keel_client import AsyncClient
 def test_a_run_logged_from_a_100_step_loop(server: Server) -> None:
     config = {"optimizer": {"name": "adamw", "lr": 3e-4}, "epochs": 100, "batch_size": 32}
     with server.client("predictor") as c:
-        with c.runs.start(experiment="pytorch-style", name="loop", tags={"framework": "torch"}, params=config,
-                          flush_every=25) as run:
+        with c.runs.start(
+            experiment="pytorch-style", name="loop", tags={"framework": "torch"}, params=config, flush_every=25
+        ) as run:
             for step in range(100):
                 loss = 2.0 * math.exp(-step / 30) + 0.05
                 run.log_metrics({"loss": loss, "accuracy": 1 - loss / 2.05}, step=step)

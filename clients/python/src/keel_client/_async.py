@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -279,7 +280,7 @@ class AsyncRun:
 
     async def log_artifact(self, path: str, data: bytes | str | os.PathLike[str]) -> m.RunArtifact:
         """Stores bytes, or a local file's content, under `path` in the run."""
-        content = data if isinstance(data, bytes) else open(data, "rb").read()
+        content = data if isinstance(data, bytes) else Path(data).read_bytes()
         return await self._client._send(c.put_artifact(self.id, path, content))
 
     async def flush(self) -> None:
@@ -634,9 +635,7 @@ class AsyncClient:
         timeout = self._settings.timeout
         kwargs.setdefault("timeout", timeout)
         kwargs.setdefault("max_retries", self._settings.retry.max_retries)
-        return openai.AsyncOpenAI(
-            base_url=f"{self.base_url}/v1", api_key=self._settings.api_key or "no-key", **kwargs
-        )
+        return openai.AsyncOpenAI(base_url=f"{self.base_url}/v1", api_key=self._settings.api_key or "no-key", **kwargs)
 
     async def close(self) -> None:
         if self._owns_http:

@@ -297,8 +297,10 @@ def retrain(
     path = f"{_model_path(name)}/retrain"
     if data is None and holdout is None:
         if server_data is None or server_holdout is None:
-            raise ValueError("retrain needs data= and holdout= (DataFrames or local files), or server_data= and "
-                             "server_holdout= (paths on the server)")
+            raise ValueError(
+                "retrain needs data= and holdout= (DataFrames or local files), or server_data= and "
+                "server_holdout= (paths on the server)"
+            )
         return Call("POST", path, model(m.Job), json=_body(**spec, data=server_data, holdout=server_holdout))
     if data is None or holdout is None:
         raise ValueError("retrain needs both data= and holdout= to upload")
@@ -311,7 +313,9 @@ def job(job_id: int) -> Call[m.Job]:
 
 
 def jobs(model_name: str | None, state: str | None, kind: str | None, limit: int | None) -> Call[m.JobList]:
-    return Call("GET", "/v1/jobs", model(m.JobList), params=_params(model=model_name, state=state, kind=kind, limit=limit))
+    return Call(
+        "GET", "/v1/jobs", model(m.JobList), params=_params(model=model_name, state=state, kind=kind, limit=limit)
+    )
 
 
 def cancel(job_id: int) -> Call[m.Job]:
@@ -452,8 +456,10 @@ def ingest(
             files.append(("file", upload(f"document-{i}", d)))
     if not files:
         raise ValueError("ingest needs at least one document")
-    fields = {k: str(v).lower() if isinstance(v, bool) else str(v)
-              for k, v in _body(max_tokens=max_tokens, overlap=overlap, screen=screen).items()}
+    fields = {
+        k: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in _body(max_tokens=max_tokens, overlap=overlap, screen=screen).items()
+    }
     return Call(
         "POST",
         f"/v1/rag/collections/{segment(collection)}/documents",
@@ -498,9 +504,7 @@ def scan(
         "POST",
         "/v1/guard/scan",
         model(m.ScanReport),
-        json=_body(
-            text=text_, route=route, system_prompt=system_prompt, canaries=list(canaries) if canaries else None
-        ),
+        json=_body(text=text_, route=route, system_prompt=system_prompt, canaries=list(canaries) if canaries else None),
         idempotent=True,
     )
 

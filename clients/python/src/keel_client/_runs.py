@@ -59,9 +59,7 @@ class Buffer:
             len(self.metrics) >= min(self.flush_every, MAX_METRICS)
             or len(self.params) >= MAX_PARAMS
             or len(self.tags) >= MAX_TAGS
-            or (
-                not self.empty_buffer() and time.monotonic() - self.last_flush >= self.flush_seconds
-            )
+            or (not self.empty_buffer() and time.monotonic() - self.last_flush >= self.flush_seconds)
         )
 
     def empty_buffer(self) -> bool:

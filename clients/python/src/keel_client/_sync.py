@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -278,7 +279,7 @@ class Run:
 
     def log_artifact(self, path: str, data: bytes | str | os.PathLike[str]) -> m.RunArtifact:
         """Stores bytes, or a local file's content, under `path` in the run."""
-        content = data if isinstance(data, bytes) else open(data, "rb").read()
+        content = data if isinstance(data, bytes) else Path(data).read_bytes()
         return self._client._send(c.put_artifact(self.id, path, content))
 
     def flush(self) -> None:
@@ -302,9 +303,7 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if et is None:
             self.end("finished")
             return
@@ -632,9 +631,7 @@ class Client:
         timeout = self._settings.timeout
         kwargs.setdefault("timeout", timeout)
         kwargs.setdefault("max_retries", self._settings.retry.max_retries)
-        return openai.OpenAI(
-            base_url=f"{self.base_url}/v1", api_key=self._settings.api_key or "no-key", **kwargs
-        )
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=self._settings.api_key or "no-key", **kwargs)
 
     def close(self) -> None:
         if self._owns_http:
@@ -643,9 +640,7 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 
