@@ -80,6 +80,8 @@ class Script:
     def __init__(self, answers: list[tuple[int, dict[str, str], bytes]]) -> None:
         self.answers = answers
         self.seen: list[tuple[str, str, float]] = []
+        self.stall = threading.Event()  # set: hold every answer until released
+        self.release = threading.Event()
 
 
 @pytest.fixture()
@@ -92,6 +94,8 @@ def scripted() -> Iterator[tuple[str, Script]]:
             if n:
                 self.rfile.read(n)
             script.seen.append((self.command, self.path, time.monotonic()))
+            if script.stall.is_set():
+                script.release.wait(10)
             status, headers, body = script.answers.pop(0) if script.answers else (500, {}, b"{}")
             self.send_response(status)
             for k, v in headers.items():
@@ -110,6 +114,7 @@ def scripted() -> Iterator[tuple[str, Script]]:
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", script
+    script.release.set()
     httpd.shutdown()
 
 
@@ -179,6 +184,19 @@ def test_connect_errors_are_retried_with_backoff() -> None:
         c.health()
     assert len(attempts) == 4
     assert all(b - a >= 0.02 for a, b in zip(attempts, attempts[1:]))
+
+
+def test_a_timeout_is_a_keel_timeout_error_and_reads_are_not_retried_after_it(scripted: tuple[str, Script]) -> None:
+    url, script = scripted
+    script.stall.set()
+    script.answers = [(200, {}, HEALTHY)] * 3
+    started = time.monotonic()
+    with Client(url, timeout=0.5) as c:
+        with pytest.raises(keel_client.KeelTimeoutError) as e:
+            c.health()
+    assert time.monotonic() - started < 5
+    assert e.value.status is None and "within the timeout" in str(e.value)
+    assert len(script.seen) == 1  # a read timeout may have reached the server: not retried
 
 
 def test_retry_after_as_an_http_date() -> None:

@@ -200,3 +200,32 @@ async def test_async_registry_and_jobs(server: Server, trained: models.Job, loan
         assert (await c.models.aliases("async-loans")) == {"champion": 1}
         assert (await c.jobs.get(job.id)).state == "succeeded"
         assert (await c.models.lineage("async-loans", 1)).version == 1
+
+
+@pytest.mark.anyio
+async def test_async_cards_rollouts_monitor_runs_and_cancel(
+    server: Server, trained: models.Job, loans: pd.DataFrame
+) -> None:
+    async with AsyncClient(server.url, api_key=server.keys["admin"]) as c:
+        assert 1 in [v.version for v in await c.models.versions("loans")]
+        card = await c.models.card("loans", 1)
+        assert card.card["intended_use"] == "car loans, trained from pytest"
+        assert "<html" in (await c.models.card_html("loans", 1)).lower()
+        report = await c.monitor.report("loans")
+        assert report.model == "loans"
+        status = await c.rollouts.status("loans")
+        assert status.model == "loans"
+        jobs = await c.jobs.list(model="loans")
+        assert jobs and all(j.model == "loans" for j in jobs)
+        first = await c.jobs.train(loans.drop(columns=["id", "timestamp"]), name="async-busy", target="repaid")
+        second = await c.jobs.train(loans.drop(columns=["id", "timestamp"]), name="async-busy", target="repaid")
+        assert (await c.jobs.cancel(second)).cancel_requested
+        last = await c.jobs.wait(second, timeout=600, raise_on_failure=False)
+        assert last.state == "cancelled"
+        await c.jobs.wait(first, timeout=600)
+        assert (await c.audit.page(model="async-busy", limit=50)).records
+        cols = await c.rag.collections()
+        assert isinstance(cols, list)
+        runs = await c.runs.list(limit=5)
+        assert all(r.id for r in runs)
+        assert isinstance(await c.runs.experiments(), list)

@@ -160,11 +160,18 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-/// Runs a future on a small runtime (the CLI is synchronous; the store is async).
+/// Runs a future on the command's runtime (the CLI is synchronous; the store is async). One runtime per
+/// process: a store opened in one call is used in the next, and its database connections belong to the
+/// runtime that opened them (a runtime per call left PostgreSQL connections on a runtime already shut down:
+/// "A Tokio 1.x context was found, but it is being shutdown").
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+        })
         .block_on(f)
 }
