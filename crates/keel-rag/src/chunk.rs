@@ -49,6 +49,60 @@ pub struct Chunk {
     pub quarantined: bool,
 }
 
+/// How long a collection's chunks are: the count, quantiles and mean of one length measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LengthDistribution {
+    pub count: usize,
+    pub min: usize,
+    pub p10: usize,
+    pub median: usize,
+    pub p90: usize,
+    pub max: usize,
+    pub mean: f64,
+}
+
+impl LengthDistribution {
+    /// The distribution of `lengths` (nearest-rank quantiles; all zero when empty).
+    pub fn of(mut lengths: Vec<usize>) -> LengthDistribution {
+        if lengths.is_empty() {
+            return LengthDistribution::default();
+        }
+        lengths.sort_unstable();
+        let n = lengths.len();
+        let q = |p: f64| lengths[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        LengthDistribution {
+            count: n,
+            min: lengths[0],
+            p10: q(0.1),
+            median: q(0.5),
+            p90: q(0.9),
+            max: lengths[n - 1],
+            mean: lengths.iter().sum::<usize>() as f64 / n as f64,
+        }
+    }
+}
+
+/// Chunk lengths in the embedding model's tokens and in words.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkLengths {
+    pub tokens: LengthDistribution,
+    pub words: LengthDistribution,
+}
+
+impl ChunkLengths {
+    pub fn of(chunks: &[Chunk]) -> ChunkLengths {
+        ChunkLengths {
+            tokens: LengthDistribution::of(chunks.iter().map(|c| c.tokens).collect()),
+            words: LengthDistribution::of(
+                chunks
+                    .iter()
+                    .map(|c| c.text.split_whitespace().count())
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// Sentence byte ranges in `text`: ends at `.`, `!` or `?` (plus closing quotes or brackets) followed by
 /// whitespace and the start of a new sentence; abbreviations, initials and decimals do not end one.
 pub fn sentences(text: &str) -> Vec<(usize, usize)> {
@@ -315,6 +369,20 @@ mod tests {
 
     fn words(s: &str) -> usize {
         s.split_whitespace().count()
+    }
+
+    #[test]
+    fn length_distributions_use_nearest_ranks() {
+        let d = LengthDistribution::of((1..=10).rev().collect());
+        assert_eq!(
+            (d.count, d.min, d.p10, d.median, d.p90, d.max),
+            (10, 1, 1, 5, 9, 10)
+        );
+        assert!((d.mean - 5.5).abs() < 1e-12);
+        assert_eq!(
+            LengthDistribution::of(vec![]),
+            LengthDistribution::default()
+        );
     }
 
     #[test]

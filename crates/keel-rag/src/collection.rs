@@ -102,6 +102,9 @@ pub struct IngestReport {
     pub skipped: Vec<Skipped>,
     /// New chunks the injection screen distrusted, with what was done to them.
     pub screened: Vec<Screened>,
+    /// How long the collection's chunks are afterwards (tokens of the embedding model, and words).
+    #[serde(default)]
+    pub chunk_lengths: crate::chunk::ChunkLengths,
 }
 
 /// How to retrieve.
@@ -640,6 +643,7 @@ impl Collection {
         }
         report.documents = records.len();
         report.chunks = all_chunks.len();
+        report.chunk_lengths = crate::chunk::ChunkLengths::of(&all_chunks);
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             name: name.to_string(),
@@ -852,7 +856,56 @@ pub fn fuse(
             _ => true,
         })
         .collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+    // Equal scores are decided by the retrievers' ranks, never by position in the collection: the better of
+    // a hit's two ranks first, then the other one (a chunk only one retriever found ranks last there), then
+    // the BM25 rank, and only then the ordinal (two chunks both retrievers ranked alike cannot happen).
+    let ranks = |h: &Hit| -> (usize, usize, usize) {
+        let s = srank.get(&h.ord).copied().unwrap_or(usize::MAX);
+        let d = drank.get(&h.ord).copied().unwrap_or(usize::MAX);
+        (s.min(d), s.max(d), s)
+    };
+    // Scores equal but for float noise (retriever scores are f32) are ties too: compared to 1e-6.
+    let level = |h: &Hit| (h.score * 1e6).round() as i64;
+    hits.sort_by(|a, b| {
+        level(b)
+            .cmp(&level(a))
+            .then_with(|| ranks(a).cmp(&ranks(b)))
+            .then(a.ord.cmp(&b.ord))
+    });
     hits.truncate(k);
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mode, fuse};
+
+    fn order(h: &[super::Hit]) -> Vec<u32> {
+        h.iter().map(|h| h.ord).collect()
+    }
+
+    #[test]
+    fn fusion_ties_are_broken_by_the_retrievers_ranks_not_by_position() {
+        // Weighted 0.5/0.5: min-max scores make all three 0.5 (a three-way tie).
+        let sparse = [(9, 5.0), (2, 3.0), (5, 1.0)];
+        let dense = [(5, 0.9), (2, 0.5), (9, 0.1)];
+        let h = fuse(&sparse, &dense, Mode::Hybrid, 0.5, 60.0, 3);
+        assert!(h.iter().all(|x| (x.score - 0.5).abs() < 1e-7), "{h:?}");
+        // 9 and 5 are each first somewhere (best rank 1, other rank 3); 9 wins on its BM25 rank; 2 (ranks 2
+        // and 2) comes last whatever its ordinal.
+        assert_eq!(order(&h), vec![9, 5, 2]);
+        // The same ranking with the ordinals swapped around: the order follows the ranks.
+        let sparse = [(1, 5.0), (7, 3.0), (3, 1.0)];
+        let dense = [(3, 0.9), (7, 0.5), (1, 0.1)];
+        assert_eq!(
+            order(&fuse(&sparse, &dense, Mode::Hybrid, 0.5, 60.0, 3)),
+            vec![1, 3, 7]
+        );
+        // RRF: first in one list only each; the one the other retriever also found comes first.
+        let sparse = [(4, 2.0), (8, 1.0)];
+        let dense = [(6, 0.8), (8, 0.7)];
+        let h = fuse(&sparse, &dense, Mode::Rrf, 0.5, 60.0, 3);
+        assert_eq!(h[0].ord, 8, "{h:?}");
+        assert_eq!(order(&h[1..]), vec![4, 6]);
+    }
 }

@@ -28,6 +28,8 @@ pub const MAX_TOKENS: usize = 256;
 pub struct MiniLm {
     model: Bert,
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation: lengths are counted whole.
+    counter: Tokenizer,
     dim: usize,
     batch: usize,
     id: String,
@@ -51,6 +53,11 @@ impl MiniLm {
         file("model.safetensors")?;
         let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        let mut counter = tokenizer.clone();
+        counter
+            .with_truncation(None)
+            .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -63,6 +70,7 @@ impl MiniLm {
             dim: model.hidden_size(),
             model,
             tokenizer,
+            counter,
             batch: 32,
             id: "sentence-transformers/all-MiniLM-L6-v2".into(),
         })
@@ -109,10 +117,138 @@ impl Embedder for MiniLm {
 
     fn count_tokens(&self, text: &str) -> usize {
         // Without special tokens, without truncation: the text's own length.
-        self.tokenizer
+        self.counter
             .encode_fast(text, false)
             .map(|e| e.get_ids().len())
             .unwrap_or_else(|_| text.split_whitespace().count())
             .max(usize::from(!text.trim().is_empty()))
+    }
+}
+
+/// Tokens of one query window: the model's window less its two special tokens.
+const QUERY_WINDOW: usize = MAX_TOKENS - 2;
+
+/// Tokens repeated between consecutive query windows.
+const QUERY_OVERLAP: usize = 32;
+
+/// The embedding of a question of any length. Up to the model's window it is the text's own embedding; a
+/// longer question (a pasted error log, a long request) is cut at word boundaries into windows of
+/// [`MAX_TOKENS`] − 2 tokens overlapping by 32, each window is embedded, and the token-weighted mean of the
+/// window vectors, normalised, is the query vector — every part of the question counts, where truncation would
+/// keep only the first 254 tokens.
+pub fn embed_query(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
+    Ok(embed_queries(embedder, &[text])?.remove(0))
+}
+
+/// [`embed_query`] for many questions, their windows embedded in one batch.
+pub fn embed_queries(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    let per: Vec<Vec<(String, usize)>> = texts
+        .iter()
+        .map(|t| {
+            query_windows(t, QUERY_WINDOW, QUERY_OVERLAP, &|w| {
+                embedder.count_tokens(w)
+            })
+        })
+        .collect();
+    // A question that fits goes in as written (its own text, not the re-joined words).
+    let inputs: Vec<&str> = per
+        .iter()
+        .zip(texts)
+        .flat_map(|(w, t)| -> Vec<&str> {
+            if w.len() <= 1 {
+                vec![*t]
+            } else {
+                w.iter().map(|(p, _)| p.as_str()).collect()
+            }
+        })
+        .collect();
+    let mut vectors = embedder.embed(&inputs)?.into_iter();
+    let mut out = Vec::with_capacity(texts.len());
+    for w in &per {
+        if w.len() <= 1 {
+            out.push(vectors.next().expect("one vector per input"));
+            continue;
+        }
+        let mut mean = vec![0f32; embedder.dim()];
+        for (_, tokens) in w {
+            let v = vectors.next().expect("one vector per window");
+            for (m, x) in mean.iter_mut().zip(&v) {
+                *m += x * *tokens as f32;
+            }
+        }
+        let norm = mean.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        out.push(mean.into_iter().map(|x| x / norm).collect());
+    }
+    Ok(out)
+}
+
+/// `text` cut at word boundaries into windows of at most `window` tokens (a word's tokens counted alone),
+/// consecutive windows sharing about `overlap` tokens; each with its token count. One window when it fits.
+pub fn query_windows(
+    text: &str,
+    window: usize,
+    overlap: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Vec<(String, usize)> {
+    let words: Vec<(&str, usize)> = text
+        .split_whitespace()
+        .map(|w| (w, count(w).max(1)))
+        .collect();
+    let total: usize = words.iter().map(|w| w.1).sum();
+    if total <= window {
+        return vec![(text.to_string(), total)];
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < words.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < words.len() && (tokens + words[end].1 <= window || end == start) {
+            tokens += words[end].1;
+            end += 1;
+        }
+        let piece: Vec<&str> = words[start..end].iter().map(|w| w.0).collect();
+        out.push((piece.join(" "), tokens));
+        if end >= words.len() {
+            break;
+        }
+        // Step back over about `overlap` tokens for the next window's start.
+        let mut back = end;
+        let mut kept = 0;
+        while back > start + 1 && kept + words[back - 1].1 <= overlap {
+            kept += words[back - 1].1;
+            back -= 1;
+        }
+        start = back;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_windows;
+
+    #[test]
+    fn long_queries_are_cut_into_overlapping_windows_that_cover_every_word() {
+        let words = |s: &str| s.split_whitespace().count();
+        let text: String = (0..1000)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let w = query_windows(&text, 254, 32, &|_| 1);
+        assert!(w.len() >= 4, "{}", w.len());
+        for (piece, tokens) in &w {
+            assert!(*tokens <= 254 && *tokens == words(piece));
+        }
+        // Consecutive windows share 32 words; the first and the last word are covered.
+        for pair in w.windows(2) {
+            let a: Vec<&str> = pair[0].0.split_whitespace().collect();
+            let b: Vec<&str> = pair[1].0.split_whitespace().collect();
+            assert_eq!(&a[a.len() - 32..], &b[..32]);
+        }
+        assert!(w[0].0.starts_with("w0 "));
+        assert!(w.last().unwrap().0.ends_with("w999"));
+        // A short query is one window, untouched.
+        assert_eq!(query_windows("how do I rebase?", 254, 32, &|_| 1).len(), 1);
     }
 }

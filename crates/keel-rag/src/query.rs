@@ -108,7 +108,7 @@ pub fn retrieve(
     let qv = if opts.retrieval == Mode::Bm25 {
         None
     } else {
-        Some(embedder.embed(&[question])?.remove(0))
+        Some(crate::embed::embed_query(embedder, question)?)
     };
     let hits = c.search(question, qv.as_deref(), opts.retrieval, opts.k, None)?;
     let best_dense = match &qv {

@@ -147,6 +147,11 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
             report.removed,
             report.embedded_chunks
         );
+        let (t, w) = (&report.chunk_lengths.tokens, &report.chunk_lengths.words);
+        println!(
+            "  chunk length: median {} tokens ({} words), 10–90 % {}–{} tokens, max {}",
+            t.median, w.median, t.p10, t.p90, t.max
+        );
         for s in &report.skipped {
             println!("  skipped {}: {}", s.path, s.reason);
         }
@@ -368,7 +373,8 @@ fn runs(c: &Collection, e: &dyn Embedder, qrels_path: &Path, quiet: bool) -> Res
     let qrels = parse_qrels(&text, &qrels_path.display().to_string())?;
     let pb = bar(qrels.len() as u64, "retrieving", quiet);
     let questions: Vec<&str> = qrels.iter().map(|q| q.query.as_str()).collect();
-    let vectors = e.embed(&questions)?;
+    // Questions longer than the model's window are embedded as the mean of their windows, as queries are.
+    let vectors = keel_rag::embed::embed_queries(e, &questions)?;
     let mut sparse = Vec::new();
     let mut dense = Vec::new();
     for (q, v) in qrels.iter().zip(&vectors) {

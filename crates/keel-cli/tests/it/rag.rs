@@ -53,6 +53,18 @@ fn ingest_reports_json_and_a_crash_mid_ingest_leaves_the_collection_as_it_was() 
     let v = stdout_json(&o);
     assert_eq!(v["documents"], 2);
     assert!(v["chunks"].as_u64().unwrap() >= 2);
+    // The chunk-length distribution covers every chunk and stays within the token budget (200).
+    let tokens = &v["chunk_lengths"]["tokens"];
+    assert_eq!(tokens["count"], v["chunks"], "{v}");
+    let (median, max) = (
+        tokens["median"].as_u64().unwrap(),
+        tokens["max"].as_u64().unwrap(),
+    );
+    assert!(median > 0 && median <= max && max <= 200, "{v}");
+    assert!(
+        v["chunk_lengths"]["words"]["median"].as_u64().unwrap() > 0,
+        "{v}"
+    );
     assert_eq!(v["skipped"][0]["path"], "notes.bin.txt");
     assert!(
         v["skipped"][0]["reason"]

@@ -336,3 +336,45 @@ fn the_local_llm_answers_in_chatml_and_stops() {
     assert_eq!(pieces, 1);
     assert_eq!(g.finish, keel_rag::llm::Finish::Cancelled);
 }
+
+#[test]
+fn a_question_longer_than_the_window_is_embedded_whole_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    write(&docs, "copy.md", COPY.as_bytes());
+    write(&docs, "trees.rst", TREES.as_bytes());
+    write(&docs, "ships.html", SHIPS.as_bytes());
+    let root = dir.path().join("rag");
+    ingest(&root, "kb", &docs);
+    let c = Collection::open(&root, "kb").unwrap();
+    // 320 words of a user's preamble about sailing (past MiniLM's 256-token window), then the question.
+    let preamble =
+        "I have been sailing small boats on the lake every weekend with my family and friends. "
+            .repeat(20);
+    let question =
+        format!("{preamble} Anyway, my real question: why are the leaves of trees green?");
+    let m = model();
+    assert!(m.count_tokens(&question) > 300);
+    // Truncation sees only the preamble: its vector is the preamble's.
+    let truncated = m.embed(&[question.as_str()]).unwrap().remove(0);
+    let preamble_only = m.embed(&[preamble.as_str()]).unwrap().remove(0);
+    let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+    assert!(cos(&truncated, &preamble_only) > 0.99);
+    let leaves = |o: u32| c.chunks[o as usize].section == "Why are the leaves green?";
+    let truncated_top: Vec<u32> = c.dense(&truncated, 2).iter().map(|h| h.0).collect();
+    assert!(
+        !truncated_top.iter().any(|&o| leaves(o)),
+        "{truncated_top:?}"
+    );
+    // The windowed embedding keeps the question at the end: the leaves chunk is among the first two.
+    let whole = keel_rag::embed::embed_query(m.as_ref(), &question).unwrap();
+    assert!((cos(&whole, &whole) - 1.0).abs() < 1e-4);
+    let top: Vec<u32> = c.dense(&whole, 2).iter().map(|h| h.0).collect();
+    assert!(
+        top.iter().any(|&o| leaves(o)),
+        "{:?}",
+        top.iter()
+            .map(|&o| &c.chunks[o as usize].section)
+            .collect::<Vec<_>>()
+    );
+}
