@@ -91,8 +91,117 @@ pub struct Retrieved<'a> {
     pub score: f64,
 }
 
+/// Whether the question asks for code (then code lines and command listings may answer it).
+pub fn asks_for_code(question: &str) -> bool {
+    const WORDS: [&str; 9] = [
+        "code", "example", "snippet", "command", "syntax", "script", "usage", "invoke", "flag",
+    ];
+    question.contains('`')
+        || question
+            .split(|c: char| !c.is_alphanumeric())
+            .map(str::to_lowercase)
+            .any(|w| WORDS.iter().any(|k| w == *k || w == format!("{k}s")))
+}
+
+/// Why a sentence does not read as prose, if it does not: an option list (`-a, --all …`), a code or shell
+/// line, markup left over, or mostly symbols.
+pub fn not_prose(sentence: &str) -> Option<&'static str> {
+    let words: Vec<&str> = sentence.split_whitespace().collect();
+    let options = words
+        .iter()
+        .filter(|w| {
+            let w = w.trim_end_matches([',', ';', ':']);
+            (w.starts_with("--") && w.len() > 2) || (w.len() == 2 && w.starts_with('-'))
+        })
+        .count();
+    if options >= 2 {
+        return Some("an option list");
+    }
+    let lines: Vec<&str> = sentence
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.iter().any(|l| {
+        l.starts_with("$ ") || l.starts_with(">>>") || l.starts_with("...") || l.starts_with("# ")
+    }) {
+        return Some("a shell or interpreter line");
+    }
+    let chars = sentence
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .count()
+        .max(1);
+    let symbols = sentence
+        .chars()
+        .filter(|c| {
+            matches!(
+                c,
+                '{' | '}'
+                    | '('
+                    | ')'
+                    | '['
+                    | ']'
+                    | ';'
+                    | '='
+                    | '<'
+                    | '>'
+                    | '|'
+                    | '$'
+                    | '\\'
+                    | '*'
+                    | '&'
+            )
+        })
+        .count();
+    if symbols * 8 > chars {
+        return Some("code");
+    }
+    if lines.len() > 2
+        && lines
+            .iter()
+            .filter(|l| l.starts_with(['-', '*', '+']))
+            .count()
+            > 1
+    {
+        return Some("a list");
+    }
+    None
+}
+
+/// Byte ranges of the paragraphs of `text` (separated by blank lines).
+fn paragraphs(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim().is_empty() {
+            if !text[start..offset].trim().is_empty() {
+                out.push((start, offset));
+            }
+            start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    if !text[start..].trim().is_empty() {
+        out.push((start, text.len()));
+    }
+    out
+}
+
+/// A sentence as an answer shows it: control characters gone, line breaks and runs of spaces as one space.
+pub fn clean_sentence(sentence: &str) -> String {
+    sentence
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The best `max_sentences` sentences of the top chunks for `question`, ordered as they appear (chunk rank,
-/// then position), each citing its chunk.
+/// then position), each citing its chunk. Sentences that are not prose (option lists, code and shell lines,
+/// symbol runs) are left out unless the question asks for code; the sentence that names the question's rarest
+/// term (its subject, most often) is preferred over its neighbours; the text is shown cleaned.
 pub fn extractive(
     question: &str,
     hits: &[Retrieved<'_>],
@@ -101,23 +210,49 @@ pub fn extractive(
 ) -> Vec<AnswerSentence> {
     let q: HashSet<String> = terms(question).into_iter().collect();
     let q_weight: f64 = q.iter().map(|t| stats.idf(t)).sum::<f64>().max(1e-9);
+    // The question's most specific term: the one fewest chunks contain (ties by the term itself).
+    let subject = q
+        .iter()
+        .filter(|t| stats.df.get(t.as_str()).is_some_and(|&d| d > 0))
+        .max_by(|a, b| stats.idf(a).total_cmp(&stats.idf(b)).then(b.cmp(a)))
+        .cloned();
+    let code_ok = asks_for_code(question);
     let top_score = hits.first().map_or(1.0, |h| h.score.max(1e-9));
     let mut scored: Vec<(f64, usize, usize, String)> = Vec::new();
     for (rank, h) in hits.iter().take(3).enumerate() {
-        let text = &h.chunk.text;
-        for (pos, (s, e)) in sentences(text).into_iter().enumerate() {
-            let sent = text[s..e].trim();
+        // Paragraphs first (a blank line always ends a sentence: list items and code blocks stand alone),
+        // then sentences within each.
+        let text = h.chunk.text.replace("\r\n", "\n");
+        let spans: Vec<(usize, usize)> = paragraphs(&text)
+            .into_iter()
+            .flat_map(|(ps, pe)| {
+                sentences(&text[ps..pe])
+                    .into_iter()
+                    .map(move |(s, e)| (ps + s, ps + e))
+            })
+            .collect();
+        for (pos, (s, e)) in spans.into_iter().enumerate() {
+            let raw = text[s..e].trim();
+            if !code_ok && not_prose(raw).is_some() {
+                continue;
+            }
+            let sent = clean_sentence(raw);
             if sent.len() < 12 || sent.split_whitespace().count() < 3 {
                 continue;
             }
-            let st: HashSet<String> = terms(sent).into_iter().collect();
+            let st: HashSet<String> = terms(&sent).into_iter().collect();
             let overlap: f64 = q.intersection(&st).map(|t| stats.idf(t)).sum::<f64>() / q_weight;
-            // Retrieval rank, query-term coverage, and a nudge towards a section's opening sentences.
-            let score = 0.5 * h.score / top_score + overlap + 0.15 / (1.0 + pos as f64);
-            scored.push((score, rank, pos, sent.to_string()));
+            let names_subject = subject.as_ref().is_some_and(|t| st.contains(t));
+            // Retrieval rank, query-term coverage, the subject named, and a nudge towards a section's opening
+            // sentences.
+            let score = 0.5 * h.score / top_score
+                + overlap
+                + if names_subject { 0.25 } else { 0.0 }
+                + 0.15 / (1.0 + pos as f64);
+            scored.push((score, rank, pos, sent));
         }
     }
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
     scored.truncate(max_sentences.max(1));
     scored.sort_by_key(|s| (s.1, s.2));
     scored
@@ -297,5 +432,86 @@ mod tests {
         assert!(s[0].text.contains("copy.deepcopy()"), "{s:?}");
         assert!(s.iter().all(|x| x.chunk_id.as_deref() == Some("d#0")));
         assert_eq!(terms("Copies copying the copied"), ["copy", "copy", "copi"]);
+    }
+
+    #[test]
+    fn extractive_answers_read_as_prose_unless_code_is_asked_for() {
+        // A man page: the prose sentence, an option list, a shell line, CRLF line ends.
+        let text = "git-stash - Stash the changes in a dirty working directory away.\r\n\r\n\
+                    -p, --patch  Interactively select hunks. -k, --keep-index  Keep the index intact.\r\n\r\n\
+                    $ git stash push -m \"wip\" -- src/\r\n\r\n\
+                    Use git stash when you want to record the current state of the working directory and go back to a clean one.";
+        let chunks = [chunk("git-stash.txt#0", "DESCRIPTION", text)];
+        let stats = TermStats::of(&chunks);
+        let hits = [Retrieved {
+            chunk: &chunks[0],
+            score: 1.0,
+        }];
+        let s = extractive("What does git stash do?", &hits, &stats, 3);
+        assert!(!s.is_empty());
+        for a in &s {
+            assert!(
+                !a.text.contains("--patch") && !a.text.contains("$ git"),
+                "{s:?}"
+            );
+            assert!(
+                !a.text.contains('\r') && !a.text.contains('\n'),
+                "{:?}",
+                a.text
+            );
+        }
+        assert!(
+            s.iter().any(|a| a.text.starts_with("Use git stash when")),
+            "{s:?}"
+        );
+        // Asked for the command, the shell line may answer.
+        let s = extractive(
+            "Show an example command for git stash with a message",
+            &hits,
+            &stats,
+            4,
+        );
+        assert!(
+            s.iter().any(|a| a.text.contains("$ git stash push")),
+            "{s:?}"
+        );
+        assert_eq!(
+            not_prose("-a, --all  Stage all files."),
+            Some("an option list")
+        );
+        assert_eq!(
+            not_prose("for (i = 0; i < n; i++) { x[i] = y[i]; }"),
+            Some("code")
+        );
+        assert_eq!(not_prose("A keel keeps the ship upright."), None);
+        assert_eq!(clean_sentence("a\r\nb\t c"), "a b c");
+    }
+
+    #[test]
+    fn the_sentence_naming_the_subject_is_preferred_over_its_neighbours() {
+        let chunks = [
+            chunk(
+                "d#0",
+                "Merging",
+                "Branches are lines of development. A fast-forward merge moves the branch pointer without a merge commit. Conflicts need manual resolution.",
+            ),
+            chunk(
+                "d#1",
+                "Other",
+                "Branches and tags are refs. Branches move, tags do not.",
+            ),
+        ];
+        let stats = TermStats::of(&chunks);
+        let hits = [Retrieved {
+            chunk: &chunks[0],
+            score: 1.0,
+        }];
+        let s = extractive(
+            "What is a fast-forward merge of branches?",
+            &hits,
+            &stats,
+            1,
+        );
+        assert!(s[0].text.starts_with("A fast-forward merge"), "{s:?}");
     }
 }
