@@ -1,7 +1,9 @@
 //! Retrieval evaluation against qrels: recall@k, MRR@10 and nDCG@10 (binary relevance). A qrels line is
 //! `{"query": "...", "relevant": ["ID", ...]}`; a chunk matches an ID equal to its document path or to
-//! `document#section`. The ranked chunks are reduced to the IDs they match, first occurrence only, so several
-//! chunks of one relevant section count once.
+//! `document#section`. The ranked chunks are reduced to a ranking of distinct units, each at the rank of its
+//! best chunk (MaxP): a chunk that matches a relevant ID stands for that ID, any other for its document, and a
+//! unit seen before is dropped (it neither counts again nor takes a rank). At document level this is the
+//! usual "a document scored by its best passage".
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -53,24 +55,36 @@ pub struct Metrics {
     pub queries: usize,
 }
 
-/// The relevant IDs a ranked chunk list hits, in rank order, each once (`None` for a miss).
+/// The ranking of distinct units a ranked chunk list makes: `Some(id)` for a relevant ID (first time), `None`
+/// for a document with nothing relevant in it (first time); repeats are dropped.
 pub fn judged(ranked: &[&Chunk], relevant: &[String]) -> Vec<Option<String>> {
     let rel: HashSet<&str> = relevant.iter().map(String::as_str).collect();
-    let mut seen = HashSet::new();
-    ranked
-        .iter()
-        .map(|c| {
-            let with_section = format!("{}#{}", c.document, c.section);
-            let id = if rel.contains(with_section.as_str()) {
-                Some(with_section)
-            } else if rel.contains(c.document.as_str()) {
-                Some(c.document.clone())
-            } else {
-                None
-            };
-            id.filter(|i| seen.insert(i.clone()))
-        })
-        .collect()
+    let mut seen_ids = HashSet::new();
+    let mut seen_misses = HashSet::new();
+    let mut out = Vec::new();
+    for c in ranked {
+        let with_section = format!("{}#{}", c.document, c.section);
+        let id = if rel.contains(with_section.as_str()) {
+            Some(with_section)
+        } else if rel.contains(c.document.as_str()) {
+            Some(c.document.clone())
+        } else {
+            None
+        };
+        match id {
+            Some(i) => {
+                if seen_ids.insert(i.clone()) {
+                    out.push(Some(i));
+                }
+            }
+            None => {
+                if seen_misses.insert(c.document.as_str()) {
+                    out.push(None);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Per-query metrics from a judged list.
@@ -118,6 +132,35 @@ pub fn mean(per_query: &[(f64, f64, f64, f64)]) -> Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_collapse_to_distinct_documents_at_their_best_rank() {
+        let ch = |doc: &str, section: &str| Chunk {
+            id: format!("{doc}#x"),
+            document: doc.into(),
+            section: section.into(),
+            section_path: section.into(),
+            start: 0,
+            end: 0,
+            text: String::new(),
+            tokens: 0,
+            untrusted: None,
+            quarantined: false,
+        };
+        let (a1, a2, b1, b2, c1) = (
+            ch("a", "1"),
+            ch("a", "2"),
+            ch("b", "1"),
+            ch("b", "2"),
+            ch("c", "1"),
+        );
+        // Ranked chunks: b, b again, a, c, a again. Relevant: document a.
+        let j = judged(&[&b1, &b2, &a1, &c1, &a2], &["a".to_string()]);
+        assert_eq!(j, vec![None, Some("a".to_string()), None]);
+        // Section-level IDs: a#2 relevant; a#1 is a miss unit (document a), a#2 still counts when it comes.
+        let j = judged(&[&a1, &a2, &b1], &["a#2".to_string()]);
+        assert_eq!(j, vec![None, Some("a#2".to_string()), None]);
+    }
 
     #[test]
     fn metrics_match_a_hand_computation() {
