@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # RAG benchmark, one command: Keel next to Python anchors in the same run, on the same inputs.
-#   1. Retrieval on the Python FAQ (175 question → answer-section pairs, bench/faq_qrels.py): recall@5, MRR@10,
+#   1. Retrieval on the Python FAQ (175 question → answer-section pairs, bench/faq_qrels.py, and 40 hand-written
+#      paraphrased questions, bench/faq_paraphrased.qrels.jsonl): recall@5, MRR@10,
 #      nDCG@10 for Keel's BM25 (tantivy), dense (MiniLM + its HNSW) and hybrid (weighted fusion, weight tuned on
 #      a separate split) vs bm25s, sentence-transformers + hnswlib, and their reciprocal-rank fusion.
 #   2. Embedding throughput on the FAQ chunks: Keel (candle) vs sentence-transformers, same model, same texts.
@@ -50,9 +51,12 @@ awk 'NR % 2 == 0' "$WORK/faq.qrels.jsonl" > "$WORK/even.qrels.jsonl"
 "$KEEL" rag tune --collection faq --qrels "$WORK/even.qrels.jsonl" --json > "$WORK/tune-even.json"
 "$KEEL" eval retrieval --collection faq --qrels "$WORK/odd.qrels.jsonl" --json > "$WORK/keel-odd.json"
 "$KEEL" eval retrieval --collection faq --qrels "$WORK/faq.qrels.jsonl" --json > "$WORK/keel-all.json"
+# Paraphrased questions (written by hand, committed: bench/faq_paraphrased.qrels.jsonl) on the same collection.
+"$KEEL" eval retrieval --collection faq --qrels bench/faq_paraphrased.qrels.jsonl --json > "$WORK/keel-para.json"
 "$KEEL" rag chunks --collection faq --json > "$WORK/chunks.jsonl"
 echo "== FAQ: anchors" >&2
 "$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" "$WORK/faq.qrels.jsonl" "$MINILM" > "$WORK/anchor-all.json"
+"$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" bench/faq_paraphrased.qrels.jsonl "$MINILM" > "$WORK/anchor-para.json"
 echo "== embedding throughput: Keel" >&2
 "$ROOT/target/release/examples/embed" "$MINILM" "$WORK/chunks.jsonl" > "$WORK/keel-embed.json"
 
@@ -116,6 +120,19 @@ rows = [("Keel BM25 (tantivy)", ka["bm25"]), ("Keel dense (MiniLM + HNSW)", ka["
         ("bm25s", aa["bm25"]), ("sentence-transformers + hnswlib", aa["dense"]), ("anchors' RRF (k = 60)", aa["rrf"])]
 for name, t in rows:
     print(f"| {name} | {t['recall@5']:.3f} | {t['mrr@10']:.3f} | {t['ndcg@10']:.3f} |")
+kp, ap = j("keel-para.json"), j("anchor-para.json")
+print(f"\nParaphrased FAQ questions ({kp['queries']}, written by hand as users ask them — context, longer, not the "
+      f"section titles; `bench/faq_paraphrased.qrels.jsonl`), same chunks, evaluation at the rank of each unit's best "
+      f"chunk for every retriever:\n")
+print("| retriever | recall@5 | MRR@10 | nDCG@10 |")
+print("|---|---|---|---|")
+for name, t in [("Keel BM25", kp["bm25"]), ("Keel dense", kp["dense"]), ("Keel hybrid (the collection's weight)", kp["hybrid"]),
+                ("Keel RRF", kp["rrf"]), ("bm25s", ap["bm25"]), ("sentence-transformers + hnswlib", ap["dense"]),
+                ("anchors' RRF", ap["rrf"]), ("anchors' convex 0.5", ap["convex"])]:
+    print(f"| {name} | {t['recall@5']:.3f} | {t['mrr@10']:.3f} | {t['ndcg@10']:.3f} |")
+lengths = ing.get("chunk_lengths", {}).get("tokens", {})
+if lengths:
+    print(f"\nChunk lengths (tokens): median {lengths['median']}, 10–90 % {lengths['p10']}–{lengths['p90']}, max {lengths['max']}.")
 best = max(ka["bm25"]["ndcg@10"], ka["dense"]["ndcg@10"])
 print(f"\nKeel hybrid nDCG@10 {hyb['ndcg@10']:.4f} vs the better single retriever {best:.4f} "
       f"({'≥' if hyb['ndcg@10'] >= best - 1e-12 else '<'}).\n")

@@ -18,16 +18,20 @@ import numpy as np
 
 
 def judged(ranked, chunks, relevant):
-    rel, seen, out = set(relevant), set(), []
+    """Keel's evaluation (keel_rag::eval::judged): distinct units at their best chunk's rank (MaxP) — a chunk
+    that matches a relevant ID stands for it, any other for its document; repeats are dropped."""
+    rel, seen_hits, seen_misses, out = set(relevant), set(), set(), []
     for i in ranked:
         c = chunks[i]
         with_section = f"{c['document']}#{c['section']}"
         hit = with_section if with_section in rel else (c["document"] if c["document"] in rel else None)
-        if hit is not None and hit in seen:
-            hit = None
         if hit is not None:
-            seen.add(hit)
-        out.append(hit)
+            if hit not in seen_hits:
+                seen_hits.add(hit)
+                out.append(hit)
+        elif c["document"] not in seen_misses:
+            seen_misses.add(c["document"])
+            out.append(None)
     return out
 
 
@@ -64,8 +68,8 @@ def retrieval(chunks_path, qrels_path, model_dir):
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
     bm25_index_s = time.perf_counter() - t
-    res, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=50,
-                                show_progress=False)
+    res, bm25_scores = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=50,
+                                          show_progress=False)
     bm25_runs = [list(map(int, r)) for r in res]
 
     # Dense: the same MiniLM model in sentence-transformers, vectors in hnswlib (M 16, ef_construction 200).
@@ -80,7 +84,7 @@ def retrieval(chunks_path, qrels_path, model_dir):
     index.add_items(vecs, np.arange(len(texts)))
     index.set_ef(64)
     qv = model.encode(queries, batch_size=32, normalize_embeddings=True)
-    labels, _ = index.knn_query(qv, k=50)
+    labels, dists = index.knn_query(qv, k=50)
     dense_runs = [list(map(int, r)) for r in labels]
 
     def rrf(a, b, k=60.0):
@@ -90,9 +94,22 @@ def retrieval(chunks_path, qrels_path, model_dir):
                 s[i] = s.get(i, 0.0) + 1.0 / (k + rank + 1)
         return [i for i, _ in sorted(s.items(), key=lambda x: (-x[1], x[0]))]
 
+    def convex(ids_a, sc_a, ids_b, sc_b, w=0.5):
+        """Min-max normalised scores, w on the dense side (a chunk missing from a list scores 0 there)."""
+        def norm(ids, sc):
+            sc = [float(x) for x in sc]
+            lo, hi = min(sc), max(sc)
+            return {int(i): (x - lo) / max(hi - lo, 1e-9) for i, x in zip(ids, sc)}
+        a, b = norm(ids_a, sc_a), norm(ids_b, sc_b)
+        s = {i: (1 - w) * a.get(i, 0.0) + w * b.get(i, 0.0) for i in set(a) | set(b)}
+        return [i for i, _ in sorted(s.items(), key=lambda x: (-x[1], x[0]))]
+
+    convex_runs = [convex(a, sa, b, [1.0 - d for d in db])
+                   for a, sa, b, db in zip(bm25_runs, bm25_scores, dense_runs, dists)]
     out = {}
     for name, runs in [("bm25", bm25_runs), ("dense", dense_runs),
-                       ("rrf", [rrf(a, b) for a, b in zip(bm25_runs, dense_runs)])]:
+                       ("rrf", [rrf(a, b) for a, b in zip(bm25_runs, dense_runs)]),
+                       ("convex", convex_runs)]:
         out[name] = mean([score(judged(r, chunks, q["relevant"]), len(q["relevant"]))
                           for r, q in zip(runs, qrels)])
     out["embedding"] = {"texts": len(texts), "seconds": embed_s, "per_second": len(texts) / embed_s,
