@@ -118,6 +118,24 @@ def retrieval(chunks_path, qrels_path, model_dir):
     print(json.dumps(out))
 
 
+def bm25_only(chunks_path, *qrels_paths):
+    """bm25s alone (no torch): for the BM25 parity bench, bench/rag_bm25.sh."""
+    import bm25s
+
+    chunks = [json.loads(l) for l in open(chunks_path)]
+    texts = [(c["section"] + "\n" + c["text"]) if c["section"] else c["text"] for c in chunks]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    out = {}
+    for path in qrels_paths:
+        qrels = [json.loads(l) for l in open(path)]
+        res, _ = retriever.retrieve(bm25s.tokenize([q["query"] for q in qrels], stopwords="en", show_progress=False),
+                                    k=50, show_progress=False)
+        out[os.path.basename(path)] = mean([score(judged(list(map(int, r)), chunks, q["relevant"]), len(q["relevant"]))
+                                            for r, q in zip(res, qrels)])
+    print(json.dumps(out))
+
+
 def idx(path):
     with gzip.open(path, "rb") as f:
         data = f.read()
@@ -176,6 +194,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "retrieval":
         retrieval(*sys.argv[2:5])
+    elif cmd == "bm25":
+        bm25_only(*sys.argv[2:])
     elif cmd == "ann-data":
         ann_data(*sys.argv[2:4])
     elif cmd == "ann":
