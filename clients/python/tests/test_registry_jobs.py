@@ -91,7 +91,8 @@ def test_aliases_annotate_archive_delete(server: Server, trained: models.Job) ->
         noted = c.models.annotate("scratch", 1, description="first try", tags={"team": "credit"})
         assert noted.description == "first try" and noted.tags["team"] == "credit"
         archived = c.models.archive("scratch", 1)
-        assert archived.outcome and c.models.versions("scratch")[0].archived in (True, False)
+        assert archived.version == 1 and archived.outcome
+        assert {v.version: v.archived for v in c.models.versions("scratch")} == {1: True, 2: False}
         with pytest.raises(keel_client.ConflictError):
             c.with_options(api_key=server.keys["admin"]).models.delete("scratch", 2)  # an alias points at it
         restored = c.models.archive("scratch", 1, restore=True)
@@ -224,8 +225,7 @@ async def test_async_cards_rollouts_monitor_runs_and_cancel(
         assert last.state == "cancelled"
         await c.jobs.wait(first, timeout=600)
         assert (await c.audit.page(model="async-busy", limit=50)).records
-        cols = await c.rag.collections()
-        assert isinstance(cols, list)
+        # Every training recorded a run: the run list and the experiments are not empty.
         runs = await c.runs.list(limit=5)
-        assert all(r.id for r in runs)
-        assert isinstance(await c.runs.experiments(), list)
+        assert runs and all(r.id and r.status for r in runs)
+        assert any(e.runs >= 1 for e in await c.runs.experiments())

@@ -124,13 +124,13 @@ impl Bm25 {
         })
     }
 
-    /// The analyzed terms of `text` for `field` (its own analyzer) with how often each occurs, in term order.
-    pub fn query_terms(&self, field_name: &str, text: &str) -> Result<Vec<(String, u32)>> {
-        let field = if field_name == "section" {
-            self.section
-        } else {
-            self.text
-        };
+    /// The analyzed terms of `text` as the passage field reads them, with how often each occurs, in term order.
+    pub fn query_terms(&self, text: &str) -> Result<Vec<(String, u32)>> {
+        self.terms_in(self.text, text)
+    }
+
+    /// `text` through `field`'s own analyzer: each term and its count.
+    fn terms_in(&self, field: Field, text: &str) -> Result<Vec<(String, u32)>> {
         let mut analyzer = self.index.tokenizer_for_field(field).map_err(tv)?;
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
         let mut stream = analyzer.token_stream(text);
@@ -151,12 +151,7 @@ impl Bm25 {
             &[(self.text, 1.0)]
         };
         for &(field, weight) in fields {
-            let name = if field == self.text {
-                "text"
-            } else {
-                "section"
-            };
-            for (term, qtf) in self.query_terms(name, query)? {
+            for (term, qtf) in self.terms_in(field, query)? {
                 let tq = TermQuery::new(
                     Term::from_field_text(field, &term),
                     IndexRecordOption::WithFreqs,
@@ -231,7 +226,7 @@ mod tests {
         let chunks: Vec<Chunk> = docs.iter().enumerate().map(|(i, t)| chunk(i, t)).collect();
         let idx = Bm25::build(&dir.path().join("bm25"), &chunks).unwrap();
         assert_eq!(
-            idx.query_terms("text", "A dog, the DOG and cats?").unwrap(),
+            idx.query_terms("A dog, the DOG and cats?").unwrap(),
             vec![("cat".to_string(), 1), ("dog".to_string(), 2)]
         );
         let got = idx.search("A dog, the DOG and cats?", 10).unwrap();
@@ -291,7 +286,7 @@ mod tests {
         q.push_str("stashing");
         let got = idx.search(&q, 5).unwrap();
         assert_eq!(got.first().map(|g| g.0), Some(1), "{got:?}");
-        let terms = idx.query_terms("text", &q).unwrap();
+        let terms = idx.query_terms(&q).unwrap();
         assert!(terms.contains(&("stash".to_string(), 1)), "{terms:?}");
         assert!(
             terms.contains(&("repositori".to_string(), 150)),

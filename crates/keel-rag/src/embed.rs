@@ -142,12 +142,18 @@ pub fn embed_query(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
 
 /// [`embed_query`] for many questions, their windows embedded in one batch.
 pub fn embed_queries(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+    // Most questions fit: one count of the whole text says so; only longer ones are cut (word by word).
     let per: Vec<Vec<(String, usize)>> = texts
         .iter()
         .map(|t| {
-            query_windows(t, QUERY_WINDOW, QUERY_OVERLAP, &|w| {
-                embedder.count_tokens(w)
-            })
+            let tokens = embedder.count_tokens(t);
+            if tokens <= QUERY_WINDOW {
+                vec![(String::new(), tokens)]
+            } else {
+                query_windows(t, QUERY_WINDOW, QUERY_OVERLAP, &|w| {
+                    embedder.count_tokens(w)
+                })
+            }
         })
         .collect();
     // A question that fits goes in as written (its own text, not the re-joined words).

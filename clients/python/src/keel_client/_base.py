@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -234,6 +235,4 @@ def json_value(resp: httpx.Response) -> Any:
 
 def segment(value: str | int) -> str:
     """A path segment, percent-encoded (names may hold `@`, which stays)."""
-    from urllib.parse import quote
-
     return quote(str(value), safe="@")

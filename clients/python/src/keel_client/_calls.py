@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 from . import models as m
 from ._base import Call, FileField, json_value, model, model_list, nothing, raw_bytes, segment, text
-from ._frames import ARROW_STREAM, frame_body, upload
+from ._frames import frame_body, upload
 
 Params = dict[str, str | int | float | bool]
 
@@ -387,8 +388,6 @@ def metric_history(run_id: str, key: str) -> Call[m.MetricHistory]:
 
 
 def put_artifact(run_id: str, path: str, content: bytes) -> Call[m.RunArtifact]:
-    from urllib.parse import quote
-
     return Call(
         "PUT",
         f"/v1/runs/{segment(run_id)}/artifacts/{quote(path, safe='/')}",
@@ -399,8 +398,6 @@ def put_artifact(run_id: str, path: str, content: bytes) -> Call[m.RunArtifact]:
 
 
 def get_artifact(run_id: str, path: str) -> Call[bytes]:
-    from urllib.parse import quote
-
     return Call("GET", f"/v1/runs/{segment(run_id)}/artifacts/{quote(path, safe='/')}", raw_bytes)
 
 
@@ -519,6 +516,3 @@ def create_key(role: str, description: str | None) -> Call[m.NewKey]:
 
 def revoke_key(key_id: str) -> Call[None]:
     return Call("DELETE", f"/v1/keys/{segment(key_id)}", nothing)
-
-
-__all__ = ["ARROW_STREAM", "Call"]

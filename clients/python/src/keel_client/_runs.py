@@ -24,9 +24,6 @@ class Batch:
     params: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
-    def empty(self) -> bool:
-        return not (self.metrics or self.params or self.tags)
-
 
 @dataclass
 class Buffer:
@@ -59,11 +56,11 @@ class Buffer:
             len(self.metrics) >= min(self.flush_every, MAX_METRICS)
             or len(self.params) >= MAX_PARAMS
             or len(self.tags) >= MAX_TAGS
-            or (not self.empty_buffer() and time.monotonic() - self.last_flush >= self.flush_seconds)
+            or (self.pending() and time.monotonic() - self.last_flush >= self.flush_seconds)
         )
 
-    def empty_buffer(self) -> bool:
-        return not (self.metrics or self.params or self.tags)
+    def pending(self) -> bool:
+        return bool(self.metrics or self.params or self.tags)
 
     def take(self) -> list[Batch]:
         """Everything buffered, cut into batches the server accepts; the buffer is empty afterwards."""

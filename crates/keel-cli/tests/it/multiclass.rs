@@ -70,19 +70,17 @@ fn post(addr: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
 /// A prediction request with the request id given (`x-request-id`): the canary split hashes the id, so named
 /// ids make the split the same on every run.
 fn predict_with_id(addr: &str, id: &str, records: &[serde_json::Value]) -> serde_json::Value {
-    use std::io::{Read, Write};
     let body = serde_json::json!({ "records": records }).to_string();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /v1/models/cards/predict HTTP/1.1\r\nHost: x\r\nx-request-id: {id}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap()
+    let (st, text) = crate::serve::http_with(
+        addr,
+        "POST",
+        "/v1/models/cards/predict",
+        None,
+        &[("x-request-id", id)],
+        &body,
+    );
+    assert_eq!(st, 200, "{text}");
+    serde_json::from_str(&text).unwrap()
 }
 
 /// Serves `records` through `NAME@champion` in requests of 50 (request ids `{ids}0`, `{ids}1`, …) and sends
