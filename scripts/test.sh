@@ -3,7 +3,7 @@
 # against (PostgreSQL, SeaweedFS; scripts/services.sh), check formatting and lints, run every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/fetch-assets.sh nannyml minilm smollm2 pydocs guard guard-corpora pii onnxruntime
+scripts/fetch-assets.sh nannyml minilm mpnet smollm2 pydocs guard guard-corpora pii onnxruntime
 # The stock OpenAI Python client (the gateway's compatibility test) and `requests` (the tracking test), pinned;
 # PyPI only.
 CACHE="${KEEL_CACHE:-$HOME/.cache/keel}"

@@ -14,7 +14,7 @@ use keel_guard::policy::{Action, Decision, IngestAction, IngestPolicy, Policy};
 use keel_rag::collection::{Collection, CollectionConfig, IngestReport, Screen, ScreenAction};
 use keel_rag::llm::{GenOptions, LocalLlm};
 use keel_rag::query::{QueryOptions, QueryResult};
-use keel_rag::{Embedder, MiniLm};
+use keel_rag::{Embedder, LocalModel, MiniLm};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
@@ -59,7 +59,11 @@ impl LlmConfig {
         self.assets_dir.clone().unwrap_or_else(keel_core::cache_dir)
     }
     pub fn minilm_dir(&self) -> PathBuf {
-        self.assets().join("all-MiniLM-L6-v2")
+        self.model_dir(LocalModel::MiniLm)
+    }
+    /// Where a local embedding model's files are.
+    pub fn model_dir(&self, m: LocalModel) -> PathBuf {
+        self.assets().join(m.dir_name())
     }
     pub fn llm_path(&self) -> PathBuf {
         self.assets()
@@ -113,6 +117,7 @@ pub struct RagState {
     root: PathBuf,
     pub config: LlmConfig,
     embedder: OnceCell<Arc<MiniLm>>,
+    mpnet: OnceCell<Arc<MiniLm>>,
     llm: OnceCell<Arc<LocalLlm>>,
     pub remote: Option<RemoteLlm>,
     remote_embedder: Option<Arc<RemoteEmbedder>>,
@@ -136,6 +141,7 @@ impl RagState {
             root: collections_root(home),
             config,
             embedder: OnceCell::new(),
+            mpnet: OnceCell::new(),
             llm: OnceCell::new(),
             remote,
             collections: Mutex::new(HashMap::new()),
@@ -165,17 +171,26 @@ impl RagState {
         out
     }
 
+    /// The default local embedding model (MiniLM), loaded once.
     pub async fn embedder(&self) -> Result<Arc<MiniLm>> {
-        let dir = self.config.minilm_dir();
-        self.embedder
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || MiniLm::load(&dir).map(Arc::new))
-                    .await
-                    .map_err(|e| Error::Unavailable(e.to_string()))?
-                    .map_err(|e| Error::Unavailable(e.to_string()))
-            })
-            .await
-            .cloned()
+        self.local_embedder(LocalModel::MiniLm).await
+    }
+
+    /// A local embedding model, loaded once.
+    pub async fn local_embedder(&self, m: LocalModel) -> Result<Arc<MiniLm>> {
+        let dir = self.config.model_dir(m);
+        let cell = match m {
+            LocalModel::MiniLm => &self.embedder,
+            LocalModel::MpNet => &self.mpnet,
+        };
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || MiniLm::load(&dir).map(Arc::new))
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?
+                .map_err(|e| Error::Unavailable(e.to_string()))
+        })
+        .await
+        .cloned()
     }
 
     /// A turn at the local model: generations run one at a time, and a caller that cannot get a turn within
@@ -206,7 +221,8 @@ impl RagState {
     pub async fn embedder_for(&self, c: &Collection) -> Result<Arc<dyn Embedder>> {
         let id = &c.manifest.embedder;
         if !id.starts_with(REMOTE_EMBEDDER_PREFIX) {
-            return Ok(self.embedder().await?);
+            let m = LocalModel::from_id(id).unwrap_or_default();
+            return Ok(self.local_embedder(m).await?);
         }
         match &self.remote_embedder {
             Some(r) if r.id() == *id => Ok(r.clone()),
@@ -251,7 +267,8 @@ pub struct CollectionSummary {
     pub collection: String,
     pub documents: usize,
     pub chunks: usize,
-    /// The embedding model's id (`minilm-l6-v2`, or `remote:{model}@{url}`).
+    /// The embedding model's id (`sentence-transformers/all-MiniLM-L6-v2`,
+    /// `sentence-transformers/all-mpnet-base-v2`, or `remote:{model}@{url}`).
     pub embedder: String,
     pub fusion_weight: f64,
     /// Whether `keel rag tune` set the fusion weight from judged queries.

@@ -169,23 +169,35 @@ pub fn not_prose(sentence: &str) -> Option<&'static str> {
     None
 }
 
-/// Byte ranges of the paragraphs of `text` (separated by blank lines).
-fn paragraphs(text: &str) -> Vec<(usize, usize)> {
+/// Byte ranges of the paragraphs of `text`, each with whether it is indented (a literal or code block): a
+/// blank line ends a paragraph, and so does a change between indented lines and lines at the margin (prose
+/// that introduces a code block with a colon and no blank line stays apart from the code).
+fn paragraphs(text: &str) -> Vec<(usize, usize, bool)> {
     let mut out = Vec::new();
+    let mut push = |start: usize, end: usize, indented: bool| {
+        if !text[start..end].trim().is_empty() {
+            out.push((start, end, indented));
+        }
+    };
     let mut start = 0;
     let mut offset = 0;
+    let mut indented = None;
     for line in text.split_inclusive('\n') {
         if line.trim().is_empty() {
-            if !text[start..offset].trim().is_empty() {
-                out.push((start, offset));
-            }
+            push(start, offset, indented.unwrap_or(false));
             start = offset + line.len();
+            indented = None;
+        } else {
+            let this = line.starts_with([' ', '\t']);
+            if indented.is_some_and(|i| i != this) {
+                push(start, offset, indented.unwrap_or(false));
+                start = offset;
+            }
+            indented = Some(this);
         }
         offset += line.len();
     }
-    if !text[start..].trim().is_empty() {
-        out.push((start, text.len()));
-    }
+    push(start, text.len(), indented.unwrap_or(false));
     out
 }
 
@@ -223,17 +235,27 @@ pub fn extractive(
         // Paragraphs first (a blank line always ends a sentence: list items and code blocks stand alone),
         // then sentences within each.
         let text = h.chunk.text.replace("\r\n", "\n");
-        let spans: Vec<(usize, usize)> = paragraphs(&text)
+        let paras = paragraphs(&text);
+        // Indented paragraphs are literal or code blocks only next to paragraphs at the margin: a plain-text
+        // document indented throughout is prose.
+        let at_margin = paras.iter().any(|p| !p.2);
+        let spans: Vec<(usize, usize, bool)> = paras
             .into_iter()
-            .flat_map(|(ps, pe)| {
+            .map(|(ps, pe, indented)| (ps, pe, indented && at_margin))
+            .flat_map(|(ps, pe, indented)| {
                 sentences(&text[ps..pe])
                     .into_iter()
-                    .map(move |(s, e)| (ps + s, ps + e))
+                    .map(move |(s, e)| (ps + s, ps + e, indented))
             })
             .collect();
-        for (pos, (s, e)) in spans.into_iter().enumerate() {
+        for (pos, (s, e, indented)) in spans.into_iter().enumerate() {
             let raw = text[s..e].trim();
-            if !code_ok && not_prose(raw).is_some() {
+            if !code_ok && (indented || not_prose(raw).is_some()) {
+                continue;
+            }
+            // A sentence that starts in lower case is the tail of one cut off before the chunk (the overlap
+            // with the previous chunk) or a fragment of markup: not an answer on its own.
+            if raw.starts_with(|c: char| c.is_lowercase()) && !code_ok {
                 continue;
             }
             let sent = clean_sentence(raw);
@@ -253,7 +275,23 @@ pub fn extractive(
         }
     }
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-    scored.truncate(max_sentences.max(1));
+    // Overlapping chunks repeat sentences: one that another chosen sentence contains (or that contains it)
+    // adds nothing.
+    let mut picked: Vec<(f64, usize, usize, String)> = Vec::new();
+    for cand in scored {
+        if picked.len() >= max_sentences.max(1) {
+            break;
+        }
+        let c = cand.3.to_lowercase();
+        if picked.iter().any(|p| {
+            let p = p.3.to_lowercase();
+            p.contains(&c) || c.contains(&p)
+        }) {
+            continue;
+        }
+        picked.push(cand);
+    }
+    let mut scored = picked;
     scored.sort_by_key(|s| (s.1, s.2));
     scored
         .into_iter()
@@ -485,6 +523,81 @@ mod tests {
         );
         assert_eq!(not_prose("A keel keeps the ship upright."), None);
         assert_eq!(clean_sentence("a\r\nb\t c"), "a b c");
+    }
+
+    #[test]
+    fn code_after_a_colon_fragments_and_repeats_stay_out_of_answers() {
+        let chunks = [
+            chunk(
+                "faq#1",
+                "How do I call a function named by a string?",
+                "The best way is a dictionary that maps strings to functions. Use locals to resolve the name:\n     def my_func():\n         print(\"hello\")\n\n     f = locals()[name]",
+            ),
+            // The next chunk of the same section starts with the overlap: the cut-off tail of a sentence, then a
+            // sentence the first chunk already holds.
+            chunk(
+                "faq#2",
+                "How do I call a function named by a string?",
+                "maps strings to functions. The best way is a dictionary that maps strings to functions. Strings need not match the function names.",
+            ),
+        ];
+        let stats = TermStats::of(&chunks);
+        let hits = [
+            Retrieved {
+                chunk: &chunks[0],
+                score: 1.0,
+            },
+            Retrieved {
+                chunk: &chunks[1],
+                score: 0.9,
+            },
+        ];
+        let s = extractive(
+            "How do I call a function when I have its name as a string?",
+            &hits,
+            &stats,
+            4,
+        );
+        let texts: Vec<&str> = s.iter().map(|a| a.text.as_str()).collect();
+        assert!(
+            texts
+                .iter()
+                .all(|t| !t.contains("def my_func") && !t.contains("print(")),
+            "{texts:?}"
+        );
+        assert!(
+            texts.iter().all(|t| !t.starts_with("maps strings")),
+            "{texts:?}"
+        );
+        assert_eq!(
+            texts
+                .iter()
+                .filter(|t| t.contains("dictionary that maps strings"))
+                .count(),
+            1,
+            "{texts:?}"
+        );
+        assert!(
+            texts.contains(&"Use locals to resolve the name:"),
+            "{texts:?}"
+        );
+        // A plain-text document indented throughout is prose, not code.
+        let indented = [chunk(
+            "man#0",
+            "DESCRIPTION",
+            "    Stash records the state of the working directory.\n    It goes back to a clean tree.",
+        )];
+        let stats = TermStats::of(&indented);
+        let hits = [Retrieved {
+            chunk: &indented[0],
+            score: 1.0,
+        }];
+        let s = extractive("What does stash record?", &hits, &stats, 2);
+        assert!(
+            s.iter()
+                .any(|a| a.text.starts_with("Stash records the state")),
+            "{s:?}"
+        );
     }
 
     #[test]

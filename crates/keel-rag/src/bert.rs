@@ -1,4 +1,4 @@
-//! A BERT encoder for sentence embeddings on the CPU, written for throughput: every sequence of a batch is
+//! A BERT (and MPNet) encoder for sentence embeddings on the CPU, written for throughput: every sequence of a batch is
 //! packed into one token matrix (no padding, so no wasted rows and no attention mask), the four projections of
 //! each layer are single large matrix products (`gemm`, all cores), and attention runs per (sequence, head)
 //! in parallel. Weights come from a Hugging Face `model.safetensors` (read with candle's safetensors loader).
@@ -7,6 +7,10 @@
 //! candle's `BertModel`: on this machine it embedded the 321 Python FAQ chunks at 12.5 texts/s against
 //! sentence-transformers' 48 (two threads each); this encoder does 42 with gemm's AVX2 kernels and 63 with its
 //! AVX-512 kernels (feature `x86-v4`, chosen at run time by CPU detection). `bench/rag.sh` measures it.
+//!
+//! MPNet (`model_type: "mpnet"`, e.g. all-mpnet-base-v2) is the same post-LayerNorm encoder with three
+//! differences handled here: no token-type embeddings, positions counted from `pad_token_id + 1`, and a learned
+//! relative-position bias (T5-style buckets, shared by every layer) added to the attention scores.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +33,13 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// "bert" (the default) or "mpnet".
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
+    #[serde(default)]
+    pub relative_attention_num_buckets: Option<usize>,
 }
 
 fn default_eps() -> f64 {
@@ -54,12 +65,42 @@ struct Layer {
     ln2_b: Vec<f32>,
 }
 
+/// MPNet's relative-position bias: `[buckets × heads]` weights and the bucket count.
+struct RelativeBias {
+    weights: Vec<f32>,
+    buckets: usize,
+}
+
+/// MPNet's bucket of a relative position (key position − query position): T5's bidirectional scheme with a
+/// maximum distance of 128 — half the buckets for each direction, exact below a quarter of them, logarithmic
+/// above. Computed in f32 and truncated as the reference implementation does.
+fn relative_bucket(relative: i64, buckets: usize) -> usize {
+    let half = (buckets / 2) as i64;
+    let n = -relative;
+    let mut ret = if n < 0 { half } else { 0 };
+    let n = n.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        ret += n;
+    } else {
+        let large = max_exact
+            + ((n as f32 / max_exact as f32).ln() / (128.0f64 / max_exact as f64).ln() as f32
+                * (half - max_exact) as f32) as i64;
+        ret += large.min(half - 1);
+    }
+    ret as usize
+}
+
 /// The encoder's weights.
 pub struct Bert {
     d: usize,
     heads: usize,
     ff: usize,
+    /// Longest sequence, in tokens.
     max_pos: usize,
+    /// Position of a sequence's first token in the position table (MPNet: `pad_token_id + 1`).
+    pos_offset: usize,
+    rel: Option<RelativeBias>,
     eps: f32,
     word: Vec<f32>,
     pos: Vec<f32>,
@@ -212,6 +253,15 @@ impl Bert {
                 "hidden_size is not a multiple of the heads".into(),
             ));
         }
+        let mpnet = match cfg.model_type.as_deref() {
+            None | Some("bert") => false,
+            Some("mpnet") => true,
+            Some(other) => {
+                return Err(Error::Model(format!(
+                    "model_type '{other}' is not supported (bert and mpnet are)"
+                )));
+            }
+        };
         let path = dir.join("model.safetensors");
         let tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu)
             .map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
@@ -219,6 +269,7 @@ impl Bert {
             let t = tensors
                 .get(name)
                 .or_else(|| tensors.get(&format!("bert.{name}")))
+                .or_else(|| tensors.get(&format!("mpnet.{name}")))
                 .ok_or_else(|| Error::Model(format!("model.safetensors has no {name}")))?;
             let v = t
                 .to_dtype(candle_core::DType::F32)
@@ -237,24 +288,43 @@ impl Bert {
         let vocab = tensors
             .get("embeddings.word_embeddings.weight")
             .or_else(|| tensors.get("bert.embeddings.word_embeddings.weight"))
+            .or_else(|| tensors.get("mpnet.embeddings.word_embeddings.weight"))
             .map(|t| t.dims()[0])
             .ok_or_else(|| Error::Model("model.safetensors has no word embeddings".into()))?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = |s: &str| format!("encoder.layer.{i}.{s}");
-            let mut qkv_w = get(&p("attention.self.query.weight"), d * d)?;
-            qkv_w.extend(get(&p("attention.self.key.weight"), d * d)?);
-            qkv_w.extend(get(&p("attention.self.value.weight"), d * d)?);
-            let mut qkv_b = get(&p("attention.self.query.bias"), d)?;
-            qkv_b.extend(get(&p("attention.self.key.bias"), d)?);
-            qkv_b.extend(get(&p("attention.self.value.bias"), d)?);
+            // Tensor names of the query, key, value and output projections and the first LayerNorm.
+            let (q, k, v, o, ln1) = if mpnet {
+                (
+                    "attention.attn.q",
+                    "attention.attn.k",
+                    "attention.attn.v",
+                    "attention.attn.o",
+                    "attention.LayerNorm",
+                )
+            } else {
+                (
+                    "attention.self.query",
+                    "attention.self.key",
+                    "attention.self.value",
+                    "attention.output.dense",
+                    "attention.output.LayerNorm",
+                )
+            };
+            let mut qkv_w = get(&p(&format!("{q}.weight")), d * d)?;
+            qkv_w.extend(get(&p(&format!("{k}.weight")), d * d)?);
+            qkv_w.extend(get(&p(&format!("{v}.weight")), d * d)?);
+            let mut qkv_b = get(&p(&format!("{q}.bias")), d)?;
+            qkv_b.extend(get(&p(&format!("{k}.bias")), d)?);
+            qkv_b.extend(get(&p(&format!("{v}.bias")), d)?);
             layers.push(Layer {
                 qkv_w,
                 qkv_b,
-                out_w: get(&p("attention.output.dense.weight"), d * d)?,
-                out_b: get(&p("attention.output.dense.bias"), d)?,
-                ln1_w: get(&p("attention.output.LayerNorm.weight"), d)?,
-                ln1_b: get(&p("attention.output.LayerNorm.bias"), d)?,
+                out_w: get(&p(&format!("{o}.weight")), d * d)?,
+                out_b: get(&p(&format!("{o}.bias")), d)?,
+                ln1_w: get(&p(&format!("{ln1}.weight")), d)?,
+                ln1_b: get(&p(&format!("{ln1}.bias")), d)?,
                 ff1_w: get(&p("intermediate.dense.weight"), ff * d)?,
                 ff1_b: get(&p("intermediate.dense.bias"), ff)?,
                 ff2_w: get(&p("output.dense.weight"), d * ff)?,
@@ -263,18 +333,53 @@ impl Bert {
                 ln2_b: get(&p("output.LayerNorm.bias"), d)?,
             });
         }
+        let pos_offset = if mpnet {
+            cfg.pad_token_id.unwrap_or(1) + 1
+        } else {
+            0
+        };
+        if pos_offset >= cfg.max_position_embeddings {
+            return Err(Error::Model(format!(
+                "pad_token_id {} leaves no positions",
+                pos_offset - 1
+            )));
+        }
+        let rel = if mpnet {
+            let buckets = cfg.relative_attention_num_buckets.unwrap_or(32);
+            if buckets < 4 {
+                return Err(Error::Model(format!(
+                    "relative_attention_num_buckets {buckets} is too few (4 or more)"
+                )));
+            }
+            Some(RelativeBias {
+                weights: get(
+                    "encoder.relative_attention_bias.weight",
+                    buckets * cfg.num_attention_heads,
+                )?,
+                buckets,
+            })
+        } else {
+            None
+        };
         Ok(Bert {
             d,
             heads: cfg.num_attention_heads,
             ff,
-            max_pos: cfg.max_position_embeddings,
+            max_pos: cfg.max_position_embeddings - pos_offset,
+            pos_offset,
+            rel,
             eps: cfg.layer_norm_eps as f32,
             word: get("embeddings.word_embeddings.weight", vocab * d)?,
             pos: get(
                 "embeddings.position_embeddings.weight",
                 cfg.max_position_embeddings * d,
             )?,
-            typ: get("embeddings.token_type_embeddings.weight", 2 * d)?,
+            // MPNet has no token types: a zero row adds nothing.
+            typ: if mpnet {
+                vec![0.0; d]
+            } else {
+                get("embeddings.token_type_embeddings.weight", 2 * d)?
+            },
             emb_ln_w: get("embeddings.LayerNorm.weight", d)?,
             emb_ln_b: get("embeddings.LayerNorm.bias", d)?,
             layers,
@@ -312,7 +417,10 @@ impl Bert {
         let mut x = vec![0f32; total * d];
         x.par_chunks_mut(d).enumerate().for_each(|(row, out)| {
             let s = starts.partition_point(|&st| st <= row) - 1;
-            let (tok, pos) = (seqs[s][row - starts[s]] as usize, row - starts[s]);
+            let (tok, pos) = (
+                seqs[s][row - starts[s]] as usize,
+                row - starts[s] + self.pos_offset,
+            );
             let (w, p, t) = (
                 &self.word[tok * d..tok * d + d],
                 &self.pos[pos * d..pos * d + d],
@@ -329,6 +437,26 @@ impl Bert {
         let mut inner = vec![0f32; total * self.ff];
         let dh = d / self.heads;
         let scale = 1.0 / (dh as f32).sqrt();
+        // MPNet: the bias of each head for every relative position in this batch, `[head][rel + longest − 1]`.
+        let longest = (0..seqs.len())
+            .map(|s| starts[s + 1] - starts[s])
+            .max()
+            .unwrap_or(0);
+        let span = (2 * longest).saturating_sub(1);
+        let bias: Vec<f32> = match &self.rel {
+            None => Vec::new(),
+            Some(r) => {
+                let mut b = vec![0f32; self.heads * span];
+                for i in 0..span {
+                    let bucket = relative_bucket(i as i64 - (longest as i64 - 1), r.buckets);
+                    for h in 0..self.heads {
+                        b[h * span + i] = r.weights[bucket * self.heads + h];
+                    }
+                }
+                b
+            }
+        };
+        let bias_ref = &bias;
         for layer in &self.layers {
             linear(&mut qkv, &x, &layer.qkv_w, &layer.qkv_b, total, 3 * d, d);
             // Attention per (sequence, head), each writing its own columns of its own rows of `ctx`.
@@ -367,6 +495,16 @@ impl Bert {
                         false,
                         Parallelism::None,
                     );
+                    if !bias_ref.is_empty() {
+                        // Query i, key j: the bias of relative position j − i.
+                        let head = &bias_ref[h * span..(h + 1) * span];
+                        for (i, row) in scores.chunks_mut(len).enumerate() {
+                            let first = longest - 1 - i;
+                            for (x, b) in row.iter_mut().zip(&head[first..first + len]) {
+                                *x += b;
+                            }
+                        }
+                    }
                     for row in scores.chunks_mut(len) {
                         let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                         let mut sum = 0.0;
@@ -466,6 +604,32 @@ impl Bert {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn relative_buckets_follow_the_reference_scheme() {
+        // The values transformers' MPNetEncoder.relative_position_bucket (32 buckets) gives.
+        let want = [
+            (0, 0),
+            (1, 17),
+            (7, 23),
+            (8, 24),
+            (12, 25),
+            (16, 26),
+            (100, 31),
+            (127, 31),
+            (500, 31),
+            (-1, 1),
+            (-7, 7),
+            (-8, 8),
+            (-12, 9),
+            (-16, 10),
+            (-100, 15),
+            (-500, 15),
+        ];
+        for (rel, bucket) in want {
+            assert_eq!(super::relative_bucket(rel, 32), bucket, "relative {rel}");
+        }
+    }
+
     #[test]
     fn the_fast_exp_is_accurate() {
         let mut x = -80.0f32;

@@ -24,6 +24,9 @@ use crate::{Error, Result};
 
 const FORMAT_VERSION: u32 = 1;
 
+/// The confidence floor of a collection nobody calibrated (MiniLM cosine similarity of the best passage).
+pub const DEFAULT_MIN_SIMILARITY: f32 = 0.30;
+
 /// Settings of a collection (chosen at its first ingest; fusion is tuned later).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +40,11 @@ pub struct CollectionConfig {
     pub tuned: bool,
     /// RRF's rank constant.
     pub rrf_k: f64,
+    /// Below this cosine similarity of the best dense hit a question is refused (`confident: false`);
+    /// calibrated on labelled answerable and unanswerable questions by `keel rag tune --unanswerable`.
+    pub min_similarity: f32,
+    /// Whether `min_similarity` was calibrated (else it is the default).
+    pub calibrated: bool,
 }
 
 impl Default for CollectionConfig {
@@ -47,6 +55,8 @@ impl Default for CollectionConfig {
             fusion_weight: 0.5,
             tuned: false,
             rrf_k: 60.0,
+            min_similarity: DEFAULT_MIN_SIMILARITY,
+            calibrated: false,
         }
     }
 }
@@ -700,6 +710,27 @@ impl Collection {
     pub fn set_fusion_weight(&mut self, weight: f64) -> Result<()> {
         self.manifest.config.fusion_weight = weight;
         self.manifest.config.tuned = true;
+        self.write_manifest()
+    }
+
+    /// Stores a calibrated confidence floor in the current generation's manifest (atomically).
+    pub fn set_confidence_floor(&mut self, floor: f32) -> Result<()> {
+        if !floor.is_finite() {
+            return Err(Error::Invalid(format!(
+                "the confidence floor must be a finite number (got {floor})"
+            )));
+        }
+        self.manifest.config.min_similarity = floor;
+        self.manifest.config.calibrated = true;
+        self.write_manifest()
+    }
+
+    /// The best dense similarity of an embedded query: what the confidence floor is compared with.
+    pub fn best_similarity(&self, query_vec: &[f32]) -> f32 {
+        self.dense(query_vec, 1).first().map_or(0.0, |x| x.1)
+    }
+
+    fn write_manifest(&self) -> Result<()> {
         replace_file(
             &self.dir.join("manifest.json"),
             &serde_json::to_vec_pretty(&self.manifest)

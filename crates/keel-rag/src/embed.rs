@@ -1,6 +1,8 @@
-//! Sentence embeddings: all-MiniLM-L6-v2 (BERT, 384 dimensions) on the CPU with Keel's packed encoder
-//! ([`crate::bert`]), mean-pooled over each text's own tokens and L2-normalised — the sentence-transformers
-//! recipe. The tokenizer's own padding (to 128) is turned off: sequences are packed, never padded.
+//! Sentence embeddings on the CPU with Keel's packed encoder ([`crate::bert`]), mean-pooled over each text's
+//! own tokens and L2-normalised — the sentence-transformers recipe — for the two local models
+//! ([`LocalModel`]): all-MiniLM-L6-v2 (BERT, 384 dimensions, 256-token window; the default) and
+//! all-mpnet-base-v2 (MPNet, 768 dimensions, 384-token window; about 5× slower, better on natural questions).
+//! The tokenizer's own padding is turned off: sequences are packed, never padded.
 
 use std::path::Path;
 
@@ -19,37 +21,123 @@ pub trait Embedder: Send + Sync {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>>;
     /// Tokens the model sees for `text` (chunk budgets are counted with this).
     fn count_tokens(&self, text: &str) -> usize;
+    /// Longest input in tokens, special tokens included; longer texts are truncated.
+    fn window(&self) -> usize {
+        MAX_TOKENS
+    }
 }
 
-/// Longest input in tokens; longer texts are truncated (the model's published sentence-transformers setting).
+/// MiniLM's window in tokens (its published sentence-transformers setting); longer texts are truncated.
 pub const MAX_TOKENS: usize = 256;
 
-/// The local MiniLM model.
-pub struct MiniLm {
+/// The sentence-embedding models Keel runs itself; a collection records which one built it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalModel {
+    /// all-MiniLM-L6-v2: 384 dimensions, 256 tokens.
+    #[default]
+    MiniLm,
+    /// all-mpnet-base-v2: 768 dimensions, 384 tokens.
+    MpNet,
+}
+
+impl LocalModel {
+    pub const ALL: [LocalModel; 2] = [LocalModel::MiniLm, LocalModel::MpNet];
+
+    /// The short name used on the command line and in asset groups: `minilm`, `mpnet`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LocalModel::MiniLm => "minilm",
+            LocalModel::MpNet => "mpnet",
+        }
+    }
+
+    /// The id a collection stores (the model's sentence-transformers name).
+    pub fn id(self) -> &'static str {
+        match self {
+            LocalModel::MiniLm => "sentence-transformers/all-MiniLM-L6-v2",
+            LocalModel::MpNet => "sentence-transformers/all-mpnet-base-v2",
+        }
+    }
+
+    /// The folder of its files in the asset cache.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            LocalModel::MiniLm => "all-MiniLM-L6-v2",
+            LocalModel::MpNet => "all-mpnet-base-v2",
+        }
+    }
+
+    /// Its window in tokens, special tokens included.
+    pub fn window(self) -> usize {
+        match self {
+            LocalModel::MiniLm => MAX_TOKENS,
+            LocalModel::MpNet => 384,
+        }
+    }
+
+    /// The model behind a stored id; `None` for a remote embedder's.
+    pub fn from_id(id: &str) -> Option<LocalModel> {
+        Self::ALL.into_iter().find(|m| m.id() == id)
+    }
+
+    /// The model of a short name (`minilm`, `mpnet`).
+    pub fn from_name(name: &str) -> Result<LocalModel> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown embedding model '{name}' (minilm or mpnet)"
+                ))
+            })
+    }
+}
+
+/// A local sentence-embedding model (either of [`LocalModel`]).
+pub type MiniLm = SentenceEncoder;
+
+/// A local sentence-embedding model: its encoder and tokenizer.
+pub struct SentenceEncoder {
     model: Bert,
     tokenizer: Tokenizer,
     /// The same tokenizer without truncation: lengths are counted whole.
     counter: Tokenizer,
     dim: usize,
     batch: usize,
-    id: String,
+    model_kind: LocalModel,
 }
 
-impl MiniLm {
-    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`.
-    pub fn load(dir: &Path) -> Result<MiniLm> {
+impl SentenceEncoder {
+    /// Loads `model.safetensors`, `config.json` and `tokenizer.json` from `dir`; which model it is
+    /// ([`LocalModel`]) follows from the config's `model_type` (`bert`: MiniLM, `mpnet`: MPNet).
+    pub fn load(dir: &Path) -> Result<SentenceEncoder> {
         let file = |name: &str| {
             let p = dir.join(name);
             if p.exists() {
                 Ok(p)
             } else {
                 Err(Error::Model(format!(
-                    "{} is missing (fetch it with `keel assets minilm`)",
-                    p.display()
+                    "{} is missing (fetch it with scripts/fetch-assets.sh {})",
+                    p.display(),
+                    if dir.ends_with(LocalModel::MpNet.dir_name()) {
+                        "mpnet"
+                    } else {
+                        "minilm"
+                    }
                 )))
             }
         };
-        file("config.json")?;
+        let config = file("config.json")?;
+        let model_kind = match std::fs::read_to_string(&config)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["model_type"].as_str().map(str::to_string))
+            .as_deref()
+        {
+            Some("mpnet") => LocalModel::MpNet,
+            _ => LocalModel::MiniLm,
+        };
         file("model.safetensors")?;
         let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
@@ -60,24 +148,29 @@ impl MiniLm {
             .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
+                max_length: model_kind.window(),
                 ..Default::default()
             }))
             .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
         tokenizer.with_padding(None);
         let model = Bert::load(dir)?;
-        Ok(MiniLm {
+        Ok(SentenceEncoder {
             dim: model.hidden_size(),
             model,
             tokenizer,
             counter,
             batch: 32,
-            id: "sentence-transformers/all-MiniLM-L6-v2".into(),
+            model_kind,
         })
     }
 
+    /// Which local model this is.
+    pub fn model(&self) -> LocalModel {
+        self.model_kind
+    }
+
     /// Texts per forward pass.
-    pub fn with_batch(mut self, batch: usize) -> MiniLm {
+    pub fn with_batch(mut self, batch: usize) -> SentenceEncoder {
         self.batch = batch.max(1);
         self
     }
@@ -92,9 +185,13 @@ impl MiniLm {
     }
 }
 
-impl Embedder for MiniLm {
+impl Embedder for SentenceEncoder {
     fn id(&self) -> String {
-        self.id.clone()
+        self.model_kind.id().to_string()
+    }
+
+    fn window(&self) -> usize {
+        self.model_kind.window()
     }
 
     fn dim(&self) -> usize {
@@ -125,15 +222,12 @@ impl Embedder for MiniLm {
     }
 }
 
-/// Tokens of one query window: the model's window less its two special tokens.
-const QUERY_WINDOW: usize = MAX_TOKENS - 2;
-
 /// Tokens repeated between consecutive query windows.
 const QUERY_OVERLAP: usize = 32;
 
 /// The embedding of a question of any length. Up to the model's window it is the text's own embedding; a
-/// longer question (a pasted error log, a long request) is cut at word boundaries into windows of
-/// [`MAX_TOKENS`] − 2 tokens overlapping by 32, each window is embedded, and the token-weighted mean of the
+/// longer question (a pasted error log, a long request) is cut at word boundaries into windows of the
+/// model's window − 2 tokens (254 for MiniLM) overlapping by 32, each window is embedded, and the token-weighted mean of the
 /// window vectors, normalised, is the query vector — every part of the question counts, where truncation would
 /// keep only the first 254 tokens.
 pub fn embed_query(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
@@ -143,14 +237,16 @@ pub fn embed_query(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
 /// [`embed_query`] for many questions, their windows embedded in one batch.
 pub fn embed_queries(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
     // Most questions fit: one count of the whole text says so; only longer ones are cut (word by word).
+    // A window holds the model's window less its two special tokens.
+    let query_window = embedder.window().saturating_sub(2).max(QUERY_OVERLAP + 1);
     let per: Vec<Vec<(String, usize)>> = texts
         .iter()
         .map(|t| {
             let tokens = embedder.count_tokens(t);
-            if tokens <= QUERY_WINDOW {
+            if tokens <= query_window {
                 vec![(String::new(), tokens)]
             } else {
-                query_windows(t, QUERY_WINDOW, QUERY_OVERLAP, &|w| {
+                query_windows(t, query_window, QUERY_OVERLAP, &|w| {
                     embedder.count_tokens(w)
                 })
             }

@@ -4,6 +4,10 @@
 //! best chunk (MaxP): a chunk that matches a relevant ID stands for that ID, any other for its document, and a
 //! unit seen before is dropped (it neither counts again nor takes a rank). At document level this is the
 //! usual "a document scored by its best passage".
+//!
+//! Answers are checked too ([`AnswerCase`]): an answerable question lists spans any of which the answer must
+//! contain, an unanswerable one lists none and should be refused. [`calibrate_floor`] picks the retrieval
+//! confidence floor below which a collection refuses, from such labelled questions.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -18,27 +22,38 @@ pub struct Qrel {
     pub relevant: Vec<String>,
 }
 
-/// Parses a qrels JSONL text, naming the line of any problem.
-pub fn parse_qrels(text: &str, source: &str) -> Result<Vec<Qrel>> {
+/// Parses JSON lines of `T` (blank lines skipped), naming the line of any problem: one that does not parse,
+/// or one `check` rejects (its reason). `what` names the records for an empty file.
+fn parse_lines<T: serde::de::DeserializeOwned>(
+    text: &str,
+    source: &str,
+    what: &str,
+    check: impl Fn(&T) -> Option<String>,
+) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let q: Qrel = serde_json::from_str(line)
+        let r: T = serde_json::from_str(line)
             .map_err(|e| Error::Invalid(format!("{source}: line {}: {e}", i + 1)))?;
-        if q.query.trim().is_empty() || q.relevant.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{source}: line {}: a qrel needs a query and at least one relevant id",
-                i + 1
-            )));
+        if let Some(why) = check(&r) {
+            return Err(Error::Invalid(format!("{source}: line {}: {why}", i + 1)));
         }
-        out.push(q);
+        out.push(r);
     }
     if out.is_empty() {
-        return Err(Error::Invalid(format!("{source}: no qrels")));
+        return Err(Error::Invalid(format!("{source}: no {what}")));
     }
     Ok(out)
+}
+
+/// Parses a qrels JSONL text, naming the line of any problem.
+pub fn parse_qrels(text: &str, source: &str) -> Result<Vec<Qrel>> {
+    parse_lines(text, source, "qrels", |q: &Qrel| {
+        (q.query.trim().is_empty() || q.relevant.is_empty())
+            .then(|| "a qrel needs a query and at least one relevant id".to_string())
+    })
 }
 
 /// Metrics of one retriever over all queries (means).
@@ -129,9 +144,169 @@ pub fn mean(per_query: &[(f64, f64, f64, f64)]) -> Metrics {
     }
 }
 
+/// One question of an answer-level check: `{"query": "...", "answers": ["span", ...], "document": "..."}`.
+/// An empty `answers` marks a question the documents do not answer (it should be refused); `document`
+/// (optional) names where the answer is, for the reader.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerCase {
+    pub query: String,
+    #[serde(default)]
+    pub answers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+}
+
+impl AnswerCase {
+    pub fn answerable(&self) -> bool {
+        !self.answers.is_empty()
+    }
+}
+
+/// Parses answer-check JSONL, naming the line of any problem.
+pub fn parse_answer_cases(text: &str, source: &str) -> Result<Vec<AnswerCase>> {
+    parse_lines(text, source, "questions", |c: &AnswerCase| {
+        if c.query.trim().is_empty() {
+            return Some("the query is empty".to_string());
+        }
+        c.answers.iter().position(|a| a.trim().is_empty()).map(|j| {
+            format!("answers[{j}] is empty (list no answers for an unanswerable question)")
+        })
+    })
+}
+
+/// Lowercased, whitespace collapsed to single spaces: how answers and spans are compared.
+fn normalised(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Whether `answer` contains `span` (case and runs of whitespace ignored).
+pub fn contains_span(answer: &str, span: &str) -> bool {
+    normalised(answer).contains(&normalised(span))
+}
+
+/// A confidence floor chosen from labelled questions: the best dense similarity of each answerable and each
+/// unanswerable question, and the floor that separates them best.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FloorCalibration {
+    /// Answer when the best dense similarity is at least this; refuse below it.
+    pub floor: f32,
+    pub answerable: usize,
+    pub unanswerable: usize,
+    /// Share of the answerable questions at or above the floor (answered).
+    pub answered: f64,
+    /// Share of the unanswerable questions below the floor (refused).
+    pub refused: f64,
+    /// Mean of the two shares.
+    pub balanced_accuracy: f64,
+}
+
+/// Chooses the floor that maximises balanced accuracy (the mean of the answered share of answerable questions
+/// and the refused share of unanswerable ones), so neither side's size decides it. Candidates are the
+/// midpoints between neighbouring observed similarities; when several tie, the middle of the best plateau
+/// (the choice least sensitive to which questions were labelled). Needs at least one question of each kind.
+pub fn calibrate_floor(answerable: &[f32], unanswerable: &[f32]) -> Result<FloorCalibration> {
+    if answerable.is_empty() || unanswerable.is_empty() {
+        return Err(Error::Invalid(format!(
+            "calibrating the confidence floor needs answerable and unanswerable questions (got {} and {})",
+            answerable.len(),
+            unanswerable.len()
+        )));
+    }
+    if let Some(x) = answerable
+        .iter()
+        .chain(unanswerable)
+        .find(|x| !x.is_finite())
+    {
+        return Err(Error::Invalid(format!("a similarity is not finite: {x}")));
+    }
+    let mut all: Vec<f32> = answerable.iter().chain(unanswerable).copied().collect();
+    all.sort_by(f32::total_cmp);
+    all.dedup();
+    let mut candidates = vec![all[0] - 1e-3];
+    candidates.extend(all.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    candidates.push(all[all.len() - 1] + 1e-3);
+    let judge = |floor: f32| {
+        let answered =
+            answerable.iter().filter(|&&s| s >= floor).count() as f64 / answerable.len() as f64;
+        let refused =
+            unanswerable.iter().filter(|&&s| s < floor).count() as f64 / unanswerable.len() as f64;
+        (answered, refused, (answered + refused) / 2.0)
+    };
+    let scored: Vec<(f32, (f64, f64, f64))> = candidates.iter().map(|&f| (f, judge(f))).collect();
+    let top = scored.iter().map(|s| s.1.2).fold(f64::MIN, f64::max);
+    let tied: Vec<&(f32, (f64, f64, f64))> =
+        scored.iter().filter(|s| s.1.2 >= top - 1e-12).collect();
+    let (floor, (answered, refused, balanced_accuracy)) = *tied[tied.len() / 2];
+    Ok(FloorCalibration {
+        floor,
+        answerable: answerable.len(),
+        unanswerable: unanswerable.len(),
+        answered,
+        refused,
+        balanced_accuracy,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_match_across_case_and_whitespace() {
+        assert!(contains_span(
+            "Python is an Interpreted,\n  interactive language [1]",
+            "interpreted, interactive"
+        ));
+        assert!(!contains_span("Python is compiled", "interpreted"));
+    }
+
+    #[test]
+    fn answer_cases_name_the_bad_line() {
+        let ok = parse_answer_cases(
+            "{\"query\": \"q\", \"answers\": [\"a\"]}\n\n{\"query\": \"r\"}\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert!(ok[0].answerable() && !ok[1].answerable());
+        let e = parse_answer_cases(
+            "{\"query\": \"q\"}\n{\"query\": \"r\", \"answers\": [\" \"]}",
+            "f",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f: line 2") && e.contains("answers[0]"), "{e}");
+        let e = parse_answer_cases("{\"query\": \"q\", \"extra\": 1}", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1") && e.contains("extra"), "{e}");
+    }
+
+    #[test]
+    fn the_floor_separates_labelled_questions() {
+        // Separable: any floor between 0.40 and 0.55 is perfect; the middle of that plateau is chosen.
+        let c = calibrate_floor(&[0.55, 0.7, 0.8], &[0.1, 0.3, 0.4]).unwrap();
+        assert_eq!(
+            (c.answered, c.refused, c.balanced_accuracy),
+            (1.0, 1.0, 1.0)
+        );
+        assert!(c.floor > 0.4 && c.floor <= 0.55, "{c:?}");
+        // Overlapping: one unanswerable question scores 0.6, above two answerable ones. A floor between 0.3 and
+        // 0.5 answers all answerable and refuses 2 of 3 unanswerable (0.833); 0.65 answers 2 of 4 and refuses
+        // all (0.75).
+        let c = calibrate_floor(&[0.5, 0.55, 0.7, 0.8], &[0.2, 0.3, 0.6]).unwrap();
+        assert!(
+            (c.balanced_accuracy - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-9,
+            "{c:?}"
+        );
+        assert!(c.floor > 0.3 && c.floor <= 0.5, "{c:?}");
+        assert!(calibrate_floor(&[0.5], &[]).is_err());
+        assert!(calibrate_floor(&[f32::NAN], &[0.1]).is_err());
+    }
 
     #[test]
     fn chunks_collapse_to_distinct_documents_at_their_best_rank() {

@@ -18,7 +18,7 @@ pub mod query;
 use std::path::{Path, PathBuf};
 
 pub use collection::{Collection, CollectionConfig, Hit, IngestReport, Mode};
-pub use embed::{Embedder, MiniLm};
+pub use embed::{Embedder, LocalModel, MiniLm, SentenceEncoder};
 pub use llm::{ChatMessage, GenOptions, Generation, LocalLlm};
 
 /// Errors of keel-rag.

@@ -23,9 +23,10 @@ pub struct QueryOptions {
     pub k: usize,
     /// Sentences in an extractive answer.
     pub sentences: usize,
-    /// Below this cosine similarity of the best dense hit, and without a BM25 match of most query terms,
-    /// the answer is a refusal.
-    pub min_similarity: f32,
+    /// Below this cosine similarity of the best dense hit the answer is a refusal; `None` takes the
+    /// collection's floor (calibrated by `keel rag tune --unanswerable`, else
+    /// [`DEFAULT_MIN_SIMILARITY`](crate::collection::DEFAULT_MIN_SIMILARITY)).
+    pub min_similarity: Option<f32>,
     /// Share of a sentence's content words that must occur in a cited chunk for it to count as supported.
     pub support_threshold: f64,
 }
@@ -36,7 +37,7 @@ impl Default for QueryOptions {
             retrieval: Mode::Hybrid,
             k: 5,
             sentences: 3,
-            min_similarity: 0.30,
+            min_similarity: None,
             support_threshold: 0.6,
         }
     }
@@ -112,9 +113,12 @@ pub fn retrieve(
     };
     let hits = c.search(question, qv.as_deref(), opts.retrieval, opts.k, None)?;
     let best_dense = match &qv {
-        Some(v) => c.dense(v, 1).first().map_or(0.0, |x| x.1),
+        Some(v) => c.best_similarity(v),
         None => 1.0,
     };
+    let floor = opts
+        .min_similarity
+        .unwrap_or(c.manifest.config.min_similarity);
     let citations: Vec<Citation> = hits
         .iter()
         .map(|h| {
@@ -132,10 +136,7 @@ pub fn retrieve(
             }
         })
         .collect();
-    Ok((
-        citations,
-        !hits.is_empty() && best_dense >= opts.min_similarity,
-    ))
+    Ok((citations, !hits.is_empty() && best_dense >= floor))
 }
 
 /// The extractive answer with citations and groundedness.

@@ -129,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         },
         Command::Eval { command } => match command {
             EvalCommand::Retrieval(a) => rag::eval_retrieval(&home, &a),
+            EvalCommand::Answers(a) => rag::eval_answers(&home, &a),
         },
         Command::Guard { command } => match command {
             GuardCommand::Scan(a) => guard::scan(&home, &a),

@@ -4,9 +4,11 @@ use anyhow::{Context, Result};
 use keel_app::openai::{REMOTE_EMBEDDER_PREFIX, RemoteEmbedder, RemoteEmbeddingsConfig};
 use keel_app::rag::{AnswerMode, IngestScreen, IngestSpec, Question, RagState, TextSink};
 use keel_rag::collection::{Collection, Mode};
-use keel_rag::eval::{Metrics, judged, mean, parse_qrels, score};
+use keel_rag::eval::{
+    Metrics, calibrate_floor, contains_span, judged, mean, parse_answer_cases, parse_qrels, score,
+};
 use keel_rag::query::QueryOptions;
-use keel_rag::{Embedder, MiniLm};
+use keel_rag::{Embedder, LocalModel, MiniLm};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +18,8 @@ use std::time::Instant;
 
 use super::input_error;
 use crate::cli::{
-    EvalRetrievalArgs, RagCollectionArgs, RagDeleteArgs, RagIngestArgs, RagListArgs, RagQueryArgs,
-    RagTuneArgs,
+    EvalAnswersArgs, EvalRetrievalArgs, RagCollectionArgs, RagDeleteArgs, RagIngestArgs,
+    RagListArgs, RagQueryArgs, RagTuneArgs,
 };
 use crate::output::{bar, print_json};
 
@@ -26,9 +28,18 @@ pub fn root(home: &Path) -> PathBuf {
     home.join("rag")
 }
 
-/// The local embedding model, fetching it into the asset cache if needed.
+/// The default local embedding model (MiniLM), fetching it into the asset cache if needed.
 pub fn embedder(quiet: bool) -> Result<MiniLm> {
-    let weights = crate::assets::require("minilm", "all-MiniLM-L6-v2/model.safetensors", quiet)?;
+    local_embedder(LocalModel::MiniLm, quiet)
+}
+
+/// A local embedding model, fetching it into the asset cache if needed.
+pub fn local_embedder(m: LocalModel, quiet: bool) -> Result<MiniLm> {
+    let weights = crate::assets::require(
+        m.name(),
+        &format!("{}/model.safetensors", m.dir_name()),
+        quiet,
+    )?;
     Ok(MiniLm::load(
         weights.parent().expect("a file in the model folder"),
     )?)
@@ -46,13 +57,33 @@ fn embeddings_config(a: &crate::cli::EmbeddingsArgs) -> Result<RemoteEmbeddingsC
     Ok(c)
 }
 
-/// The embedder for a new ingest: the configured remote endpoint, else the local MiniLM.
-fn ingest_embedder(a: &crate::cli::EmbeddingsArgs, quiet: bool) -> Result<Box<dyn Embedder>> {
-    let c = embeddings_config(a)?;
+/// The embedder for an ingest: the configured remote endpoint, else a local model — the one asked for, else
+/// the one an existing collection was built with, else MiniLM.
+fn ingest_embedder(home: &Path, a: &RagIngestArgs, quiet: bool) -> Result<Box<dyn Embedder>> {
+    let c = embeddings_config(&a.embeddings)?;
     if c.base_url.is_some() {
         return Ok(Box::new(RemoteEmbedder::new(&c)?));
     }
-    Ok(Box::new(embedder(quiet)?))
+    let existing = Collection::open(&root(home), &a.collection)
+        .ok()
+        .map(|c| c.manifest.embedder.clone());
+    let m = match (&a.embedder, &existing) {
+        (Some(name), Some(id)) => {
+            let m = LocalModel::from_name(name)?;
+            if m.id() != id {
+                return Err(input_error(format!(
+                    "collection '{}' was built with {id}, not {}: its vectors cannot be mixed (ingest into a new collection, or drop --embedder)",
+                    a.collection,
+                    m.id()
+                )));
+            }
+            m
+        }
+        (Some(name), None) => LocalModel::from_name(name)?,
+        (None, Some(id)) => LocalModel::from_id(id).unwrap_or_default(),
+        (None, None) => LocalModel::MiniLm,
+    };
+    Ok(Box::new(local_embedder(m, quiet)?))
 }
 
 /// The embedder a collection was built with (queries must use the same vector space).
@@ -62,7 +93,8 @@ fn collection_embedder(
     quiet: bool,
 ) -> Result<Box<dyn Embedder>> {
     if !c.manifest.embedder.starts_with(REMOTE_EMBEDDER_PREFIX) {
-        return Ok(Box::new(embedder(quiet)?));
+        let m = LocalModel::from_id(&c.manifest.embedder).unwrap_or_default();
+        return Ok(Box::new(local_embedder(m, quiet)?));
     }
     let cfg = embeddings_config(a)?;
     let remote = RemoteEmbedder::new(&cfg).map_err(|_| {
@@ -91,7 +123,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         screen: !a.no_screen,
     };
     spec.check()?;
-    let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(&a.embeddings, a.json)?);
+    let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(home, a, a.json)?);
     // Indirect injection: new chunks are screened by the registered guard model, per the collection's policy.
     let gcfg = keel_app::config::guard(a.embeddings.config.as_deref())?;
     let pb = bar(0, "embedding chunks", a.json);
@@ -309,6 +341,8 @@ pub fn list(home: &Path, a: &RagListArgs) -> Result<i32> {
             "embedder": c.manifest.embedder,
             "fusion_weight": c.manifest.config.fusion_weight,
             "tuned": c.manifest.config.tuned,
+            "confidence_floor": c.manifest.config.min_similarity,
+            "calibrated": c.manifest.config.calibrated,
         }));
     }
     if a.json {
@@ -505,12 +539,40 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
         .collect();
     let best = tied[tied.len() / 2];
     c.set_fusion_weight(best.0)?;
+    // The confidence floor, from the qrels questions (answerable) and the unanswerable ones.
+    let calibration = match &a.unanswerable {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let cases = parse_answer_cases(&text, &path.display().to_string())?;
+            if let Some(i) = cases.iter().position(|q| q.answerable()) {
+                return Err(input_error(format!(
+                    "{}: question {} lists answers; --unanswerable takes questions the documents do not answer",
+                    path.display(),
+                    i + 1
+                )));
+            }
+            let questions: Vec<&str> = cases.iter().map(|q| q.query.as_str()).collect();
+            let vectors = keel_rag::embed::embed_queries(e.as_ref(), &questions)?;
+            let unanswerable: Vec<f32> = vectors.iter().map(|v| c.best_similarity(v)).collect();
+            let answerable: Vec<f32> = r
+                .dense
+                .iter()
+                .map(|d| d.first().map_or(0.0, |x| x.1))
+                .collect();
+            let cal = calibrate_floor(&answerable, &unanswerable)?;
+            c.set_confidence_floor(cal.floor)?;
+            Some(cal)
+        }
+    };
     // Shared collections: published generations are immutable, so the tuned one is published as a new one.
     publish(home, &a.collection, base.as_deref(), true)?;
     if a.json {
         print_json(
             &json!({"collection": a.collection, "fusion_weight": best.0, "weight": best.0, "ndcg@10": best.1,
-            "grid": grid.iter().map(|(w, n)| json!({"weight": w, "ndcg@10": n})).collect::<Vec<_>>()}),
+            "grid": grid.iter().map(|(w, n)| json!({"weight": w, "ndcg@10": n})).collect::<Vec<_>>(),
+            "confidence": calibration}),
         );
     } else {
         println!(
@@ -521,6 +583,135 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
             best.1,
             r.qrels.len()
         );
+        if let Some(cal) = calibration {
+            println!(
+                "confidence floor {:.3}: answers {:.1}% of {} answerable questions, refuses {:.1}% of {} unanswerable",
+                cal.floor,
+                100.0 * cal.answered,
+                cal.answerable,
+                100.0 * cal.refused,
+                cal.unanswerable
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// One question's outcome in `keel eval answers`.
+#[derive(serde::Serialize)]
+struct AnswerCheck {
+    query: String,
+    answerable: bool,
+    confident: bool,
+    /// The answer contains an expected span (answerable questions only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correct: Option<bool>,
+    /// The expected document is among the citations (when the question names one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cited_document: Option<bool>,
+    answer: String,
+}
+
+fn share(n: usize, of: usize) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+pub fn eval_answers(home: &Path, a: &EvalAnswersArgs) -> Result<i32> {
+    let started = Instant::now();
+    let c = Collection::open(&root(home), &a.collection)?;
+    let mut cases = Vec::new();
+    for path in &a.questions {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        cases.extend(parse_answer_cases(&text, &path.display().to_string())?);
+    }
+    let e = collection_embedder(&c, &a.embeddings, a.json)?;
+    let opts = QueryOptions::default();
+    let pb = bar(cases.len() as u64, "answering", a.json);
+    let mut checks = Vec::new();
+    for q in &cases {
+        let r = keel_rag::query::answer(&c, e.as_ref(), &q.query, &opts)?;
+        let answerable = q.answerable();
+        checks.push(AnswerCheck {
+            query: q.query.clone(),
+            answerable,
+            confident: r.confident,
+            correct: answerable
+                .then(|| r.confident && q.answers.iter().any(|s| contains_span(&r.answer, s))),
+            cited_document: q
+                .document
+                .as_ref()
+                .map(|d| r.citations.iter().any(|ci| &ci.document == d)),
+            answer: r.answer,
+        });
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let count = |f: &dyn Fn(&AnswerCheck) -> bool| checks.iter().filter(|c| f(c)).count();
+    let answerable = count(&|c| c.answerable);
+    let unanswerable = checks.len() - answerable;
+    let answered = count(&|c| c.answerable && c.confident);
+    let correct = count(&|c| c.correct == Some(true));
+    let refused = count(&|c| !c.answerable && !c.confident);
+    let confident = count(&|c| c.confident);
+    let named = count(&|c| c.cited_document.is_some());
+    let cited = count(&|c| c.cited_document == Some(true));
+    let out = json!({
+        "collection": a.collection,
+        "questions": checks.len(),
+        "answerable": answerable,
+        "unanswerable": unanswerable,
+        "confidence_floor": c.manifest.config.min_similarity,
+        "calibrated": c.manifest.config.calibrated,
+        // Of the answerable questions: answered (confident), answered with an expected span, the expected
+        // document cited.
+        "answered": share(answered, answerable),
+        "span_rate": share(correct, answerable),
+        "span_rate_answered": share(correct, answered),
+        "cited_document": share(cited, named),
+        // Of the unanswerable questions: refused.
+        "refused": share(refused, unanswerable),
+        // Of all confident answers, those to answerable questions; of all refusals, those of unanswerable ones.
+        "confident_precision": share(answered, confident),
+        "refusal_precision": share(refused, checks.len() - confident),
+        "seconds": started.elapsed().as_secs_f64(),
+        "checks": if a.json { json!(checks) } else { json!(null) },
+    });
+    if a.json {
+        print_json(&out);
+        return Ok(0);
+    }
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    println!(
+        "{} questions against {} (confidence floor {:.3}{})",
+        checks.len(),
+        a.collection,
+        c.manifest.config.min_similarity,
+        if c.manifest.config.calibrated {
+            ", calibrated"
+        } else {
+            ", default"
+        }
+    );
+    println!(
+        "answerable   {answerable:>4}: answered {}, expected span in the answer {} ({} of the answered), expected document cited {}",
+        pct(share(answered, answerable)),
+        pct(share(correct, answerable)),
+        pct(share(correct, answered)),
+        pct(share(cited, named)),
+    );
+    println!(
+        "unanswerable {unanswerable:>4}: refused {}",
+        pct(share(refused, unanswerable))
+    );
+    println!(
+        "confident: true on {confident}, precision {}; confident: false on {}, precision {}",
+        pct(share(answered, confident)),
+        checks.len() - confident,
+        pct(share(refused, checks.len() - confident))
+    );
+    for ch in checks.iter().filter(|c| c.correct == Some(false)) {
+        println!("  missed: {}", ch.query);
     }
     Ok(0)
 }

@@ -290,6 +290,158 @@ fn the_python_faq_answers_with_citations_and_retrieval_is_measured() {
         v["hybrid"]["ndcg@10"].as_f64().unwrap() >= best - 1e-12,
         "{v}"
     );
+
+    // Answers: the committed span set and the unanswerable questions, with the default floor, then with the
+    // floor calibrated on the paraphrased questions and the odd unanswerable ones, checked on the even ones.
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
+    let answers = bench.join("faq_answers.jsonl");
+    let unanswerable = std::fs::read_to_string(bench.join("faq_unanswerable.jsonl")).unwrap();
+    let half = |r: usize| -> String {
+        unanswerable
+            .lines()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == r)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    };
+    let (odd, even) = (
+        tmp.path().join("un-odd.jsonl"),
+        tmp.path().join("un-even.jsonl"),
+    );
+    std::fs::write(&odd, half(0)).unwrap();
+    std::fs::write(&even, half(1)).unwrap();
+    let check = |un: &Path| {
+        let o = keel(
+            &home,
+            &[
+                "eval",
+                "answers",
+                "--collection",
+                "faq",
+                "--questions",
+                answers.to_str().unwrap(),
+                "--questions",
+                un.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout_json(&o)
+    };
+    let before = check(&even);
+    assert_eq!(before["calibrated"], false, "{before}");
+    assert_eq!(before["answerable"], 59, "{before}");
+    assert_eq!(before["unanswerable"], 20, "{before}");
+    // Calibrated on natural questions (the paraphrased ones), not the titles, which match their sections
+    // almost word for word and would set the floor too high.
+    let paraphrased = bench.join("faq_paraphrased.qrels.jsonl");
+    let o = keel(
+        &home,
+        &[
+            "rag",
+            "tune",
+            "--collection",
+            "faq",
+            "--qrels",
+            paraphrased.to_str().unwrap(),
+            "--unanswerable",
+            odd.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cal = stdout_json(&o)["confidence"].clone();
+    assert_eq!(cal["answerable"], 40, "{cal}");
+    assert_eq!(cal["unanswerable"], 20, "{cal}");
+    assert!(cal["balanced_accuracy"].as_f64().unwrap() >= 0.85, "{cal}");
+    let after = check(&even);
+    assert_eq!(after["calibrated"], true, "{after}");
+    assert_eq!(
+        after["confidence_floor"].as_f64().unwrap(),
+        cal["floor"].as_f64().unwrap(),
+        "{after}"
+    );
+    // Calibrated on other questions, it still refuses most unanswerable ones and answers most answerable.
+    assert!(after["refused"].as_f64().unwrap() >= 0.7, "{after}");
+    assert!(after["answered"].as_f64().unwrap() >= 0.85, "{after}");
+    assert!(after["span_rate"].as_f64().unwrap() >= 0.6, "{after}");
+    assert!(
+        after["confident_precision"].as_f64().unwrap() >= 0.9,
+        "{after}"
+    );
+    // A labelled answerable question in --unanswerable is a mistake, named as such.
+    let o = keel(
+        &home,
+        &[
+            "rag",
+            "tune",
+            "--collection",
+            "faq",
+            "--qrels",
+            qrels.to_str().unwrap(),
+            "--unanswerable",
+            answers.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("lists answers"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_collection_built_with_mpnet_keeps_it_for_queries_and_reingests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    let d = docs(tmp.path());
+    let ingest = |extra: &[&str]| {
+        let mut args = vec![
+            "rag",
+            "ingest",
+            d.to_str().unwrap(),
+            "--collection",
+            "kb",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        keel(&home, &args)
+    };
+    let o = ingest(&["--embedder", "mpnet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = keel(&home, &["rag", "list", "--json"]);
+    let v = stdout_json(&o);
+    let kb = &v["collections"][0];
+    assert_eq!(kb["collection"], "kb", "{v}");
+    assert_eq!(
+        kb["embedder"], "sentence-transformers/all-mpnet-base-v2",
+        "{v}"
+    );
+    assert_eq!(kb["calibrated"], false, "{v}");
+    // Queries embed with the collection's model (768 dimensions; MiniLM's 384 would not fit its index).
+    let o = keel(
+        &home,
+        &[
+            "rag",
+            "query",
+            "--collection",
+            "kb",
+            "--question",
+            "What pigment makes leaves look green?",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let a = stdout_json(&o);
+    assert_eq!(a["citations"][0]["document"], "trees.rst", "{a}");
+    assert!(a["answer"].as_str().unwrap().contains("chlorophyll"), "{a}");
+    // Re-ingesting without --embedder keeps the model; asking for another is refused, naming both.
+    let o = ingest(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = ingest(&["--embedder", "minilm"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("all-mpnet-base-v2") && e.contains("all-MiniLM-L6-v2"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! keel-rag against the real MiniLM model (fetched by scripts/test.sh into the asset cache): embeddings pinned
-//! to sentence-transformers' values, incremental re-ingest, deletes across both indexes, bad files, answers
+//! to sentence-transformers' values (MiniLM and MPNet), incremental re-ingest, deletes across both indexes, bad files, answers
 //! with citations, groundedness, and the local LLM.
 
 use std::path::{Path, PathBuf};
@@ -69,6 +69,39 @@ fn embeddings_match_sentence_transformers() {
         .unwrap();
     for (a, b) in batched[1].iter().zip(&v[0]) {
         assert!((a - b).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn mpnet_embeddings_match_sentence_transformers() {
+    // The second local model, all-mpnet-base-v2 (relative-position bias, no token types, positions from 2).
+    // Reference: sentence-transformers 5.1.2, normalize_embeddings=True.
+    let dir = keel_core::cache_dir().join("all-mpnet-base-v2");
+    let m = MiniLm::load(&dir).unwrap_or_else(|e| {
+        panic!("{e}: run scripts/fetch-assets.sh mpnet (scripts/test.sh does)")
+    });
+    assert_eq!(m.model(), keel_rag::LocalModel::MpNet);
+    assert_eq!(m.id(), "sentence-transformers/all-mpnet-base-v2");
+    assert_eq!((m.dim(), m.window()), (768, 384));
+    let v = m
+        .embed(&["This is an example sentence", "Each sentence is converted"])
+        .unwrap();
+    let want0 = [
+        0.022503, -0.078292, -0.023031, -0.0051, -0.08034, 0.039132, 0.011343, 0.003465,
+    ];
+    let want1 = [
+        0.041702, 0.001097, -0.015534, 0.070922, -0.001773, 0.046611, -0.021068, 0.021534,
+    ];
+    for (got, want) in v[0].iter().zip(want0).chain(v[1].iter().zip(want1)) {
+        assert!((got - want).abs() < 2e-5, "{got} vs {want}");
+    }
+    let cos: f32 = v[0].iter().zip(&v[1]).map(|(a, b)| a * b).sum();
+    assert!((cos - 0.404_885).abs() < 1e-4, "cosine {cos}");
+    // 301 words: past the 128 positions where the relative buckets saturate, inside the window.
+    let long = format!("{} tail", "word ".repeat(300));
+    let w = m.embed(&[long.as_str()]).unwrap();
+    for (got, want) in w[0].iter().zip([0.005079, -0.00121, 0.028016, 0.034029]) {
+        assert!((got - want).abs() < 5e-5, "{got} vs {want}");
     }
 }
 
