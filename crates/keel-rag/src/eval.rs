@@ -188,6 +188,102 @@ pub fn contains_span(answer: &str, span: &str) -> bool {
     normalised(answer).contains(&normalised(span))
 }
 
+/// One question's outcome in an answer check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerCheck {
+    pub query: String,
+    pub answerable: bool,
+    pub confident: bool,
+    /// The answer contains an expected span (answerable questions only; a refusal is not correct).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<bool>,
+    /// The expected document is among the citations (when the question names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cited_document: Option<bool>,
+    pub answer: String,
+}
+
+/// An answer check over a set of questions: shares are `None` where nothing was there to count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnswerReport {
+    pub questions: usize,
+    pub answerable: usize,
+    pub unanswerable: usize,
+    /// The floor the collection refused below, and whether it was calibrated.
+    pub confidence_floor: f32,
+    pub calibrated: bool,
+    /// Of the answerable questions: answered (confident), answered with an expected span (over all answerable,
+    /// then over the answered ones), the expected document cited.
+    pub answered: Option<f64>,
+    pub span_rate: Option<f64>,
+    pub span_rate_answered: Option<f64>,
+    pub cited_document: Option<f64>,
+    /// Of the unanswerable questions: refused.
+    pub refused: Option<f64>,
+    /// Of all confident answers, those to answerable questions; of all refusals, those of unanswerable ones.
+    pub confident_precision: Option<f64>,
+    pub refusal_precision: Option<f64>,
+    pub checks: Vec<AnswerCheck>,
+}
+
+fn share(n: usize, of: usize) -> Option<f64> {
+    (of > 0).then(|| n as f64 / of as f64)
+}
+
+/// Answers every question from `c` with `opts` (extractive) and scores the answers against their spans and
+/// the refusals against the unanswerable questions; `progress` is called after each question.
+pub fn check_answers(
+    c: &crate::collection::Collection,
+    embedder: &dyn crate::embed::Embedder,
+    cases: &[AnswerCase],
+    opts: &crate::query::QueryOptions,
+    progress: &mut dyn FnMut(),
+) -> Result<AnswerReport> {
+    let mut checks = Vec::with_capacity(cases.len());
+    for q in cases {
+        let r = crate::query::answer(c, embedder, &q.query, opts)?;
+        let answerable = q.answerable();
+        checks.push(AnswerCheck {
+            query: q.query.clone(),
+            answerable,
+            confident: r.confident,
+            correct: answerable
+                .then(|| r.confident && q.answers.iter().any(|s| contains_span(&r.answer, s))),
+            cited_document: q
+                .document
+                .as_ref()
+                .map(|d| r.citations.iter().any(|ci| &ci.document == d)),
+            answer: r.answer,
+        });
+        progress();
+    }
+    let count = |f: &dyn Fn(&AnswerCheck) -> bool| checks.iter().filter(|c| f(c)).count();
+    let answerable = count(&|c| c.answerable);
+    let answered = count(&|c| c.answerable && c.confident);
+    let correct = count(&|c| c.correct == Some(true));
+    let refused = count(&|c| !c.answerable && !c.confident);
+    let confident = count(&|c| c.confident);
+    let named = count(&|c| c.cited_document.is_some());
+    let cited = count(&|c| c.cited_document == Some(true));
+    Ok(AnswerReport {
+        questions: checks.len(),
+        answerable,
+        unanswerable: checks.len() - answerable,
+        confidence_floor: opts
+            .min_similarity
+            .unwrap_or(c.manifest.config.min_similarity),
+        calibrated: opts.min_similarity.is_none() && c.manifest.config.calibrated,
+        answered: share(answered, answerable),
+        span_rate: share(correct, answerable),
+        span_rate_answered: share(correct, answered),
+        cited_document: share(cited, named),
+        refused: share(refused, checks.len() - answerable),
+        confident_precision: share(answered, confident),
+        refusal_precision: share(refused, checks.len() - confident),
+        checks,
+    })
+}
+
 /// A confidence floor chosen from labelled questions: the best dense similarity of each answerable and each
 /// unanswerable question, and the floor that separates them best.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use keel_app::openai::{REMOTE_EMBEDDER_PREFIX, RemoteEmbedder, RemoteEmbeddingsC
 use keel_app::rag::{AnswerMode, IngestScreen, IngestSpec, Question, RagState, TextSink};
 use keel_rag::collection::{Collection, Mode};
 use keel_rag::eval::{
-    Metrics, calibrate_floor, contains_span, judged, mean, parse_answer_cases, parse_qrels, score,
+    Metrics, calibrate_floor, check_answers, judged, mean, parse_answer_cases, parse_qrels, score,
 };
 use keel_rag::query::QueryOptions;
 use keel_rag::{Embedder, LocalModel, MiniLm};
@@ -597,25 +597,6 @@ pub fn tune(home: &Path, a: &RagTuneArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// One question's outcome in `keel eval answers`.
-#[derive(serde::Serialize)]
-struct AnswerCheck {
-    query: String,
-    answerable: bool,
-    confident: bool,
-    /// The answer contains an expected span (answerable questions only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correct: Option<bool>,
-    /// The expected document is among the citations (when the question names one).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cited_document: Option<bool>,
-    answer: String,
-}
-
-fn share(n: usize, of: usize) -> Option<f64> {
-    (of > 0).then(|| n as f64 / of as f64)
-}
-
 pub fn eval_answers(home: &Path, a: &EvalAnswersArgs) -> Result<i32> {
     let started = Instant::now();
     let c = Collection::open(&root(home), &a.collection)?;
@@ -626,91 +607,55 @@ pub fn eval_answers(home: &Path, a: &EvalAnswersArgs) -> Result<i32> {
         cases.extend(parse_answer_cases(&text, &path.display().to_string())?);
     }
     let e = collection_embedder(&c, &a.embeddings, a.json)?;
-    let opts = QueryOptions::default();
     let pb = bar(cases.len() as u64, "answering", a.json);
-    let mut checks = Vec::new();
-    for q in &cases {
-        let r = keel_rag::query::answer(&c, e.as_ref(), &q.query, &opts)?;
-        let answerable = q.answerable();
-        checks.push(AnswerCheck {
-            query: q.query.clone(),
-            answerable,
-            confident: r.confident,
-            correct: answerable
-                .then(|| r.confident && q.answers.iter().any(|s| contains_span(&r.answer, s))),
-            cited_document: q
-                .document
-                .as_ref()
-                .map(|d| r.citations.iter().any(|ci| &ci.document == d)),
-            answer: r.answer,
-        });
-        pb.inc(1);
-    }
+    let r = check_answers(
+        &c,
+        e.as_ref(),
+        &cases,
+        &QueryOptions::default(),
+        &mut || pb.inc(1),
+    )?;
     pb.finish_and_clear();
-    let count = |f: &dyn Fn(&AnswerCheck) -> bool| checks.iter().filter(|c| f(c)).count();
-    let answerable = count(&|c| c.answerable);
-    let unanswerable = checks.len() - answerable;
-    let answered = count(&|c| c.answerable && c.confident);
-    let correct = count(&|c| c.correct == Some(true));
-    let refused = count(&|c| !c.answerable && !c.confident);
-    let confident = count(&|c| c.confident);
-    let named = count(&|c| c.cited_document.is_some());
-    let cited = count(&|c| c.cited_document == Some(true));
-    let out = json!({
-        "collection": a.collection,
-        "questions": checks.len(),
-        "answerable": answerable,
-        "unanswerable": unanswerable,
-        "confidence_floor": c.manifest.config.min_similarity,
-        "calibrated": c.manifest.config.calibrated,
-        // Of the answerable questions: answered (confident), answered with an expected span, the expected
-        // document cited.
-        "answered": share(answered, answerable),
-        "span_rate": share(correct, answerable),
-        "span_rate_answered": share(correct, answered),
-        "cited_document": share(cited, named),
-        // Of the unanswerable questions: refused.
-        "refused": share(refused, unanswerable),
-        // Of all confident answers, those to answerable questions; of all refusals, those of unanswerable ones.
-        "confident_precision": share(answered, confident),
-        "refusal_precision": share(refused, checks.len() - confident),
-        "seconds": started.elapsed().as_secs_f64(),
-        "checks": if a.json { json!(checks) } else { json!(null) },
-    });
     if a.json {
+        let mut out = serde_json::to_value(&r)?;
+        out["collection"] = json!(a.collection);
+        out["seconds"] = json!(started.elapsed().as_secs_f64());
         print_json(&out);
         return Ok(0);
     }
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
     println!(
         "{} questions against {} (confidence floor {:.3}{})",
-        checks.len(),
+        r.questions,
         a.collection,
-        c.manifest.config.min_similarity,
-        if c.manifest.config.calibrated {
+        r.confidence_floor,
+        if r.calibrated {
             ", calibrated"
         } else {
             ", default"
         }
     );
     println!(
-        "answerable   {answerable:>4}: answered {}, expected span in the answer {} ({} of the answered), expected document cited {}",
-        pct(share(answered, answerable)),
-        pct(share(correct, answerable)),
-        pct(share(correct, answered)),
-        pct(share(cited, named)),
+        "answerable   {:>4}: answered {}, expected span in the answer {} ({} of the answered), expected document cited {}",
+        r.answerable,
+        pct(r.answered),
+        pct(r.span_rate),
+        pct(r.span_rate_answered),
+        pct(r.cited_document),
     );
     println!(
-        "unanswerable {unanswerable:>4}: refused {}",
-        pct(share(refused, unanswerable))
+        "unanswerable {:>4}: refused {}",
+        r.unanswerable,
+        pct(r.refused)
     );
+    let confident = r.checks.iter().filter(|c| c.confident).count();
     println!(
         "confident: true on {confident}, precision {}; confident: false on {}, precision {}",
-        pct(share(answered, confident)),
-        checks.len() - confident,
-        pct(share(refused, checks.len() - confident))
+        pct(r.confident_precision),
+        r.questions - confident,
+        pct(r.refusal_precision)
     );
-    for ch in checks.iter().filter(|c| c.correct == Some(false)) {
+    for ch in r.checks.iter().filter(|c| c.correct == Some(false)) {
         println!("  missed: {}", ch.query);
     }
     Ok(0)
