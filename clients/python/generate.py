@@ -53,14 +53,16 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="compare instead of writing")
     ap.add_argument("--spec", type=Path, default=SPEC, help="the OpenAPI document (default: the repository's)")
     a = ap.parse_args()
-    if not a.check:
-        generate(a.spec, TARGET)
-        print(f"wrote {TARGET}")
-        return 0
+    # Always generated outside the package: the formatters read the nearest pyproject.toml of the output path,
+    # so writing in place and checking in a temporary folder would format differently.
     with tempfile.TemporaryDirectory() as d:
         fresh = Path(d) / "models.py"
         generate(a.spec, fresh)
         want = fresh.read_text()
+    if not a.check:
+        TARGET.write_text(want)
+        print(f"wrote {TARGET}")
+        return 0
     have = TARGET.read_text() if TARGET.exists() else ""
     if have == want:
         print(f"{TARGET.name} matches {a.spec.name}")

@@ -73,6 +73,10 @@ def test_rag_ingest_query_chunks_delete(server: Server) -> None:
         deleted = c.rag.delete_document("pyfaq", "general.rst.txt")
         assert deleted.collection == "pyfaq" and deleted.removed == 1
         assert {x.collection: x for x in c.rag.collections()}["pyfaq"].documents == 2
+        # A collection keeps its embedding model: asking for another one is refused before anything is queued.
+        with pytest.raises(keel_client.UnprocessableEntityError) as err:
+            c.rag.ingest("pyfaq", docs[:1], embedder="mpnet")
+        assert "all-MiniLM-L6-v2" in str(err.value)
 
 
 def test_guard_scan_blocks_an_injection_and_redacts_pii(server: Server) -> None:

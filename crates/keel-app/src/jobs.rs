@@ -283,8 +283,15 @@ async fn ingest(
     let base = crate::rag::sync_collection(store, ctx.rag.root(), &spec.collection).await?;
     let name = spec.collection.clone();
     let embedder: Arc<dyn keel_rag::Embedder> = match ctx.rag.collection(&spec.collection) {
-        Ok(c) => ctx.rag.embedder_for(&c).await?,
-        Err(_) => ctx.rag.embedder().await?,
+        Ok(c) => {
+            crate::rag::check_embedder(&c, spec.embedder)?;
+            ctx.rag.embedder_for(&c).await?
+        }
+        Err(_) => {
+            ctx.rag
+                .local_embedder(spec.embedder.unwrap_or_default())
+                .await?
+        }
     };
     hook(crate::train::stage::READING, 0.0);
     let progress = Box::new(move |done: usize, total: usize| {

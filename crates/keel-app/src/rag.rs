@@ -478,6 +478,10 @@ pub struct IngestSpec {
     /// collection's ingest policy.
     #[serde(default = "yes")]
     pub screen: bool,
+    /// The local embedding model of a new collection (default MiniLM); an existing collection keeps its own,
+    /// and naming another is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<LocalModel>,
 }
 
 fn default_chunk_tokens() -> usize {
@@ -498,6 +502,7 @@ impl IngestSpec {
             max_tokens: default_chunk_tokens(),
             overlap: default_overlap(),
             screen: true,
+            embedder: None,
         }
     }
 
@@ -517,6 +522,20 @@ impl IngestSpec {
             )));
         }
         Ok(())
+    }
+}
+
+/// Checks that `wanted` (when named) is the model an existing collection `c` was built with: vectors of two
+/// models cannot share one index.
+pub fn check_embedder(c: &Collection, wanted: Option<LocalModel>) -> Result<()> {
+    match wanted {
+        Some(m) if m.id() != c.manifest.embedder => Err(Error::input(format!(
+            "collection '{}' was built with {}, not {}: its vectors cannot be mixed (ingest into a new collection, or leave the embedder out)",
+            c.manifest.name,
+            c.manifest.embedder,
+            m.id()
+        ))),
+        _ => Ok(()),
     }
 }
 

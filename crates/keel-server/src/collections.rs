@@ -81,6 +81,11 @@ pub struct IngestForm {
     /// `false` to skip the injection screen (default `true`).
     #[schema(nullable = false)]
     pub screen: Option<bool>,
+    /// The local embedding model of a new collection: `minilm` (all-MiniLM-L6-v2, the default) or `mpnet`
+    /// (all-mpnet-base-v2: 768 dimensions, slower, better on natural questions). An existing collection keeps
+    /// its model; naming another is refused (422).
+    #[schema(nullable = false, pattern = "^(minilm|mpnet)$")]
+    pub embedder: Option<String>,
 }
 
 /// Uploads documents into a collection (created on first upload), as a job: embedded, screened for indirect
@@ -101,7 +106,7 @@ pub async fn ingest(
     keel_rag::collection::validate_name(&collection)?;
     let up = upload(st.cache.store().home(), &headers, body).await?;
     let spec = (|| {
-        up.only(&["max_tokens", "overlap", "screen"], &["file"])?;
+        up.only(&["max_tokens", "overlap", "screen", "embedder"], &["file"])?;
         if up.files.is_empty() {
             return Err(invalid_body(
                 "upload at least one file (multipart field `file`)",
@@ -141,6 +146,18 @@ pub async fn ingest(
                     )));
                 }
             };
+        }
+        if let Some(v) = up.field("embedder") {
+            let m = keel_rag::LocalModel::from_name(v.trim())
+                .map_err(|_| invalid_body(&format!("embedder: '{v}' must be minilm or mpnet")))?;
+            if let Ok(c) = keel_rag::collection::Collection::open(
+                &keel_app::rag::collections_root(st.cache.store().home()),
+                &collection,
+            ) {
+                keel_app::rag::check_embedder(&c, Some(m))
+                    .map_err(|e| invalid_body(&e.to_string()))?;
+            }
+            spec.embedder = Some(m);
         }
         Ok(spec)
     })();

@@ -442,6 +442,7 @@ def ingest(
     max_tokens: int | None,
     overlap: int | None,
     screen: bool | None,
+    embedder: str | None = None,
 ) -> Call[m.Job]:
     files: list[FileField] = []
     for i, d in enumerate(documents):
@@ -455,7 +456,7 @@ def ingest(
         raise ValueError("ingest needs at least one document")
     fields = {
         k: str(v).lower() if isinstance(v, bool) else str(v)
-        for k, v in _body(max_tokens=max_tokens, overlap=overlap, screen=screen).items()
+        for k, v in _body(max_tokens=max_tokens, overlap=overlap, screen=screen, embedder=embedder).items()
     }
     return Call(
         "POST",

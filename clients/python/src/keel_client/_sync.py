@@ -413,9 +413,11 @@ class Rag(_Resource):
         max_tokens: int | None = None,
         overlap: int | None = None,
         screen: bool | None = None,
+        embedder: str | None = None,
     ) -> m.Job:
-        """Uploads documents (local paths, or `(file name, text or bytes)` pairs) into a collection (a job)."""
-        return self._send(c.ingest(collection, documents, max_tokens, overlap, screen))
+        """Uploads documents (local paths, or `(file name, text or bytes)` pairs) into a collection (a job);
+        `embedder` ("minilm" or "mpnet") picks a new collection's embedding model."""
+        return self._send(c.ingest(collection, documents, max_tokens, overlap, screen, embedder))
 
     def chunks(
         self, collection: str, *, document: str | None = None, offset: int | None = None, limit: int | None = None

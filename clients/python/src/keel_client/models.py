@@ -516,6 +516,12 @@ class IngestForm(BaseModel):
     model_config = ConfigDict(
         extra='forbid',
     )
+    embedder: str | None = Field(None, pattern='^(minilm|mpnet)$')
+    """
+    The local embedding model of a new collection: `minilm` (all-MiniLM-L6-v2, the default) or `mpnet`
+    (all-mpnet-base-v2: 768 dimensions, slower, better on natural questions). An existing collection keeps
+    its model; naming another is refused (422).
+    """
     file: list[bytes] = Field(..., min_length=1)
     """
     One or more files (Markdown, HTML, text, PDF); repeat the field for more.

@@ -121,6 +121,11 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
         max_tokens: a.max_tokens,
         overlap: a.overlap,
         screen: !a.no_screen,
+        embedder: a
+            .embedder
+            .as_deref()
+            .map(LocalModel::from_name)
+            .transpose()?,
     };
     spec.check()?;
     let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(home, a, a.json)?);

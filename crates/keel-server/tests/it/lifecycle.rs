@@ -515,6 +515,63 @@ async fn uploaded_documents_become_a_collection_that_answers_and_forgets() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["citations"][0]["document"], "tides.md", "{v}");
 
+    // The embedding model is chosen per collection: another model for "kb" (built with MiniLM) and an unknown
+    // one are refused before anything is queued; a new collection built with MPNet answers with it.
+    let bees = (
+        "file",
+        "bees.md",
+        "# Bees\n\nHoney bees dance to show where flowers are.\n",
+    );
+    for (embedder, says) in [
+        ("mpnet", "all-MiniLM-L6-v2"),
+        ("bert-large", "minilm or mpnet"),
+    ] {
+        let req = t.req(
+            "POST",
+            "/v1/rag/collections/kb/documents",
+            Some(Role::Deployer),
+            &multipart_type(),
+            multipart(&[("embedder", embedder)], &[bees]),
+        );
+        let (s, _, v) = t.call(req).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v.to_string().contains(says), "{v}");
+    }
+    assert_eq!(t.state.cache.store().jobs(10).await.unwrap().len(), 1);
+    let req = t.req(
+        "POST",
+        "/v1/rag/collections/kb-mpnet/documents",
+        Some(Role::Deployer),
+        &multipart_type(),
+        multipart(&[("embedder", "mpnet")], &[bees]),
+    );
+    let (s, _, job) = t.call(req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+    let job = settled(&t, &job, 2).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let (_, v) = send(&t, "GET", "/v1/rag/collections", Role::Reader, None).await;
+    let mp = v["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["collection"] == "kb-mpnet")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        mp["embedder"], "sentence-transformers/all-mpnet-base-v2",
+        "{v}"
+    );
+    let (s, v) = send(
+        &t,
+        "POST",
+        "/v1/rag/kb-mpnet/query",
+        Role::Predictor,
+        Some(json!({"question": "How do bees show each other where flowers are?"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["citations"][0]["document"], "bees.md", "{v}");
+
     let (s, v) = send(
         &t,
         "DELETE",
