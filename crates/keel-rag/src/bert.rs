@@ -390,6 +390,11 @@ impl Bert {
         self.d
     }
 
+    /// Whether the weights are MPNet's (else BERT's).
+    pub fn is_mpnet(&self) -> bool {
+        self.rel.is_some()
+    }
+
     /// Mean-pooled, L2-normalised embeddings of tokenised sequences (ids with their special tokens).
     pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let d = self.d;

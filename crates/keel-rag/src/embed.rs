@@ -128,17 +128,14 @@ impl SentenceEncoder {
                 )))
             }
         };
-        let config = file("config.json")?;
-        let model_kind = match std::fs::read_to_string(&config)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v["model_type"].as_str().map(str::to_string))
-            .as_deref()
-        {
-            Some("mpnet") => LocalModel::MpNet,
-            _ => LocalModel::MiniLm,
-        };
+        file("config.json")?;
         file("model.safetensors")?;
+        let model = Bert::load(dir)?;
+        let model_kind = if model.is_mpnet() {
+            LocalModel::MpNet
+        } else {
+            LocalModel::MiniLm
+        };
         let mut tokenizer = Tokenizer::from_file(file("tokenizer.json")?)
             .map_err(|e| Error::Model(format!("tokenizer.json: {e}")))?;
         tokenizer.with_padding(None);
@@ -152,8 +149,6 @@ impl SentenceEncoder {
                 ..Default::default()
             }))
             .map_err(|e| Error::Model(format!("tokenizer: {e}")))?;
-        tokenizer.with_padding(None);
-        let model = Bert::load(dir)?;
         Ok(SentenceEncoder {
             dim: model.hidden_size(),
             model,

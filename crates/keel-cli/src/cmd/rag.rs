@@ -57,33 +57,21 @@ fn embeddings_config(a: &crate::cli::EmbeddingsArgs) -> Result<RemoteEmbeddingsC
     Ok(c)
 }
 
-/// The embedder for an ingest: the configured remote endpoint, else a local model — the one asked for, else
-/// the one an existing collection was built with, else MiniLM.
-fn ingest_embedder(home: &Path, a: &RagIngestArgs, quiet: bool) -> Result<Box<dyn Embedder>> {
+/// The embedder for an ingest: the configured remote endpoint, else a local model — the one asked for (which
+/// an existing collection must have been built with), else the collection's own, else MiniLM.
+fn ingest_embedder(home: &Path, spec: &IngestSpec, a: &RagIngestArgs) -> Result<Box<dyn Embedder>> {
     let c = embeddings_config(&a.embeddings)?;
     if c.base_url.is_some() {
         return Ok(Box::new(RemoteEmbedder::new(&c)?));
     }
-    let existing = Collection::open(&root(home), &a.collection)
-        .ok()
-        .map(|c| c.manifest.embedder.clone());
-    let m = match (&a.embedder, &existing) {
-        (Some(name), Some(id)) => {
-            let m = LocalModel::from_name(name)?;
-            if m.id() != id {
-                return Err(input_error(format!(
-                    "collection '{}' was built with {id}, not {}: its vectors cannot be mixed (ingest into a new collection, or drop --embedder)",
-                    a.collection,
-                    m.id()
-                )));
-            }
-            m
+    let m = match Collection::open(&root(home), &spec.collection) {
+        Ok(c) => {
+            keel_app::rag::check_embedder(&c, spec.embedder)?;
+            LocalModel::from_id(&c.manifest.embedder).unwrap_or_default()
         }
-        (Some(name), None) => LocalModel::from_name(name)?,
-        (None, Some(id)) => LocalModel::from_id(id).unwrap_or_default(),
-        (None, None) => LocalModel::MiniLm,
+        Err(_) => spec.embedder.unwrap_or_default(),
     };
-    Ok(Box::new(local_embedder(m, quiet)?))
+    Ok(Box::new(local_embedder(m, a.json)?))
 }
 
 /// The embedder a collection was built with (queries must use the same vector space).
@@ -128,7 +116,7 @@ pub fn ingest(home: &Path, a: &RagIngestArgs) -> Result<i32> {
             .transpose()?,
     };
     spec.check()?;
-    let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(home, a, a.json)?);
+    let e: Arc<dyn Embedder> = Arc::from(ingest_embedder(home, &spec, a)?);
     // Indirect injection: new chunks are screened by the registered guard model, per the collection's policy.
     let gcfg = keel_app::config::guard(a.embeddings.config.as_deref())?;
     let pb = bar(0, "embedding chunks", a.json);
